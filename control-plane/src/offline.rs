@@ -1,0 +1,323 @@
+//! Offline token tools: mint and check tokens with a key from the environment, no service needed.
+//!
+//! These are what `sharegate demo`, `sharegate keygen` and `sharegate token ...` run. The signing key comes from
+//! `SHAREGATE_SIGNING_KEY` (64 hex digits) and `SHAREGATE_KEY_ID`, never from a flag, so it stays out of shell
+//! history and process listings.
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde_json::{Value, json};
+use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
+use sharegate_shared::token::{
+    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, TokenBuf, Verifier,
+    decode_unverified,
+};
+use sharegate_shared::{Reason, normalize_path};
+use std::net::IpAddr;
+
+/// 32 bytes from the OS CSPRNG.
+pub fn random_secret() -> Result<SecretKey> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| anyhow!("no OS randomness: {e}"))?;
+    Ok(SecretKey::new(b))
+}
+
+/// A fresh 96-bit token id from the OS CSPRNG.
+pub fn random_token_id() -> Result<[u8; 12]> {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).map_err(|e| anyhow!("no OS randomness: {e}"))?;
+    Ok(b)
+}
+
+/// The key ring named by `SHAREGATE_SIGNING_KEY` / `SHAREGATE_KEY_ID`.
+pub fn ring_from_env(max_ttl: u32) -> Result<KeyRing> {
+    let hex = std::env::var("SHAREGATE_SIGNING_KEY")
+        .context("SHAREGATE_SIGNING_KEY is not set (64 hex digits; `sharegate keygen` makes one)")?;
+    let secret = SecretKey::from_hex(&hex).map_err(|e| anyhow!("SHAREGATE_SIGNING_KEY: {e}"))?;
+    let id: KeyId = match std::env::var("SHAREGATE_KEY_ID") {
+        Ok(s) => s.parse().context("SHAREGATE_KEY_ID must be an integer 0..=65535")?,
+        Err(_) => 1,
+    };
+    Ok(KeyRing::with_active(id, secret, max_ttl))
+}
+
+/// What to put in a token: the owned form of [`Claims`], filled from command-line flags.
+#[derive(Debug, Clone, Default)]
+pub struct MintRequest {
+    /// Asset id (first path segment).
+    pub asset: Option<String>,
+    /// Normalised path prefix.
+    pub prefix: Option<String>,
+    /// Lifetime in seconds.
+    pub ttl: u32,
+    /// Delay before it becomes valid, seconds.
+    pub nbf_delay: u32,
+    /// Share id.
+    pub share: Option<String>,
+    /// Viewer id.
+    pub viewer: Option<String>,
+    /// Session id.
+    pub session: Option<String>,
+    /// Campaign.
+    pub campaign: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// Client IP binding, `addr/len`.
+    pub ip: Option<String>,
+    /// Allowed countries, comma separated.
+    pub allow_countries: Option<String>,
+    /// Denied countries, comma separated.
+    pub deny_countries: Option<String>,
+    /// Embed origin.
+    pub origin: Option<String>,
+    /// Watermark id (hex).
+    pub watermark: Option<String>,
+    /// Entitlement tier.
+    pub tier: Option<u8>,
+    /// Also allow whole-file download.
+    pub download: bool,
+}
+
+/// Parse `addr/len` (or a bare address, meaning a host route).
+pub fn parse_prefix(s: &str) -> Result<IpPrefix> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr.parse().with_context(|| format!("bad IP address {addr:?}"))?;
+    let len = match (len, addr) {
+        (Some(l), _) => l.parse().with_context(|| format!("bad prefix length {l:?}"))?,
+        (None, IpAddr::V4(_)) => 32,
+        (None, IpAddr::V6(_)) => 128,
+    };
+    IpPrefix::new(addr, len).ok_or_else(|| anyhow!("prefix length {len} too long for {addr}"))
+}
+
+fn country_codes(list: &str) -> Vec<u8> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .flat_map(|c| c.to_ascii_uppercase().into_bytes())
+        .collect()
+}
+
+/// Mint a token for `req` at `now` with a fresh random id. Returns the token and its claims as JSON.
+pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Result<(String, Value)> {
+    let minter = Minter::new(ring, policy).map_err(|e| anyhow!("key ring: {e}"))?;
+    let iat = u32::try_from(now).context("clock beyond 2106")?;
+    let nbf = iat.checked_add(req.nbf_delay).context("nbf overflows")?;
+    let exp = nbf.checked_add(req.ttl).context("exp overflows")?;
+    let watermark = req
+        .watermark
+        .as_deref()
+        .map(hex::decode)
+        .transpose()
+        .context("--watermark must be hex")?;
+    let allow = req.allow_countries.as_deref().map(country_codes);
+    let deny = req.deny_countries.as_deref().map(country_codes);
+    if allow.is_some() && deny.is_some() {
+        bail!("give either --allow-countries or --deny-countries, not both");
+    }
+    let mut permissions = Permissions::PLAYBACK;
+    if req.download {
+        permissions = permissions.union(Permissions::DOWNLOAD);
+    }
+    let claims = Claims {
+        token_id: random_token_id()?,
+        iat,
+        nbf,
+        exp,
+        permissions,
+        asset: req.asset.as_deref(),
+        prefix: req.prefix.as_deref(),
+        share: req.share.as_deref(),
+        viewer: req.viewer.as_deref(),
+        session: req.session.as_deref(),
+        campaign: req.campaign.as_deref(),
+        channel: req.channel.as_deref(),
+        ip: req.ip.as_deref().map(parse_prefix).transpose()?,
+        countries: allow
+            .as_deref()
+            .map(Countries::Allow)
+            .or(deny.as_deref().map(Countries::Deny)),
+        origin: req.origin.as_deref(),
+        watermark: watermark.as_deref(),
+        tier: req.tier,
+        ..Claims::default()
+    };
+    let token = minter.mint(&claims).map_err(|e| anyhow!("cannot mint: {e}"))?;
+    let mut buf = TokenBuf::new();
+    let decoded = decode_unverified(&token, &mut buf).map_err(|r| anyhow!("minted token does not decode: {r}"))?;
+    Ok((token.clone(), claims_json(&decoded)))
+}
+
+/// Claims as JSON for people and scripts (ids in hex).
+pub fn claims_json(c: &Claims<'_>) -> Value {
+    let mut perms = Vec::new();
+    for (bit, name) in [
+        (Permissions::MULTIVARIANT, "multivariant_playlist"),
+        (Permissions::MEDIA, "media_playlist"),
+        (Permissions::SEGMENT, "segment"),
+        (Permissions::INIT, "init"),
+        (Permissions::KEY, "key"),
+        (Permissions::DOWNLOAD, "download"),
+    ] {
+        if c.permissions.contains(bit) {
+            perms.push(name);
+        }
+    }
+    json!({
+        "version": format!("1.{}", c.minor),
+        "key_id": c.key_id,
+        "token_id": hex::encode(c.token_id),
+        "iat": c.iat, "nbf": c.nbf, "exp": c.exp,
+        "permissions": perms,
+        "asset": c.asset, "prefix": c.prefix, "share": c.share, "viewer": c.viewer, "session": c.session,
+        "campaign": c.campaign, "channel": c.channel,
+        "ip": c.ip.map(|p| format!("{}/{}", p.addr, p.len)),
+        "countries": c.countries.map(|r| match r {
+            Countries::Allow(c) => json!({"allow": String::from_utf8_lossy(c)}),
+            Countries::Deny(c) => json!({"deny": String::from_utf8_lossy(c)}),
+        }),
+        "origin": c.origin,
+        "watermark": c.watermark.map(hex::encode),
+        "tier": c.tier,
+        "data": c.data.map(hex::encode),
+    })
+}
+
+/// Split a token URL (`.../t/<token>/<asset path>`) into token and asset path; a bare token passes through.
+pub fn split_token_url(s: &str) -> (String, Option<String>) {
+    let path = s
+        .split_once("://")
+        .map_or(s, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    if let Some(i) = path.find("/t/") {
+        let rest = &path[i + 3..];
+        let (token, asset_path) = rest.split_once('/').unwrap_or((rest, ""));
+        return (token.to_string(), Some(format!("/{asset_path}")));
+    }
+    (s.to_string(), None)
+}
+
+/// The resource kind a path asks for, from its extension (the edge engine uses the same convention).
+pub fn resource_for(path: &str, multivariant_name: &str) -> Resource {
+    let file = path.rsplit('/').next().unwrap_or("");
+    if file == multivariant_name {
+        Resource::MultivariantPlaylist
+    } else if file.ends_with(".m3u8") {
+        Resource::MediaPlaylist
+    } else if file.ends_with(".mp4") && file.starts_with("init") {
+        Resource::Init
+    } else if file.ends_with(".key") {
+        Resource::Key
+    } else if file.ends_with(".mp4") {
+        Resource::Download
+    } else {
+        Resource::Segment
+    }
+}
+
+/// Facts of a request to check a token against.
+#[derive(Debug, Clone, Default)]
+pub struct CheckRequest {
+    /// Raw request path (normalised here).
+    pub path: String,
+    /// Client IP.
+    pub ip: Option<IpAddr>,
+    /// Client country.
+    pub country: Option<String>,
+    /// Embedding origin.
+    pub origin: Option<String>,
+}
+
+/// Check a token as the edge would (minus revocation) and say what it decides and why.
+pub fn check(ring: &KeyRing, policy: Policy, token: &str, req: &CheckRequest, now: u64) -> Value {
+    let path = match normalize_path(&req.path) {
+        Ok(p) => p,
+        Err(e) => {
+            return json!({"decision": "deny", "reason": Reason::BadPath.as_str(), "status": 400, "detail": e.as_str()});
+        }
+    };
+    let country = req
+        .country
+        .as_deref()
+        .and_then(|c| <[u8; 2]>::try_from(c.to_ascii_uppercase().as_bytes()).ok());
+    let facts = RequestFacts {
+        path: &path,
+        resource: resource_for(&path, "master.m3u8"),
+        now,
+        client_ip: req.ip,
+        country,
+        origin: req.origin.as_deref(),
+    };
+    let verifier = Verifier::new(ring, policy);
+    let mut buf = TokenBuf::new();
+    match verifier.verify(token, &facts, &mut buf) {
+        Ok(c) => {
+            json!({"decision": "allow", "status": 200, "path": path, "claims": claims_json(&c)})
+        }
+        Err(r) => {
+            let mut dbuf = TokenBuf::new();
+            let claims = decode_unverified(token, &mut dbuf).ok().map(|c| claims_json(&c));
+            json!({"decision": "deny", "reason": r.as_str(), "status": r.http_status(), "path": path,
+                   "unverified_claims": claims})
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mint_then_check_allows_and_tamper_denies() {
+        let ring = KeyRing::with_active(3, random_secret().unwrap(), 86_400);
+        let req = MintRequest {
+            asset: Some("demo".into()),
+            ttl: 600,
+            ip: Some("192.0.2.0/24".into()),
+            ..MintRequest::default()
+        };
+        let now = 1_800_000_000;
+        let (token, claims) = mint(&ring, Policy::default(), &req, now).unwrap();
+        assert_eq!(claims["asset"], "demo");
+        let check_req = CheckRequest {
+            path: "/demo/v0/seg_000.ts".into(),
+            ip: Some("192.0.2.9".parse().unwrap()),
+            ..CheckRequest::default()
+        };
+        let ok = check(&ring, Policy::default(), &token, &check_req, now + 1);
+        assert_eq!(ok["decision"], "allow", "{ok}");
+        let mut bad = token.clone().into_bytes();
+        bad[20] = if bad[20] == b'A' { b'B' } else { b'A' };
+        let denied = check(
+            &ring,
+            Policy::default(),
+            std::str::from_utf8(&bad).unwrap(),
+            &check_req,
+            now + 1,
+        );
+        assert_eq!(denied["reason"], "bad_signature");
+        let expired = check(&ring, Policy::default(), &token, &check_req, now + 600 + 60);
+        assert_eq!(expired["reason"], "expired");
+        assert_eq!(expired["status"], 410);
+        let traversal = CheckRequest {
+            path: "/demo/../other/x.ts".into(),
+            ..check_req
+        };
+        assert_eq!(
+            check(&ring, Policy::default(), &token, &traversal, now)["reason"],
+            "bad_path"
+        );
+    }
+
+    #[test]
+    fn token_urls_split() {
+        let (t, p) = split_token_url("https://cdn.example.com/t/abc_-/demo/master.m3u8?x=1");
+        assert_eq!(t, "abc_-");
+        assert_eq!(p.as_deref(), Some("/demo/master.m3u8"));
+        let (t, p) = split_token_url("abc");
+        assert_eq!((t.as_str(), p), ("abc", None));
+    }
+}

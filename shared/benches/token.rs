@@ -1,0 +1,89 @@
+//! Token hot paths. The baseline is a raw, pre-keyed HMAC-SHA256 over the same signed bytes, measured in the same
+//! run: report `verify / raw_hmac` rather than absolute times (the machines are shared and noisy).
+#![allow(clippy::unwrap_used)]
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::{Criterion, criterion_group, criterion_main};
+use hmac::{Hmac, KeyInit, Mac};
+use sharegate_shared::keys::{KeyRing, SecretKey};
+use sharegate_shared::token::{
+    Claims, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, TAG_LEN, TokenBuf, Verifier,
+};
+use std::hint::black_box;
+
+const KEY: [u8; 32] = [0x42; 32];
+const T0: u32 = 1_800_000_000;
+
+fn typical() -> Claims<'static> {
+    Claims {
+        token_id: [7; 12],
+        iat: T0,
+        nbf: T0,
+        exp: T0 + 3600,
+        permissions: Permissions::PLAYBACK,
+        asset: Some("demo-asset-0001"),
+        share: Some("sh_8f3a2b1c"),
+        viewer: Some("v_1234567890"),
+        channel: Some("email"),
+        campaign: Some("spring-26"),
+        ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
+        ..Claims::default()
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let ring = KeyRing::with_active(1, SecretKey::new(KEY), 86_400);
+    let minter = Minter::new(&ring, Policy::default()).unwrap();
+    let verifier = Verifier::new(&ring, Policy::default());
+    let token = minter.mint(&typical()).unwrap();
+    let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+    let signed = raw[..raw.len() - TAG_LEN].to_vec();
+    eprintln!("typical token: {} chars, {} signed bytes", token.len(), signed.len());
+    let facts = RequestFacts {
+        path: "/demo-asset-0001/v0/seg_00042.ts",
+        resource: Resource::Segment,
+        now: u64::from(T0) + 100,
+        client_ip: Some("203.0.113.77".parse().unwrap()),
+        country: Some(*b"DE"),
+        origin: None,
+    };
+    let prekeyed = Hmac::<sha2::Sha256>::new_from_slice(&KEY).unwrap();
+
+    let mut g = c.benchmark_group("token");
+    g.bench_function("raw_hmac_prekeyed", |b| {
+        b.iter(|| {
+            let mut m = prekeyed.clone();
+            m.update(black_box(&signed));
+            black_box(m.finalize().into_bytes())
+        })
+    });
+    g.bench_function("raw_hmac_keyed_per_call", |b| {
+        b.iter(|| {
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(black_box(&KEY)).unwrap();
+            m.update(black_box(&signed));
+            black_box(m.finalize().into_bytes())
+        })
+    });
+    g.bench_function("verify_full", |b| {
+        let mut buf = TokenBuf::new();
+        b.iter(|| {
+            let c = verifier.verify(black_box(&token), black_box(&facts), &mut buf).unwrap();
+            black_box(c.exp);
+        })
+    });
+    g.bench_function("mint", |b| {
+        b.iter(|| black_box(minter.mint(black_box(&typical())).unwrap()))
+    });
+    g.bench_function("normalize_path", |b| {
+        b.iter(|| {
+            black_box(sharegate_shared::normalize_path(black_box(
+                "/demo-asset-0001/v0/seg_00042.ts",
+            )))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
