@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
 use sharegate_shared::token::{
-    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, TokenBuf, Verifier,
+    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, Text, TokenBuf, Verifier,
     decode_unverified,
 };
 use sharegate_shared::{Reason, normalize_path};
@@ -127,19 +127,19 @@ pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Resu
         nbf,
         exp,
         permissions,
-        asset: req.asset.as_deref(),
-        prefix: req.prefix.as_deref(),
-        share: req.share.as_deref(),
-        viewer: req.viewer.as_deref(),
-        session: req.session.as_deref(),
-        campaign: req.campaign.as_deref(),
-        channel: req.channel.as_deref(),
+        asset: req.asset.as_deref().map(Into::into),
+        prefix: req.prefix.as_deref().map(Into::into),
+        share: req.share.as_deref().map(Into::into),
+        viewer: req.viewer.as_deref().map(Into::into),
+        session: req.session.as_deref().map(Into::into),
+        campaign: req.campaign.as_deref().map(Into::into),
+        channel: req.channel.as_deref().map(Into::into),
         ip: req.ip.as_deref().map(parse_prefix).transpose()?,
         countries: allow
             .as_deref()
             .map(Countries::Allow)
             .or(deny.as_deref().map(Countries::Deny)),
-        origin: req.origin.as_deref(),
+        origin: req.origin.as_deref().map(Into::into),
         watermark: watermark.as_deref(),
         tier: req.tier,
         ..Claims::default()
@@ -152,6 +152,7 @@ pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Resu
 
 /// Claims as JSON for people and scripts (ids in hex).
 pub fn claims_json(c: &Claims<'_>) -> Value {
+    let t = |v: Option<Text<'_>>| v.map(|s| s.as_str().to_owned());
     let mut perms = Vec::new();
     for (bit, name) in [
         (Permissions::MULTIVARIANT, "multivariant_playlist"),
@@ -171,14 +172,14 @@ pub fn claims_json(c: &Claims<'_>) -> Value {
         "token_id": hex::encode(c.token_id),
         "iat": c.iat, "nbf": c.nbf, "exp": c.exp,
         "permissions": perms,
-        "asset": c.asset, "prefix": c.prefix, "share": c.share, "viewer": c.viewer, "session": c.session,
-        "campaign": c.campaign, "channel": c.channel,
+        "asset": t(c.asset), "prefix": t(c.prefix), "share": t(c.share), "viewer": t(c.viewer),
+        "session": t(c.session), "campaign": t(c.campaign), "channel": t(c.channel),
         "ip": c.ip.map(|p| format!("{}/{}", p.addr, p.len)),
         "countries": c.countries.map(|r| match r {
             Countries::Allow(c) => json!({"allow": String::from_utf8_lossy(c)}),
             Countries::Deny(c) => json!({"deny": String::from_utf8_lossy(c)}),
         }),
-        "origin": c.origin,
+        "origin": t(c.origin),
         "watermark": c.watermark.map(hex::encode),
         "tier": c.tier,
         "data": c.data.map(hex::encode),
@@ -248,7 +249,7 @@ pub fn check(ring: &KeyRing, policy: Policy, token: &str, req: &CheckRequest, no
         now,
         client_ip: req.ip,
         country,
-        origin: req.origin.as_deref(),
+        origin: req.origin.as_deref().map(Into::into),
     };
     let verifier = Verifier::new(ring, policy);
     let mut buf = TokenBuf::new();

@@ -22,11 +22,11 @@ fn typical() -> Claims<'static> {
         nbf: T0,
         exp: T0 + 3600,
         permissions: Permissions::PLAYBACK,
-        asset: Some("demo-asset-0001"),
-        share: Some("sh_8f3a2b1c"),
-        viewer: Some("v_1234567890"),
-        channel: Some("email"),
-        campaign: Some("spring-26"),
+        asset: Some("demo-asset-0001".into()),
+        share: Some("sh_8f3a2b1c".into()),
+        viewer: Some("v_1234567890".into()),
+        channel: Some("email".into()),
+        campaign: Some("spring-26".into()),
         ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
         ..Claims::default()
     }
@@ -71,6 +71,30 @@ fn bench(c: &mut Criterion) {
             let c = verifier.verify(black_box(&token), black_box(&facts), &mut buf).unwrap();
             black_box(c.exp);
         })
+    });
+    g.bench_function("base64_decode_only", |b| {
+        let mut out = [0u8; 400];
+        b.iter(|| {
+            black_box(
+                URL_SAFE_NO_PAD
+                    .decode_slice(black_box(token.as_bytes()), &mut out[..])
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("decode_unverified", |b| {
+        let mut buf = TokenBuf::new();
+        b.iter(|| {
+            black_box(
+                sharegate_shared::token::decode_unverified(black_box(&token), &mut buf)
+                    .unwrap()
+                    .exp,
+            )
+        })
+    });
+    g.bench_function("authenticate_only", |b| {
+        let mut buf = TokenBuf::new();
+        b.iter(|| black_box(verifier.authenticate(black_box(&token), &mut buf).unwrap().exp))
     });
     g.bench_function("mint", |b| {
         b.iter(|| black_box(minter.mint(black_box(&typical())).unwrap()))

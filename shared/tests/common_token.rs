@@ -32,7 +32,7 @@ pub fn claims_to_json(c: &Claims<'_>) -> Value {
     ];
     for (k, s) in strs {
         if let Some(s) = s {
-            m.insert(k.into(), json!(s));
+            m.insert(k.into(), json!(s.as_str()));
         }
     }
     if let Some(ip) = c.ip {
@@ -91,7 +91,7 @@ pub fn owned_from_json(v: &Value) -> Owned {
 }
 
 pub fn claims_from<'a>(v: &Value, o: &'a Owned) -> Claims<'a> {
-    let s = |i: usize| (!o.strs[i].is_empty()).then_some(o.strs[i].as_str());
+    let s = |i: usize| (!o.strs[i].is_empty()).then_some(o.strs[i].as_str().into());
     let b = |i: usize| (!o.blobs[i].is_empty()).then_some(o.blobs[i].as_slice());
     let mut token_id = [0u8; 12];
     token_id.copy_from_slice(&hex::decode(v["token_id"].as_str().unwrap()).unwrap());

@@ -41,11 +41,11 @@ fn typical() -> Claims<'static> {
         nbf: T0,
         exp: T0 + 3600,
         permissions: Permissions::PLAYBACK,
-        asset: Some("demo-asset-0001"),
-        share: Some("sh_8f3a2b1c"),
-        viewer: Some("v_1234567890"),
-        channel: Some("email"),
-        campaign: Some("spring-26"),
+        asset: Some("demo-asset-0001".into()),
+        share: Some("sh_8f3a2b1c".into()),
+        viewer: Some("v_1234567890".into()),
+        channel: Some("email".into()),
+        campaign: Some("spring-26".into()),
         ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
         ..Claims::default()
     }
@@ -58,7 +58,7 @@ fn facts(path: &str, now: u64) -> RequestFacts<'_> {
         now,
         client_ip: Some("203.0.113.77".parse().unwrap()),
         country: Some(*b"DE"),
-        origin: Some("https://player.example.com"),
+        origin: Some("https://player.example.com".into()),
     }
 }
 
@@ -148,7 +148,7 @@ fn generate_vectors() -> Value {
         nbf: T0,
         exp: T0 + 600,
         permissions: Permissions::PLAYBACK,
-        prefix: Some("/live/ch1/"),
+        prefix: Some("/live/ch1/".into()),
         ..Claims::default()
     };
     add_valid("minimal_prefix", &minimal, facts("/live/ch1/seg_9.ts", now));
@@ -158,16 +158,16 @@ fn generate_vectors() -> Value {
         nbf: T0 + 5,
         exp: T0 + 86_400,
         permissions: Permissions::PLAYBACK.union(Permissions::DOWNLOAD),
-        asset: Some("movie_42"),
-        prefix: Some("/movie_42/hd"),
-        share: Some("sh_1"),
-        viewer: Some("alice@example.com"),
-        session: Some("sess-77"),
-        campaign: Some("launch"),
-        channel: Some("embed"),
+        asset: Some("movie_42".into()),
+        prefix: Some("/movie_42/hd".into()),
+        share: Some("sh_1".into()),
+        viewer: Some("alice@example.com".into()),
+        session: Some("sess-77".into()),
+        campaign: Some("launch".into()),
+        channel: Some("embed".into()),
         ip: IpPrefix::new("2001:db8:abcd::".parse().unwrap(), 48),
         countries: Some(Countries::Allow(b"DEFRNL")),
-        origin: Some("https://player.example.com"),
+        origin: Some("https://player.example.com".into()),
         watermark: Some(&[0xde, 0xad, 0xbe, 0xef]),
         tier: Some(3),
         data: Some(b"opaque"),
@@ -347,7 +347,7 @@ fn typical_token_fits_two_sha256_blocks() {
 fn delimiter_free_resplit_fails() {
     let m = minter();
     let c = Claims {
-        prefix: Some("/v/1"),
+        prefix: Some("/v/1".into()),
         asset: None,
         ip: None,
         ..typical()
@@ -386,7 +386,7 @@ fn delimiter_free_resplit_fails() {
     // Attack 3: a genuine token for `/v/` expiring later cannot be made to verify for `/v/1` either: the scope
     // check is on segment boundaries and the MAC covers the length byte.
     let short = Claims {
-        prefix: Some("/v/"),
+        prefix: Some("/v/".into()),
         ..c.clone()
     };
     let short_token = m.mint(&short).unwrap();
@@ -528,7 +528,7 @@ fn bindings() {
         "allow list fails an unknown country"
     );
     let embed = Claims {
-        origin: Some("https://Player.Example.com"),
+        origin: Some("https://Player.Example.com".into()),
         ip: None,
         ..typical()
     };
@@ -564,14 +564,14 @@ fn mint_refuses_bad_claims() {
     let cases: Vec<(Claims<'static>, &str)> = vec![
         (
             Claims {
-                asset: Some("../x"),
+                asset: Some("../x".into()),
                 ..typical()
             },
             "asset",
         ),
         (
             Claims {
-                asset: Some("a/b"),
+                asset: Some("a/b".into()),
                 ..typical()
             },
             "asset",
@@ -586,28 +586,28 @@ fn mint_refuses_bad_claims() {
         ),
         (
             Claims {
-                prefix: Some("/a/../b"),
+                prefix: Some("/a/../b".into()),
                 ..typical()
             },
             "prefix",
         ),
         (
             Claims {
-                prefix: Some("relative"),
+                prefix: Some("relative".into()),
                 ..typical()
             },
             "prefix",
         ),
         (
             Claims {
-                viewer: Some("has space"),
+                viewer: Some("has space".into()),
                 ..typical()
             },
             "viewer",
         ),
         (
             Claims {
-                viewer: Some(""),
+                viewer: Some("".into()),
                 ..typical()
             },
             "viewer",
@@ -643,7 +643,7 @@ fn mint_refuses_bad_claims() {
         ),
         (
             Claims {
-                origin: Some("player.example.com"),
+                origin: Some("player.example.com".into()),
                 ..typical()
             },
             "origin",
@@ -806,13 +806,13 @@ prop_compose! {
             nbf,
             exp: nbf.saturating_add(ttl).min(iat + 86_400).max(nbf + 1),
             permissions: Permissions(perms),
-            asset: asset.map(leak),
-            prefix,
-            share: share.map(leak),
-            viewer: viewer.map(leak),
-            session: session.map(leak),
-            campaign: campaign.map(leak),
-            channel: channel.map(leak),
+            asset: asset.map(|s| leak(s).into()),
+            prefix: prefix.map(Into::into),
+            share: share.map(|s| leak(s).into()),
+            viewer: viewer.map(|s| leak(s).into()),
+            session: session.map(|s| leak(s).into()),
+            campaign: campaign.map(|s| leak(s).into()),
+            channel: channel.map(|s| leak(s).into()),
             ip,
             countries,
             origin: None,
@@ -890,9 +890,9 @@ proptest! {
                 prop_assert!(norm.starts_with(&want));
             }
             if let Some(p) = c.prefix {
-                prop_assert!(sharegate_shared::path_in_scope(&norm, p));
-                let under = format!("{}/", p.trim_end_matches('/'));
-                prop_assert!(norm.as_ref() == p || norm.starts_with(&under));
+                prop_assert!(sharegate_shared::path_in_scope(&norm, p.as_str()));
+                let under = format!("{}/", p.as_str().trim_end_matches('/'));
+                prop_assert!(norm.as_ref() == p.as_str() || norm.starts_with(&under));
             }
         }
     }
