@@ -1,8 +1,23 @@
-//! sharegate's edge.
+//! sharegate's edge: one decision engine, pure and runtime-free.
 //!
-//! This crate will hold the one decision engine (`decide(request, now, keys, state) -> Decision`) and the thin
-//! adapters that put it on Cloudflare Workers, Fastly Compute and a native server. Until the engine lands it only
-//! re-exports the core the engine is built on, so the workspace layout is in place from the start.
+//! [`engine::Engine::decide`] turns a request's facts, `now` and the revocation state into allow-or-deny, and
+//! [`engine::Engine::rewrite_playlist`] rewrites a fetched playlist. The adapters for each runtime (the native server
+//! in `edge-worker/native`, Cloudflare Workers, Fastly Compute) only translate requests, responses, storage and
+//! time; any logic they would need belongs here. This crate does no I/O and reads no clock.
+#![no_std]
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod config;
+// pub mod engine; (waits for hls)
+pub mod events;
+// pub mod hls;
+pub mod watermark;
+
+pub use config::{ConfigSource, EdgeConfig};
+// pub use engine::{Decision, Engine, Request, StateInput};
 pub use sharegate_shared as core;

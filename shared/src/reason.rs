@@ -41,11 +41,17 @@ pub enum Reason {
     BadPath,
     /// The token was revoked.
     Revoked,
+    /// The method is not one the edge serves (GET, HEAD, OPTIONS).
+    MethodNotAllowed,
+    /// The edge's revocation state is older than its hard limit and policy says fail closed.
+    StateStale,
+    /// Every origin failed (5xx or timeout).
+    OriginUnavailable,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for tables, metrics and tests).
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 19] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::UnsupportedVersion,
@@ -62,6 +68,9 @@ impl Reason {
         Reason::OriginDenied,
         Reason::BadPath,
         Reason::Revoked,
+        Reason::MethodNotAllowed,
+        Reason::StateStale,
+        Reason::OriginUnavailable,
     ];
 
     /// The stable, machine-readable code.
@@ -83,6 +92,9 @@ impl Reason {
             Reason::OriginDenied => "origin_denied",
             Reason::BadPath => "bad_path",
             Reason::Revoked => "revoked",
+            Reason::MethodNotAllowed => "method_not_allowed",
+            Reason::StateStale => "state_stale",
+            Reason::OriginUnavailable => "origin_unavailable",
         }
     }
 
@@ -95,12 +107,16 @@ impl Reason {
     ///
     /// 401 when there is no credential at all, 410 when the credential was good but has run out (players and
     /// support tools treat "gone" differently from "forbidden"), 400 for a request no token could make valid, and
-    /// 403 for everything else: a malformed or forged token is an invalid credential, never a server error.
+    /// 405 for a method the edge does not serve, 503 when the edge cannot decide safely (stale revocation state
+    /// under a fail-closed policy) or no origin answers, and 403 for everything else: a malformed or forged token is
+    /// an invalid credential, never a server error.
     pub const fn http_status(self) -> u16 {
         match self {
             Reason::MissingToken => 401,
             Reason::Expired => 410,
             Reason::BadPath => 400,
+            Reason::MethodNotAllowed => 405,
+            Reason::StateStale | Reason::OriginUnavailable => 503,
             _ => 403,
         }
     }

@@ -1,0 +1,725 @@
+//! The decision engine: one pure function from a request to allow-or-deny, shared by every adapter.
+//!
+//! [`Engine::decide`] takes the request's facts, `now`, the revocation state and its age, and returns a
+//! [`Decision`]: allow (origin path, cache key, response headers, whether the body is a playlist to rewrite) or deny
+//! (status, reason code, headers, body). [`Engine::rewrite_playlist`] then rewrites a fetched playlist body. Neither
+//! does I/O, reads a clock or draws randomness, so adapters stay thin translations and every decision is
+//! reproducible from the conformance suite (`tests/conformance/`).
+
+use crate::config::{EdgeConfig, StalePolicy};
+use crate::events::{Event, EventKind};
+use crate::hls::{self, UriKind};
+use crate::watermark;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::net::IpAddr;
+use sharegate_shared::Reason;
+use sharegate_shared::path::normalize_path;
+use sharegate_shared::revocation::{Revoked, StateSet, StateView, Subject};
+use sharegate_shared::token::{
+    Claims, Countries, IpPrefix, Minter, Permissions, RequestFacts, Resource, Text, TokenBuf, Verifier,
+};
+
+/// The header that carries the reason code on denials (unless switched off).
+pub const REASON_HEADER: &str = "x-sharegate-reason";
+
+/// What the engine knows about one request. Adapters fill it from their runtime's request type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a str,
+    /// The `Host` the client used (playlist URIs to this host are ours).
+    pub host: &'a str,
+    /// Raw path, without the query.
+    pub path: &'a str,
+    /// Raw query, without the `?`.
+    pub query: Option<&'a str>,
+    /// The `Cookie` header.
+    pub cookie: Option<&'a str>,
+    /// The `Origin` header.
+    pub origin: Option<&'a str>,
+    /// The `Referer` header.
+    pub referer: Option<&'a str>,
+    /// Client address, from the runtime.
+    pub client_ip: Option<IpAddr>,
+    /// Client country (upper-case alpha-2), from the runtime's geo data.
+    pub country: Option<[u8; 2]>,
+}
+
+/// How the token reached the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `/t/<token>/<asset path>` (the default).
+    Path,
+    /// `?<param>=<token>`.
+    Query,
+    /// `Cookie: <name>=<token>`.
+    Cookie,
+}
+
+impl Transport {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Path => "path",
+            Transport::Query => "query",
+            Transport::Cookie => "cookie",
+        }
+    }
+}
+
+/// Anything that can say whether a verified token is revoked.
+pub trait Revocations {
+    /// The answer for one token.
+    fn check(&self, s: &Subject<'_>) -> Revoked;
+}
+
+impl Revocations for StateSet<'_> {
+    fn check(&self, s: &Subject<'_>) -> Revoked {
+        self.is_revoked(s)
+    }
+}
+
+impl Revocations for StateView<'_> {
+    fn check(&self, s: &Subject<'_>) -> Revoked {
+        self.is_revoked(s)
+    }
+}
+
+/// The revocation state as the adapter holds it.
+#[derive(Clone, Copy)]
+pub struct StateInput<'s> {
+    /// The state, if one was ever loaded and verified.
+    pub state: Option<&'s dyn Revocations>,
+    /// Seconds since the state was last refreshed successfully.
+    pub age: u64,
+}
+
+impl<'s> StateInput<'s> {
+    /// A fresh state.
+    pub fn fresh(state: &'s dyn Revocations) -> Self {
+        StateInput {
+            state: Some(state),
+            age: 0,
+        }
+    }
+}
+
+/// An allowed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// Path to fetch from the origin: normalised, token removed, watermark variant applied.
+    pub origin_path: String,
+    /// LL-HLS directives kept for the origin and the cache key (`_HLS_msn=…&…`), if any.
+    pub origin_query: Option<String>,
+    /// The cache key: origin path plus the kept directives. Never contains a token.
+    pub cache_key: String,
+    /// What was requested.
+    pub resource: Resource,
+    /// Headers to set on the response (CORS, cache control for playlists).
+    pub headers: Vec<(&'static str, String)>,
+    /// Whether the response may be stored in a shared cache (segments: yes; tokenized playlists: no).
+    pub shared_cacheable: bool,
+    /// Cache tags / surrogate keys for purges.
+    pub cache_tags: Vec<String>,
+    /// Set when the body is a playlist to rewrite with [`Engine::rewrite_playlist`].
+    pub playlist: Option<PlaylistPlan>,
+    /// An event to report, if any.
+    pub event: Option<Event>,
+}
+
+/// A refused request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deny {
+    /// HTTP status.
+    pub status: u16,
+    /// Reason code.
+    pub reason: Reason,
+    /// Headers (CORS, no-store, the reason header).
+    pub headers: Vec<(&'static str, String)>,
+    /// JSON body.
+    pub body: String,
+    /// An event to report, if any.
+    pub event: Option<Event>,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve it.
+    Allow(Allow),
+    /// Refuse it.
+    Deny(Deny),
+    /// A CORS preflight: answer 204 with these headers.
+    Preflight(Vec<(&'static str, String)>),
+}
+
+/// The claims a session token inherits, owned so the plan outlives the request's token buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSeed {
+    token_id: [u8; 12],
+    iat: u32,
+    nbf: u32,
+    exp: u32,
+    permissions: Permissions,
+    asset: Option<String>,
+    prefix: Option<String>,
+    share: Option<String>,
+    viewer: Option<String>,
+    session: Option<String>,
+    campaign: Option<String>,
+    channel: Option<String>,
+    ip: Option<IpPrefix>,
+    countries: Option<(bool, Vec<u8>)>,
+    origin: Option<String>,
+    watermark: Option<Vec<u8>>,
+    tier: Option<u8>,
+    data: Option<Vec<u8>>,
+}
+
+/// How to rewrite a playlist body once it is fetched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaylistPlan {
+    /// The playlist's public path (token removed): relative URIs resolve against it.
+    pub public_path: String,
+    /// Our host: absolute URIs to it are rewritten, others left alone.
+    pub host: String,
+    /// How the token came, and so how it is written back.
+    pub transport: Transport,
+    /// The token presented.
+    pub token: String,
+    /// Multivariant or media playlist.
+    pub resource: Resource,
+    /// Present when two-tier tokens are on: what session tokens inherit.
+    pub session: Option<SessionSeed>,
+}
+
+fn owned(t: Option<Text<'_>>) -> Option<String> {
+    t.map(|t| t.as_str().to_string())
+}
+
+fn text(s: &Option<String>) -> Option<Text<'_>> {
+    s.as_deref().map(Text::from)
+}
+
+impl SessionSeed {
+    fn from_claims(c: &Claims<'_>) -> Self {
+        SessionSeed {
+            token_id: c.token_id,
+            iat: c.iat,
+            nbf: c.nbf,
+            exp: c.exp,
+            permissions: c.permissions,
+            asset: owned(c.asset),
+            prefix: owned(c.prefix),
+            share: owned(c.share),
+            viewer: owned(c.viewer),
+            session: owned(c.session),
+            campaign: owned(c.campaign),
+            channel: owned(c.channel),
+            ip: c.ip,
+            countries: c.countries.map(|r| match r {
+                Countries::Allow(v) => (true, v.to_vec()),
+                Countries::Deny(v) => (false, v.to_vec()),
+            }),
+            origin: owned(c.origin),
+            watermark: c.watermark.map(<[u8]>::to_vec),
+            tier: c.tier,
+            data: c.data.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// The resource kind a normalised path names, by file name: the multivariant name, other `.m3u8` files, init
+/// sections (`init*.mp4`/`*.m4i`/`init*.m4s`), content keys (`.key`), whole-file MP4 downloads, and segments.
+pub fn classify(path: &str, multivariant_name: &str) -> Resource {
+    let file = path.rsplit('/').next().unwrap_or("");
+    let ext = file.rsplit_once('.').map_or("", |(_, e)| e);
+    match ext {
+        _ if file == multivariant_name => Resource::MultivariantPlaylist,
+        "m3u8" | "m3u" => Resource::MediaPlaylist,
+        "key" => Resource::Key,
+        "m4i" => Resource::Init,
+        "mp4" | "m4s" if file.starts_with("init") => Resource::Init,
+        "mp4" => Resource::Download,
+        _ => Resource::Segment,
+    }
+}
+
+/// Split `/t/<token>/<rest>` into the token and `/<rest>`.
+fn split_path_token(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/t/")?;
+    let slash = rest.find('/')?;
+    Some((&rest[..slash], &rest[slash..]))
+}
+
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+fn cookie_value<'c>(cookie: Option<&'c str>, name: &str) -> Option<&'c str> {
+    cookie?.split(';').find_map(|kv| {
+        let (k, v) = kv.trim().split_once('=')?;
+        (k == name).then_some(v.trim_matches('"'))
+    })
+}
+
+/// LL-HLS delivery directives kept for the origin and the cache key, in a fixed order, values checked so nothing
+/// else can ride along into the cache key.
+fn hls_directives(query: Option<&str>) -> Option<String> {
+    let mut out = String::new();
+    for name in ["_HLS_msn", "_HLS_part", "_HLS_skip"] {
+        let Some(v) = query_param(query, name) else { continue };
+        let ok = match name {
+            "_HLS_skip" => v == "YES" || v == "v2",
+            _ => !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()),
+        };
+        if ok {
+            if !out.is_empty() {
+                out.push('&');
+            }
+            out.push_str(name);
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// The origin of the embedding page: `Origin`, else the scheme and host of `Referer`.
+fn embed_origin<'r>(req: &Request<'r>) -> Option<&'r str> {
+    if let Some(o) = req.origin.filter(|o| *o != "null") {
+        return Some(o);
+    }
+    let r = req.referer?;
+    let after_scheme = r.find("://")? + 3;
+    let end = r[after_scheme..]
+        .find(['/', '?', '#'])
+        .map_or(r.len(), |i| after_scheme + i);
+    Some(&r[..end])
+}
+
+/// The one decision engine. Keyed once (verifier, minter), reused for every request.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: EdgeConfig,
+    verifier: Verifier,
+    minter: Option<Minter>,
+}
+
+impl Engine {
+    /// Build the engine for a configuration.
+    pub fn new(config: EdgeConfig) -> Self {
+        let verifier = Verifier::new(&config.keys, config.policy);
+        let minter = Minter::new(&config.keys, config.policy).ok();
+        Engine {
+            config,
+            verifier,
+            minter,
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EdgeConfig {
+        &self.config
+    }
+
+    fn cors(&self, headers: &mut Vec<(&'static str, String)>) {
+        headers.push(("access-control-allow-origin", self.config.cors_origin.clone()));
+        headers.push((
+            "access-control-expose-headers",
+            format!("{REASON_HEADER}, content-length, content-range"),
+        ));
+        if self.config.cors_origin != "*" {
+            headers.push(("vary", "Origin".to_string()));
+        }
+    }
+
+    fn event(&self, kind: EventKind, reason: Option<Reason>, now: u64, attribution: Attribution) -> Event {
+        Event {
+            kind,
+            reason: reason.map(Reason::as_str),
+            at: now,
+            asset: attribution.asset,
+            share: attribution.share,
+            channel: attribution.channel,
+            campaign: attribution.campaign,
+            edge: self.config.edge_id.clone(),
+        }
+    }
+
+    fn deny(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attribution) -> Decision {
+        let status = reason.http_status();
+        let mut headers = Vec::with_capacity(6);
+        headers.push(("content-type", "application/json".to_string()));
+        headers.push(("cache-control", "no-store".to_string()));
+        if self.config.reason_header {
+            headers.push((REASON_HEADER, reason.as_str().to_string()));
+        }
+        self.cors(&mut headers);
+        let mut body = format!("{{\"error\":\"{}\",\"status\":{status}", reason.as_str());
+        if let Some(d) = detail {
+            // Details are our own static strings (scope kinds, path error codes): no escaping needed.
+            body.push_str(&format!(",\"detail\":\"{d}\""));
+        }
+        body.push('}');
+        let kind = match reason {
+            Reason::Expired => EventKind::Expiry,
+            Reason::StateStale => EventKind::StateStale,
+            _ => EventKind::Deny,
+        };
+        Decision::Deny(Deny {
+            status,
+            reason,
+            headers,
+            body,
+            event: Some(self.event(kind, Some(reason), now, attribution)),
+        })
+    }
+
+    /// Decide one request.
+    pub fn decide(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+        match req.method {
+            "GET" | "HEAD" => {}
+            "OPTIONS" => {
+                let mut h = Vec::with_capacity(6);
+                self.cors(&mut h);
+                h.push(("access-control-allow-methods", "GET, HEAD, OPTIONS".to_string()));
+                h.push(("access-control-allow-headers", "range".to_string()));
+                h.push(("access-control-max-age", "86400".to_string()));
+                return Decision::Preflight(h);
+            }
+            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attribution::default()),
+        }
+
+        // Find the token: path first (the default), then the query parameter, then the cookie.
+        let (token, raw_path, transport) = if let Some((t, rest)) = split_path_token(req.path) {
+            (Some(t), rest, Transport::Path)
+        } else if let Some(t) = query_param(req.query, &self.config.token_param) {
+            (Some(t), req.path, Transport::Query)
+        } else {
+            (
+                cookie_value(req.cookie, &self.config.cookie_name),
+                req.path,
+                Transport::Cookie,
+            )
+        };
+        let path = match normalize_path(raw_path) {
+            Ok(p) => p,
+            Err(e) => return self.deny(Reason::BadPath, Some(e.as_str()), now, Attribution::default()),
+        };
+        let requested = Attribution::from_path(&path);
+        let Some(token) = token.filter(|t| !t.is_empty()) else {
+            return self.deny(Reason::MissingToken, None, now, requested);
+        };
+        let resource = classify(&path, &self.config.multivariant_name);
+        let facts = RequestFacts {
+            path: &path,
+            resource,
+            now,
+            client_ip: req.client_ip,
+            country: req.country,
+            origin: embed_origin(req),
+        };
+        let mut buf = TokenBuf::new();
+        let claims = match self.verifier.authenticate(token, &mut buf) {
+            Ok(c) => c,
+            // Unauthenticated: attribute to the requested path only, never to claims an attacker wrote.
+            Err(r) => return self.deny(r, None, now, requested),
+        };
+        let attribution = Attribution::from_claims(&claims);
+        if let Err(r) = self.verifier.policy().check(&claims, &facts) {
+            return self.deny(r, None, now, attribution);
+        }
+
+        // Revocation, from memory. A stale state follows the configured policy.
+        let stale = state.state.is_none() || state.age > u64::from(self.config.state_max_age);
+        let mut event = None;
+        if stale && self.config.stale_policy == StalePolicy::FailClosed {
+            return self.deny(Reason::StateStale, None, now, attribution);
+        }
+        if stale {
+            event = Some(self.event(EventKind::StateStale, None, now, attribution.clone()));
+        }
+        if let Some(s) = state.state {
+            let subject = Subject {
+                token_id: &claims.token_id,
+                iat: claims.iat,
+                key_id: claims.key_id,
+                share: claims.share.map(|t| t.as_bytes()),
+                viewer: claims.viewer.map(|t| t.as_bytes()),
+                session: claims.session.map(|t| t.as_bytes()),
+                asset: claims.asset.map(|t| t.as_bytes()),
+                campaign: claims.campaign.map(|t| t.as_bytes()),
+            };
+            match s.check(&subject) {
+                Revoked::No => {}
+                Revoked::Token => return self.deny(Reason::Revoked, Some("token"), now, attribution),
+                Revoked::Watermark(kind) => return self.deny(Reason::Revoked, Some(kind.as_str()), now, attribution),
+            }
+        }
+
+        // Allowed. The origin path and cache key never contain the token.
+        let mut origin_path = path.to_string();
+        if resource == Resource::Segment
+            && let (Some(key), Some(id)) = (&self.config.watermark_key, claims.watermark)
+            && let Some(v) = watermark::variant_path(key, id, &path)
+        {
+            origin_path = v;
+        }
+        let origin_query = hls_directives(req.query);
+        let cache_key = match &origin_query {
+            Some(q) => format!("{origin_path}?{q}"),
+            None => origin_path.clone(),
+        };
+        let mut headers = Vec::with_capacity(4);
+        self.cors(&mut headers);
+        let is_playlist = matches!(resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
+        let mut playlist = None;
+        if is_playlist {
+            headers.push((
+                "cache-control",
+                format!("private, max-age={}", self.config.playlist_max_age),
+            ));
+            playlist = Some(PlaylistPlan {
+                public_path: path.to_string(),
+                host: req.host.to_string(),
+                transport,
+                token: token.to_string(),
+                resource,
+                session: self.config.two_tier.map(|_| {
+                    let mut seed = SessionSeed::from_claims(&claims);
+                    if seed.ip.is_none() {
+                        seed.ip = self.session_ip(req.client_ip);
+                    }
+                    seed
+                }),
+            });
+            if resource == Resource::MultivariantPlaylist && event.is_none() {
+                event = Some(self.event(EventKind::PlaylistOpen, None, now, attribution.clone()));
+            }
+        }
+        let mut cache_tags = Vec::with_capacity(2);
+        if let Some(a) = claims.asset.or(requested.asset.as_deref().map(Text::from)) {
+            cache_tags.push(format!("sg-asset-{a}"));
+        }
+        if let Some(s) = claims.share {
+            cache_tags.push(format!("sg-share-{s}"));
+        }
+        Decision::Allow(Allow {
+            origin_path,
+            origin_query,
+            cache_key,
+            resource,
+            headers,
+            shared_cacheable: !is_playlist,
+            cache_tags,
+            playlist,
+            event,
+        })
+    }
+
+    fn session_ip(&self, client: Option<IpAddr>) -> Option<IpPrefix> {
+        let tt = self.config.two_tier?;
+        let ip = client?;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let len = match ip {
+            IpAddr::V4(_) => tt.ipv4_prefix,
+            IpAddr::V6(_) => tt.ipv6_prefix,
+        };
+        (len > 0).then(|| IpPrefix::new(ip, len)).flatten()
+    }
+
+    /// Mint a session token from a seed with narrowed permissions and expiry. It keeps the share token's id and
+    /// issue time, so revoking the share token (by id or any watermark) also revokes every session token from it.
+    fn session_token(&self, seed: &SessionSeed, permissions: Permissions, exp: u32) -> Option<String> {
+        let minter = self.minter.as_ref()?;
+        let countries = seed.countries.as_ref().map(|(allow, c)| {
+            if *allow {
+                Countries::Allow(c)
+            } else {
+                Countries::Deny(c)
+            }
+        });
+        let claims = Claims {
+            token_id: seed.token_id,
+            iat: seed.iat,
+            nbf: seed.nbf,
+            exp,
+            permissions,
+            asset: text(&seed.asset),
+            prefix: text(&seed.prefix),
+            share: text(&seed.share),
+            viewer: text(&seed.viewer),
+            session: text(&seed.session),
+            campaign: text(&seed.campaign),
+            channel: text(&seed.channel),
+            ip: seed.ip,
+            countries,
+            origin: text(&seed.origin),
+            watermark: seed.watermark.as_deref(),
+            tier: seed.tier,
+            data: seed.data.as_deref(),
+            ..Claims::default()
+        };
+        minter.mint(&claims).ok()
+    }
+
+    /// Rewrite a fetched playlist body according to its plan, at `now`.
+    ///
+    /// - Two-tier: a multivariant playlist's URIs get a session token for everything below it, valid as long as the
+    ///   share token (live players reload those media playlists for as long as they play); a media playlist's
+    ///   segment URIs get a token that lives `session_ttl` when the playlist is live (it is reloaded, and so
+    ///   refreshed) and as long as the presented token when it is VOD (`EXT-X-ENDLIST`: fetched once).
+    /// - Query transport: every URI to our host carries the token parameter.
+    /// - Path transport: relative URIs already inherit the token; absolute ones to our host get `/t/<token>`.
+    pub fn rewrite_playlist(&self, plan: &PlaylistPlan, body: &str, now: u64) -> Result<String, hls::PlaylistError> {
+        let (upper, lower) = match &plan.session {
+            Some(seed) => {
+                let below = Permissions(seed.permissions.0 & !Permissions::MULTIVARIANT.0);
+                let tt = self.config.two_tier;
+                match plan.resource {
+                    Resource::MultivariantPlaylist => {
+                        let t = self.session_token(seed, below, seed.exp);
+                        (t.clone(), t)
+                    }
+                    _ => {
+                        let vod = body.contains("#EXT-X-ENDLIST");
+                        let short = u32::try_from(now)
+                            .unwrap_or(u32::MAX)
+                            .saturating_add(tt.map_or(300, |t| t.session_ttl));
+                        let exp = if vod { seed.exp } else { short.min(seed.exp) };
+                        let media =
+                            Permissions(below.0 & (Permissions::SEGMENT.0 | Permissions::INIT.0 | Permissions::KEY.0));
+                        // Rendition reports point at sibling media playlists: they keep the presented token.
+                        let seg = if exp > seed.nbf {
+                            self.session_token(seed, media, exp)
+                        } else {
+                            None
+                        };
+                        (Some(plan.token.clone()), seg)
+                    }
+                }
+            }
+            None => (Some(plan.token.clone()), Some(plan.token.clone())),
+        };
+        let two_tier = plan.session.is_some();
+        let transport = if two_tier && plan.transport == Transport::Cookie {
+            Transport::Path
+        } else {
+            plan.transport
+        };
+        if transport == Transport::Cookie {
+            return Ok(body.to_string());
+        }
+        let param = &self.config.token_param;
+        let out = hls::rewrite_uris(body, |uri, kind| {
+            let token = match kind {
+                UriKind::Variant | UriKind::Media | UriKind::RenditionReport => upper.as_deref(),
+                _ if plan.resource == Resource::MultivariantPlaylist => upper.as_deref(),
+                _ => lower.as_deref(),
+            }?;
+            let relative = !uri.starts_with('/') && !uri.contains("://");
+            // Path transport without two-tier: relative URIs inherit the token from the playlist URL already.
+            if transport == Transport::Path && !two_tier && relative {
+                return None;
+            }
+            let resolved = hls::resolve(&plan.public_path, uri, &plan.host)?;
+            let (p, q) = resolved
+                .split_once('?')
+                .map_or((resolved.as_str(), None), |(p, q)| (p, Some(q)));
+            let p = normalize_path(p).ok()?;
+            Some(match transport {
+                Transport::Path => match q {
+                    Some(q) => format!("/t/{token}{p}?{q}"),
+                    None => format!("/t/{token}{p}"),
+                },
+                _ => {
+                    let base = match q {
+                        Some(q) => format!("{p}?{q}"),
+                        None => p.to_string(),
+                    };
+                    hls::with_query_param(&base, param, token)
+                }
+            })
+        })?;
+        Ok(out.into_owned())
+    }
+}
+
+/// Ids an event is attributed to.
+#[derive(Debug, Clone, Default)]
+struct Attribution {
+    asset: Option<String>,
+    share: Option<String>,
+    channel: Option<String>,
+    campaign: Option<String>,
+}
+
+impl Attribution {
+    fn from_path(path: &str) -> Self {
+        let first = path.trim_start_matches('/').split('/').next().filter(|s| !s.is_empty());
+        Attribution {
+            asset: first.map(ToString::to_string),
+            ..Attribution::default()
+        }
+    }
+
+    fn from_claims(c: &Claims<'_>) -> Self {
+        Attribution {
+            asset: owned(c.asset).or_else(|| owned(c.prefix)),
+            share: owned(c.share),
+            channel: owned(c.channel),
+            campaign: owned(c.campaign),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_classification() {
+        let m = "master.m3u8";
+        assert_eq!(classify("/a/master.m3u8", m), Resource::MultivariantPlaylist);
+        assert_eq!(classify("/a/v0/index.m3u8", m), Resource::MediaPlaylist);
+        assert_eq!(classify("/a/v0/seg_1.ts", m), Resource::Segment);
+        assert_eq!(classify("/a/v0/seg_1.m4s", m), Resource::Segment);
+        assert_eq!(classify("/a/v0/init.mp4", m), Resource::Init);
+        assert_eq!(classify("/a/v0/init_0.m4s", m), Resource::Init);
+        assert_eq!(classify("/a/k/1.key", m), Resource::Key);
+        assert_eq!(classify("/a/movie.mp4", m), Resource::Download);
+    }
+
+    #[test]
+    fn token_extraction_helpers() {
+        assert_eq!(split_path_token("/t/abc/demo/x.ts"), Some(("abc", "/demo/x.ts")));
+        assert_eq!(split_path_token("/t/abc"), None);
+        assert_eq!(split_path_token("/demo/x.ts"), None);
+        assert_eq!(query_param(Some("a=1&sg=tok&b=2"), "sg"), Some("tok"));
+        assert_eq!(query_param(Some("xsg=1"), "sg"), None);
+        assert_eq!(
+            cookie_value(Some("a=1; sg_token=\"tok\"; b=2"), "sg_token"),
+            Some("tok")
+        );
+        assert_eq!(
+            hls_directives(Some("sg=x&_HLS_part=2&_HLS_msn=10&_HLS_skip=YES&z=1")).unwrap(),
+            "_HLS_msn=10&_HLS_part=2&_HLS_skip=YES"
+        );
+        assert_eq!(hls_directives(Some("_HLS_msn=1%2f")), None);
+        let req = Request {
+            referer: Some("https://player.example.com:8443/embed/1?x=y"),
+            ..Request::default()
+        };
+        assert_eq!(embed_origin(&req), Some("https://player.example.com:8443"));
+    }
+}

@@ -1,0 +1,220 @@
+//! Edge events (denials, expiries, playlist opens, stale state) and their batching for the control plane.
+//!
+//! The engine returns at most one event per decision; adapters push it into an [`EventBatch`] and send a batch
+//! (`POST /v1/edge/events`, JSON) when it is full or old enough, off the viewer's request path. Events carry ids for
+//! attribution, never a token or a client address.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt::Write;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A request was refused (any reason but expiry).
+    Deny,
+    /// A request came with an expired token.
+    Expiry,
+    /// A share token opened a multivariant playlist: the start of a playback session.
+    PlaylistOpen,
+    /// The edge decided on revocation state older than its hard limit (fail-open policy) or refused because of it.
+    StateStale,
+}
+
+impl EventKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Deny => "deny",
+            EventKind::Expiry => "expiry",
+            EventKind::PlaylistOpen => "playlist_open",
+            EventKind::StateStale => "state_stale",
+        }
+    }
+}
+
+/// One edge event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// Reason code for denials.
+    pub reason: Option<&'static str>,
+    /// Unix seconds.
+    pub at: u64,
+    /// Attribution, from the token's claims when it could be read.
+    pub asset: Option<String>,
+    /// Share id.
+    pub share: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// Campaign.
+    pub campaign: Option<String>,
+    /// The edge that saw it.
+    pub edge: String,
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+impl Event {
+    /// Append this event as a JSON object.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"kind\":");
+        json_str(out, self.kind.as_str());
+        out.push_str(",\"at\":");
+        out.push_str(&self.at.to_string());
+        let fields = [
+            ("reason", self.reason),
+            ("asset", self.asset.as_deref()),
+            ("share", self.share.as_deref()),
+            ("channel", self.channel.as_deref()),
+            ("campaign", self.campaign.as_deref()),
+            ("edge", Some(self.edge.as_str())),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                out.push_str(",\"");
+                out.push_str(k);
+                out.push_str("\":");
+                json_str(out, v);
+            }
+        }
+        out.push('}');
+    }
+}
+
+/// A batch of events waiting to be sent.
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    events: Vec<Event>,
+    oldest: Option<u64>,
+    dropped: u64,
+}
+
+impl EventBatch {
+    /// Most events held; beyond this new ones are counted as dropped (the edge must not grow without bound when the
+    /// control plane is down).
+    pub const CAPACITY: usize = 10_000;
+
+    /// Add an event.
+    pub fn push(&mut self, e: Event) {
+        if self.events.len() >= Self::CAPACITY {
+            self.dropped += 1;
+            return;
+        }
+        self.oldest.get_or_insert(e.at);
+        self.events.push(e);
+    }
+
+    /// Whether the batch should be sent now: `max` events, or the oldest is `max_age` seconds old.
+    pub fn due(&self, now: u64, max: usize, max_age: u64) -> bool {
+        self.events.len() >= max || self.oldest.is_some_and(|t| now.saturating_sub(t) >= max_age)
+    }
+
+    /// Number of events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no events are held.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Take everything as one JSON document (`{"edge":…,"dropped":n,"events":[…]}`), leaving the batch empty.
+    pub fn take_json(&mut self, edge: &str) -> Option<String> {
+        if self.events.is_empty() && self.dropped == 0 {
+            return None;
+        }
+        let mut out = String::with_capacity(64 + self.events.len() * 128);
+        out.push_str("{\"edge\":");
+        json_str(&mut out, edge);
+        out.push_str(",\"dropped\":");
+        out.push_str(&self.dropped.to_string());
+        out.push_str(",\"events\":[");
+        for (i, e) in self.events.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            e.write_json(&mut out);
+        }
+        out.push_str("]}");
+        self.events.clear();
+        self.oldest = None;
+        self.dropped = 0;
+        Some(out)
+    }
+
+    /// Put back the events of a batch that failed to send (they go to the front, order kept).
+    pub fn restore(&mut self, mut events: Vec<Event>) {
+        events.append(&mut self.events);
+        events.truncate(Self::CAPACITY);
+        self.oldest = events.iter().map(|e| e.at).min();
+        self.events = events;
+    }
+
+    /// Take the events themselves (for a sender that wants to retry them).
+    pub fn take(&mut self) -> Vec<Event> {
+        self.oldest = None;
+        core::mem::take(&mut self.events)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ev(at: u64, asset: &str) -> Event {
+        Event {
+            kind: EventKind::Deny,
+            reason: Some("revoked"),
+            at,
+            asset: Some(asset.into()),
+            share: None,
+            channel: Some("em\"ail\n".into()),
+            campaign: None,
+            edge: "e1".into(),
+        }
+    }
+
+    #[test]
+    fn batches_are_valid_json_and_drain() {
+        let mut b = EventBatch::default();
+        assert!(!b.due(0, 10, 5));
+        b.push(ev(100, "a"));
+        b.push(ev(101, "b"));
+        assert!(!b.due(101, 10, 5));
+        assert!(b.due(105, 10, 5));
+        assert!(b.due(101, 2, 5));
+        let json = b.take_json("e1").unwrap();
+        assert!(json.starts_with("{\"edge\":\"e1\",\"dropped\":0,\"events\":[{\"kind\":\"deny\",\"at\":100"));
+        assert!(json.contains("\"channel\":\"em\\\"ail\\u000a\""));
+        assert!(b.is_empty());
+        assert!(b.take_json("e1").is_none());
+    }
+
+    #[test]
+    fn capacity_is_bounded_and_drops_counted() {
+        let mut b = EventBatch::default();
+        for i in 0..(EventBatch::CAPACITY as u64 + 5) {
+            b.push(ev(i, "x"));
+        }
+        assert_eq!(b.len(), EventBatch::CAPACITY);
+        let json = b.take_json("e").unwrap();
+        assert!(json.contains("\"dropped\":5"));
+    }
+}
