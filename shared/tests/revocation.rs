@@ -5,9 +5,8 @@
 
 use proptest::prelude::*;
 use sharegate_shared::revocation::{
-    ApplyParams, BuildError, DeltaParams, DeltaView, IssuedToken, Revoked, RevokedToken,
-    ScopeKind, SnapshotParams, StateError, StateKey, StateSet, StateView, Subject, Watermark,
-    apply_deltas, build_delta, build_snapshot,
+    ApplyParams, BuildError, DeltaParams, DeltaView, IssuedToken, Revoked, RevokedToken, ScopeKind, SnapshotParams,
+    StateError, StateKey, StateSet, StateView, Subject, Watermark, apply_deltas, build_delta, build_snapshot,
 };
 
 /// splitmix64: a fast deterministic generator, so a million ids cost nothing in a debug build.
@@ -104,10 +103,25 @@ fn world(seed: u64, issued: usize, revoke_permille: u64, n_deltas: usize) -> Wor
         let id = rng.id();
         let iat = cutoff + rng.below(600) as u32;
         let revoked = rng.below(1000) < revoke_permille;
-        layer_of(&mut rng, RevokedToken { id, iat, exp: NOW + 900 }, revoked);
+        layer_of(
+            &mut rng,
+            RevokedToken {
+                id,
+                iat,
+                exp: NOW + 900,
+            },
+            revoked,
+        );
         tokens.push((id, iat, revoked));
     }
-    let snapshot = build_snapshot(&params(10, cutoff), issued_set.iter().copied(), &in_snapshot, &[], &key()).unwrap();
+    let snapshot = build_snapshot(
+        &params(10, cutoff),
+        issued_set.iter().copied(),
+        &in_snapshot,
+        &[],
+        &key(),
+    )
+    .unwrap();
     let deltas = in_deltas
         .iter()
         .enumerate()
@@ -216,7 +230,11 @@ fn every_issued_token_revoked() {
         .collect();
     let bytes = build_snapshot(&params(1, 200), issued.iter().copied(), &revoked, &[], &key()).unwrap();
     let v = StateView::open(&bytes).unwrap();
-    assert!(issued.iter().all(|t| v.is_revoked(&subject(&t.id, t.iat)) == Revoked::Token));
+    assert!(
+        issued
+            .iter()
+            .all(|t| v.is_revoked(&subject(&t.id, t.iat)) == Revoked::Token)
+    );
 }
 
 /// Builds a snapshot holding one watermark and returns it.
@@ -437,7 +455,13 @@ fn round_trip_of_header_fields() {
     let bytes = build_snapshot(&p, [], &[], &[], &key()).unwrap();
     let v = StateView::open_verified(&bytes, &key(), p.generation).unwrap();
     assert_eq!(
-        (v.generation(), v.built_at(), v.cutoff(), v.expire_before(), v.max_token_lifetime()),
+        (
+            v.generation(),
+            v.built_at(),
+            v.cutoff(),
+            v.expire_before(),
+            v.max_token_lifetime()
+        ),
         (p.generation, 11, 22, 5, 44)
     );
     assert_eq!(&bytes[..4], b"SGRS");
@@ -584,7 +608,15 @@ fn refusals_have_stable_reasons() {
     let ok = [DeltaView::open(&d).unwrap(), skip[0]];
     assert_eq!(StateSet::new(snap, &ok).unwrap().generation(), 11);
     assert_eq!(
-        apply_deltas(&snap, &skip, &ApplyParams { built_at: 0, expire_before: 0 }, &key()),
+        apply_deltas(
+            &snap,
+            &skip,
+            &ApplyParams {
+                built_at: 0,
+                expire_before: 0
+            },
+            &key()
+        ),
         Err(BuildError::BrokenChain)
     );
     assert_eq!(

@@ -58,7 +58,7 @@ fn facts(path: &str, now: u64) -> RequestFacts<'_> {
         now,
         client_ip: Some("203.0.113.77".parse().unwrap()),
         country: Some(*b"DE"),
-        origin: Some("https://player.example.com".into()),
+        origin: Some("https://player.example.com"),
     }
 }
 
@@ -710,7 +710,7 @@ fn oversized_and_garbage_tokens_are_malformed() {
     let idx = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
         .find(last)
         .unwrap();
-    if t.len() % 4 != 0 {
+    if !t.len().is_multiple_of(4) {
         let alt = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".as_bytes()[idx ^ 1] as char;
         let mut nc = t.clone();
         nc.pop();

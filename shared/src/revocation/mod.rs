@@ -1,0 +1,248 @@
+//! The revocation state: which verified tokens are revoked, answered exactly from bytes in memory.
+//!
+//! The control plane builds a MAC'd, versioned **snapshot** ([`build_snapshot`]) and small
+//! **deltas** ([`build_delta`]); every edge adapter reads them in place ([`StateView`],
+//! [`DeltaView`], [`StateSet`]) and asks [`StateSet::is_revoked`] for each request. A token is
+//! revoked by id, or by a per-scope **watermark** (everything issued at or before second `T` for a
+//! share, viewer, session, asset, campaign, key id, or globally).
+//!
+//! Tokens issued before the snapshot's cut-off are answered by a two-level static structure (a
+//! binary fuse filter over the revoked ids, then a one-bit retrieval array over the revoked ids and
+//! the filter's false positives among the issued ids), which is exact for every id it was built
+//! over: no valid token is denied by chance. Everything else is an exact sorted list. See
+//! `docs/revocation.md` for the format byte by byte and the measurements.
+//!
+//! What this module does not do: read a clock (callers pass `now`), fetch or store state, or
+//! check a token's signature or expiry (the token verifier does that before asking here).
+
+mod build;
+mod fuse;
+mod tables;
+mod view;
+
+pub use build::{
+    ApplyParams, BuildError, DeltaParams, IssuedToken, RevokedToken, SnapshotParams, Watermark, apply_deltas,
+    build_delta, build_snapshot,
+};
+pub use tables::WatermarkRef;
+pub use view::{DeltaView, SnapshotStats, StateSet, StateView};
+
+use core::fmt;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// Length of the HMAC-SHA256 tag that ends every snapshot and delta.
+pub const TAG_LEN: usize = 32;
+
+/// The claims of a verified token that revocation looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The token's 12 random id bytes.
+    pub token_id: &'a [u8; 12],
+    /// Issued-at, unix seconds.
+    pub iat: u32,
+    /// The id of the key that signed the token.
+    pub key_id: u16,
+    /// Share id, if the token belongs to a share.
+    pub share: Option<&'a [u8]>,
+    /// Viewer id, if the token is bound to a viewer.
+    pub viewer: Option<&'a [u8]>,
+    /// Session id, if the token is bound to a session.
+    pub session: Option<&'a [u8]>,
+    /// Asset id.
+    pub asset: Option<&'a [u8]>,
+    /// Campaign id, for attribution.
+    pub campaign: Option<&'a [u8]>,
+}
+
+/// The scope a watermark applies to. The codes are part of the encoding and never change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ScopeKind {
+    /// Every token.
+    Global = 0,
+    /// Tokens of one share.
+    Share = 1,
+    /// Tokens bound to one viewer.
+    Viewer = 2,
+    /// Tokens bound to one session.
+    Session = 3,
+    /// Tokens for one asset.
+    Asset = 4,
+    /// Tokens of one campaign.
+    Campaign = 5,
+    /// Tokens signed with one key id (id: the key id's two big-endian bytes).
+    KeyId = 6,
+}
+
+/// Number of scope kinds.
+pub const SCOPE_KINDS: usize = 7;
+
+impl ScopeKind {
+    /// All kinds, in code order.
+    pub const ALL: [ScopeKind; SCOPE_KINDS] = [
+        ScopeKind::Global,
+        ScopeKind::Share,
+        ScopeKind::Viewer,
+        ScopeKind::Session,
+        ScopeKind::Asset,
+        ScopeKind::Campaign,
+        ScopeKind::KeyId,
+    ];
+
+    /// The stable one-byte code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind with this code, if any.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(code)).copied()
+    }
+
+    /// Stable snake_case name, for reason codes and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeKind::Global => "global",
+            ScopeKind::Share => "share",
+            ScopeKind::Viewer => "viewer",
+            ScopeKind::Session => "session",
+            ScopeKind::Asset => "asset",
+            ScopeKind::Campaign => "campaign",
+            ScopeKind::KeyId => "key_id",
+        }
+    }
+}
+
+impl fmt::Display for ScopeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The answer to "is this token revoked?", with the reason when it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// Not revoked.
+    No,
+    /// This token was revoked by id.
+    Token,
+    /// A watermark of this scope covers the token's `iat`.
+    Watermark(ScopeKind),
+}
+
+impl Revoked {
+    /// True unless [`Revoked::No`].
+    pub fn is_revoked(self) -> bool {
+        self != Revoked::No
+    }
+
+    /// Stable snake_case reason code (`not_revoked`, `revoked_token`, `revoked_<scope>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revoked::No => "not_revoked",
+            Revoked::Token => "revoked_token",
+            Revoked::Watermark(ScopeKind::Global) => "revoked_global",
+            Revoked::Watermark(ScopeKind::Share) => "revoked_share",
+            Revoked::Watermark(ScopeKind::Viewer) => "revoked_viewer",
+            Revoked::Watermark(ScopeKind::Session) => "revoked_session",
+            Revoked::Watermark(ScopeKind::Asset) => "revoked_asset",
+            Revoked::Watermark(ScopeKind::Campaign) => "revoked_campaign",
+            Revoked::Watermark(ScopeKind::KeyId) => "revoked_key_id",
+        }
+    }
+}
+
+/// Why a snapshot or delta was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateError {
+    /// The bytes do not start with the expected magic (snapshot `SGRS`, delta `SGRD`).
+    BadMagic,
+    /// A format version this reader does not know.
+    UnsupportedVersion,
+    /// Shorter (or longer) than its header says.
+    Truncated,
+    /// A header field or section is out of range or inconsistent.
+    Malformed,
+    /// The MAC does not verify under the state key.
+    BadMac,
+    /// Older than the generation the edge already holds.
+    StaleGeneration,
+    /// A delta does not continue the generation before it.
+    BrokenChain,
+}
+
+impl StateError {
+    /// Stable snake_case reason code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateError::BadMagic => "bad_magic",
+            StateError::UnsupportedVersion => "unsupported_version",
+            StateError::Truncated => "truncated",
+            StateError::Malformed => "malformed",
+            StateError::BadMac => "bad_mac",
+            StateError::StaleGeneration => "stale_generation",
+            StateError::BrokenChain => "broken_chain",
+        }
+    }
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl core::error::Error for StateError {}
+
+/// The secret that authenticates snapshots and deltas (HMAC-SHA256).
+///
+/// The HMAC is keyed once here and cloned per use, which saves the two key-block compressions on
+/// every verification. The raw bytes are wiped as soon as they are absorbed; the keyed HMAC state
+/// is wiped on drop when `hmac`/`sha2` are built with their `zeroize` features.
+#[derive(Clone)]
+pub struct StateKey {
+    mac: Hmac<Sha256>,
+}
+
+impl StateKey {
+    /// Keys the state MAC with 32 secret bytes.
+    pub fn new(mut bytes: [u8; 32]) -> Self {
+        // A key shorter than SHA-256's 64-byte block is zero-padded by HMAC, so keying with the
+        // padded block is HMAC under the 32-byte key, without a fallible constructor.
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&bytes);
+        let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        bytes.zeroize();
+        block.zeroize();
+        StateKey { mac }
+    }
+
+    pub(crate) fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut mac = self.mac.clone();
+        mac.update(data);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks the trailing tag of `bytes` in constant time.
+    pub(crate) fn verify(&self, bytes: &[u8]) -> Result<(), StateError> {
+        let Some(split) = bytes.len().checked_sub(TAG_LEN) else {
+            return Err(StateError::Truncated);
+        };
+        let (body, tag) = bytes.split_at(split);
+        if bool::from(self.tag(body).ct_eq(tag)) {
+            Ok(())
+        } else {
+            Err(StateError::BadMac)
+        }
+    }
+}
+
+impl fmt::Debug for StateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StateKey(<redacted>)")
+    }
+}
