@@ -36,6 +36,37 @@ enum Cmd {
     /// Offline token tools; the key comes from SHAREGATE_SIGNING_KEY and SHAREGATE_KEY_ID.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
+    /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required.
+    Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+struct EdgeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    edge_addr: std::net::SocketAddr,
+    /// An origin: a directory or an http(s) base URL. Repeat for failover order.
+    #[arg(long = "origin", required = true)]
+    origins: Vec<String>,
+    /// Control-plane URL to pull the revocation state from.
+    #[arg(long)]
+    state_url: Option<String>,
+    /// Pull interval, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pull_interval_ms: u64,
+    /// Control-plane URL to send edge events to.
+    #[arg(long)]
+    events_url: Option<String>,
+    /// Per-origin timeout, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    origin_timeout_ms: u64,
+    /// Segment cache budget, MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: u64,
+    /// Trust X-Forwarded-For / X-Sharegate-Country (only behind a trusted proxy, and in tests).
+    #[arg(long)]
+    trust_forwarded: bool,
 }
 
 #[derive(Subcommand)]
@@ -145,9 +176,49 @@ fn now() -> Result<u64> {
         .as_secs())
 }
 
+struct EnvSource;
+
+impl sharegate_edge::ConfigSource for EnvSource {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+fn run_edge(a: EdgeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let config = sharegate_edge::EdgeConfig::from_source(&EnvSource).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = sharegate_edge_native::NativeOptions {
+        origins: a
+            .origins
+            .iter()
+            .map(|o| sharegate_edge_native::origin::Origin::parse(o))
+            .collect(),
+        origin_timeout: std::time::Duration::from_millis(a.origin_timeout_ms),
+        cache_bytes: a.cache_mib * 1024 * 1024,
+        state_url: a.state_url,
+        pull_interval: std::time::Duration::from_millis(a.pull_interval_ms),
+        edge_token: std::env::var("SHAREGATE_EDGE_TOKEN").ok(),
+        events_url: a.events_url,
+        trust_forwarded: a.trust_forwarded,
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(a.edge_addr).await?;
+        let edge = sharegate_edge_native::Edge::new(config, opts);
+        sharegate_edge_native::spawn_background(&edge);
+        tracing::info!(addr = %listener.local_addr()?, "sharegate edge listening");
+        sharegate_edge_native::serve(edge, listener).await?;
+        Ok(())
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Edge(a) => run_edge(a),
         Cmd::Demo { base_url } => demo(&base_url),
         Cmd::Keygen => {
             println!("{}", hex::encode(offline::random_secret()?.expose()));

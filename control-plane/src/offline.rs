@@ -8,8 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
 use sharegate_shared::token::{
-    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, Text, TokenBuf, Verifier,
-    decode_unverified,
+    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Text, TokenBuf, Verifier, decode_unverified,
 };
 use sharegate_shared::{Reason, normalize_path};
 use std::net::IpAddr;
@@ -200,24 +199,6 @@ pub fn split_token_url(s: &str) -> (String, Option<String>) {
     (s.to_string(), None)
 }
 
-/// The resource kind a path asks for, from its extension (the edge engine uses the same convention).
-pub fn resource_for(path: &str, multivariant_name: &str) -> Resource {
-    let file = path.rsplit('/').next().unwrap_or("");
-    if file == multivariant_name {
-        Resource::MultivariantPlaylist
-    } else if file.ends_with(".m3u8") {
-        Resource::MediaPlaylist
-    } else if file.ends_with(".mp4") && file.starts_with("init") {
-        Resource::Init
-    } else if file.ends_with(".key") {
-        Resource::Key
-    } else if file.ends_with(".mp4") {
-        Resource::Download
-    } else {
-        Resource::Segment
-    }
-}
-
 /// Facts of a request to check a token against.
 #[derive(Debug, Clone, Default)]
 pub struct CheckRequest {
@@ -245,11 +226,11 @@ pub fn check(ring: &KeyRing, policy: Policy, token: &str, req: &CheckRequest, no
         .and_then(|c| <[u8; 2]>::try_from(c.to_ascii_uppercase().as_bytes()).ok());
     let facts = RequestFacts {
         path: &path,
-        resource: resource_for(&path, "master.m3u8"),
+        resource: sharegate_edge::engine::classify(&path, "master.m3u8"),
         now,
         client_ip: req.ip,
         country,
-        origin: req.origin.as_deref().map(Into::into),
+        origin: req.origin.as_deref(),
     };
     let verifier = Verifier::new(ring, policy);
     let mut buf = TokenBuf::new();

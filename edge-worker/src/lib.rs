@@ -13,11 +13,11 @@ extern crate alloc;
 extern crate std;
 
 pub mod config;
-// pub mod engine; (waits for hls)
+pub mod engine;
 pub mod events;
-// pub mod hls;
+pub mod hls;
 pub mod watermark;
 
 pub use config::{ConfigSource, EdgeConfig};
-// pub use engine::{Decision, Engine, Request, StateInput};
+pub use engine::{Decision, Engine, Request, StateInput};
 pub use sharegate_shared as core;

@@ -1,0 +1,600 @@
+//! The native sharegate edge: an HTTP server on the decision engine.
+//!
+//! It serves HLS from a local directory or HTTP origins (with failover) through an in-memory cache (moka), holds the
+//! keys and the revocation state in memory, refreshes them from the control plane (a pull on an interval, and an
+//! authenticated push endpoint for immediate updates), and batches edge events back. It is what `sharegate edge` and
+//! `sharegate dev` run, and what the end-to-end tests and benchmarks drive. Like every adapter, it only translates:
+//! decisions come from `sharegate_edge::Engine`.
+#![forbid(unsafe_code)]
+
+pub mod origin;
+pub mod state;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use origin::{Fetched, Origin};
+use sharegate_edge::config::parse_signing_keys;
+use sharegate_edge::engine::{Allow, Decision, StateInput};
+use sharegate_edge::events::{Event, EventBatch};
+use sharegate_edge::{EdgeConfig, Engine};
+use sharegate_shared::token::Resource;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Where internal endpoints live; asset paths must not start with it.
+pub const INTERNAL_PREFIX: &str = "/_sharegate/";
+
+/// Settings of the native server (the engine's own settings are in [`EdgeConfig`]).
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    /// Origins, tried in order.
+    pub origins: Vec<Origin>,
+    /// Per-origin timeout.
+    pub origin_timeout: Duration,
+    /// Cache budget for segments, bytes.
+    pub cache_bytes: u64,
+    /// How long the edge may reuse an origin playlist (untokenized) before fetching it again.
+    pub playlist_ttl: Duration,
+    /// Where to pull the revocation state from (the control plane's state endpoint), if anywhere.
+    pub state_url: Option<String>,
+    /// Pull interval.
+    pub pull_interval: Duration,
+    /// Bearer credential for the push endpoints and for calls to the control plane.
+    pub edge_token: Option<String>,
+    /// Where to send event batches, if anywhere.
+    pub events_url: Option<String>,
+    /// Take the client address from `X-Forwarded-For` and the country from `X-Sharegate-Country` (only behind a
+    /// trusted proxy, and in tests).
+    pub trust_forwarded: bool,
+}
+
+impl Default for NativeOptions {
+    fn default() -> Self {
+        NativeOptions {
+            origins: Vec::new(),
+            origin_timeout: Duration::from_secs(5),
+            cache_bytes: 256 * 1024 * 1024,
+            playlist_ttl: Duration::from_secs(1),
+            state_url: None,
+            pull_interval: Duration::from_secs(1),
+            edge_token: None,
+            events_url: None,
+            trust_forwarded: false,
+        }
+    }
+}
+
+/// The running edge: engine, state, cache, event batch.
+pub struct Edge {
+    engine: ArcSwap<Engine>,
+    held: ArcSwapOption<state::Held>,
+    segments: moka::future::Cache<String, Arc<Fetched>>,
+    playlists: moka::future::Cache<String, Arc<Fetched>>,
+    client: reqwest::Client,
+    events: Mutex<EventBatch>,
+    opts: NativeOptions,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Edge {
+    /// Build an edge from the engine's config and the server's options.
+    pub fn new(config: EdgeConfig, opts: NativeOptions) -> Arc<Edge> {
+        let weigher = |_: &String, v: &Arc<Fetched>| u32::try_from(v.body.len().max(1)).unwrap_or(u32::MAX);
+        Arc::new(Edge {
+            engine: ArcSwap::from_pointee(Engine::new(config)),
+            held: ArcSwapOption::empty(),
+            segments: moka::future::Cache::builder()
+                .max_capacity(opts.cache_bytes)
+                .weigher(weigher)
+                .build(),
+            playlists: moka::future::Cache::builder()
+                .max_capacity(64 * 1024 * 1024)
+                .weigher(weigher)
+                .time_to_live(opts.playlist_ttl)
+                .build(),
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap_or_default(),
+            events: Mutex::new(EventBatch::default()),
+            opts,
+        })
+    }
+
+    /// Offer state bytes (snapshot or delta) as if pushed.
+    pub fn offer_state(&self, bytes: &[u8]) -> Result<state::Offer, state::OfferError> {
+        let engine = self.engine.load();
+        let held = self.held.load_full();
+        let (next, what) = state::offer(held.as_deref(), engine.config().state_key.as_ref(), bytes)?;
+        self.held.store(Some(Arc::new(next)));
+        Ok(what)
+    }
+
+    /// Replace the signing keys (`id:state:hex,...`), keeping every other setting.
+    pub fn set_keys(&self, spec: &str) -> Result<(), String> {
+        let engine = self.engine.load();
+        let mut config = engine.config().clone();
+        config.keys = parse_signing_keys(spec, config.policy.max_ttl).map_err(|e| e.to_string())?;
+        self.engine.store(Arc::new(Engine::new(config)));
+        Ok(())
+    }
+
+    /// The generation of the held state, if any.
+    pub fn generation(&self) -> Option<u64> {
+        self.held.load().as_ref().map(|h| h.generation)
+    }
+
+    fn record(&self, event: Option<Event>) {
+        if let Some(e) = event
+            && let Ok(mut b) = self.events.lock()
+        {
+            b.push(e);
+        }
+    }
+
+    /// Take pending events as a JSON batch (for tests and the flush task).
+    pub fn take_events_json(&self) -> Option<String> {
+        let edge_id = self.engine.load().config().edge_id.clone();
+        self.events.lock().ok()?.take_json(&edge_id)
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        let Some(want) = self.opts.edge_token.as_deref() else {
+            return false;
+        };
+        let got = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        ct_eq(got.as_bytes(), want.as_bytes())
+    }
+}
+
+/// The router: internal endpoints and the catch-all edge handler.
+pub fn router(edge: Arc<Edge>) -> Router {
+    Router::new()
+        .route("/_sharegate/state", post(push_state))
+        .route("/_sharegate/keys", post(push_keys))
+        .route("/_sharegate/status", get(status))
+        .fallback(handle)
+        .with_state(edge)
+}
+
+/// Serve on a bound listener until the future is dropped.
+pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(edge).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// Start the pull and event-flush loops.
+pub fn spawn_background(edge: &Arc<Edge>) {
+    if edge.opts.state_url.is_some() {
+        let e = Arc::clone(edge);
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = pull_once(&e).await {
+                    tracing::warn!(%err, "state pull failed");
+                }
+                tokio::time::sleep(e.opts.pull_interval).await;
+            }
+        });
+    }
+    if edge.opts.events_url.is_some() {
+        let e = Arc::clone(edge);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                flush_events(&e).await;
+            }
+        });
+    }
+}
+
+/// Pull the state once: the control plane answers 200 with a snapshot or delta newer than the generation we send,
+/// or 304 when we are current.
+pub async fn pull_once(edge: &Edge) -> Result<(), String> {
+    let Some(url) = edge.opts.state_url.as_deref() else {
+        return Ok(());
+    };
+    let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
+    if let Some(g) = edge.generation() {
+        req = req.header("x-sharegate-generation", g.to_string());
+    }
+    if let Some(t) = &edge.opts.edge_token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    match resp.status().as_u16() {
+        304 | 204 => {
+            if let Some(h) = edge.held.load_full() {
+                let mut h = (*h).clone();
+                h.refreshed = Instant::now();
+                edge.held.store(Some(Arc::new(h)));
+            }
+            Ok(())
+        }
+        200 => {
+            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+            edge.offer_state(&bytes).map(|_| ()).map_err(|e| e.to_string())
+        }
+        s => Err(format!("state endpoint answered {s}")),
+    }
+}
+
+async fn flush_events(edge: &Edge) {
+    let Some(url) = edge.opts.events_url.as_deref() else {
+        return;
+    };
+    let batch = {
+        let Ok(mut b) = edge.events.lock() else { return };
+        if !b.due(now_secs(), 500, 1) {
+            return;
+        }
+        b.take()
+    };
+    if batch.is_empty() {
+        return;
+    }
+    let mut tmp = EventBatch::default();
+    for e in &batch {
+        tmp.push(e.clone());
+    }
+    let edge_id = edge.engine.load().config().edge_id.clone();
+    let Some(json) = tmp.take_json(&edge_id) else { return };
+    let mut req = edge
+        .client
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(json)
+        .timeout(Duration::from_secs(5));
+    if let Some(t) = &edge.opts.edge_token {
+        req = req.bearer_auth(t);
+    }
+    let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
+    if !ok && let Ok(mut b) = edge.events.lock() {
+        b.restore(batch);
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn push_state(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    if !edge.authorized(&headers) {
+        return json_response(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#.into());
+    }
+    match edge.offer_state(&body) {
+        Ok(o) => {
+            let (what, g) = match o {
+                state::Offer::Snapshot(g) => ("snapshot", g),
+                state::Offer::Delta(g) => ("delta", g),
+                state::Offer::Current(g) => ("current", g),
+            };
+            json_response(StatusCode::OK, format!(r#"{{"accepted":"{what}","generation":{g}}}"#))
+        }
+        Err(e @ state::OfferError::Gap { .. }) => json_response(
+            StatusCode::CONFLICT,
+            format!(r#"{{"error":"broken_chain","detail":"{e}"}}"#),
+        ),
+        Err(e @ state::OfferError::Older { .. }) => json_response(
+            StatusCode::CONFLICT,
+            format!(r#"{{"error":"stale_generation","detail":"{e}"}}"#),
+        ),
+        Err(e) => json_response(
+            StatusCode::BAD_REQUEST,
+            format!(r#"{{"error":"invalid_state","detail":"{e}"}}"#),
+        ),
+    }
+}
+
+async fn push_keys(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: String) -> Response<Body> {
+    if !edge.authorized(&headers) {
+        return json_response(StatusCode::UNAUTHORIZED, r#"{"error":"unauthorized"}"#.into());
+    }
+    match edge.set_keys(body.trim()) {
+        Ok(()) => json_response(StatusCode::OK, r#"{"accepted":"keys"}"#.into()),
+        Err(e) => json_response(
+            StatusCode::BAD_REQUEST,
+            format!(r#"{{"error":"invalid_keys","detail":"{e}"}}"#),
+        ),
+    }
+}
+
+async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
+    let held = edge.held.load_full();
+    let engine = edge.engine.load();
+    let keys: Vec<String> = engine
+        .config()
+        .keys
+        .iter()
+        .map(|k| format!(r#"{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str()))
+        .collect();
+    let body = format!(
+        r#"{{"generation":{},"state_age_ms":{},"keys":[{}],"cached_segments":{},"events_pending":{}}}"#,
+        held.as_ref().map_or("null".to_string(), |h| h.generation.to_string()),
+        held.as_ref()
+            .map_or("null".to_string(), |h| h.refreshed.elapsed().as_millis().to_string()),
+        keys.join(","),
+        edge.segments.entry_count(),
+        edge.events.lock().map_or(0, |b| b.len()),
+    );
+    json_response(StatusCode::OK, body)
+}
+
+fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>) {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    if !edge.opts.trust_forwarded {
+        return (peer, None);
+    }
+    let h = req.headers();
+    let fwd = h
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok());
+    let country = h
+        .get("x-sharegate-country")
+        .and_then(|v| v.as_bytes().try_into().ok())
+        .map(|c: [u8; 2]| c.map(|b| b.to_ascii_uppercase()));
+    (fwd.or(peer), country)
+}
+
+/// A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n` over `len` bytes. `Err` when unsatisfiable.
+fn parse_range(v: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            if n == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
+}
+
+fn set_headers(resp: &mut Response<Body>, headers: &[(&'static str, String)]) {
+    for (k, v) in headers {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp.headers_mut().insert(*k, v);
+        }
+    }
+}
+
+async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<Body> {
+    let engine = edge.engine.load_full();
+    let (client_ip, country) = client_facts(&edge, &req);
+    let h = req.headers();
+    let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+    let host = text(header::HOST).unwrap_or("");
+    let ereq = sharegate_edge::Request {
+        method: req.method().as_str(),
+        host,
+        path: req.uri().path(),
+        query: req.uri().query(),
+        cookie: text(header::COOKIE),
+        origin: text(header::ORIGIN),
+        referer: text(header::REFERER),
+        client_ip,
+        country,
+    };
+    let now = now_secs();
+    let held = edge.held.load_full();
+    let decision = match &held {
+        Some(h) => {
+            let age = h.refreshed.elapsed().as_secs();
+            h.with_set(|set| {
+                let input = StateInput {
+                    state: set.map(|s| s as &dyn sharegate_edge::engine::Revocations),
+                    age,
+                };
+                engine.decide(&ereq, now, input)
+            })
+        }
+        None => engine.decide(
+            &ereq,
+            now,
+            StateInput {
+                state: None,
+                age: u64::MAX,
+            },
+        ),
+    };
+    let head = req.method() == Method::HEAD;
+    let range = text(header::RANGE).map(str::to_string);
+    match decision {
+        Decision::Preflight(headers) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            set_headers(&mut r, &headers);
+            r
+        }
+        Decision::Deny(d) => {
+            edge.record(d.event);
+            let mut r = Response::new(if head { Body::empty() } else { Body::from(d.body) });
+            *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
+            set_headers(&mut r, &d.headers);
+            r
+        }
+        Decision::Allow(a) => {
+            let event = a.event.clone();
+            edge.record(event);
+            serve_allowed(&edge, &engine, *a, now, head, range.as_deref()).await
+        }
+    }
+}
+
+async fn serve_allowed(
+    edge: &Edge,
+    engine: &Engine,
+    a: Allow,
+    now: u64,
+    head: bool,
+    range: Option<&str>,
+) -> Response<Body> {
+    let is_playlist = a.playlist.is_some();
+    let cache = if is_playlist { &edge.playlists } else { &edge.segments };
+    let fetched = match cache.get(&a.cache_key).await {
+        Some(f) => Some(f),
+        None => {
+            let f = origin::fetch(
+                &edge.opts.origins,
+                &edge.client,
+                edge.opts.origin_timeout,
+                &a.origin_path,
+                a.origin_query.as_deref(),
+            )
+            .await
+            .map(Arc::new);
+            // Blocking LL-HLS reloads (with _HLS_msn) are per-request by nature; cache only plain objects.
+            if let Some(f) = &f
+                && f.status == 200
+                && a.origin_query.is_none()
+            {
+                cache.insert(a.cache_key.clone(), Arc::clone(f)).await;
+            }
+            f
+        }
+    };
+    let Some(f) = fetched else {
+        let d = engine.config();
+        let mut r = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"origin_unavailable","status":503}"#.into(),
+        );
+        if d.reason_header {
+            r.headers_mut()
+                .insert("x-sharegate-reason", HeaderValue::from_static("origin_unavailable"));
+        }
+        set_headers(&mut r, &a.headers);
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return r;
+    };
+    let mut body = f.body.clone();
+    if f.status == 200
+        && let Some(plan) = &a.playlist
+    {
+        let rewritten = std::str::from_utf8(&f.body)
+            .ok()
+            .and_then(|text| engine.rewrite_playlist(plan, text, now).ok());
+        match rewritten {
+            Some(t) => body = Bytes::from(t),
+            None => {
+                let mut r = json_response(
+                    StatusCode::BAD_GATEWAY,
+                    r#"{"error":"bad_playlist","status":502}"#.into(),
+                );
+                set_headers(&mut r, &a.headers);
+                return r;
+            }
+        }
+    }
+    let len = body.len() as u64;
+    let mut status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut content_range = None;
+    if f.status == 200
+        && a.resource != Resource::MultivariantPlaylist
+        && a.resource != Resource::MediaPlaylist
+        && let Some(r) = range.and_then(|r| parse_range(r, len))
+    {
+        match r {
+            Ok((s, e)) => {
+                body = body.slice(s as usize..=e as usize);
+                status = StatusCode::PARTIAL_CONTENT;
+                content_range = Some(format!("bytes {s}-{e}/{len}"));
+            }
+            Err(()) => {
+                let mut r = Response::new(Body::empty());
+                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                set_headers(&mut r, &a.headers);
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    r.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+                return r;
+            }
+        }
+    }
+    let body_len = body.len();
+    let mut r = Response::new(if head { Body::empty() } else { Body::from(body) });
+    *r.status_mut() = status;
+    if let Some(ct) = f.content_type.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    if let Ok(v) = HeaderValue::from_str(&body_len.to_string()) {
+        r.headers_mut().insert(header::CONTENT_LENGTH, v);
+    }
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        r.headers_mut().insert(header::CONTENT_RANGE, cr);
+    }
+    if a.shared_cacheable {
+        let cc = f
+            .cache_control
+            .clone()
+            .unwrap_or_else(|| "public, max-age=86400".to_string());
+        if let Ok(v) = HeaderValue::from_str(&cc) {
+            r.headers_mut().insert(header::CACHE_CONTROL, v);
+        }
+    }
+    if !a.cache_tags.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&a.cache_tags.join(" "))
+    {
+        r.headers_mut().insert("surrogate-key", v);
+    }
+    set_headers(&mut r, &a.headers);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=0-1000", 100), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-1", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

@@ -1,0 +1,1 @@
+SEGMENT v0 0

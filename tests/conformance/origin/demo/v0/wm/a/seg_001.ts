@@ -1,0 +1,1 @@
+VARIANT A v0 1

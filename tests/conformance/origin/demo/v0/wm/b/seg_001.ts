@@ -1,0 +1,1 @@
+VARIANT B v0 1

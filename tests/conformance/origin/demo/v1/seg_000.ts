@@ -1,0 +1,1 @@
+SEGMENT v1 0

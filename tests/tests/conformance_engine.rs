@@ -1,0 +1,78 @@
+//! The conformance suite against the pure engine: the decision (status, reason, origin path, cache key) of every
+//! case, without HTTP. Adapters must agree with this over their own runtimes.
+#![allow(clippy::unwrap_used)]
+
+use serde_json::Value;
+use sharegate_e2e::Suite;
+use sharegate_edge::engine::{Decision, Request, StateInput};
+use sharegate_edge::{EdgeConfig, Engine};
+use sharegate_shared::revocation::StateView;
+
+#[test]
+fn engine_decisions_match_the_suite() {
+    let suite = Suite::load().unwrap();
+    let now = 1_900_000_000;
+    let minted = suite.mint(now).unwrap();
+    let state_bytes = suite.state(now, 1).unwrap();
+    let view = StateView::open(&state_bytes).unwrap();
+    let mut failures = Vec::new();
+    for case in suite.cases() {
+        let name = case["name"].as_str().unwrap();
+        let engine = Engine::new(EdgeConfig::from_source(&suite.settings(case)).unwrap());
+        let r = minted.request(&case["request"]);
+        let headers = |k: &str| r.headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let country = r.country.as_deref().map(|c| <[u8; 2]>::try_from(c.as_bytes()).unwrap());
+        let req = Request {
+            method: &r.method,
+            host: "edge.test",
+            path: &r.path,
+            query: r.query.as_deref(),
+            cookie: headers("cookie"),
+            origin: headers("origin"),
+            referer: headers("referer"),
+            client_ip: r.client_ip.as_deref().map(|i| i.parse().unwrap()),
+            country,
+        };
+        let input = if case.get("state").and_then(Value::as_str) == Some("none") {
+            StateInput {
+                state: None,
+                age: u64::MAX,
+            }
+        } else {
+            StateInput::fresh(&view)
+        };
+        let d = engine.decide(&req, now, input);
+        let e = &case["expect"];
+        let status = e["status"].as_u64().unwrap() as u16;
+        let ok = match (&d, e.get("reason").and_then(Value::as_str)) {
+            (Decision::Deny(deny), Some(reason)) => deny.status == status && deny.reason.as_str() == reason,
+            (Decision::Preflight(_), None) => status == 204,
+            (Decision::Allow(a), None) if status == 200 || status == 404 => {
+                let path_ok = e
+                    .get("origin_path")
+                    .and_then(Value::as_str)
+                    .is_none_or(|p| minted.expand(p) == a.origin_path);
+                let key_ok = e
+                    .get("cache_key")
+                    .and_then(Value::as_str)
+                    .is_none_or(|k| minted.expand(k) == a.cache_key);
+                // The token never reaches the origin or the cache key.
+                let clean = minted
+                    .tokens
+                    .values()
+                    .all(|t| !a.cache_key.contains(t.as_str()) && !a.origin_path.contains(t.as_str()));
+                path_ok && key_ok && clean
+            }
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!("{name}: got {d:?}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failing cases:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
