@@ -583,7 +583,12 @@ impl Engine {
     pub fn rewrite_playlist(&self, plan: &PlaylistPlan, body: &str, now: u64) -> Result<String, hls::PlaylistError> {
         let (upper, lower) = match &plan.session {
             Some(seed) => {
-                let below = Permissions(seed.permissions.0 & !Permissions::MULTIVARIANT.0);
+                // Opening the multivariant playlist with a valid share token is the grant to play what it lists:
+                // session tokens get the playback resources below it (never the multivariant, never downloads),
+                // so a share token can be minted for the multivariant playlist alone.
+                let below = Permissions(
+                    Permissions::MEDIA.0 | Permissions::SEGMENT.0 | Permissions::INIT.0 | Permissions::KEY.0,
+                );
                 let tt = self.config.two_tier;
                 match plan.resource {
                     Resource::MultivariantPlaylist => {

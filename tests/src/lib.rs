@@ -487,3 +487,118 @@ pub async fn raw_http(addr: &str, host: &str, r: &HttpRequest, extra: &[(String,
     }
     Ok(HttpResponse { status, headers, body })
 }
+
+/// The path of a command-line tool the test needs. Tests never skip silently: a missing tool is a failure that
+/// says how to get it (`bash scripts/test.sh` installs everything).
+pub fn require_tool(name: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!("`{name}` is not installed: run `bash scripts/test.sh`, which installs what the tests need"),
+    }
+}
+
+/// Make a two-rendition, 6-second HLS VOD (2 s segments, 640x360 and 320x180, AAC audio) under `dir/<asset>/`.
+pub fn make_hls_vod(dir: &std::path::Path, asset: &str) -> Result<PathBuf> {
+    let out = dir.join(asset);
+    std::fs::create_dir_all(&out)?;
+    let ffmpeg = require_tool("ffmpeg");
+    let status = std::process::Command::new(ffmpeg)
+        .current_dir(&out)
+        .args(["-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc=duration=6:size=640x360:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=6"])
+        .args(["-filter_complex", "[0:v]split=2[v0][v1];[v1]scale=320:180[v1o]"])
+        .args(["-map", "[v0]", "-map", "[v1o]", "-map", "1:a", "-map", "1:a"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "50",
+            "-keyint_min",
+            "50",
+            "-sc_threshold",
+            "0",
+        ])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(["-f", "hls", "-hls_time", "2", "-hls_playlist_type", "vod"])
+        .args([
+            "-hls_segment_filename",
+            "v%v/seg_%03d.ts",
+            "-master_pl_name",
+            "master.m3u8",
+        ])
+        .args(["-var_stream_map", "v:0,a:0 v:1,a:1", "v%v/index.m3u8"])
+        .status()?;
+    if !status.success() {
+        bail!("ffmpeg failed to make the test VOD: {status}");
+    }
+    Ok(out)
+}
+
+/// Read a whole HLS stream through `url` with ffmpeg as the client (every variant's every segment). Returns
+/// whether it succeeded, and ffmpeg's error output.
+pub fn ffmpeg_reads(url: &str) -> (bool, String) {
+    let ffmpeg = require_tool("ffmpeg");
+    let out = std::process::Command::new(ffmpeg)
+        .args([
+            "-v", "error", "-nostdin", "-i", url, "-map", "0", "-c", "copy", "-f", "null", "-",
+        ])
+        .output();
+    match out {
+        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string()),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// The duration ffprobe reads for a stream, in seconds.
+pub fn ffprobe_duration(url: &str) -> Option<f64> {
+    let ffprobe = require_tool("ffprobe");
+    let out = std::process::Command::new(ffprobe)
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "default=nw=1:nk=1",
+            url,
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// A native edge running in this process on an ephemeral loopback port.
+pub struct RunningEdge {
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    /// The edge, for direct state offers and event inspection.
+    pub edge: std::sync::Arc<sharegate_edge_native::Edge>,
+}
+
+/// Start a native edge with these engine settings and options (origins etc.).
+pub async fn start_native_edge(
+    settings: &BTreeMap<String, String>,
+    opts: sharegate_edge_native::NativeOptions,
+) -> Result<RunningEdge> {
+    let config = sharegate_edge::EdgeConfig::from_source(settings).map_err(|e| anyhow!("{e}"))?;
+    let edge = sharegate_edge_native::Edge::new(config, opts);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(sharegate_edge_native::serve(std::sync::Arc::clone(&edge), listener));
+    Ok(RunningEdge { addr, edge })
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
