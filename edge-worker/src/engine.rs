@@ -24,6 +24,29 @@ use sharegate_shared::token::{
 /// The header that carries the reason code on denials (unless switched off).
 pub const REASON_HEADER: &str = "x-sharegate-reason";
 
+/// A response header value: static, or shared with the engine's configuration, so a decision allocates no header
+/// strings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderValue {
+    /// A constant.
+    Static(&'static str),
+    /// A value from the configuration.
+    Shared(alloc::sync::Arc<str>),
+}
+
+impl core::ops::Deref for HeaderValue {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            HeaderValue::Static(s) => s,
+            HeaderValue::Shared(s) => s,
+        }
+    }
+}
+
+/// Response headers of a decision.
+pub type Headers = Vec<(&'static str, HeaderValue)>;
+
 /// What the engine knows about one request. Adapters fill it from their runtime's request type.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
@@ -118,7 +141,7 @@ pub struct Allow {
     /// What was requested.
     pub resource: Resource,
     /// Headers to set on the response (CORS, cache control for playlists).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Headers,
     /// Whether the response may be stored in a shared cache (segments: yes; tokenized playlists: no).
     pub shared_cacheable: bool,
     /// Cache tags / surrogate keys for purges.
@@ -137,7 +160,7 @@ pub struct Deny {
     /// Reason code.
     pub reason: Reason,
     /// Headers (CORS, no-store, the reason header).
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Headers,
     /// JSON body.
     pub body: String,
     /// An event to report, if any.
@@ -152,7 +175,7 @@ pub enum Decision {
     /// Refuse it.
     Deny(Deny),
     /// A CORS preflight: answer 204 with these headers.
-    Preflight(Vec<(&'static str, String)>),
+    Preflight(Headers),
 }
 
 /// The claims a session token inherits, owned so the plan outlives the request's token buffer.
@@ -309,6 +332,8 @@ pub struct Engine {
     config: EdgeConfig,
     verifier: Verifier,
     minter: Option<Minter>,
+    cors_origin: alloc::sync::Arc<str>,
+    playlist_cache_control: alloc::sync::Arc<str>,
 }
 
 impl Engine {
@@ -317,6 +342,8 @@ impl Engine {
         let verifier = Verifier::new(&config.keys, config.policy);
         let minter = Minter::new(&config.keys, config.policy).ok();
         Engine {
+            cors_origin: config.cors_origin.as_str().into(),
+            playlist_cache_control: format!("private, max-age={}", config.playlist_max_age).into(),
             config,
             verifier,
             minter,
@@ -328,18 +355,22 @@ impl Engine {
         &self.config
     }
 
-    fn cors(&self, headers: &mut Vec<(&'static str, String)>) {
-        headers.push(("access-control-allow-origin", self.config.cors_origin.clone()));
+    fn cors(&self, headers: &mut Headers) {
+        headers.push((
+            "access-control-allow-origin",
+            HeaderValue::Shared(self.cors_origin.clone()),
+        ));
         headers.push((
             "access-control-expose-headers",
-            format!("{REASON_HEADER}, content-length, content-range"),
+            HeaderValue::Static("x-sharegate-reason, content-length, content-range"),
         ));
         if self.config.cors_origin != "*" {
-            headers.push(("vary", "Origin".to_string()));
+            headers.push(("vary", HeaderValue::Static("Origin")));
         }
     }
 
-    fn event(&self, kind: EventKind, reason: Option<Reason>, now: u64, attribution: Attribution) -> Event {
+    fn event(&self, kind: EventKind, reason: Option<Reason>, now: u64, attr: Attr<'_, '_>) -> Event {
+        let attribution = attr.resolve();
         Event {
             kind,
             reason: reason.map(Reason::as_str),
@@ -352,13 +383,13 @@ impl Engine {
         }
     }
 
-    fn deny(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attribution) -> Decision {
+    fn deny(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Decision {
         let status = reason.http_status();
         let mut headers = Vec::with_capacity(6);
-        headers.push(("content-type", "application/json".to_string()));
-        headers.push(("cache-control", "no-store".to_string()));
+        headers.push(("content-type", HeaderValue::Static("application/json")));
+        headers.push(("cache-control", HeaderValue::Static("no-store")));
         if self.config.reason_header {
-            headers.push((REASON_HEADER, reason.as_str().to_string()));
+            headers.push((REASON_HEADER, HeaderValue::Static(reason.as_str())));
         }
         self.cors(&mut headers);
         let mut body = format!("{{\"error\":\"{}\",\"status\":{status}", reason.as_str());
@@ -388,12 +419,15 @@ impl Engine {
             "OPTIONS" => {
                 let mut h = Vec::with_capacity(6);
                 self.cors(&mut h);
-                h.push(("access-control-allow-methods", "GET, HEAD, OPTIONS".to_string()));
-                h.push(("access-control-allow-headers", "range".to_string()));
-                h.push(("access-control-max-age", "86400".to_string()));
+                h.push((
+                    "access-control-allow-methods",
+                    HeaderValue::Static("GET, HEAD, OPTIONS"),
+                ));
+                h.push(("access-control-allow-headers", HeaderValue::Static("range")));
+                h.push(("access-control-max-age", HeaderValue::Static("86400")));
                 return Decision::Preflight(h);
             }
-            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attribution::default()),
+            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing),
         }
 
         // Find the token: path first (the default), then the query parameter, then the cookie.
@@ -410,9 +444,9 @@ impl Engine {
         };
         let path = match normalize_path(raw_path) {
             Ok(p) => p,
-            Err(e) => return self.deny(Reason::BadPath, Some(e.as_str()), now, Attribution::default()),
+            Err(e) => return self.deny(Reason::BadPath, Some(e.as_str()), now, Attr::Nothing),
         };
-        let requested = Attribution::from_path(&path);
+        let requested = Attr::Path(&path);
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return self.deny(Reason::MissingToken, None, now, requested);
         };
@@ -431,7 +465,7 @@ impl Engine {
             // Unauthenticated: attribute to the requested path only, never to claims an attacker wrote.
             Err(r) => return self.deny(r, None, now, requested),
         };
-        let attribution = Attribution::from_claims(&claims);
+        let attribution = Attr::Claims(&claims);
         if let Err(r) = self.verifier.policy().check(&claims, &facts) {
             return self.deny(r, None, now, attribution);
         }
@@ -443,7 +477,7 @@ impl Engine {
             return self.deny(Reason::StateStale, None, now, attribution);
         }
         if stale {
-            event = Some(self.event(EventKind::StateStale, None, now, attribution.clone()));
+            event = Some(self.event(EventKind::StateStale, None, now, attribution));
         }
         if let Some(s) = state.state {
             let subject = Subject {
@@ -483,7 +517,7 @@ impl Engine {
         if is_playlist {
             headers.push((
                 "cache-control",
-                format!("private, max-age={}", self.config.playlist_max_age),
+                HeaderValue::Shared(self.playlist_cache_control.clone()),
             ));
             playlist = Some(PlaylistPlan {
                 public_path: path.to_string(),
@@ -500,13 +534,15 @@ impl Engine {
                 }),
             });
             if resource == Resource::MultivariantPlaylist && event.is_none() {
-                event = Some(self.event(EventKind::PlaylistOpen, None, now, attribution.clone()));
+                event = Some(self.event(EventKind::PlaylistOpen, None, now, attribution));
             }
         }
         let mut cache_tags = Vec::with_capacity(2);
-        if let Some(a) = claims.asset.or(requested.asset.as_deref().map(Text::from)) {
-            cache_tags.push(format!("sg-asset-{a}"));
-        }
+        let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        cache_tags.push(format!(
+            "sg-asset-{}",
+            claims.asset.map_or(first_segment, |a| a.as_str())
+        ));
         if let Some(s) = claims.share {
             cache_tags.push(format!("sg-share-{s}"));
         }
@@ -656,6 +692,24 @@ impl Engine {
             })
         })?;
         Ok(out.into_owned())
+    }
+}
+
+/// What an event will be attributed to, resolved only when an event is made (allowed segment requests make none).
+#[derive(Clone, Copy)]
+enum Attr<'a, 'c> {
+    Nothing,
+    Path(&'a str),
+    Claims(&'a Claims<'c>),
+}
+
+impl Attr<'_, '_> {
+    fn resolve(self) -> Attribution {
+        match self {
+            Attr::Nothing => Attribution::default(),
+            Attr::Path(p) => Attribution::from_path(p),
+            Attr::Claims(c) => Attribution::from_claims(c),
+        }
     }
 }
 

@@ -74,8 +74,8 @@ impl Default for NativeOptions {
 pub struct Edge {
     engine: ArcSwap<Engine>,
     held: ArcSwapOption<state::Held>,
-    segments: moka::future::Cache<String, Arc<Fetched>>,
-    playlists: moka::future::Cache<String, Arc<Fetched>>,
+    segments: moka::sync::Cache<String, Arc<Fetched>>,
+    playlists: moka::sync::Cache<String, Arc<Fetched>>,
     client: reqwest::Client,
     events: Mutex<EventBatch>,
     opts: NativeOptions,
@@ -102,11 +102,11 @@ impl Edge {
         Arc::new(Edge {
             engine: ArcSwap::from_pointee(Engine::new(config)),
             held: ArcSwapOption::empty(),
-            segments: moka::future::Cache::builder()
+            segments: moka::sync::Cache::builder()
                 .max_capacity(opts.cache_bytes)
                 .weigher(weigher)
                 .build(),
-            playlists: moka::future::Cache::builder()
+            playlists: moka::sync::Cache::builder()
                 .max_capacity(64 * 1024 * 1024)
                 .weigher(weigher)
                 .time_to_live(opts.playlist_ttl)
@@ -388,10 +388,16 @@ fn parse_range(v: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
     Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
 }
 
-fn set_headers(resp: &mut Response<Body>, headers: &[(&'static str, String)]) {
+fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Headers) {
+    use sharegate_edge::engine::HeaderValue as V;
     for (k, v) in headers {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            resp.headers_mut().insert(*k, v);
+        // Constants need no validation or copy; configured values were checked when the config was parsed.
+        let value = match v {
+            V::Static(s) => Some(HeaderValue::from_static(s)),
+            V::Shared(s) => HeaderValue::from_str(s).ok(),
+        };
+        if let Some(value) = value {
+            resp.headers_mut().insert(*k, value);
         }
     }
 }
@@ -469,7 +475,8 @@ async fn serve_allowed(
 ) -> Response<Body> {
     let is_playlist = a.playlist.is_some();
     let cache = if is_playlist { &edge.playlists } else { &edge.segments };
-    let fetched = match cache.get(&a.cache_key).await {
+    // The sync cache: a lookup is a hash probe, with no future to poll on the hot path.
+    let fetched = match cache.get(&a.cache_key) {
         Some(f) => Some(f),
         None => {
             let f = origin::fetch(
@@ -486,7 +493,7 @@ async fn serve_allowed(
                 && f.status == 200
                 && a.origin_query.is_none()
             {
-                cache.insert(a.cache_key.clone(), Arc::clone(f)).await;
+                cache.insert(a.cache_key.clone(), Arc::clone(f));
             }
             f
         }
@@ -552,12 +559,14 @@ async fn serve_allowed(
     }
     let body_len = body.len();
     let mut r = Response::new(if head { Body::empty() } else { Body::from(body) });
+    // HEAD: say how long the body would be (hyper fills it in itself for full bodies).
     *r.status_mut() = status;
     if let Some(ct) = f.content_type.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         r.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
-    if let Ok(v) = HeaderValue::from_str(&body_len.to_string()) {
-        r.headers_mut().insert(header::CONTENT_LENGTH, v);
+    if head {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
     r.headers_mut()
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
