@@ -43,6 +43,8 @@ pub struct NativeOptions {
     pub playlist_ttl: Duration,
     /// Where to pull the revocation state from (the control plane's state endpoint), if anywhere.
     pub state_url: Option<String>,
+    /// Where to pull the signing keys from (`id:state:hex,...`, the control plane's edge keys endpoint), if anywhere.
+    pub keys_url: Option<String>,
     /// Pull interval.
     pub pull_interval: Duration,
     /// Bearer credential for the push endpoints and for calls to the control plane.
@@ -62,6 +64,7 @@ impl Default for NativeOptions {
             cache_bytes: 256 * 1024 * 1024,
             playlist_ttl: Duration::from_secs(1),
             state_url: None,
+            keys_url: None,
             pull_interval: Duration::from_secs(1),
             edge_token: None,
             events_url: None,
@@ -78,6 +81,7 @@ pub struct Edge {
     playlists: moka::sync::Cache<String, Arc<Fetched>>,
     client: reqwest::Client,
     events: Mutex<EventBatch>,
+    keys_spec: Mutex<Option<String>>,
     opts: NativeOptions,
 }
 
@@ -116,6 +120,7 @@ impl Edge {
                 .build()
                 .unwrap_or_default(),
             events: Mutex::new(EventBatch::default()),
+            keys_spec: Mutex::new(None),
             opts,
         })
     }
@@ -191,10 +196,13 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener) -> std::i
 
 /// Start the pull and event-flush loops.
 pub fn spawn_background(edge: &Arc<Edge>) {
-    if edge.opts.state_url.is_some() {
+    if edge.opts.state_url.is_some() || edge.opts.keys_url.is_some() {
         let e = Arc::clone(edge);
         tokio::spawn(async move {
             loop {
+                if let Err(err) = pull_keys_once(&e).await {
+                    tracing::warn!(%err, "key pull failed");
+                }
                 if let Err(err) = pull_once(&e).await {
                     tracing::warn!(%err, "state pull failed");
                 }
@@ -207,7 +215,7 @@ pub fn spawn_background(edge: &Arc<Edge>) {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                flush_events(&e).await;
+                flush_events(&e, false).await;
             }
         });
     }
@@ -244,13 +252,43 @@ pub async fn pull_once(edge: &Edge) -> Result<(), String> {
     }
 }
 
-async fn flush_events(edge: &Edge) {
+/// Pull the signing keys once (`id:state:hex,...`); replaces the engine only when they changed.
+pub async fn pull_keys_once(edge: &Edge) -> Result<(), String> {
+    let Some(url) = edge.opts.keys_url.as_deref() else {
+        return Ok(());
+    };
+    let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
+    if let Some(t) = &edge.opts.edge_token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("keys endpoint answered {}", resp.status()));
+    }
+    let spec = resp.text().await.map_err(|e| e.to_string())?;
+    let spec = spec.trim();
+    if edge.keys_spec.lock().map_or(false, |k| k.as_deref() == Some(spec)) {
+        return Ok(());
+    }
+    edge.set_keys(spec)?;
+    if let Ok(mut k) = edge.keys_spec.lock() {
+        *k = Some(spec.to_string());
+    }
+    Ok(())
+}
+
+/// Send pending events now (the background task calls this every second).
+pub async fn flush_events_now(edge: &Edge) {
+    flush_events(edge, true).await;
+}
+
+async fn flush_events(edge: &Edge, force: bool) {
     let Some(url) = edge.opts.events_url.as_deref() else {
         return;
     };
     let batch = {
         let Ok(mut b) = edge.events.lock() else { return };
-        if !b.due(now_secs(), 500, 1) {
+        if !force && !b.due(now_secs(), 500, 1) {
             return;
         }
         b.take()
