@@ -267,7 +267,7 @@ pub async fn pull_keys_once(edge: &Edge) -> Result<(), String> {
     }
     let spec = resp.text().await.map_err(|e| e.to_string())?;
     let spec = spec.trim();
-    if edge.keys_spec.lock().map_or(false, |k| k.as_deref() == Some(spec)) {
+    if edge.keys_spec.lock().is_ok_and(|k| k.as_deref() == Some(spec)) {
         return Ok(());
     }
     edge.set_keys(spec)?;
