@@ -30,6 +30,15 @@ enum Cmd {
         /// The CDN base URL to print links under.
         #[arg(long, default_value = "http://127.0.0.1:7701")]
         base_url: String,
+        /// Also run a native edge serving the demo asset, so the links play (ffplay, ffprobe, a browser with hls.js).
+        #[arg(long)]
+        serve: bool,
+        /// Address of the demo edge.
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        edge_addr: std::net::SocketAddr,
+        /// Directory holding the demo asset (`<dir>/demo/master.m3u8`).
+        #[arg(long, default_value = "deploy/demo-media")]
+        media: std::path::PathBuf,
     },
     /// Print a new random signing key (64 hex digits) for SHAREGATE_SIGNING_KEY.
     Keygen,
@@ -219,7 +228,18 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Edge(a) => run_edge(a),
-        Cmd::Demo { base_url } => demo(&base_url),
+        Cmd::Demo {
+            base_url,
+            serve,
+            edge_addr,
+            media,
+        } => {
+            let (ring, token) = demo(&base_url)?;
+            if serve {
+                serve_demo(ring, &token, edge_addr, &media)?;
+            }
+            Ok(())
+        }
         Cmd::Keygen => {
             println!("{}", hex::encode(offline::random_secret()?.expose()));
             Ok(())
@@ -294,7 +314,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn demo(base_url: &str) -> Result<()> {
+fn demo(base_url: &str) -> Result<(KeyRing, String)> {
     let policy = Policy::default();
     let ring = KeyRing::with_active(1, offline::random_secret()?, policy.max_ttl);
     let now = now()?;
@@ -340,5 +360,69 @@ fn demo(base_url: &str) -> Result<()> {
             out["reason"].as_str().unwrap_or("-")
         );
     }
-    Ok(())
+    Ok((ring, token))
+}
+
+/// Run a native edge on the demo asset with the demo's key, a revocation state that knows the demo token, and a
+/// refresher standing in for the control plane (so the state never goes stale), until interrupted.
+fn serve_demo(ring: KeyRing, token: &str, addr: std::net::SocketAddr, media: &std::path::Path) -> Result<()> {
+    use sharegate_shared::revocation::{IssuedToken, SnapshotParams, StateKey, build_snapshot};
+    if !media.join("demo/master.m3u8").is_file() {
+        anyhow::bail!(
+            "{} has no demo/master.m3u8: run from the repository root or pass --media",
+            media.display()
+        );
+    }
+    let active = ring.active().context("demo key")?;
+    let state_key = offline::random_secret()?;
+    let mut settings = std::collections::BTreeMap::new();
+    settings.insert(
+        "SHAREGATE_SIGNING_KEYS".to_string(),
+        format!("{}:active:{}", active.id, hex::encode(active.secret.expose())),
+    );
+    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(state_key.expose()));
+    let config = sharegate_edge::EdgeConfig::from_source(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut buf = TokenBuf::new();
+    let claims = decode_unverified(token, &mut buf).map_err(|r| anyhow::anyhow!("{r}"))?;
+    let issued = [IssuedToken {
+        id: claims.token_id,
+        iat: claims.iat,
+        exp: claims.exp,
+    }];
+    let now32 = u32::try_from(now()?)?;
+    let params = SnapshotParams {
+        generation: 1,
+        built_at: now32,
+        cutoff: now32 + 1,
+        expire_before: now32.saturating_sub(120),
+        max_token_lifetime: 86_400,
+    };
+    let snapshot = build_snapshot(&params, issued, &[], &[], &StateKey::new(*state_key.expose()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let opts = sharegate_edge_native::NativeOptions {
+        origins: vec![sharegate_edge_native::origin::Origin::Dir(media.to_path_buf())],
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let edge = sharegate_edge_native::Edge::new(config, opts);
+        edge.offer_state(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let refresher = std::sync::Arc::clone(&edge);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let _ = refresher.offer_state(&snapshot);
+            }
+        });
+        let base = format!("http://{}", listener.local_addr()?);
+        println!("\nedge serving {} on {base} (Ctrl-C to stop)", media.display());
+        println!("  play:   ffplay '{base}/t/{token}/demo/master.m3u8'");
+        println!("  probe:  ffprobe -v error -show_entries format=duration '{base}/t/{token}/demo/master.m3u8'");
+        println!("  query:  curl -s '{base}/demo/master.m3u8?sg={token}'");
+        println!("  denied: curl -si '{base}/demo/v0/seg_000.ts' | head -12");
+        println!("  status: curl -s {base}/_sharegate/status");
+        sharegate_edge_native::serve(edge, listener).await?;
+        Ok(())
+    })
 }
