@@ -6,3 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod offline;
+pub mod purge;
+pub mod service;
+pub mod store;

@@ -1,0 +1,163 @@
+//! API keys and roles. Every control-plane endpoint but `/healthz` and `/readyz` needs a key with a role.
+//!
+//! Keys are `sg_<role>_<43 base64url chars>` (256 random bits), shown once when created and stored only as
+//! SHA-256 hashes: a fast hash is enough for a 256-bit random secret (there is nothing to brute-force), and it keeps
+//! the per-request check at one hash and one lookup. Edges use their own credential (`SHAREGATE_EDGE_TOKEN`).
+
+use super::error::ApiError;
+use crate::store::{Ns, Store};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Mint links and manage shares (product backends).
+    Minter,
+    /// Revoke, purge, rotate keys (incident responders).
+    Responder,
+    /// API keys, assets, settings.
+    Admin,
+    /// Read the audit log (read-only).
+    Auditor,
+}
+
+impl Role {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Minter => "minter",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Parse a role name.
+    pub fn parse(s: &str) -> Option<Role> {
+        [Role::Minter, Role::Responder, Role::Admin, Role::Auditor]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A stored API key (never the key itself).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Public id (first 12 hex digits of the hash), for listings and the audit log.
+    pub id: String,
+    /// Role.
+    pub role: Role,
+    /// A human label.
+    pub label: String,
+    /// Created, unix seconds.
+    pub created_at: u64,
+    /// Disabled keys are refused.
+    pub disabled: bool,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Key id.
+    pub key_id: String,
+    /// Role.
+    pub role: Role,
+}
+
+impl Caller {
+    /// Refuse unless the caller has one of `roles`.
+    pub fn require(&self, roles: &[Role], action: &'static str) -> Result<(), ApiError> {
+        if roles.contains(&self.role) {
+            return Ok(());
+        }
+        Err(ApiError::Forbidden {
+            have: self.role.as_str(),
+            action,
+            need: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// The store key of an API key: the hex SHA-256 of the whole key string.
+pub fn key_hash(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// Make a new key for `role`: returns the key (show it once) and its record.
+pub fn new_key(role: Role, label: &str, now: u64) -> Result<(String, ApiKeyRecord), ApiError> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let key = format!("sg_{}_{}", role.as_str(), b64url(&b));
+    let hash = key_hash(&key);
+    let rec = ApiKeyRecord {
+        id: hash[..12].to_string(),
+        role,
+        label: label.to_string(),
+        created_at: now,
+        disabled: false,
+    };
+    Ok((key, rec))
+}
+
+/// Store a key's record under its hash.
+pub async fn store_key(store: &dyn Store, key: &str, rec: &ApiKeyRecord) -> Result<(), ApiError> {
+    let value = serde_json::to_vec(rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    store.put(Ns::ApiKeys, &key_hash(key), &value).await?;
+    Ok(())
+}
+
+/// Authenticate an `Authorization` header value.
+pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Caller, ApiError> {
+    let key = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or(ApiError::Unauthenticated)?;
+    // Bound the work an unauthenticated request can cause.
+    if key.len() > 200 {
+        return Err(ApiError::BadCredential);
+    }
+    let Some(bytes) = store.get(Ns::ApiKeys, &key_hash(key)).await? else {
+        return Err(ApiError::BadCredential);
+    };
+    let rec: ApiKeyRecord =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?;
+    if rec.disabled {
+        return Err(ApiError::BadCredential);
+    }
+    Ok(Caller {
+        key_id: rec.id,
+        role: rec.role,
+    })
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 2);
+    for c in bytes.chunks(3) {
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let take = c.len() + 1;
+        for i in 0..take {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_long_random_and_hashed() {
+        let (k1, r1) = new_key(Role::Minter, "a", 0).unwrap_or_else(|e| panic!("{e}"));
+        let (k2, _) = new_key(Role::Minter, "b", 0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(k1.starts_with("sg_minter_") && k1.len() == "sg_minter_".len() + 43);
+        assert_ne!(k1, k2);
+        assert_eq!(r1.id, key_hash(&k1)[..12]);
+        assert!(!serde_json::to_string(&r1).unwrap_or_default().contains(&k1));
+    }
+}

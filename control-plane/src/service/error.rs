@@ -1,0 +1,83 @@
+//! The service's one error type: every failure becomes JSON `{"error": "<code>", "message": "..."}` with a stable
+//! code and the right status. Messages never carry secrets (keys, tokens, API keys).
+
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// An API error.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No credential.
+    #[error("an API key is required (Authorization: Bearer <key>)")]
+    Unauthenticated,
+    /// The credential is unknown or disabled.
+    #[error("the API key is not valid")]
+    BadCredential,
+    /// The credential's role may not call this endpoint.
+    #[error("role `{have}` may not {action}; needs one of: {need}")]
+    Forbidden {
+        /// The caller's role.
+        have: &'static str,
+        /// What was attempted.
+        action: &'static str,
+        /// Roles that may.
+        need: String,
+    },
+    /// The request is malformed or a field is out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// Not found.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the current state (e.g. an idempotency key reused with another body).
+    #[error("{0}")]
+    Conflict(String),
+    /// Minting refused by policy or readiness.
+    #[error("{0}")]
+    Refused(String),
+    /// The store failed.
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    /// Anything else that is our fault.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::BadCredential => "bad_credential",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::Invalid(_) => "invalid_request",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Refused(_) => "refused",
+            ApiError::Store(e) => e.code(),
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated | ApiError::BadCredential => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}

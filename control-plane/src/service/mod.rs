@@ -1,0 +1,283 @@
+//! The control-plane HTTP service (axum): the API backends and responders call, under `/v1`.
+//!
+//! This module holds the router, the shared state and the endpoints built so far: health (`/healthz`,
+//! `/readyz`, no key) and link minting (`POST /v1/links`, role `minter`), with every mint recorded in the issued
+//! log (the input of the edge's revocation filter) before the link is returned, and every call that changes state
+//! appended to the hash-chained audit log. It does not decide requests at the edge (that is `sharegate-edge`).
+
+pub mod auth;
+pub mod error;
+
+use crate::store::{Log, Store};
+use auth::{Caller, Role};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde::{Deserialize, Serialize};
+use sharegate_shared::keys::KeyRing;
+use sharegate_shared::token::{Claims, Countries, IpPrefix, Minter, Permissions, Policy, Text};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Service settings.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Base URL of the CDN (the edge) that links point at.
+    pub edge_base_url: String,
+    /// Shortest TTL a minter may ask for, seconds.
+    pub min_ttl: u32,
+    /// Longest TTL a minter may ask for, seconds (never above the token policy's `max_ttl`).
+    pub max_ttl: u32,
+    /// TTL when none is given.
+    pub default_ttl: u32,
+    /// Name of the multivariant playlist in link URLs.
+    pub multivariant_name: String,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            edge_base_url: "http://127.0.0.1:7701".into(),
+            min_ttl: 600,
+            max_ttl: 86_400,
+            default_ttl: 3600,
+            multivariant_name: "master.m3u8".into(),
+        }
+    }
+}
+
+/// What every handler shares.
+pub struct AppState {
+    /// The store (embedded or Redis).
+    pub store: Arc<dyn Store>,
+    /// Settings.
+    pub config: ServiceConfig,
+    /// The minter, keyed with the active signing key.
+    pub minter: Minter,
+    /// Token policy (leeway, max TTL).
+    pub policy: Policy,
+}
+
+impl AppState {
+    /// Build the state from a store, settings and the signing keys.
+    pub fn new(store: Arc<dyn Store>, config: ServiceConfig, keys: &KeyRing, policy: Policy) -> Result<Self, ApiError> {
+        let minter =
+            Minter::new(keys, policy).map_err(|e| ApiError::Internal(format!("no active signing key: {e}")))?;
+        Ok(AppState {
+            store,
+            config,
+            minter,
+            policy,
+        })
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/links", post(mint_link))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
+    match s.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready", "store": s.store.backend() })),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "store": s.store.backend(), "error": e.code() })),
+        ),
+    }
+}
+
+async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate(s.store.as_ref(), h).await
+}
+
+/// One audit entry: who did what to which subject, and how it ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix seconds.
+    pub at: u64,
+    /// API key id.
+    pub actor: String,
+    /// Role.
+    pub role: String,
+    /// Action (`links.mint`, `revocations.create`, ...).
+    pub action: String,
+    /// Subject (asset, token id, share id, ...).
+    pub subject: String,
+    /// `ok` or an error code.
+    pub outcome: String,
+    /// The request id, if the caller sent one.
+    pub request_id: Option<String>,
+}
+
+async fn audit(
+    s: &AppState,
+    c: &Caller,
+    headers: &HeaderMap,
+    action: &str,
+    subject: &str,
+    outcome: &str,
+) -> Result<(), ApiError> {
+    let e = AuditEntry {
+        at: now(),
+        actor: c.key_id.clone(),
+        role: c.role.as_str().into(),
+        action: action.into(),
+        subject: subject.into(),
+        outcome: outcome.into(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let bytes = serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
+    s.store.append_chained(Log::Audit, &bytes).await?;
+    Ok(())
+}
+
+/// `POST /v1/links` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// Asset id.
+    pub asset: String,
+    /// Lifetime, seconds.
+    pub ttl: Option<u32>,
+    /// Viewer id.
+    pub viewer: Option<String>,
+    /// Session id.
+    pub session: Option<String>,
+    /// Share id.
+    pub share: Option<String>,
+    /// Client IP binding (`addr/len` or an address).
+    pub ip: Option<String>,
+    /// Allowed countries.
+    pub allow_countries: Option<Vec<String>>,
+    /// Denied countries.
+    pub deny_countries: Option<Vec<String>>,
+    /// Embed origin.
+    pub embed_origin: Option<String>,
+    /// Channel.
+    pub channel: Option<String>,
+    /// Campaign.
+    pub campaign: Option<String>,
+    /// Watermark id.
+    pub watermark: Option<String>,
+    /// Entitlement tier.
+    pub entitlement: Option<u8>,
+}
+
+/// `POST /v1/links` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LinkResponse {
+    /// The playable URL.
+    pub url: String,
+    /// The token alone.
+    pub token: String,
+    /// Its id (hex): what revocations name.
+    pub token_id: String,
+    /// Expiry, unix seconds.
+    pub expires_at: u64,
+}
+
+async fn mint_link(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<LinkRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LinkResponse>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Minter], "mint links")?;
+    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let ttl = req.ttl.unwrap_or(s.config.default_ttl);
+    if ttl < s.config.min_ttl || ttl > s.config.max_ttl.min(s.policy.max_ttl) {
+        return Err(ApiError::Invalid(format!(
+            "ttl must be between {} and {} seconds",
+            s.config.min_ttl,
+            s.config.max_ttl.min(s.policy.max_ttl)
+        )));
+    }
+    let now = now();
+    let iat = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
+    let mut token_id = [0u8; 12];
+    getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let ip = req
+        .ip
+        .as_deref()
+        .map(|s| crate::offline::parse_prefix(s).map_err(|e| ApiError::Invalid(format!("ip: {e}"))))
+        .transpose()?;
+    let codes = |v: &Option<Vec<String>>| {
+        v.as_ref().map(|l| {
+            l.iter()
+                .flat_map(|c| c.to_ascii_uppercase().into_bytes())
+                .collect::<Vec<u8>>()
+        })
+    };
+    let (allow, deny) = (codes(&req.allow_countries), codes(&req.deny_countries));
+    if allow.is_some() && deny.is_some() {
+        return Err(ApiError::Invalid(
+            "give allow_countries or deny_countries, not both".into(),
+        ));
+    }
+    let claims = Claims {
+        token_id,
+        iat,
+        nbf: iat,
+        exp: iat + ttl,
+        permissions: Permissions::PLAYBACK,
+        asset: Some(Text::from(req.asset.as_str())),
+        share: req.share.as_deref().map(Text::from),
+        viewer: req.viewer.as_deref().map(Text::from),
+        session: req.session.as_deref().map(Text::from),
+        campaign: req.campaign.as_deref().map(Text::from),
+        channel: req.channel.as_deref().map(Text::from),
+        ip: ip.map(|p: IpPrefix| p),
+        countries: allow
+            .as_deref()
+            .map(Countries::Allow)
+            .or(deny.as_deref().map(Countries::Deny)),
+        origin: req.embed_origin.as_deref().map(Text::from),
+        watermark: req.watermark.as_deref().map(str::as_bytes),
+        tier: req.entitlement,
+        ..Claims::default()
+    };
+    let token = s
+        .minter
+        .mint(&claims)
+        .map_err(|e| ApiError::Invalid(format!("cannot mint: {e}")))?;
+    // The issued record is durable before the link is returned: the revocation filter is exact only over tokens
+    // the control plane knows about.
+    let mut rec = Vec::with_capacity(20);
+    rec.extend_from_slice(&token_id);
+    rec.extend_from_slice(&iat.to_be_bytes());
+    rec.extend_from_slice(&claims.exp.to_be_bytes());
+    s.store.append(Log::Issued, &rec).await?;
+    audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
+    let base = s.config.edge_base_url.trim_end_matches('/');
+    Ok(Json(LinkResponse {
+        url: format!("{base}/t/{token}/{}/{}", req.asset, s.config.multivariant_name),
+        token,
+        token_id: hex::encode(token_id),
+        expires_at: u64::from(claims.exp),
+    }))
+}

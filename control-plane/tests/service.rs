@@ -1,0 +1,137 @@
+//! The control-plane router in-process (`oneshot`, no socket): health, the auth matrix, and minting.
+#![allow(clippy::unwrap_used)]
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use sharegate_control_plane::service::auth::{Role, new_key, store_key};
+use sharegate_control_plane::service::{AppState, LinkResponse, ServiceConfig, router};
+use sharegate_control_plane::store::{Log, open_store, verify_chain};
+use sharegate_shared::keys::{KeyRing, SecretKey};
+use sharegate_shared::token::{Policy, TokenBuf, Verifier};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+async fn setup() -> (axum::Router, Arc<AppState>, Vec<(Role, String)>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store("", dir.path()).await.unwrap();
+    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
+    let state = Arc::new(AppState::new(store.clone(), ServiceConfig::default(), &ring, Policy::default()).unwrap());
+    let mut keys = Vec::new();
+    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
+        let (key, rec) = new_key(role, "test", 0).unwrap();
+        store_key(store.as_ref(), &key, &rec).await.unwrap();
+        keys.push((role, key));
+    }
+    (router(state.clone()), state, keys, dir)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn health_needs_no_key() {
+    let (app, _, _, _dir) = setup().await;
+    assert_eq!(call(&app, "GET", "/healthz", None, "").await.0, StatusCode::OK);
+    let (s, body) = call(&app, "GET", "/readyz", None, "").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["store"], "redb");
+}
+
+#[tokio::test]
+async fn links_need_a_minter_key() {
+    let (app, _, keys, _dir) = setup().await;
+    let body = r#"{"asset":"demo","ttl":600}"#;
+    let (s, b) = call(&app, "POST", "/v1/links", None, body).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthenticated"))
+    );
+    let (s, b) = call(&app, "POST", "/v1/links", Some("sg_minter_not-a-real-key"), body).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("bad_credential"))
+    );
+    for (role, key) in &keys {
+        let (s, b) = call(&app, "POST", "/v1/links", Some(key), body).await;
+        if *role == Role::Minter {
+            assert_eq!(s, StatusCode::OK, "{b}");
+        } else {
+            assert_eq!(
+                (s, b["error"].as_str()),
+                (StatusCode::FORBIDDEN, Some("forbidden")),
+                "{role:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn minting_records_the_token_and_audits() {
+    let (app, state, keys, _dir) = setup().await;
+    let minter = &keys[0].1;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/links",
+        Some(minter),
+        r#"{"asset":"demo","ttl":900,"viewer":"v1","ip":"203.0.113.0/24"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let link: LinkResponse = serde_json::from_value(b).unwrap();
+    assert!(link.url.ends_with(&format!("/t/{}/demo/master.m3u8", link.token)));
+    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
+    let mut buf = TokenBuf::new();
+    let claims = Verifier::new(&ring, Policy::default())
+        .authenticate(&link.token, &mut buf)
+        .unwrap();
+    assert_eq!(hex::encode(claims.token_id), link.token_id);
+    assert_eq!(claims.exp - claims.iat, 900);
+    assert_eq!(u64::from(claims.exp), link.expires_at);
+    // The issued log has the token id before the link was returned.
+    let issued = state.store.read_log(Log::Issued, 1, 10).await.unwrap();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(hex::encode(&issued[0].1[..12]), link.token_id);
+    let audit = state.store.read_chained(Log::Audit, 1, 10).await.unwrap();
+    assert!(verify_chain(&audit).is_ok());
+    assert!(String::from_utf8_lossy(&audit[0].value).contains("links.mint"));
+
+    // Bad input: clear errors, nothing recorded.
+    for body in [
+        r#"{"asset":"demo","ttl":5}"#,
+        r#"{"asset":"../x"}"#,
+        r#"{"asset":"demo","ip":"nope"}"#,
+        r#"{"asset":"demo","bogus":1}"#,
+        "{",
+    ] {
+        let (s, b) = call(&app, "POST", "/v1/links", Some(minter), body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        assert_eq!(b["error"], "invalid_request");
+    }
+    assert_eq!(state.store.read_log(Log::Issued, 1, 10).await.unwrap().len(), 1);
+}
