@@ -16,7 +16,16 @@ async fn setup() -> (axum::Router, Arc<AppState>, Vec<(Role, String)>, tempfile:
     let dir = tempfile::tempdir().unwrap();
     let store = open_store("", dir.path()).await.unwrap();
     let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = Arc::new(AppState::new(store.clone(), ServiceConfig::default(), &ring, Policy::default()).unwrap());
+    let state = Arc::new(
+        AppState::new(
+            store.clone(),
+            ServiceConfig::default(),
+            &ring,
+            Policy::default(),
+            sharegate_shared::revocation::StateKey::new([9; 32]),
+        )
+        .unwrap(),
+    );
     let mut keys = Vec::new();
     for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
         let (key, rec) = new_key(role, "test", 0).unwrap();
@@ -134,4 +143,111 @@ async fn minting_records_the_token_and_audits() {
         assert_eq!(b["error"], "invalid_request");
     }
     assert_eq!(state.store.read_log(Log::Issued, 1, 10).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn revocations_are_durable_numbered_idempotent_and_role_scoped() {
+    let (app, state, keys, _dir) = setup().await;
+    let key = |r: Role| keys.iter().find(|(k, _)| *k == r).map(|(_, v)| v.clone()).unwrap();
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/links",
+        Some(&key(Role::Minter)),
+        r#"{"asset":"demo","share":"sh-1"}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let token_id = b["token_id"].as_str().unwrap().to_string();
+    let token = b["token"].as_str().unwrap().to_string();
+
+    let body = format!(r#"{{"kind":"token","id":"{token_id}","reason":"leaked"}}"#);
+    assert_eq!(
+        call(&app, "POST", "/v1/revocations", None, &body).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call(&app, "POST", "/v1/revocations", Some("sg_responder_nope"), &body)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    for r in [Role::Minter, Role::Admin, Role::Auditor] {
+        assert_eq!(
+            call(&app, "POST", "/v1/revocations", Some(&key(r)), &body).await.0,
+            StatusCode::FORBIDDEN,
+            "{r:?}"
+        );
+    }
+    let (s, r1) = call(&app, "POST", "/v1/revocations", Some(&key(Role::Responder)), &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r1}");
+    assert_eq!(r1["generation"], 1);
+    assert_eq!(r1["target"], token_id.as_str());
+    // By the token itself, and by share: the generation counts every revocation.
+    let by_token = format!(r#"{{"kind":"token","token":"{token}"}}"#);
+    let (_, r2) = call(&app, "POST", "/v1/revocations", Some(&key(Role::Responder)), &by_token).await;
+    assert_eq!(r2["generation"], 2);
+    let (_, r3) = call(
+        &app,
+        "POST",
+        "/v1/revocations",
+        Some(&key(Role::Responder)),
+        r#"{"kind":"share","id":"sh-1"}"#,
+    )
+    .await;
+    assert_eq!(r3["generation"], 3);
+    // Receipts are readable by responders and auditors, not minters.
+    let path = format!("/v1/revocations/{}", r1["id"].as_str().unwrap());
+    assert_eq!(
+        call(&app, "GET", &path, Some(&key(Role::Auditor)), "").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&app, "GET", &path, Some(&key(Role::Minter)), "").await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/revocations/rev_nope", Some(&key(Role::Auditor)), "")
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // Bad input is refused with a reason and changes nothing.
+    for bad in [
+        r#"{"kind":"token","id":"xyz"}"#,
+        r#"{"kind":"bogus","id":"a"}"#,
+        r#"{"kind":"share"}"#,
+        r#"{"kind":"key_id","id":"70000"}"#,
+        r#"{"kind":"token","token":"not-a-token"}"#,
+    ] {
+        let (s, b) = call(&app, "POST", "/v1/revocations", Some(&key(Role::Responder)), bad).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {b}");
+    }
+    assert_eq!(state.store.counter("state_generation").await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_first_receipt() {
+    let (app, state, keys, _dir) = setup().await;
+    let responder = keys.iter().find(|(k, _)| *k == Role::Responder).unwrap().1.clone();
+    let send = |app: axum::Router| {
+        let responder = responder.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/revocations")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {responder}"))
+                .header("idempotency-key", "incident-42")
+                .body(Body::from(r#"{"kind":"viewer","id":"v-9"}"#))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
+        }
+    };
+    let a = send(app.clone()).await;
+    let b = send(app.clone()).await;
+    assert_eq!(a["id"], b["id"]);
+    assert_eq!(state.store.counter("state_generation").await.unwrap(), 1);
 }

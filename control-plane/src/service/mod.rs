@@ -7,8 +7,9 @@
 
 pub mod auth;
 pub mod error;
+pub mod revocations;
 
-use crate::store::{Log, Store};
+use crate::store::{Log, Ns, Op, Store};
 use auth::{Caller, Role};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -34,6 +35,19 @@ pub struct ServiceConfig {
     pub default_ttl: u32,
     /// Name of the multivariant playlist in link URLs.
     pub multivariant_name: String,
+    /// Native edges to push revocations to.
+    pub edges: Vec<EdgeTarget>,
+    /// The credential edges present to pull state (`GET /v1/edge/state`); none: edges cannot pull.
+    pub edge_token: Option<String>,
+}
+
+/// An edge the control plane pushes state to.
+#[derive(Debug, Clone)]
+pub struct EdgeTarget {
+    /// Base URL of the edge.
+    pub url: String,
+    /// Its push credential.
+    pub token: String,
 }
 
 impl Default for ServiceConfig {
@@ -44,6 +58,8 @@ impl Default for ServiceConfig {
             max_ttl: 86_400,
             default_ttl: 3600,
             multivariant_name: "master.m3u8".into(),
+            edges: Vec::new(),
+            edge_token: None,
         }
     }
 }
@@ -58,11 +74,23 @@ pub struct AppState {
     pub minter: Minter,
     /// Token policy (leeway, max TTL).
     pub policy: Policy,
+    /// Every signing key (to verify tokens named in revocations).
+    pub keys: KeyRing,
+    /// The revocation state's MAC key.
+    pub state_key: sharegate_shared::revocation::StateKey,
+    /// Client for edge pushes.
+    pub http: reqwest::Client,
 }
 
 impl AppState {
     /// Build the state from a store, settings and the signing keys.
-    pub fn new(store: Arc<dyn Store>, config: ServiceConfig, keys: &KeyRing, policy: Policy) -> Result<Self, ApiError> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: ServiceConfig,
+        keys: &KeyRing,
+        policy: Policy,
+        state_key: sharegate_shared::revocation::StateKey,
+    ) -> Result<Self, ApiError> {
         let minter =
             Minter::new(keys, policy).map_err(|e| ApiError::Internal(format!("no active signing key: {e}")))?;
         Ok(AppState {
@@ -70,6 +98,9 @@ impl AppState {
             config,
             minter,
             policy,
+            keys: keys.clone(),
+            state_key,
+            http: reqwest::Client::new(),
         })
     }
 }
@@ -85,6 +116,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/links", post(mint_link))
+        .route("/v1/revocations", post(revocations::create))
+        .route("/v1/revocations/{id}", get(revocations::get))
+        .route("/v1/edge/state", get(revocations::edge_state))
         .with_state(state)
 }
 
@@ -271,7 +305,30 @@ async fn mint_link(
     rec.extend_from_slice(&token_id);
     rec.extend_from_slice(&iat.to_be_bytes());
     rec.extend_from_slice(&claims.exp.to_be_bytes());
-    s.store.append(Log::Issued, &rec).await?;
+    let link = revocations::LinkRecord {
+        iat,
+        exp: claims.exp,
+        asset: req.asset.clone(),
+        share: req.share.clone(),
+    };
+    let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id_hex = hex::encode(token_id);
+    s.store
+        .atomic(
+            &[],
+            &[
+                Op::Append {
+                    log: Log::Issued,
+                    value: &rec,
+                },
+                Op::Put {
+                    ns: Ns::Links,
+                    key: &id_hex,
+                    value: &link,
+                },
+            ],
+        )
+        .await?;
     audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {
