@@ -5,9 +5,13 @@
 //! log (the input of the edge's revocation filter) before the link is returned, and every call that changes state
 //! appended to the hash-chained audit log. It does not decide requests at the edge (that is `sharegate-edge`).
 
+pub mod assets;
 pub mod auth;
 pub mod error;
+pub mod keys;
+pub mod observe;
 pub mod revocations;
+pub mod shares;
 
 use crate::store::{Log, Ns, Op, Store};
 use auth::{Caller, Role};
@@ -78,8 +82,10 @@ pub struct AppState {
     pub keys: KeyRing,
     /// The revocation state's MAC key.
     pub state_key: sharegate_shared::revocation::StateKey,
-    /// Client for edge pushes.
+    /// Client for edge pushes and origin checks.
     pub http: reqwest::Client,
+    /// Master key that encrypts signing keys at rest (from `SHAREGATE_MASTER_KEY` or a 0600 file).
+    pub master_key: Option<[u8; 32]>,
 }
 
 impl AppState {
@@ -101,6 +107,7 @@ impl AppState {
             keys: keys.clone(),
             state_key,
             http: reqwest::Client::new(),
+            master_key: None,
         })
     }
 }
@@ -119,6 +126,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/revocations", post(revocations::create))
         .route("/v1/revocations/{id}", get(revocations::get))
         .route("/v1/edge/state", get(revocations::edge_state))
+        .merge(assets::routes())
+        .merge(shares::routes())
+        .merge(keys::routes())
+        .merge(observe::routes())
         .with_state(state)
 }
 
@@ -139,7 +150,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json:
     }
 }
 
-async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let h = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -165,7 +176,7 @@ pub struct AuditEntry {
     pub request_id: Option<String>,
 }
 
-async fn audit(
+pub(crate) async fn audit(
     s: &AppState,
     c: &Caller,
     headers: &HeaderMap,

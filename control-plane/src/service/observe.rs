@@ -1,0 +1,10 @@
+//! Routes of `observe` (being written).
+
+use super::AppState;
+use axum::Router;
+use std::sync::Arc;
+
+/// The routes this module serves.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+}
