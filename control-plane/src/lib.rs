@@ -7,5 +7,6 @@
 
 pub mod offline;
 pub mod purge;
+pub mod run;
 pub mod service;
 pub mod store;

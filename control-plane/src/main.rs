@@ -45,9 +45,115 @@ enum Cmd {
     /// Offline token tools; the key comes from SHAREGATE_SIGNING_KEY and SHAREGATE_KEY_ID.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Run the control plane (API on --api-addr, embedded store in --data-dir, or Redis with --store redis://…).
+    Serve(ServeArgs),
+    /// Run the whole system on one machine: control plane, native edge and the demo asset `demo`.
+    Dev(DevArgs),
+    /// Mint a link through the API (SHAREGATE_API_KEY with role minter).
+    Mint(ClientMint),
+    /// Revoke through the API (role responder): a token, share, viewer, session, asset, campaign, key id, or all.
+    Revoke(ClientRevoke),
+    /// Create an API key through the API (role admin); the key is printed once.
+    Apikeys(ClientApikeys),
     /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
     /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required.
     Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory (embedded store, secret files).
+    #[arg(long, default_value = ".sharegate")]
+    data_dir: std::path::PathBuf,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    api_addr: std::net::SocketAddr,
+    /// Store: empty for the embedded store, or redis://host:port.
+    #[arg(long, default_value = "")]
+    store: String,
+    /// Base URL of the edge, used in link URLs.
+    #[arg(long, default_value = "http://127.0.0.1:7701")]
+    edge_url: String,
+    /// A native edge to push revocations to (repeatable).
+    #[arg(long = "push-edge")]
+    push_edges: Vec<String>,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Data directory (embedded store, secret files).
+    #[arg(long, default_value = ".sharegate")]
+    data_dir: std::path::PathBuf,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    api_addr: std::net::SocketAddr,
+    /// Edge address.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    edge_addr: std::net::SocketAddr,
+    /// Origin of the media (a directory or an http(s) URL); the demo asset by default.
+    #[arg(long, default_value = "deploy/demo-media")]
+    origin: String,
+}
+
+#[derive(Args)]
+struct ApiArgs {
+    /// Control-plane URL.
+    #[arg(long, default_value = "http://127.0.0.1:7700")]
+    api: String,
+}
+
+#[derive(Args)]
+struct ClientMint {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// Asset id.
+    #[arg(long)]
+    asset: String,
+    /// Lifetime, seconds.
+    #[arg(long)]
+    ttl: Option<u32>,
+    #[arg(long)]
+    viewer: Option<String>,
+    #[arg(long)]
+    share: Option<String>,
+    #[arg(long)]
+    channel: Option<String>,
+    #[arg(long)]
+    campaign: Option<String>,
+    /// Client IP binding.
+    #[arg(long)]
+    ip: Option<String>,
+}
+
+#[derive(Args)]
+struct ClientRevoke {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// token, share, viewer, session, asset, campaign, key_id or global.
+    #[arg(long)]
+    kind: String,
+    /// The scope id (hex token id for tokens).
+    #[arg(long)]
+    id: Option<String>,
+    /// A token or link URL (for --kind token).
+    #[arg(long)]
+    token: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+    /// Idempotency key, so a retried command does not revoke twice.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Args)]
+struct ClientApikeys {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// minter, responder, admin or auditor.
+    #[arg(long)]
+    role: String,
+    #[arg(long)]
+    label: Option<String>,
 }
 
 #[derive(Args)]
@@ -224,9 +330,142 @@ fn run_edge(a: EdgeArgs) -> Result<()> {
     })
 }
 
+/// Call the API with SHAREGATE_API_KEY; print the JSON answer; fail on an error status.
+fn api_call(method: &str, url: &str, body: serde_json::Value, idem: Option<&str>) -> Result<()> {
+    let key = std::env::var("SHAREGATE_API_KEY").context("SHAREGATE_API_KEY is not set")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(method.parse()?, url)
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(&body)?);
+        if let Some(k) = idem {
+            req = req.header("idempotency-key", k);
+        }
+        let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
+        let status = resp.status();
+        let text: String = resp.text().await?;
+        let pretty = serde_json::from_str::<serde_json::Value>(&text)
+            .map(|v| serde_json::to_string_pretty(&v).unwrap_or(text.clone()))
+            .unwrap_or(text);
+        println!("{pretty}");
+        if !status.is_success() {
+            anyhow::bail!("{status}");
+        }
+        Ok(())
+    })
+}
+
+fn run_serve(a: ServeArgs) -> Result<()> {
+    init_tracing();
+    let opts = sharegate_control_plane::run::ServeOptions {
+        data_dir: a.data_dir,
+        store_url: a.store,
+        edge_base_url: a.edge_url,
+        push_edges: a.push_edges,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let started = sharegate_control_plane::run::start(&opts).await?;
+        if let Some(p) = &started.new_admin_key_file {
+            println!("created the bootstrap admin API key in {} (mode 0600)", p.display());
+        }
+        let listener = tokio::net::TcpListener::bind(a.api_addr).await?;
+        tracing::info!(addr = %listener.local_addr()?, store = started.state.store.backend(), "sharegate control plane listening");
+        axum::serve(listener, sharegate_control_plane::service::router(started.state)).await?;
+        Ok(())
+    })
+}
+
+fn run_dev(a: DevArgs) -> Result<()> {
+    init_tracing();
+    let api_url = format!("http://{}", a.api_addr);
+    let edge_url = format!("http://{}", a.edge_addr);
+    let opts = sharegate_control_plane::run::ServeOptions {
+        data_dir: a.data_dir.clone(),
+        store_url: String::new(),
+        edge_base_url: edge_url.clone(),
+        push_edges: vec![edge_url.clone()],
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let started = sharegate_control_plane::run::start(&opts).await?;
+        // The edge: same keys, pulls from the control plane every second, accepts its pushes.
+        let mut settings = std::collections::BTreeMap::new();
+        settings.insert("SHAREGATE_SIGNING_KEYS".to_string(), started.signing_spec.clone());
+        settings.insert("SHAREGATE_STATE_KEY".to_string(), started.state_key_hex.clone());
+        let config = sharegate_edge::EdgeConfig::from_source(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let edge = sharegate_edge_native::Edge::new(
+            config,
+            sharegate_edge_native::NativeOptions {
+                origins: vec![sharegate_edge_native::origin::Origin::parse(&a.origin)],
+                state_url: Some(format!("{api_url}/v1/edge/state")),
+                edge_token: Some(started.edge_token.clone()),
+                ..Default::default()
+            },
+        );
+        let api = tokio::net::TcpListener::bind(a.api_addr).await?;
+        let edge_listener = tokio::net::TcpListener::bind(a.edge_addr).await?;
+        let state = started.state.clone();
+        tokio::spawn(async move { axum::serve(api, sharegate_control_plane::service::router(state)).await });
+        sharegate_edge_native::spawn_background(&edge);
+        tokio::spawn(sharegate_edge_native::serve(edge, edge_listener));
+        // A minter key for the demo, and a first link.
+        let (minter, rec) = sharegate_control_plane::service::auth::new_key(
+            sharegate_control_plane::service::auth::Role::Minter,
+            "dev",
+            sharegate_control_plane::service::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        sharegate_control_plane::service::auth::store_key(started.state.store.as_ref(), &minter, &rec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let admin_file = a.data_dir.join("admin.key");
+        println!("sharegate dev: control plane {api_url}, edge {edge_url}, data in {}", a.data_dir.display());
+        println!("  admin API key: in {} (mode 0600){}", admin_file.display(),
+            if started.new_admin_key_file.is_some() { ", created now" } else { "" });
+        println!("  minter API key (this run): {minter}");
+        println!("  mint:    SHAREGATE_API_KEY={minter} sharegate mint --asset demo --ttl 600");
+        println!("  play:    ffplay \"$(SHAREGATE_API_KEY={minter} sharegate mint --asset demo | jq -r .url)\"");
+        println!("  revoke:  SHAREGATE_API_KEY=$(cat {}) ... (create a responder key with `sharegate apikeys --role responder`)", admin_file.display());
+        println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    })
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .try_init();
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Serve(a) => run_serve(a),
+        Cmd::Dev(a) => run_dev(a),
+        Cmd::Mint(m) => api_call(
+            "POST",
+            &format!("{}/v1/links", m.api.api.trim_end_matches('/')),
+            serde_json::json!({"asset": m.asset, "ttl": m.ttl, "viewer": m.viewer, "share": m.share,
+                               "channel": m.channel, "campaign": m.campaign, "ip": m.ip}),
+            None,
+        ),
+        Cmd::Revoke(r) => api_call(
+            "POST",
+            &format!("{}/v1/revocations", r.api.api.trim_end_matches('/')),
+            serde_json::json!({"kind": r.kind, "id": r.id, "token": r.token, "reason": r.reason}),
+            r.idempotency_key.as_deref(),
+        ),
+        Cmd::Apikeys(k) => api_call(
+            "POST",
+            &format!("{}/v1/apikeys", k.api.api.trim_end_matches('/')),
+            serde_json::json!({"role": k.role, "label": k.label}),
+            None,
+        ),
         Cmd::Edge(a) => run_edge(a),
         Cmd::Demo {
             base_url,

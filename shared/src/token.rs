@@ -833,6 +833,11 @@ fn parse_body(body: &[u8]) -> Result<Claims<'_>, Reason> {
                     true
                 }
             }
+            // A token of our minor version or older can only hold types this code knows: anything else is not a
+            // canonical encoding (re-minting would drop it, giving one grant two spellings).
+            // (`<=`, not `==`: VERSION_MINOR is 0 today, and the rule must survive its first bump.)
+            #[allow(clippy::absurd_extreme_comparisons)]
+            _ if c.minor <= VERSION_MINOR => false,
             // A claim from a later minor version: skip it if optional, refuse if critical. Keep parsing so a
             // malformed tail still reports `malformed`.
             _ => {

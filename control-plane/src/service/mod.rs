@@ -123,6 +123,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/links", post(mint_link))
+        .route("/v1/apikeys", post(create_api_key).get(list_api_keys))
+        .route("/v1/apikeys/{id}", axum::routing::delete(disable_api_key))
         .route("/v1/revocations", post(revocations::create))
         .route("/v1/revocations/{id}", get(revocations::get))
         .route("/v1/edge/state", get(revocations::edge_state))
@@ -348,4 +350,71 @@ async fn mint_link(
         token_id: hex::encode(token_id),
         expires_at: u64::from(claims.exp),
     }))
+}
+
+/// `POST /v1/apikeys` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyRequest {
+    /// `minter`, `responder`, `admin` or `auditor`.
+    pub role: String,
+    /// A label for listings.
+    pub label: Option<String>,
+}
+
+async fn create_api_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ApiKeyRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Admin], "manage API keys")?;
+    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let role = Role::parse(&req.role).ok_or_else(|| ApiError::Invalid(format!("unknown role `{}`", req.role)))?;
+    let label = req.label.unwrap_or_default();
+    if label.len() > 200 {
+        return Err(ApiError::Invalid("label is at most 200 bytes".into()));
+    }
+    let (key, rec) = auth::new_key(role, &label, now())?;
+    auth::store_key(s.store.as_ref(), &key, &rec).await?;
+    audit(&s, &c, &headers, "apikeys.create", &rec.id, "ok").await?;
+    // The key is shown once, here; only its hash is stored.
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "key": key, "id": rec.id, "role": role.as_str(), "label": rec.label })),
+    ))
+}
+
+async fn list_api_keys(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<auth::ApiKeyRecord>>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Admin, Role::Auditor], "list API keys")?;
+    let mut out = Vec::new();
+    for (_, v) in s.store.scan(Ns::ApiKeys, "").await? {
+        out.push(serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?);
+    }
+    Ok(Json(out))
+}
+
+async fn disable_api_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<auth::ApiKeyRecord>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Admin], "manage API keys")?;
+    for (hash, v) in s.store.scan(Ns::ApiKeys, "").await? {
+        let mut rec: auth::ApiKeyRecord =
+            serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?;
+        if rec.id == id {
+            rec.disabled = true;
+            let bytes = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+            s.store.put(Ns::ApiKeys, &hash, &bytes).await?;
+            audit(&s, &c, &headers, "apikeys.disable", &id, "ok").await?;
+            return Ok(Json(rec));
+        }
+    }
+    Err(ApiError::NotFound("api key"))
 }
