@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Mint throughput over HTTP: `sharegate serve` on the embedded store, then on Redis, loaded by wrk with POST
+# /v1/links (each mint is recorded durably in the issued log before it returns). Reports links/s for each.
+#
+#   bash scripts/bench-mint.sh                 # 10 s per store
+#   DURATION=30 CONNS=64 bash scripts/bench-mint.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/test.sh
+source scripts/test.sh
+ensure_apt wrk redis-server
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+API_PORT=${API_PORT:-7790}
+REDIS_PORT=${REDIS_PORT:-7791}
+WORK=$(mktemp -d /tmp/sharegate-mint.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --release -q -p sharegate-control-plane --bin sharegate
+BIN=$PWD/target/release/sharegate
+
+cat >"$WORK/mint.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"asset":"demo","ttl":600,"viewer":"viewer-1","channel":"email"}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("MINTER_KEY")
+LUA
+
+run_one() {
+    local name=$1 store=$2 dir=$WORK/$1
+    mkdir -p "$dir"
+    (cd "$dir" && exec "$BIN" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
+        >"$dir/serve.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null && break; sleep 0.1; done
+    local admin minter
+    admin=$(cat "$dir/data/admin.key")
+    minter=$(curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/apikeys" -H "Authorization: Bearer $admin" \
+        -H 'Content-Type: application/json' -d '{"role":"minter"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+    # One mint must work before anything is measured.
+    curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/links" -H "Authorization: Bearer $minter" \
+        -H 'Content-Type: application/json' -d '{"asset":"demo"}' | grep -q '"token_id"'
+    local rps
+    rps=$(MINTER_KEY=$minter wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$WORK/mint.lua" "http://127.0.0.1:$API_PORT/v1/links" |
+        tee "$dir/wrk.txt" | awk '/Requests\/sec/ {print $2}')
+    grep -E "Non-2xx|Socket errors" "$dir/wrk.txt" && { echo "$name: errors during the run"; exit 1; }
+    printf '%-22s %10.0f links/s\n' "$name" "$rps"
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+echo "mint throughput, ${DURATION}s each, $CONNS connections (wrk -t2), this machine:"
+run_one "embedded (redb)" ""
+run_one "redis" "redis://127.0.0.1:$REDIS_PORT"
