@@ -36,7 +36,7 @@ LUA
 run_one() {
     local name=$1 store=$2 dir=$WORK/$1
     mkdir -p "$dir"
-    (cd "$dir" && exec "$BIN" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
+    (exec "$BIN" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
         >"$dir/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null && break; sleep 0.1; done
@@ -44,6 +44,8 @@ run_one() {
     admin=$(cat "$dir/data/admin.key")
     minter=$(curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/apikeys" -H "Authorization: Bearer $admin" \
         -H 'Content-Type: application/json' -d '{"role":"minter"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
+    curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/assets" -H "Authorization: Bearer $admin" \
+        -H 'Content-Type: application/json' -d "{\"id\":\"demo\",\"origin\":\"$PWD/deploy/demo-media\"}" | grep -q '"ready":true'
     # One mint must work before anything is measured.
     curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/links" -H "Authorization: Bearer $minter" \
         -H 'Content-Type: application/json' -d '{"asset":"demo"}' | grep -q '"token_id"'

@@ -422,6 +422,37 @@ fn run_dev(a: DevArgs) -> Result<()> {
         sharegate_control_plane::service::auth::store_key(started.state.store.as_ref(), &minter, &rec)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        // Register the demo asset (readiness-checked) through the API, as an admin would.
+        let (admin_key, rec) = sharegate_control_plane::service::auth::new_key(
+            sharegate_control_plane::service::auth::Role::Admin,
+            "dev (this run)",
+            sharegate_control_plane::service::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        sharegate_control_plane::service::auth::store_key(started.state.store.as_ref(), &admin_key, &rec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let origin = if a.origin.starts_with("http://") || a.origin.starts_with("https://") {
+            a.origin.clone()
+        } else {
+            std::fs::canonicalize(&a.origin)
+                .with_context(|| format!("origin {} not found (run from the repository root or pass --origin)", a.origin))?
+                .to_string_lossy()
+                .into_owned()
+        };
+        let asset: serde_json::Value = reqwest::Client::new()
+            .post(format!("{api_url}/v1/assets"))
+            .bearer_auth(&admin_key)
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"id": "demo", "origin": origin}).to_string())
+            .send()
+            .await?
+            .text()
+            .await
+            .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::String(t)))?;
+        if asset["ready"] != true {
+            anyhow::bail!("the demo asset is not ready: {asset}");
+        }
         let admin_file = a.data_dir.join("admin.key");
         println!("sharegate dev: control plane {api_url}, edge {edge_url}, data in {}", a.data_dir.display());
         println!("  admin API key: in {} (mode 0600){}", admin_file.display(),

@@ -32,7 +32,30 @@ async fn setup() -> (axum::Router, Arc<AppState>, Vec<(Role, String)>, tempfile:
         store_key(store.as_ref(), &key, &rec).await.unwrap();
         keys.push((role, key));
     }
-    (router(state.clone()), state, keys, dir)
+    let app = router(state.clone());
+    // A tiny ready VOD for asset `demo`, registered through the API.
+    let media = dir.path().join("media");
+    for (path, body) in [
+        (
+            "demo/master.m3u8",
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
+        ),
+        (
+            "demo/v0/index.m3u8",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
+        ),
+        ("demo/v0/seg_000.ts", "segment"),
+    ] {
+        let p = media.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, body).unwrap();
+    }
+    let admin = keys.iter().find(|(r, _)| *r == Role::Admin).unwrap().1.clone();
+    let body = serde_json::json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
+    let (s, b) = call(&app, "POST", "/v1/assets", Some(&admin), &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["ready"], true, "{b}");
+    (app, state, keys, dir)
 }
 
 async fn call(
@@ -128,12 +151,22 @@ async fn minting_records_the_token_and_audits() {
     assert_eq!(hex::encode(&issued[0].1[..12]), link.token_id);
     let audit = state.store.read_chained(Log::Audit, 1, 10).await.unwrap();
     assert!(verify_chain(&audit).is_ok());
-    assert!(String::from_utf8_lossy(&audit[0].value).contains("links.mint"));
+    assert!(
+        audit
+            .iter()
+            .any(|e| String::from_utf8_lossy(&e.value).contains("links.mint"))
+    );
 
+    // Minting for an unknown asset is refused with the reason.
+    let (s, b) = call(&app, "POST", "/v1/links", Some(minter), r#"{"asset":"nope"}"#).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("refused")),
+        "{b}"
+    );
     // Bad input: clear errors, nothing recorded.
     for body in [
         r#"{"asset":"demo","ttl":5}"#,
-        r#"{"asset":"../x"}"#,
         r#"{"asset":"demo","ip":"nope"}"#,
         r#"{"asset":"demo","bogus":1}"#,
         "{",

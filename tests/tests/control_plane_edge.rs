@@ -22,6 +22,16 @@ async fn revocations_reach_the_edge_before_the_receipt() {
     let media = dir.path().join("media/demo/v0");
     std::fs::create_dir_all(&media).unwrap();
     std::fs::write(media.join("seg_000.ts"), b"segment bytes").unwrap();
+    std::fs::write(
+        media.join("index.m3u8"),
+        "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("media/demo/master.m3u8"),
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n",
+    )
+    .unwrap();
     let signing = [0x21u8; 32];
     let state_key = [0x43u8; 32];
 
@@ -72,6 +82,8 @@ async fn revocations_reach_the_edge_before_the_receipt() {
     store_key(store.as_ref(), &minter, &rec).await.unwrap();
     let (responder, rec) = new_key(Role::Responder, "oncall", 0).unwrap();
     store_key(store.as_ref(), &responder, &rec).await.unwrap();
+    let (admin, rec) = new_key(Role::Admin, "ops", 0).unwrap();
+    store_key(store.as_ref(), &admin, &rec).await.unwrap();
     tokio::spawn(async move { axum::serve(cp_listener, router(state)).await });
 
     // The edge starts from the control plane's snapshot.
@@ -79,6 +91,17 @@ async fn revocations_reach_the_edge_before_the_receipt() {
     assert_eq!(edge.edge.generation(), Some(0));
 
     let http = reqwest::Client::new();
+    let asset: serde_json::Value = http
+        .post(format!("{cp_url}/v1/assets"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"id": "demo", "origin": dir.path().join("media").to_str().unwrap()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(asset["ready"], true, "{asset}");
     let mut latencies = Vec::new();
     for i in 0..200 {
         let link: serde_json::Value = http

@@ -256,6 +256,8 @@ async fn mint_link(
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Minter], "mint links")?;
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    // Links only for registered assets whose last readiness check found nothing wrong.
+    assets::ensure_ready(&s, &req.asset).await?;
     let ttl = req.ttl.unwrap_or(s.config.default_ttl);
     if ttl < s.config.min_ttl || ttl > s.config.max_ttl.min(s.policy.max_ttl) {
         return Err(ApiError::Invalid(format!(
