@@ -436,7 +436,12 @@ fn run_dev(a: DevArgs) -> Result<()> {
             a.origin.clone()
         } else {
             std::fs::canonicalize(&a.origin)
-                .with_context(|| format!("origin {} not found (run from the repository root or pass --origin)", a.origin))?
+                .with_context(|| {
+                    format!(
+                        "origin {} not found (run from the repository root or pass --origin)",
+                        a.origin
+                    )
+                })?
                 .to_string_lossy()
                 .into_owned()
         };
@@ -454,13 +459,35 @@ fn run_dev(a: DevArgs) -> Result<()> {
             anyhow::bail!("the demo asset is not ready: {asset}");
         }
         let admin_file = a.data_dir.join("admin.key");
-        println!("sharegate dev: control plane {api_url}, edge {edge_url}, data in {}", a.data_dir.display());
-        println!("  admin API key: in {} (mode 0600){}", admin_file.display(),
-            if started.new_admin_key_file.is_some() { ", created now" } else { "" });
+        println!(
+            "sharegate dev: control plane {api_url}, edge {edge_url}, data in {}",
+            a.data_dir.display()
+        );
+        println!(
+            "  admin API key: in {} (mode 0600){}",
+            admin_file.display(),
+            if started.new_admin_key_file.is_some() {
+                ", created now"
+            } else {
+                ""
+            }
+        );
         println!("  minter API key (this run): {minter}");
         println!("  mint:    SHAREGATE_API_KEY={minter} sharegate mint --asset demo --ttl 600");
-        println!("  play:    ffplay \"$(SHAREGATE_API_KEY={minter} sharegate mint --asset demo | jq -r .url)\"");
-        println!("  revoke:  SHAREGATE_API_KEY=$(cat {}) ... (create a responder key with `sharegate apikeys --role responder`)", admin_file.display());
+        println!("  play:    ffplay \"<url printed by mint>\"   (or ffprobe, or hls.js in a browser)");
+        let (responder, rec) = sharegate_control_plane::service::auth::new_key(
+            sharegate_control_plane::service::auth::Role::Responder,
+            "dev (this run)",
+            sharegate_control_plane::service::now(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        sharegate_control_plane::service::auth::store_key(started.state.store.as_ref(), &responder, &rec)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("  responder API key (this run): {responder}");
+        println!(
+            "  revoke:  SHAREGATE_API_KEY={responder} sharegate revoke --kind token --token \"<link>\" --reason test"
+        );
         println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
         tokio::signal::ctrl_c().await?;
         Ok(())
