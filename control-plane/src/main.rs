@@ -365,6 +365,7 @@ fn run_serve(a: ServeArgs) -> Result<()> {
         store_url: a.store,
         edge_base_url: a.edge_url,
         push_edges: a.push_edges,
+        share_base_url: format!("http://{}", a.api_addr),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -388,6 +389,7 @@ fn run_dev(a: DevArgs) -> Result<()> {
         store_url: String::new(),
         edge_base_url: edge_url.clone(),
         push_edges: vec![edge_url.clone()],
+        share_base_url: api_url.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

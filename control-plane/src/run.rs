@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub edge_base_url: String,
     /// Native edges to push state to.
     pub push_edges: Vec<String>,
+    /// Base URL of stable share links (`/s/<id>`), normally this API's public URL.
+    pub share_base_url: String,
 }
 
 /// Read a secret from `env`, else from `file` in the data dir, else create it with `make` (mode 0600).
@@ -93,6 +95,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     let edge_token = secret(&opts.data_dir, "SHAREGATE_EDGE_TOKEN", "edge.token", random_hex)?;
     let config = ServiceConfig {
         edge_base_url: opts.edge_base_url.clone(),
+        share_base_url: opts.share_base_url.clone(),
         edges: opts
             .push_edges
             .iter()
@@ -104,7 +107,14 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         edge_token: Some(edge_token.clone()),
         ..ServiceConfig::default()
     };
-    let state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))
+    let mut state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))
+        .map_err(|e| anyhow!("{e}"))?;
+    // The master key encrypts rotated signing keys at rest; after a restart the stored active key mints.
+    state.master_key = Some(
+        crate::service::keys::master_key_from_env_or_file(&opts.data_dir).map_err(|e| anyhow!("master key: {e}"))?,
+    );
+    state.minter = crate::service::keys::RotatingMinter::from_state(&state)
+        .await
         .map_err(|e| anyhow!("{e}"))?;
 
     // The bootstrap admin key: from the environment (its hash is stored), or created once into a 0600 file.
@@ -139,8 +149,14 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
             new_admin_key_file = Some(path);
         }
     }
+    let state = Arc::new(state);
+    crate::service::keys::RotatingMinter::spawn_refresh(
+        state.clone(),
+        |s| &s.minter,
+        std::time::Duration::from_secs(1),
+    );
     Ok(Started {
-        state: Arc::new(state),
+        state,
         new_admin_key_file,
         signing_spec,
         state_key_hex,

@@ -6,6 +6,7 @@
 //! appended to the hash-chained audit log. It does not decide requests at the edge (that is `sharegate-edge`).
 
 pub mod assets;
+pub mod audit_events;
 pub mod auth;
 pub mod error;
 pub mod keys;
@@ -22,7 +23,7 @@ use axum::{Json, Router};
 use error::ApiError;
 use serde::{Deserialize, Serialize};
 use sharegate_shared::keys::KeyRing;
-use sharegate_shared::token::{Claims, Countries, IpPrefix, Minter, Permissions, Policy, Text};
+use sharegate_shared::token::{Claims, Countries, IpPrefix, Permissions, Policy, Text};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct ServiceConfig {
     /// Base URL of the CDN (the edge) that links point at.
     pub edge_base_url: String,
+    /// Base URL that serves stable share links (`/s/<id>`): the control plane itself, or a CDN route that
+    /// passes `/s/*` through to it uncached.
+    pub share_base_url: String,
     /// Shortest TTL a minter may ask for, seconds.
     pub min_ttl: u32,
     /// Longest TTL a minter may ask for, seconds (never above the token policy's `max_ttl`).
@@ -58,6 +62,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             edge_base_url: "http://127.0.0.1:7701".into(),
+            share_base_url: "http://127.0.0.1:7700".into(),
             min_ttl: 600,
             max_ttl: 86_400,
             default_ttl: 3600,
@@ -74,8 +79,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Settings.
     pub config: ServiceConfig,
-    /// The minter, keyed with the active signing key.
-    pub minter: Minter,
+    /// The minter, keyed with the active signing key; swapped when keys rotate (see `keys::RotatingMinter`).
+    pub minter: keys::RotatingMinter,
     /// Token policy (leeway, max TTL).
     pub policy: Policy,
     /// Every signing key (to verify tokens named in revocations).
@@ -97,8 +102,7 @@ impl AppState {
         policy: Policy,
         state_key: sharegate_shared::revocation::StateKey,
     ) -> Result<Self, ApiError> {
-        let minter =
-            Minter::new(keys, policy).map_err(|e| ApiError::Internal(format!("no active signing key: {e}")))?;
+        let minter = keys::RotatingMinter::new(keys, policy, 0)?;
         Ok(AppState {
             store,
             config,
@@ -132,6 +136,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(shares::routes())
         .merge(keys::routes())
         .merge(observe::routes())
+        .merge(audit_events::routes())
+        // Last before the state: the latency histogram covers every route added above.
+        .layer(audit_events::metrics_layer())
         .with_state(state)
 }
 
@@ -311,6 +318,8 @@ async fn mint_link(
         ..Claims::default()
     };
     let token = s
+        .minter
+        .current()
         .minter
         .mint(&claims)
         .map_err(|e| ApiError::Invalid(format!("cannot mint: {e}")))?;

@@ -134,7 +134,7 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<LogEntry, 
     if let Some(t) = &req.token {
         let (token, _) = crate::offline::split_token_url(t);
         let mut buf = TokenBuf::new();
-        let c = Verifier::new(&s.keys, s.policy)
+        let c = Verifier::new(&s.minter.current().ring, s.policy)
             .authenticate(&token, &mut buf)
             .map_err(|r| ApiError::Invalid(format!("token: {r}")))?;
         return Ok(LogEntry {

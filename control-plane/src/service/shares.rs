@@ -1,10 +1,625 @@
-//! Routes of `shares` (being written).
+//! Shares: stable links (`<edge>/s/<id>`) that mint a fresh short-lived token each time a viewer opens them.
+//!
+//! - `POST /v1/shares` (role `minter`) creates a share for one asset and an audience: `public` (anyone),
+//!   `signed_in` (any viewer the product has signed in) or `invited` (only the listed viewer ids), with an optional
+//!   expiry, attribution (`channel`, `campaign`) and the lifetime of the tokens it hands out (`ttl`).
+//! - `GET /v1/shares/{id}` (roles `minter`, `auditor`) reads one back; deleted shares stay readable for the record.
+//! - `DELETE /v1/shares/{id}` (roles `minter`, `responder`) marks it deleted and revokes every token it ever issued:
+//!   a `share` watermark goes into the revocation log with the state generation bump and a revocation receipt, in
+//!   the same transaction and the same format as `POST /v1/revocations`, and is then pushed to the edges.
+//! - `GET /s/{id}` (no API key: this is the link viewers open) checks the share and its audience, records a fresh
+//!   token like `POST /v1/links` does (issued log and link record in one transaction), and answers `302 Found` to
+//!   the token URL with `Cache-Control: no-store`, so no cache ever replays one viewer's token to another.
+//!
+//! **Viewer identity.** `signed_in` and `invited` shares read the viewer id from the `x-sharegate-viewer` request
+//! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/` must authenticate
+//! the viewer, set this header, and strip any value the client sent. Without such a proxy, only `public` shares are
+//! safe. When present on a `public` share the viewer id is still put in the token (attribution, viewer revocation).
+//!
+//! What it does not do: rate-limit opens (put that in the proxy or CDN in front of `/s/`), or audit each open (that
+//! is viewer traffic; every open is in the issued log and the link records instead).
 
-use super::AppState;
-use axum::Router;
+use super::auth::Role;
+use super::error::ApiError;
+use super::revocations::{LinkRecord, LogEntry, Push, Receipt, build_current_snapshot};
+use super::{AppState, audit, caller, now};
+use crate::store::{Check, Log, Ns, Op};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use sharegate_shared::revocation::{DeltaParams, ScopeKind, Watermark, build_delta};
+use sharegate_shared::token::{Claims, Permissions, Text};
 use std::sync::Arc;
+
+/// The header the product's auth proxy sets to the signed-in viewer's id (see the module docs).
+pub const VIEWER_HEADER: &str = "x-sharegate-viewer";
+
+/// Token lifetime when a share does not name one, seconds: short, because every open mints a fresh token.
+pub const DEFAULT_SHARE_TTL: u32 = 600;
+
+/// Most viewer ids an `invited` share may list (the record is read on every open).
+pub const MAX_INVITED: usize = 1000;
+
+/// Who may open a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audience {
+    /// Anyone with the link.
+    Public,
+    /// Any viewer the product's auth proxy has signed in.
+    SignedIn,
+    /// Only the listed viewers.
+    Invited,
+}
+
+/// `POST /v1/shares` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareRequest {
+    /// Asset id.
+    pub asset: String,
+    /// Who may open it.
+    pub audience: Audience,
+    /// Viewer ids, for `invited`.
+    #[serde(default)]
+    pub invited: Vec<String>,
+    /// When the share stops working, unix seconds (none: until deleted).
+    pub expires_at: Option<u64>,
+    /// Attribution: channel.
+    pub channel: Option<String>,
+    /// Attribution: campaign (also a revocation scope).
+    pub campaign: Option<String>,
+    /// Lifetime of each token it mints, seconds (default [`DEFAULT_SHARE_TTL`], within the service's TTL bounds).
+    pub ttl: Option<u32>,
+}
+
+/// A stored share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareRecord {
+    /// `sh_<16 hex>`.
+    pub id: String,
+    /// Asset id.
+    pub asset: String,
+    /// Who may open it.
+    pub audience: Audience,
+    /// Viewer ids, for `invited`.
+    pub invited: Vec<String>,
+    /// Expiry, unix seconds.
+    pub expires_at: Option<u64>,
+    /// Attribution: channel.
+    pub channel: Option<String>,
+    /// Attribution: campaign.
+    pub campaign: Option<String>,
+    /// Lifetime of each minted token, seconds.
+    pub ttl: u32,
+    /// Created, unix seconds.
+    pub created_at: u64,
+    /// API key id of the creator.
+    pub created_by: String,
+    /// Deleted, unix seconds.
+    pub deleted_at: Option<u64>,
+    /// The revocation that ended its tokens (set with `deleted_at`).
+    pub revocation: Option<String>,
+}
+
+/// A share as the API returns it: the record and its stable URL.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareResponse {
+    /// The link to hand to viewers.
+    pub url: String,
+    /// The record.
+    #[serde(flatten)]
+    pub share: ShareRecord,
+    /// On delete: the receipt of the revocation of its tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revocation_receipt: Option<Receipt>,
+}
+
+/// `DELETE /v1/shares/{id}` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Why (kept in the revocation receipt); default `share deleted`.
+    pub reason: Option<String>,
+}
 
 /// The routes this module serves.
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/v1/shares", axum::routing::post(create))
+        .route("/v1/shares/{id}", get(read).delete(delete))
+        .route("/s/{id}", get(open))
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+fn parse_record(bytes: &[u8]) -> Result<ShareRecord, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::Internal(format!("share record: {e}")))
+}
+
+/// Share ids are ours (`sh_` and 16 hex digits); anything else is answered as unknown without a store read.
+fn well_formed_id(id: &str) -> bool {
+    id.strip_prefix("sh_")
+        .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+}
+
+fn response(s: &AppState, share: ShareRecord, revocation_receipt: Option<Receipt>) -> ShareResponse {
+    let base = s.config.share_base_url.trim_end_matches('/');
+    ShareResponse {
+        url: format!("{base}/s/{}", share.id),
+        share,
+        revocation_receipt,
+    }
+}
+
+fn now32(now: u64) -> Result<u32, ApiError> {
+    u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))
+}
+
+/// The claims a share's token carries at `now` for `viewer` (expiry clamped to the share's).
+fn share_claims<'a>(share: &'a ShareRecord, viewer: Option<&'a str>, token_id: [u8; 12], iat: u32) -> Claims<'a> {
+    let exp = iat.saturating_add(share.ttl);
+    // A token never outlives its share: opening a share a minute before it ends gives a one-minute token.
+    let exp = share
+        .expires_at
+        .map_or(exp, |e| exp.min(u32::try_from(e).unwrap_or(u32::MAX)));
+    Claims {
+        token_id,
+        iat,
+        nbf: iat,
+        exp,
+        permissions: Permissions::PLAYBACK,
+        asset: Some(Text::from(share.asset.as_str())),
+        share: Some(Text::from(share.id.as_str())),
+        viewer: viewer.map(Text::from),
+        campaign: share.campaign.as_deref().map(Text::from),
+        channel: share.channel.as_deref().map(Text::from),
+        ..Claims::default()
+    }
+}
+
+async fn create(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<ShareResponse>), ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Minter], "manage shares")?;
+    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let now = now();
+    let iat = now32(now)?;
+    let max_ttl = s.config.max_ttl.min(s.policy.max_ttl);
+    let min_ttl = s.config.min_ttl.min(max_ttl);
+    // The same bounds as `POST /v1/links`, so a share cannot hand out tokens a minter could not ask for.
+    let ttl = req.ttl.unwrap_or(DEFAULT_SHARE_TTL.clamp(min_ttl, max_ttl));
+    if ttl < min_ttl || ttl > max_ttl {
+        return Err(ApiError::Invalid(format!(
+            "ttl must be between {min_ttl} and {max_ttl} seconds"
+        )));
+    }
+    if req.expires_at.is_some_and(|e| e <= now) {
+        return Err(ApiError::Invalid("expires_at is in the past".into()));
+    }
+    match (req.audience, req.invited.is_empty()) {
+        (Audience::Invited, true) => {
+            return Err(ApiError::Invalid(
+                "an `invited` share needs at least one viewer id in `invited`".into(),
+            ));
+        }
+        (Audience::Public | Audience::SignedIn, false) => {
+            return Err(ApiError::Invalid(
+                "`invited` is only for shares with audience `invited`".into(),
+            ));
+        }
+        _ => {}
+    }
+    if req.invited.len() > MAX_INVITED {
+        return Err(ApiError::Invalid(format!("at most {MAX_INVITED} invited viewers")));
+    }
+    let mut rid = [0u8; 8];
+    getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let share = ShareRecord {
+        id: format!("sh_{}", hex::encode(rid)),
+        asset: req.asset,
+        audience: req.audience,
+        invited: req.invited,
+        expires_at: req.expires_at,
+        channel: req.channel,
+        campaign: req.campaign,
+        ttl,
+        created_at: now,
+        created_by: c.key_id.clone(),
+        deleted_at: None,
+        revocation: None,
+    };
+    // Check now what every open will mint (syntax of each claim, and the size with the longest viewer id), so a
+    // share that is accepted can always be opened.
+    let longest = share.invited.iter().max_by_key(|v| v.len()).map(String::as_str);
+    let probe = share_claims(&share, longest, [0; 12], iat);
+    for viewer in &share.invited {
+        share_claims(&share, Some(viewer), [0; 12], iat)
+            .validate(&s.policy)
+            .map_err(|e| ApiError::Invalid(format!("invited viewer {viewer:?}: {e}")))?;
+    }
+    probe
+        .validate(&s.policy)
+        .and_then(|()| s.minter.current().minter.signed_len(&probe))
+        .map_err(|e| ApiError::Invalid(format!("cannot mint tokens for this share: {e}")))?;
+    // Like a minted link, a share is only for a registered asset that passed its readiness check.
+    super::assets::ensure_ready(&s, &share.asset).await?;
+    let bytes = to_json(&share)?;
+    if !s.store.put_if_absent(Ns::Shares, &share.id, &bytes).await? {
+        return Err(ApiError::Conflict("share id collision; retry".into()));
+    }
+    audit(&s, &c, &headers, "shares.create", &share.id, "ok").await?;
+    Ok((StatusCode::CREATED, Json(response(&s, share, None))))
+}
+
+async fn read(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<ShareResponse>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Minter, Role::Auditor], "read shares")?;
+    if !well_formed_id(&id) {
+        return Err(ApiError::NotFound("share"));
+    }
+    let bytes = s.store.get(Ns::Shares, &id).await?.ok_or(ApiError::NotFound("share"))?;
+    Ok(Json(response(&s, parse_record(&bytes)?, None)))
+}
+
+async fn delete(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    params: Result<Query<DeleteParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ShareResponse>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Minter, Role::Responder], "delete shares")?;
+    let Query(params) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    if params.reason.as_ref().is_some_and(|r| r.len() > 1000) {
+        return Err(ApiError::Invalid("reason is at most 1000 bytes".into()));
+    }
+    if !well_formed_id(&id) {
+        return Err(ApiError::NotFound("share"));
+    }
+    // A concurrent change to the record (another delete) fails the check; re-read and try again, so two deletes
+    // revoke once and both answer with the same receipt.
+    for _ in 0..3 {
+        let current = s.store.get(Ns::Shares, &id).await?.ok_or(ApiError::NotFound("share"))?;
+        let mut share = parse_record(&current)?;
+        if share.deleted_at.is_some() {
+            let receipt = match &share.revocation {
+                Some(r) => s
+                    .store
+                    .get(Ns::Revocations, r)
+                    .await?
+                    .map(|b| serde_json::from_slice(&b)),
+                None => None,
+            };
+            let receipt = receipt
+                .transpose()
+                .map_err(|e| ApiError::Internal(format!("revocation record: {e}")))?;
+            return Ok(Json(response(&s, share, receipt)));
+        }
+        let now = now();
+        let through = now32(now)?;
+        let mut rid = [0u8; 8];
+        getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+        // The same log entry and receipt `POST /v1/revocations` writes for `{"kind":"share"}`: tokens of this share
+        // issued at or before `through` are revoked, and the edge state is rebuilt from this log alone.
+        let entry = LogEntry {
+            kind: ScopeKind::Share.as_str().into(),
+            id: id.clone(),
+            iat: 0,
+            exp: 0,
+            through,
+        };
+        let mut receipt = Receipt {
+            id: format!("rev_{}", hex::encode(rid)),
+            kind: entry.kind.clone(),
+            target: id.clone(),
+            reason: Some(params.reason.clone().unwrap_or_else(|| "share deleted".into())),
+            at: now,
+            by: c.key_id.clone(),
+            generation: 0,
+            pushed: Vec::new(),
+        };
+        share.deleted_at = Some(now);
+        share.revocation = Some(receipt.id.clone());
+        let (log_bytes, placeholder, updated) = (to_json(&entry)?, to_json(&receipt)?, to_json(&share)?);
+        // Durable before acknowledged: log entry, generation, receipt and the deleted share in one transaction.
+        let results = s
+            .store
+            .atomic(
+                &[Check::Equals {
+                    ns: Ns::Shares,
+                    key: &id,
+                    value: &current,
+                }],
+                &[
+                    Op::Append {
+                        log: Log::Revocations,
+                        value: &log_bytes,
+                    },
+                    Op::Incr {
+                        counter: "state_generation",
+                        by: 1,
+                    },
+                    Op::Put {
+                        ns: Ns::Revocations,
+                        key: &receipt.id,
+                        value: &placeholder,
+                    },
+                    Op::Put {
+                        ns: Ns::Shares,
+                        key: &id,
+                        value: &updated,
+                    },
+                ],
+            )
+            .await?;
+        let Some(results) = results else { continue };
+        let (seq, generation) = (results[0], results[1]);
+        if seq != generation {
+            return Err(ApiError::Internal(format!(
+                "revocation log seq {seq} and generation {generation} diverged"
+            )));
+        }
+        receipt.generation = generation;
+        receipt.pushed = publish(&s, generation, &entry).await?;
+        s.store.put(Ns::Revocations, &receipt.id, &to_json(&receipt)?).await?;
+        audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
+        return Ok(Json(response(&s, share, Some(receipt))));
+    }
+    Err(ApiError::Conflict(
+        "the share kept changing during the delete; retry".into(),
+    ))
+}
+
+/// Push the one-entry delta of `generation` to every configured edge, with a full snapshot to edges that answer
+/// 409 (another generation held), as `POST /v1/revocations` does. Edges that miss it catch up at their next pull.
+async fn publish(s: &AppState, generation: u64, entry: &LogEntry) -> Result<Vec<Push>, ApiError> {
+    if s.config.edges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let built_at = now32(now())?;
+    let mark = Watermark::new(ScopeKind::Share, entry.id.as_bytes(), entry.through);
+    let delta = build_delta(
+        &DeltaParams {
+            base_generation: generation - 1,
+            generation,
+            built_at,
+        },
+        &[],
+        &[mark],
+        &s.state_key,
+    )
+    .map_err(|e| ApiError::Internal(format!("delta: {e}")))?;
+    let mut snapshot: Option<Vec<u8>> = None;
+    let mut pushed = Vec::with_capacity(s.config.edges.len());
+    for edge in &s.config.edges {
+        let mut status = push(s, edge, delta.clone()).await;
+        if status == 409 {
+            if snapshot.is_none() {
+                snapshot = Some(build_current_snapshot(s).await?.1);
+            }
+            if let Some(snap) = &snapshot {
+                status = push(s, edge, snap.clone()).await;
+            }
+        }
+        pushed.push(Push {
+            edge: edge.url.clone(),
+            status,
+        });
+    }
+    Ok(pushed)
+}
+
+async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> u16 {
+    s.http
+        .post(format!("{}/_sharegate/state", edge.url.trim_end_matches('/')))
+        .bearer_auth(&edge.token)
+        .body(body)
+        .timeout(std::time::Duration::from_secs(2))
+        .send()
+        .await
+        .map_or(0, |r| r.status().as_u16())
+}
+
+/// Why a viewer's open was refused: the API error shape, plus the statuses only `/s/` gives (410, audience 403).
+#[derive(Debug)]
+enum OpenError {
+    Api(ApiError),
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
+}
+
+impl From<ApiError> for OpenError {
+    fn from(e: ApiError) -> Self {
+        OpenError::Api(e)
+    }
+}
+
+impl From<crate::store::StoreError> for OpenError {
+    fn from(e: crate::store::StoreError) -> Self {
+        OpenError::Api(e.into())
+    }
+}
+
+impl IntoResponse for OpenError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            OpenError::Api(e) => (e.status(), e.code(), e.to_string()),
+            OpenError::Refused { status, code, message } => (status, code, message),
+        };
+        let body = serde_json::json!({ "error": code, "message": message });
+        let mut resp = (status, Json(body)).into_response();
+        // Refusals depend on who asks (the viewer header): never cache them either.
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> OpenError {
+    OpenError::Refused {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+async fn open(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, OpenError> {
+    let unknown = || refused(StatusCode::NOT_FOUND, "not_found", "this share link does not exist");
+    if !well_formed_id(&id) {
+        return Err(unknown());
+    }
+    let share = parse_record(&s.store.get(Ns::Shares, &id).await?.ok_or_else(unknown)?)?;
+    // Deleted reads as unknown: a viewer learns nothing about a withdrawn share.
+    if share.deleted_at.is_some() {
+        return Err(unknown());
+    }
+    let now = now();
+    if share.expires_at.is_some_and(|e| now >= e) {
+        return Err(refused(StatusCode::GONE, "expired", "this share link has expired"));
+    }
+    let viewer = match headers.get(VIEWER_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ApiError::Invalid(format!("{VIEWER_HEADER} must be visible ASCII")))?,
+        ),
+    };
+    match (share.audience, viewer) {
+        (Audience::Public, _) => {}
+        (Audience::SignedIn | Audience::Invited, None) => {
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "sign_in_required",
+                "this share link is only for signed-in viewers",
+            ));
+        }
+        (Audience::SignedIn, Some(_)) => {}
+        (Audience::Invited, Some(v)) => {
+            if !share.invited.iter().any(|i| i == v) {
+                return Err(refused(
+                    StatusCode::FORBIDDEN,
+                    "not_invited",
+                    "this share link is only for invited viewers",
+                ));
+            }
+        }
+    }
+    // Checked on every open, as on every mint: an asset whose re-check failed stops getting new tokens.
+    super::assets::ensure_ready(&s, &share.asset).await?;
+    let iat = now32(now)?;
+    let mut token_id = [0u8; 12];
+    getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let claims = share_claims(&share, viewer, token_id, iat);
+    let token = s
+        .minter
+        .current()
+        .minter
+        .mint(&claims)
+        .map_err(|e| ApiError::Invalid(format!("cannot mint a token for this viewer: {e}")))?;
+    // As in `POST /v1/links`: the issued record is durable before the link is handed out, since the edge's
+    // revocation filter is exact only over tokens the control plane knows about.
+    let mut rec = Vec::with_capacity(20);
+    rec.extend_from_slice(&token_id);
+    rec.extend_from_slice(&iat.to_be_bytes());
+    rec.extend_from_slice(&claims.exp.to_be_bytes());
+    let link = to_json(&LinkRecord {
+        iat,
+        exp: claims.exp,
+        asset: share.asset.clone(),
+        share: Some(share.id.clone()),
+    })?;
+    s.store
+        .atomic(
+            &[],
+            &[
+                Op::Append {
+                    log: Log::Issued,
+                    value: &rec,
+                },
+                Op::Put {
+                    ns: Ns::Links,
+                    key: &hex::encode(token_id),
+                    value: &link,
+                },
+            ],
+        )
+        .await?;
+    let base = s.config.edge_base_url.trim_end_matches('/');
+    let location = format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name);
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| ApiError::Internal("token URL is not a valid header value".into()))?;
+    Ok((
+        StatusCode::FOUND,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_ids_are_checked_before_any_lookup() {
+        assert!(well_formed_id("sh_0123456789abcdef"));
+        for bad in [
+            "",
+            "sh_",
+            "sh_0123456789ABCDEF",
+            "sh_0123456789abcde",
+            "xx_0123456789abcdef",
+            "sh_../../x",
+        ] {
+            assert!(!well_formed_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tokens_never_outlive_their_share() {
+        let share = ShareRecord {
+            id: "sh_0123456789abcdef".into(),
+            asset: "demo".into(),
+            audience: Audience::Public,
+            invited: Vec::new(),
+            expires_at: Some(1_000_100),
+            channel: None,
+            campaign: None,
+            ttl: 600,
+            created_at: 1_000_000,
+            created_by: "k".into(),
+            deleted_at: None,
+            revocation: None,
+        };
+        assert_eq!(share_claims(&share, None, [0; 12], 1_000_000).exp, 1_000_100);
+        let open_ended = ShareRecord {
+            expires_at: None,
+            ..share
+        };
+        assert_eq!(share_claims(&open_ended, None, [0; 12], 1_000_000).exp, 1_000_600);
+    }
 }

@@ -1,0 +1,531 @@
+//! The audit query, edge event ingestion and the Prometheus metrics endpoint.
+//!
+//! - `GET /v1/audit` (roles `auditor`, `admin`): filters the hash-chained audit log and verifies the whole chain on
+//!   every call, so a modified, removed or reordered entry shows as `"chain": "broken_at_seq_N"`. Entries dropped from
+//!   the end can't be seen from the log alone: compare `head`/`length` with a value recorded elsewhere.
+//! - `POST /v1/edge/events` (edge credential): takes the edges' event batches (`{"edge","dropped","events":[…]}`,
+//!   at most [`MAX_EVENTS_BODY`] bytes), appends each event to the events log and bumps the per-label counters, all in
+//!   one store transaction so a batch the edge retries is never half counted.
+//! - `GET /metrics`: Prometheus text. `sharegate_edge_events_total` and `sharegate_edge_events_dropped_total` come from
+//!   the store's counters, so every replica reports the same (cluster-wide) values: aggregate them with `max`, not
+//!   `sum`. `sharegate_http_request_duration_seconds` is this replica's own, recorded by [`track_http`].
+//!
+//! Metrics need an `auditor` or `admin` API key by default (Prometheus sends it with `authorization:
+//! credentials_file`): event labels name assets, channels and campaigns, which are not public. A deployment that
+//! scrapes over a private network can serve them without a key with [`routes_with`]`(`[`MetricsAccess::Public`]`)`.
+//!
+//! Label values are cut to [`MAX_LABEL_LEN`] bytes of `[A-Za-z0-9_./-]` (anything else becomes `_`), so an event can't
+//! inject exposition syntax or a counter-name separator. What this module does not do: cap the number of distinct
+//! asset × channel × campaign series (that is the product's cardinality, bounded by its catalogue).
+
+use super::auth::Role;
+use super::error::ApiError;
+use super::keys::require_edge;
+use super::{AppState, AuditEntry, caller, now};
+use crate::store::{GENESIS, Log, MAX_PAGE, Ns, Op, verify_chain_from};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{FromFnLayer, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+/// Largest event batch body accepted, bytes.
+pub const MAX_EVENTS_BODY: usize = 1 << 20;
+/// Most events in one batch (the edge's own batch capacity).
+pub const MAX_EVENTS: usize = 10_000;
+/// Longest label value kept, bytes.
+pub const MAX_LABEL_LEN: usize = 64;
+/// Longest string field of an event stored, bytes.
+const MAX_FIELD_LEN: usize = 1024;
+/// Most entries `GET /v1/audit` returns.
+pub const MAX_AUDIT_LIMIT: usize = 1000;
+
+/// Where the names of the event counters are kept (counters can't be listed, so each series is registered here).
+const SERIES_PREFIX: &str = "metrics/series/";
+const EVENTS_PREFIX: &str = "events:";
+const DROPPED_PREFIX: &str = "events_dropped:";
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsAccess {
+    /// An API key with role `auditor` or `admin` (the default).
+    #[default]
+    ApiKey,
+    /// Anyone who can reach the port (only behind a private network).
+    Public,
+}
+
+/// The routes this module serves, with metrics behind an API key.
+pub fn routes() -> Router<Arc<AppState>> {
+    routes_with(MetricsAccess::ApiKey)
+}
+
+/// The routes this module serves, with the given metrics access.
+pub fn routes_with(access: MetricsAccess) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/audit", get(audit_query))
+        .route("/v1/edge/events", post(ingest_events))
+        .route(
+            "/metrics",
+            get(move |State(s): State<Arc<AppState>>, headers: HeaderMap| metrics(s, headers, access)),
+        )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Audit query
+
+/// `GET /v1/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Entries at or after this unix second.
+    pub from: Option<u64>,
+    /// Entries at or before this unix second.
+    pub to: Option<u64>,
+    /// Entries whose subject contains this.
+    pub subject: Option<String>,
+    /// Entries whose action starts with this.
+    pub action: Option<String>,
+    /// Most entries returned (the latest that match), 1..=1000, default 100.
+    pub limit: Option<usize>,
+}
+
+/// One entry of `GET /v1/audit`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number in the chain.
+    pub seq: u64,
+    /// The entry's chain hash (hex).
+    pub hash: String,
+    /// The entry.
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+/// `GET /v1/audit` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AuditAnswer {
+    /// The latest `limit` matching entries, oldest first.
+    pub entries: Vec<AuditRecord>,
+    /// How many entries matched in all.
+    pub matched: u64,
+    /// `ok`, or `broken_at_seq_N` for the first entry that does not chain.
+    pub chain: String,
+    /// The last entry's hash (hex): the verified head when the chain is ok, else the stored (unverified) one.
+    pub head: String,
+    /// The last sequence number in the log.
+    pub length: u64,
+    /// Entries that are not audit records (only possible if the log was written behind the service's back).
+    pub unreadable: u64,
+}
+
+async fn audit_query(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    q: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Json<AuditAnswer>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Auditor, Role::Admin], "read the audit log")?;
+    let Query(q) = q.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_AUDIT_LIMIT {
+        return Err(ApiError::Invalid(format!("limit must be 1..={MAX_AUDIT_LIMIT}")));
+    }
+    if let (Some(f), Some(t)) = (q.from, q.to)
+        && f > t
+    {
+        return Err(ApiError::Invalid("from must not be after to".into()));
+    }
+    let matches = |e: &AuditEntry| {
+        q.from.is_none_or(|f| e.at >= f)
+            && q.to.is_none_or(|t| e.at <= t)
+            && q.subject.as_deref().is_none_or(|x| e.subject.contains(x))
+            && q.action.as_deref().is_none_or(|x| e.action.starts_with(x))
+    };
+    // The whole chain is read and verified page by page, whatever the filters: a filtered view of a broken chain must
+    // say so.
+    let (mut verified_seq, mut verified_head, mut broken) = (0, GENESIS, None);
+    let (mut last_seq, mut last_hash) = (0, GENESIS);
+    let (mut found, mut matched, mut unreadable) = (VecDeque::with_capacity(limit), 0u64, 0u64);
+    let mut from = 1;
+    loop {
+        let page = s.store.read_chained(Log::Audit, from, MAX_PAGE).await?;
+        let Some(last) = page.last() else { break };
+        (last_seq, last_hash) = (last.seq, last.hash);
+        if broken.is_none() {
+            match verify_chain_from(verified_seq, verified_head, &page) {
+                Ok(h) => (verified_seq, verified_head) = (last_seq, h),
+                Err(seq) => broken = Some(seq),
+            }
+        }
+        for e in &page {
+            let Ok(entry) = serde_json::from_slice::<AuditEntry>(&e.value) else {
+                unreadable += 1;
+                continue;
+            };
+            if !matches(&entry) {
+                continue;
+            }
+            matched += 1;
+            if found.len() == limit {
+                found.pop_front();
+            }
+            found.push_back(AuditRecord {
+                seq: e.seq,
+                hash: hex::encode(e.hash),
+                entry,
+            });
+        }
+        from = last_seq + 1;
+    }
+    let (chain, head) = match broken {
+        None => ("ok".to_string(), verified_head),
+        Some(seq) => (format!("broken_at_seq_{seq}"), last_hash),
+    };
+    if let Some(seq) = broken {
+        tracing::error!(seq, "audit chain does not verify");
+    }
+    Ok(Json(AuditAnswer {
+        entries: found.into(),
+        matched,
+        chain,
+        head: hex::encode(head),
+        length: last_seq,
+        unreadable,
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Edge events
+
+/// One edge's batch, as the native edge sends it.
+#[derive(Debug, Deserialize)]
+struct Batch {
+    edge: String,
+    #[serde(default)]
+    dropped: u64,
+    events: Vec<WireEvent>,
+}
+
+/// One event. Unknown fields are ignored so edges can add some before the control plane knows them.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireEvent {
+    kind: String,
+    at: u64,
+    reason: Option<String>,
+    asset: Option<String>,
+    share: Option<String>,
+    channel: Option<String>,
+    campaign: Option<String>,
+    edge: Option<String>,
+    /// Set by the control plane when stored.
+    #[serde(default, skip_deserializing)]
+    received_at: u64,
+}
+
+/// A label value safe in a counter name (no `:`) and in Prometheus text (no quotes, backslashes or newlines).
+fn label(v: Option<&str>) -> String {
+    v.unwrap_or("")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_LABEL_LEN)
+        .collect()
+}
+
+fn too_large() -> Response {
+    let body = serde_json::json!({
+        "error": "payload_too_large",
+        "message": format!("an event batch is at most {MAX_EVENTS_BODY} bytes"),
+    });
+    (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+}
+
+async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
+    // The credential is checked before the body is read: an unauthenticated caller can't make us buffer it.
+    require_edge(&s, req.headers())?;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_EVENTS_BODY as u64) {
+        return Ok(too_large());
+    }
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_EVENTS_BODY).await else {
+        return Ok(too_large());
+    };
+    let batch: Batch =
+        serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(format!("malformed event batch: {e}")))?;
+    if batch.events.len() > MAX_EVENTS {
+        return Err(ApiError::Invalid(format!("a batch holds at most {MAX_EVENTS} events")));
+    }
+    if batch.edge.is_empty() || batch.edge.len() > MAX_FIELD_LEN {
+        return Err(ApiError::Invalid(format!("edge must be 1 to {MAX_FIELD_LEN} bytes")));
+    }
+    let received_at = now();
+    let mut entries = Vec::with_capacity(batch.events.len());
+    let mut series: HashMap<String, u64> = HashMap::new();
+    for (i, mut e) in batch.events.into_iter().enumerate() {
+        if e.kind.is_empty() || e.kind.len() > MAX_LABEL_LEN {
+            return Err(ApiError::Invalid(format!(
+                "event {i}: kind must be 1 to {MAX_LABEL_LEN} bytes"
+            )));
+        }
+        let fields = [&e.reason, &e.asset, &e.share, &e.channel, &e.campaign, &e.edge];
+        if fields
+            .iter()
+            .any(|f| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_LEN))
+        {
+            return Err(ApiError::Invalid(format!(
+                "event {i}: a field is over {MAX_FIELD_LEN} bytes"
+            )));
+        }
+        let name = format!(
+            "{EVENTS_PREFIX}{}:{}:{}:{}:{}",
+            label(Some(&e.kind)),
+            label(e.reason.as_deref()),
+            label(e.asset.as_deref()),
+            label(e.channel.as_deref()),
+            label(e.campaign.as_deref()),
+        );
+        *series.entry(name).or_default() += 1;
+        if e.edge.is_none() {
+            e.edge = Some(batch.edge.clone());
+        }
+        e.received_at = received_at;
+        entries.push(serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?);
+    }
+    if batch.dropped > 0 {
+        series.insert(format!("{DROPPED_PREFIX}{}", label(Some(&batch.edge))), batch.dropped);
+    }
+    let registry: Vec<String> = series.keys().map(|n| format!("{SERIES_PREFIX}{n}")).collect();
+    let mut ops: Vec<Op<'_>> = Vec::with_capacity(entries.len() + 2 * series.len());
+    ops.extend(entries.iter().map(|v| Op::Append {
+        log: Log::Events,
+        value: v,
+    }));
+    for ((name, by), key) in series.iter().zip(&registry) {
+        ops.push(Op::Incr { counter: name, by: *by });
+        ops.push(Op::Put {
+            ns: Ns::Settings,
+            key,
+            value: b"",
+        });
+    }
+    // One transaction: the log and the counters agree, and a failed call changed nothing (the edge resends it).
+    if !ops.is_empty() {
+        s.store
+            .atomic(&[], &ops)
+            .await?
+            .ok_or_else(|| ApiError::Internal("event transaction refused".into()))?;
+    }
+    Ok(Json(serde_json::json!({ "accepted": entries.len(), "dropped": batch.dropped })).into_response())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Metrics
+
+/// Upper bounds of the latency histogram, seconds.
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Observations in each bucket (not cumulative; the exposition sums them).
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+type SeriesKey = (String, &'static str, u16);
+
+/// This process's request latencies by (route, method, status). Routes are the router's templates and methods a
+/// fixed set, so the map stays small.
+static HTTP: LazyLock<Mutex<BTreeMap<SeriesKey, Histogram>>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn observe(route: String, method: &'static str, status: u16, took: Duration) {
+    let secs = took.as_secs_f64();
+    // A poisoned lock only means another request panicked mid-update; the counts are still usable.
+    let mut map = HTTP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let h = map.entry((route, method, status)).or_default();
+    if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
+        h.buckets[i] += 1;
+    }
+    h.count += 1;
+    h.sum += secs;
+}
+
+/// Middleware that records `sharegate_http_request_duration_seconds` (time to the response head). Add it as the
+/// router's last layer: `.layer(axum::middleware::from_fn(audit_events::track_http))`, or [`metrics_layer`].
+pub async fn track_http(req: Request, next: Next) -> Response {
+    // The route template, never the raw path: raw paths carry ids (and tokens) and would explode the series.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = method_label(req.method());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    observe(route, method, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// The function type behind [`metrics_layer`].
+pub type TrackFn = fn(Request, Next) -> Pin<Box<dyn Future<Output = Response> + Send>>;
+
+/// [`track_http`] as a layer: `router.layer(audit_events::metrics_layer())` after the last route.
+pub fn metrics_layer() -> FromFnLayer<TrackFn, (), (Request,)> {
+    fn boxed(req: Request, next: Next) -> Pin<Box<dyn Future<Output = Response> + Send>> {
+        Box::pin(track_http(req, next))
+    }
+    axum::middleware::from_fn(boxed as TrackFn)
+}
+
+/// Escape a label value for the Prometheus text format (defence in depth: stored labels are already sanitised).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn render_histograms(out: &mut String) {
+    let snapshot: Vec<(SeriesKey, Histogram)> = {
+        let map = HTTP.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    out.push_str("# HELP sharegate_http_request_duration_seconds Control-plane request latency (this replica).\n");
+    out.push_str("# TYPE sharegate_http_request_duration_seconds histogram\n");
+    for ((route, method, status), h) in snapshot {
+        let labels = format!(r#"route="{}",method="{method}",status="{status}""#, esc(&route));
+        let mut cumulative = 0;
+        for (le, n) in BUCKETS.iter().zip(h.buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "sharegate_http_request_duration_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "sharegate_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+            h.count
+        );
+        let _ = writeln!(out, "sharegate_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+        let _ = writeln!(
+            out,
+            "sharegate_http_request_duration_seconds_count{{{labels}}} {}",
+            h.count
+        );
+    }
+}
+
+async fn metrics(s: Arc<AppState>, headers: HeaderMap, access: MetricsAccess) -> Result<Response, ApiError> {
+    if access == MetricsAccess::ApiKey {
+        let c = caller(&s, &headers).await?;
+        c.require(&[Role::Auditor, Role::Admin], "read metrics")?;
+    }
+    let mut events = Vec::new();
+    let mut dropped = Vec::new();
+    for (key, _) in s.store.scan(Ns::Settings, SERIES_PREFIX).await? {
+        let Some(name) = key.strip_prefix(SERIES_PREFIX) else {
+            continue;
+        };
+        let value = s.store.counter(name).await?;
+        if let Some(rest) = name.strip_prefix(EVENTS_PREFIX) {
+            let parts: Vec<&str> = rest.split(':').collect();
+            if let [kind, reason, asset, channel, campaign] = parts[..] {
+                events.push(format!(
+                    r#"sharegate_edge_events_total{{kind="{}",reason="{}",asset="{}",channel="{}",campaign="{}"}} {value}"#,
+                    esc(kind),
+                    esc(reason),
+                    esc(asset),
+                    esc(channel),
+                    esc(campaign)
+                ));
+            }
+        } else if let Some(edge) = name.strip_prefix(DROPPED_PREFIX) {
+            dropped.push(format!(
+                r#"sharegate_edge_events_dropped_total{{edge="{}"}} {value}"#,
+                esc(edge)
+            ));
+        }
+    }
+    let mut out = String::with_capacity(4096);
+    out.push_str("# HELP sharegate_edge_events_total Edge events ingested (cluster-wide, from the store).\n");
+    out.push_str("# TYPE sharegate_edge_events_total counter\n");
+    for l in events {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out.push_str("# HELP sharegate_edge_events_dropped_total Events edges dropped because their batch was full.\n");
+    out.push_str("# TYPE sharegate_edge_events_dropped_total counter\n");
+    for l in dropped {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    render_histograms(&mut out);
+    let mut resp = out.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_sanitised_and_bounded() {
+        assert_eq!(label(Some("as:set\"x\n}")), "as_set_x__");
+        assert_eq!(label(Some("movies/ep-1.v2")), "movies/ep-1.v2");
+        assert_eq!(label(None), "");
+        assert_eq!(label(Some(&"é".repeat(100))).len(), MAX_LABEL_LEN);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let route = "/test/histogram".to_string();
+        observe(route.clone(), "GET", 200, Duration::from_micros(500));
+        observe(route.clone(), "GET", 200, Duration::from_millis(30));
+        observe(route, "GET", 200, Duration::from_secs(60));
+        let mut out = String::new();
+        render_histograms(&mut out);
+        let line = |le: &str| {
+            out.lines()
+                .find(|l| l.contains("/test/histogram") && l.contains(&format!("le=\"{le}\"")))
+                .map(str::to_string)
+                .unwrap_or_default()
+        };
+        assert!(line("0.001").ends_with(" 1"));
+        assert!(line("0.05").ends_with(" 2"));
+        assert!(line("5").ends_with(" 2"));
+        assert!(line("+Inf").ends_with(" 3"));
+    }
+}
