@@ -91,6 +91,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Master key that encrypts signing keys at rest (from `SHAREGATE_MASTER_KEY` or a 0600 file).
     pub master_key: Option<[u8; 32]>,
+    /// The purge outbox, when CDN purgers are configured.
+    pub outbox: Option<Arc<crate::purge::Outbox>>,
 }
 
 impl AppState {
@@ -112,6 +114,7 @@ impl AppState {
             state_key,
             http: reqwest::Client::new(),
             master_key: None,
+            outbox: None,
         })
     }
 }
