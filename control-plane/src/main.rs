@@ -55,6 +55,15 @@ enum Cmd {
     Revoke(ClientRevoke),
     /// Create an API key through the API (role admin); the key is printed once.
     Apikeys(ClientApikeys),
+    /// Create a stable share link (role minter).
+    Share(ClientShare),
+    /// Say what the edge would decide for a link or token, and why (roles responder, auditor, minter).
+    Diagnose(ClientDiagnose),
+    /// Signing keys: `rotate` (role responder) or `list`.
+    #[command(subcommand)]
+    Keys(ClientKeys),
+    /// Read the audit log (role auditor), with the hash chain verified.
+    Audit(ClientAudit),
     /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
     /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required.
     Edge(EdgeArgs),
@@ -143,6 +152,9 @@ struct ClientRevoke {
     /// Idempotency key, so a retried command does not revoke twice.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Also purge the CDN caches (needs CDN purgers configured on the control plane).
+    #[arg(long)]
+    purge: bool,
 }
 
 #[derive(Args)]
@@ -154,6 +166,68 @@ struct ClientApikeys {
     role: String,
     #[arg(long)]
     label: Option<String>,
+}
+
+#[derive(Args)]
+struct ClientShare {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[arg(long)]
+    asset: String,
+    /// public, signed_in or invited.
+    #[arg(long, default_value = "public")]
+    audience: String,
+    /// Invited viewer ids (repeatable) for --audience invited.
+    #[arg(long = "invite")]
+    invited: Vec<String>,
+    /// Share expiry, unix seconds.
+    #[arg(long)]
+    expires_at: Option<u64>,
+    #[arg(long)]
+    channel: Option<String>,
+    #[arg(long)]
+    campaign: Option<String>,
+}
+
+#[derive(Args)]
+struct ClientDiagnose {
+    #[command(flatten)]
+    api: ApiArgs,
+    /// A link URL or a token.
+    target: String,
+    #[arg(long)]
+    client_ip: Option<String>,
+    #[arg(long)]
+    country: Option<String>,
+    #[arg(long)]
+    origin: Option<String>,
+    /// As of this unix time.
+    #[arg(long)]
+    at: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum ClientKeys {
+    /// One rotation step: stage a next key, or promote it once every edge has it.
+    Rotate(ApiArgs),
+    /// Key ids and states (never secrets).
+    List(ApiArgs),
+}
+
+#[derive(Args)]
+struct ClientAudit {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[arg(long)]
+    from: Option<u64>,
+    #[arg(long)]
+    to: Option<u64>,
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
 }
 
 #[derive(Args)]
@@ -336,11 +410,17 @@ fn api_call(method: &str, url: &str, body: serde_json::Value, idem: Option<&str>
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let client = reqwest::Client::new();
-        let mut req = client
-            .request(method.parse()?, url)
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(serde_json::to_vec(&body)?);
+        let mut req = client.request(method.parse()?, url).bearer_auth(key);
+        if !body.is_null() {
+            // Leave unset options out rather than sending nulls the API would have to interpret.
+            let mut body = body;
+            if let Some(m) = body.as_object_mut() {
+                m.retain(|_, v| !v.is_null());
+            }
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body)?);
+        }
         if let Some(k) = idem {
             req = req.header("idempotency-key", k);
         }
@@ -352,7 +432,9 @@ fn api_call(method: &str, url: &str, body: serde_json::Value, idem: Option<&str>
             .unwrap_or(text);
         println!("{pretty}");
         if !status.is_success() {
-            anyhow::bail!("{status}");
+            // The JSON error above says why; the exit status tells scripts.
+            eprintln!("sharegate: {status}");
+            std::process::exit(1);
         }
         Ok(())
     })
@@ -404,6 +486,8 @@ fn run_dev(a: DevArgs) -> Result<()> {
             sharegate_edge_native::NativeOptions {
                 origins: vec![sharegate_edge_native::origin::Origin::parse(&a.origin)],
                 state_url: Some(format!("{api_url}/v1/edge/state")),
+                keys_url: Some(format!("{api_url}/v1/edge/keys")),
+                events_url: Some(format!("{api_url}/v1/edge/events")),
                 edge_token: Some(started.edge_token.clone()),
                 ..Default::default()
             },
@@ -514,12 +598,76 @@ fn main() -> Result<()> {
                                "channel": m.channel, "campaign": m.campaign, "ip": m.ip}),
             None,
         ),
-        Cmd::Revoke(r) => api_call(
+        Cmd::Revoke(r) => {
+            let mut body = serde_json::json!({"kind": r.kind, "id": r.id, "token": r.token, "reason": r.reason});
+            if r.purge {
+                body["purge"] = serde_json::Value::Bool(true);
+            }
+            api_call(
+                "POST",
+                &format!("{}/v1/revocations", r.api.api.trim_end_matches('/')),
+                body,
+                r.idempotency_key.as_deref(),
+            )
+        }
+        Cmd::Share(x) => api_call(
             "POST",
-            &format!("{}/v1/revocations", r.api.api.trim_end_matches('/')),
-            serde_json::json!({"kind": r.kind, "id": r.id, "token": r.token, "reason": r.reason}),
-            r.idempotency_key.as_deref(),
+            &format!("{}/v1/shares", x.api.api.trim_end_matches('/')),
+            serde_json::json!({"asset": x.asset, "audience": x.audience,
+                "invited": (!x.invited.is_empty()).then_some(x.invited), "expires_at": x.expires_at,
+                "channel": x.channel, "campaign": x.campaign}),
+            None,
         ),
+        Cmd::Diagnose(d) => {
+            let key = if d.target.contains("://") { "url" } else { "token" };
+            let mut body =
+                serde_json::json!({"client_ip": d.client_ip, "country": d.country, "origin": d.origin, "at": d.at});
+            body[key] = serde_json::Value::String(d.target);
+            api_call(
+                "POST",
+                &format!("{}/v1/diagnose", d.api.api.trim_end_matches('/')),
+                body,
+                None,
+            )
+        }
+        Cmd::Keys(ClientKeys::Rotate(a)) => api_call(
+            "POST",
+            &format!("{}/v1/keys/rotate", a.api.trim_end_matches('/')),
+            serde_json::json!({}),
+            None,
+        ),
+        Cmd::Keys(ClientKeys::List(a)) => api_call(
+            "GET",
+            &format!("{}/v1/keys", a.api.trim_end_matches('/')),
+            serde_json::Value::Null,
+            None,
+        ),
+        Cmd::Audit(q) => {
+            let mut params = Vec::new();
+            for (k, v) in [
+                ("from", q.from.map(|v| v.to_string())),
+                ("to", q.to.map(|v| v.to_string())),
+                ("subject", q.subject),
+                ("action", q.action),
+                ("limit", q.limit.map(|v| v.to_string())),
+            ] {
+                if let Some(v) = v {
+                    let enc: String = v
+                        .bytes()
+                        .map(|b| {
+                            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                                (b as char).to_string()
+                            } else {
+                                format!("%{b:02X}")
+                            }
+                        })
+                        .collect();
+                    params.push(format!("{k}={enc}"));
+                }
+            }
+            let url = format!("{}/v1/audit?{}", q.api.api.trim_end_matches('/'), params.join("&"));
+            api_call("GET", &url, serde_json::Value::Null, None)
+        }
         Cmd::Apikeys(k) => api_call(
             "POST",
             &format!("{}/v1/apikeys", k.api.api.trim_end_matches('/')),

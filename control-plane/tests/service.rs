@@ -284,3 +284,52 @@ async fn idempotency_key_returns_the_first_receipt() {
     assert_eq!(a["id"], b["id"]);
     assert_eq!(state.store.counter("state_generation").await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn idempotency_keys_cover_every_mutating_call() {
+    let (app, state, keys, _dir) = setup().await;
+    let minter = keys.iter().find(|(k, _)| *k == Role::Minter).unwrap().1.clone();
+    let send = |body: &'static str, idem: &'static str| {
+        let app = app.clone();
+        let minter = minter.clone();
+        async move {
+            let req = Request::builder()
+                .method("POST")
+                .uri("/v1/links")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {minter}"))
+                .header("idempotency-key", idem)
+                .body(Body::from(body))
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let replay = resp.headers().contains_key("idempotent-replay");
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (
+                status,
+                replay,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        }
+    };
+    let (s1, r1, a) = send(r#"{"asset":"demo"}"#, "k1").await;
+    let (s2, r2, b) = send(r#"{"asset":"demo"}"#, "k1").await;
+    assert_eq!((s1, r1, s2, r2), (StatusCode::OK, false, StatusCode::OK, true));
+    assert_eq!(a["token"], b["token"], "a retry returns the first link");
+    assert_eq!(
+        state
+            .store
+            .read_log(sharegate_control_plane::store::Log::Issued, 1, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let (s3, _, c) = send(r#"{"asset":"demo","ttl":900}"#, "k1").await;
+    assert_eq!((s3, c["error"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
+    // A failed call is not remembered: the same key may be retried.
+    let (s4, _, _) = send(r#"{"asset":"nope"}"#, "k2").await;
+    assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s5, _, _) = send(r#"{"asset":"demo"}"#, "k2").await;
+    assert_eq!(s5, StatusCode::OK);
+}

@@ -9,6 +9,7 @@ pub mod assets;
 pub mod audit_events;
 pub mod auth;
 pub mod error;
+pub mod idempotency;
 pub mod keys;
 pub mod observe;
 pub mod revocations;
@@ -140,7 +141,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(keys::routes())
         .merge(observe::routes())
         .merge(audit_events::routes())
-        // Last before the state: the latency histogram covers every route added above.
+        // Idempotency keys for every mutating call, then the latency histogram around everything.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(audit_events::metrics_layer())
         .with_state(state)
 }
