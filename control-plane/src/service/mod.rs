@@ -152,16 +152,30 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json::Value>) {
-    match s.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready", "store": s.store.backend() })),
-        ),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "not_ready", "store": s.store.backend(), "error": e.code() })),
-        ),
+    // Ready when the store answers and every edge this replica publishes to answers its status endpoint: a
+    // revocation acknowledged now would reach them.
+    let store = s.store.ping().await.map_err(|e| e.code());
+    let mut edges = Vec::new();
+    for e in &s.config.edges {
+        let url = format!("{}/_sharegate/status", e.url.trim_end_matches('/'));
+        let ok = s
+            .http
+            .get(&url)
+            .timeout(std::time::Duration::from_secs(1))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        edges.push(serde_json::json!({ "edge": e.url, "ready": ok }));
     }
+    let ready = store.is_ok() && edges.iter().all(|e| e["ready"] == true);
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "store": s.store.backend(),
+        "store_error": store.err(),
+        "edges": edges,
+        "outbox": s.outbox.is_some(),
+    });
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
 pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
