@@ -5,15 +5,14 @@
 //! Throughput figures: `cargo test --release -p sharegate-control-plane --test store -- --ignored --nocapture`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use redb::ReadableTable;
 use sharegate_control_plane::store::{
     ChainedEntry, Check, Log, Ns, Op, RedbStore, RedisStore, Store, StoreError, open_store, verify_chain,
 };
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
@@ -21,73 +20,7 @@ use tokio::task::JoinSet;
 // ---------------------------------------------------------------------------------------------------------------
 // Harness
 
-/// A `redis-server` child process on a free port, killed when dropped.
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let bin = std::env::var("SHAREGATE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        for _ in 0..5 {
-            // The port is free now; another process could take it before redis binds, hence the retries.
-            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-            let mut child = Command::new(&bin)
-                .args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--port",
-                    &port.to_string(),
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot run {bin}: {e}. Install it (apt-get install redis-server) or set SHAREGATE_REDIS_SERVER"
-                    )
-                });
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    break; // exited: most likely the port was taken
-                }
-                if answers_ping(port) {
-                    return RedisServer { child, port };
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("{bin} did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
-}
+use common::RedisServer;
 
 async fn redis_store(server: &RedisServer, prefix: &str) -> Arc<dyn Store> {
     Arc::new(RedisStore::connect(&server.url(), prefix).await.unwrap())
