@@ -116,6 +116,9 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     state.minter = crate::service::keys::RotatingMinter::from_state(&state)
         .await
         .map_err(|e| anyhow!("{e}"))?;
+    // CDN purges: jobs live in the service store, so a revocation and its purges commit in one transaction. A half
+    // configuration refuses to start rather than purge only some CDNs.
+    state.outbox = crate::purge::try_outbox_from_env(store.clone()).map_err(|e| anyhow!("purge config: {e}"))?;
 
     // The bootstrap admin key: from the environment (its hash is stored), or created once into a 0600 file.
     let mut new_admin_key_file = None;
@@ -150,6 +153,10 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         }
     }
     let state = Arc::new(state);
+    if let Some(outbox) = &state.outbox {
+        // New revocations wake the worker at once; the tick only paces retries.
+        crate::purge::spawn_outbox_worker(outbox.clone(), std::time::Duration::from_secs(5));
+    }
     crate::service::keys::RotatingMinter::spawn_refresh(
         state.clone(),
         |s| &s.minter,

@@ -12,12 +12,18 @@
 //!   [`OutboxStore`] before anything is sent, retried with jittered exponential backoff, and never re-sent once
 //!   the CDN confirmed them.
 //!
-//! It does not decide what a revocation *is* (that is the revocation store) nor persist anything itself: the store
-//! behind [`OutboxStore`] does. See `docs/purge.md`.
+//! - [`StoreOutbox`], the [`OutboxStore`] over the service's own store, and [`Outbox::over_store`], which lets
+//!   `POST /v1/revocations` write a revocation and its purge jobs in one transaction;
+//! - [`outbox_from_env`]: the CDNs configured by `SHAREGATE_CF_*` / `SHAREGATE_FASTLY_*`.
+//!
+//! It does not decide what a revocation *is* (that is the revocation handler) nor which store holds the jobs: the
+//! store behind [`OutboxStore`] does. See `docs/purge.md`.
 
 mod cloudflare;
+mod env;
 mod fastly;
 mod outbox;
+mod store_outbox;
 
 use std::fmt;
 use std::time::{Duration, SystemTime};
@@ -26,11 +32,13 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use cloudflare::{CloudflareLimits, CloudflarePurger};
+pub use env::{CLOUDFLARE_API_BASE, FASTLY_API_BASE, PurgeConfigError, outbox_from_env, try_outbox_from_env};
 pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyPurger};
 pub use outbox::{
     Jitter, JobStatus, MemoryOutboxStore, Outbox, OutboxConfig, OutboxError, OutboxStore, PurgeJob, RunReport,
-    StoreError, spawn_outbox_worker,
+    StoreError, may_replace, spawn_outbox_worker,
 };
+pub use store_outbox::StoreOutbox;
 
 /// Prefix of the cache tag / surrogate key the edge puts on every object of an asset.
 pub const ASSET_TAG_PREFIX: &str = "sg-asset-";

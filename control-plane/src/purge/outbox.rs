@@ -91,10 +91,23 @@ pub trait OutboxStore: Send + Sync {
     /// `Pending` jobs with `next_attempt_at <= now`, earliest first, at most `limit`.
     async fn due(&self, now: SystemTime, limit: usize) -> Result<Vec<PurgeJob>, StoreError>;
     /// Replaces the job with the same id. A job already `Done` must stay `Done`: a late writer (another replica,
-    /// a call that outlived its lease) must not bring it back.
+    /// a call that outlived its lease) must not bring it back. A write refused by [`may_replace`] is dropped
+    /// without an error.
     async fn update(&self, job: &PurgeJob) -> Result<(), StoreError>;
     /// Every job of a revocation, in id order (for the receipt).
     async fn jobs_for_revocation(&self, revocation_id: &str) -> Result<Vec<PurgeJob>, StoreError>;
+}
+
+/// Whether a stored job whose status is `current` may be overwritten by a write carrying `new`: the rule every
+/// [`OutboxStore::update`] applies. `Done` is final (the CDN confirmed; a late writer must not re-open it and get it
+/// sent again). `Failed` gives way only to `Done`: a call that outlived its lease and then succeeded is better news
+/// than another replica's refusal, but a stale `Pending` copy must not resurrect a job that was given up.
+pub fn may_replace(current: &JobStatus, new: &JobStatus) -> bool {
+    match current {
+        JobStatus::Pending => true,
+        JobStatus::Failed { .. } => matches!(new, JobStatus::Done { .. }),
+        JobStatus::Done { .. } => false,
+    }
 }
 
 /// An in-memory [`OutboxStore`] for tests and local runs. Jobs are kept as JSON, as a real store would keep
@@ -165,7 +178,7 @@ impl OutboxStore for MemoryOutboxStore {
             let current = m.get(&job.id).map(|b| Self::decode(b)).transpose()?;
             match current {
                 None => Err(StoreError(format!("no job {}", job.id))),
-                Some(c) if matches!(c.status, JobStatus::Done { .. }) => Ok(()),
+                Some(c) if !may_replace(&c.status, &job.status) => Ok(()),
                 Some(_) => {
                     m.insert(job.id.clone(), bytes);
                     Ok(())
@@ -287,6 +300,9 @@ pub struct Outbox {
     /// Targets that answered 429, until when. In memory only: after a restart, the next call asks again.
     paused: Mutex<HashMap<String, SystemTime>>,
     wake: Notify,
+    /// The service store the jobs live in, when built with [`Outbox::over_store`]: lets the revocation handler
+    /// write jobs in its own transaction instead of through [`Outbox::enqueue`].
+    backing: Option<Arc<dyn crate::store::Store>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -309,7 +325,32 @@ impl Outbox {
             jitter: Mutex::new(jitter),
             paused: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            backing: None,
         }
+    }
+
+    /// An outbox whose jobs live in the service's own store (namespace `outbox`, see [`StoreOutbox`]). This is the
+    /// production setup: a revocation and its purge jobs can then be written in one transaction.
+    ///
+    /// [`StoreOutbox`]: super::StoreOutbox
+    pub fn over_store(store: Arc<dyn crate::store::Store>, config: OutboxConfig) -> Self {
+        let mut outbox = Self::new(Arc::new(super::StoreOutbox::new(store.clone())), config);
+        outbox.backing = Some(store);
+        outbox
+    }
+
+    /// Whether this outbox reads its jobs from `store` itself, so jobs written into `store`'s `outbox` namespace
+    /// by another transaction are the jobs it sends. Compared by identity: a second handle on the same database
+    /// does not count (the caller then falls back to [`enqueue`](Self::enqueue)).
+    pub fn shares_store(&self, store: &Arc<dyn crate::store::Store>) -> bool {
+        self.backing
+            .as_ref()
+            .is_some_and(|b| std::ptr::addr_eq(Arc::as_ptr(b), Arc::as_ptr(store)))
+    }
+
+    /// Whether any CDN is configured.
+    pub fn has_targets(&self) -> bool {
+        !self.targets.is_empty()
     }
 
     /// Adds a CDN to purge, under its [`PurgeTarget::name`].

@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod keys;
 pub mod observe;
+pub mod openapi;
 pub mod revocations;
 pub mod shares;
 
@@ -141,6 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(keys::routes())
         .merge(observe::routes())
         .merge(audit_events::routes())
+        .merge(openapi::routes())
         // Idempotency keys for every mutating call, then the latency histogram around everything.
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(audit_events::metrics_layer())
@@ -175,7 +177,14 @@ async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json:
         "edges": edges,
         "outbox": s.outbox.is_some(),
     });
-    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }
 
 pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {

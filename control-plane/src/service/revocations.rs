@@ -5,10 +5,15 @@
 //! N), then pushes a one-entry delta to every configured edge and returns a receipt saying which generation carries
 //! it and where it was pushed. `GET /v1/edge/state` (edge credential) answers an edge at generation N with the
 //! delta to N+1, with a full snapshot when it is further behind, or 304 when it is current.
+//!
+//! With `"purge": true` the revocation also purges what its scope has cached at the CDNs (`docs/purge.md`): the
+//! purge jobs are written in that same transaction, so a purge is never acknowledged and then lost, and the
+//! receipt (`purges`) shows each job's current status whenever it is read back.
 
 use super::auth::Role;
 use super::error::ApiError;
 use super::{AppState, audit, caller, now};
+use crate::purge::{JobStatus, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
 use crate::store::{Check, Log, Ns, Op};
 use axum::Json;
 use axum::body::Bytes;
@@ -34,6 +39,10 @@ pub struct RevocationRequest {
     pub token: Option<String>,
     /// Why (kept in the record and the audit log).
     pub reason: Option<String>,
+    /// Also purge the revoked scope's cached objects at every configured CDN (default `false`). Refused with 422
+    /// when no CDN purger is configured, before anything is written.
+    #[serde(default)]
+    pub purge: bool,
 }
 
 /// One entry of the revocation log: what the edge's state is built from.
@@ -79,6 +88,113 @@ pub struct Receipt {
     pub generation: u64,
     /// Pushes to edges (edges that missed the push get it at their next pull).
     pub pushed: Vec<Push>,
+}
+
+/// What `POST /v1/revocations` and `GET /v1/revocations/{id}` answer, and what is stored under the revocation id:
+/// the [`Receipt`] fields plus the CDN purges. A separate type (rather than a field of `Receipt`) so code that
+/// builds or reads plain receipts (share deletion, diagnosis) is unaffected; it reads this record as a `Receipt`
+/// and ignores `purges`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevocationReceipt {
+    /// The revocation.
+    #[serde(flatten)]
+    pub receipt: Receipt,
+    /// CDN purges, one per target and API call; empty when no purge was asked for or the scope has nothing cached
+    /// of its own (viewer, session, campaign, key id, global). Current as of the answer: `GET` reads them anew.
+    #[serde(default)]
+    pub purges: Vec<PurgeStatus>,
+}
+
+/// Where a purge job stands, as the receipt shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeState {
+    /// Not yet confirmed by the CDN (queued, or being retried).
+    Pending,
+    /// Confirmed by the CDN.
+    Done,
+    /// Given up (refused by the CDN, or too many attempts).
+    Failed,
+}
+
+/// One purge job on a receipt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeStatus {
+    /// The CDN (`cloudflare:<zone>`, `fastly:<service>`).
+    pub target: String,
+    /// Where it stands.
+    pub status: PurgeState,
+    /// The CDN's purge id(s), once done.
+    pub cdn_id: Option<String>,
+    /// Calls made so far.
+    pub attempts: u32,
+    /// The last failure; for a failed job, why it was given up.
+    pub last_error: Option<String>,
+}
+
+impl From<&PurgeJob> for PurgeStatus {
+    fn from(job: &PurgeJob) -> Self {
+        let (status, cdn_id, last_error) = match &job.status {
+            JobStatus::Pending => (PurgeState::Pending, None, job.last_error.clone()),
+            JobStatus::Done { cdn_id, .. } => (PurgeState::Done, Some(cdn_id.clone()), job.last_error.clone()),
+            // The status reason says why the job stopped ("gave up after 20 attempts: …"); the last error alone
+            // would not.
+            JobStatus::Failed { reason } => (PurgeState::Failed, None, Some(reason.clone())),
+        };
+        PurgeStatus {
+            target: job.target.clone(),
+            status,
+            cdn_id,
+            attempts: job.attempts,
+            last_error,
+        }
+    }
+}
+
+/// What a revocation purges, as the purge module names it. `share` is the revoked token's share, if any.
+fn revoked_scope<'a>(e: &'a LogEntry, share: Option<&'a str>) -> Option<Revoked<'a>> {
+    Some(match e.kind.as_str() {
+        "token" => Revoked::Token { share },
+        "share" => Revoked::Share(&e.id),
+        "asset" => Revoked::Asset(&e.id),
+        "viewer" => Revoked::Viewer(&e.id),
+        "session" => Revoked::Session(&e.id),
+        "campaign" => Revoked::Campaign(&e.id),
+        "key_id" => Revoked::KeyId(e.id.parse().ok()?),
+        "global" => Revoked::Global,
+        _ => return None,
+    })
+}
+
+/// The CDN host of the public edge URL, for prefix purges: objects are cached under `<host>/<asset>/…` (the edge
+/// strips the token from the cache key). No host (a malformed setting) means no prefix purge; the tag purge
+/// still covers the objects.
+fn cdn_hosts(edge_base_url: &str) -> Vec<String> {
+    reqwest::Url::parse(edge_base_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .into_iter()
+        .collect()
+}
+
+/// Replaces a receipt's purge statuses with the current ones. Only receipts that had purges look them up, so
+/// reading an ordinary receipt costs no outbox scan.
+async fn refresh_purges(s: &AppState, r: &mut RevocationReceipt) -> Result<(), ApiError> {
+    if r.purges.is_empty() {
+        return Ok(());
+    }
+    let id = &r.receipt.id;
+    let jobs = match &s.outbox {
+        Some(o) => o.receipt(id).await.map_err(|e| ApiError::Internal(e.to_string()))?,
+        // Purgers unconfigured since: the jobs are still in the service store (and still pending, which is the
+        // truth: nothing sends them).
+        None => StoreOutbox::new(s.store.clone())
+            .jobs_for_revocation(id)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+    };
+    r.purges = jobs.iter().map(PurgeStatus::from).collect();
+    Ok(())
 }
 
 fn scope_kind(kind: &str) -> Option<ScopeKind> {
@@ -129,7 +245,8 @@ pub struct LinkRecord {
     pub share: Option<String>,
 }
 
-async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<LogEntry, ApiError> {
+/// The log entry of a token revocation, and the token's share (what a purge drops).
+async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry, Option<String>), ApiError> {
     // By token (or URL): the signature proves it is ours, and the claims give iat/exp directly.
     if let Some(t) = &req.token {
         let (token, _) = crate::offline::split_token_url(t);
@@ -137,13 +254,14 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<LogEntry, 
         let c = Verifier::new(&s.minter.current().ring, s.policy)
             .authenticate(&token, &mut buf)
             .map_err(|r| ApiError::Invalid(format!("token: {r}")))?;
-        return Ok(LogEntry {
+        let entry = LogEntry {
             kind: "token".into(),
             id: hex::encode(c.token_id),
             iat: c.iat,
             exp: c.exp,
             through: 0,
-        });
+        };
+        return Ok((entry, c.share.map(|t| t.as_str().to_string())));
     }
     let id = req
         .id
@@ -159,27 +277,47 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<LogEntry, 
         .await?
         .ok_or(ApiError::NotFound("token id"))?;
     let rec: LinkRecord = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(format!("link record: {e}")))?;
-    Ok(LogEntry {
+    let entry = LogEntry {
         kind: "token".into(),
         id,
         iat: rec.iat,
         exp: rec.exp,
         through: 0,
-    })
+    };
+    Ok((entry, rec.share))
 }
 
 pub(super) async fn create(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<RevocationRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<Receipt>), ApiError> {
+) -> Result<(StatusCode, Json<RevocationReceipt>), ApiError> {
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Responder], "revoke")?;
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    // A purge that cannot be carried out is refused before anything is written: acknowledging the revocation
+    // while silently dropping its purge would break "revoke-and-purge is one act".
+    let outbox = match &s.outbox {
+        Some(o) if req.purge && o.has_targets() => Some(o.clone()),
+        _ if req.purge => {
+            return Err(ApiError::Refused(
+                "purge requested but no CDN purger is configured (SHAREGATE_CF_ZONE_ID + SHAREGATE_CF_API_TOKEN \
+                 or SHAREGATE_FASTLY_SERVICE_ID + SHAREGATE_FASTLY_API_KEY); nothing was revoked — retry without \
+                 \"purge\" to revoke only"
+                    .into(),
+            ));
+        }
+        _ => None,
+    };
     let now = now();
     let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
+    let mut token_share = None;
     let entry = match req.kind.as_str() {
-        "token" => token_entry(&s, &req).await?,
+        "token" => {
+            let (entry, share) = token_entry(&s, &req).await?;
+            token_share = share;
+            entry
+        }
         "global" => LogEntry {
             kind: "global".into(),
             id: String::new(),
@@ -233,11 +371,34 @@ pub(super) async fn create(
             .get(Ns::Revocations, &id)
             .await?
             .ok_or(ApiError::NotFound("revocation"))?;
-        let r: Receipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+        refresh_purges(&s, &mut r).await?;
         return Ok((StatusCode::OK, Json(r)));
     }
-    // Durable before acknowledged: record, log entry and generation in one transaction.
-    let placeholder = serde_json::to_vec(&receipt).map_err(|e| ApiError::Internal(e.to_string()))?;
+    // The purge jobs, planned (not yet written) under the new revocation id: one per CDN and API call.
+    let purge_request = outbox.as_ref().map(|_| {
+        revoked_scope(&entry, token_share.as_deref()).map_or_else(PurgeRequest::default, |scope| {
+            PurgeRequest::for_revocation(&scope, &cdn_hosts(&s.config.edge_base_url))
+        })
+    });
+    let jobs = match (&outbox, &purge_request) {
+        (Some(o), Some(request)) => o.plan(&receipt.id, request, std::time::SystemTime::now()),
+        _ => Vec::new(),
+    };
+    let purges: Vec<PurgeStatus> = jobs.iter().map(PurgeStatus::from).collect();
+    // Jobs go into this transaction when the outbox reads them from this store (the production wiring); an
+    // outbox over another store gets them through `enqueue` right after the commit instead.
+    let in_transaction = outbox.as_ref().is_some_and(|o| o.shares_store(&s.store));
+    let job_records = if in_transaction {
+        jobs.iter()
+            .map(|j| StoreOutbox::record(j).map(|bytes| (j.id.as_str(), bytes)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        Vec::new()
+    };
+    // Durable before acknowledged: record, log entry, generation and purge jobs in one transaction.
+    let placeholder = record_bytes(&receipt, &purges)?;
     let mut checks = Vec::new();
     let mut ops = vec![
         Op::Append {
@@ -265,6 +426,14 @@ pub(super) async fn create(
             value: receipt.id.as_bytes(),
         });
     }
+    for (key, value) in &job_records {
+        // Fresh random revocation id, so these keys cannot exist yet: no `Absent` check needed.
+        ops.push(Op::Put {
+            ns: StoreOutbox::NS,
+            key,
+            value,
+        });
+    }
     let results = s
         .store
         .atomic(&checks, &ops)
@@ -277,6 +446,27 @@ pub(super) async fn create(
         )));
     }
     receipt.generation = generation;
+    if let (Some(o), Some(request)) = (&outbox, &purge_request)
+        && !jobs.is_empty()
+    {
+        if in_transaction {
+            // Already durable; only wake the worker so the purge goes out now rather than at its next tick.
+            o.notify();
+        } else {
+            tracing::warn!(
+                revocation = %receipt.id,
+                "purge outbox is not over the service store; purge jobs written after the revocation"
+            );
+            o.enqueue(&receipt.id, request, std::time::SystemTime::now())
+                .await
+                .map_err(|e| {
+                    ApiError::Internal(format!(
+                        "revocation {} is recorded, but its purge jobs could not be stored: {e}",
+                        receipt.id
+                    ))
+                })?;
+        }
+    }
     // Publish: a one-entry delta to every configured edge. Edges that miss it catch up at their next pull.
     let delta = delta_for(&s, generation, &entry, now32)?;
     let mut snapshot: Option<Vec<u8>> = None;
@@ -296,7 +486,7 @@ pub(super) async fn create(
             status,
         });
     }
-    let rec = serde_json::to_vec(&receipt).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rec = record_bytes(&receipt, &purges)?;
     s.store.put(Ns::Revocations, &receipt.id, &rec).await?;
     audit(
         &s,
@@ -307,7 +497,19 @@ pub(super) async fn create(
         "ok",
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(receipt)))
+    // The statuses as planned (all pending): the worker may already be sending, and the next `GET` shows that.
+    Ok((StatusCode::CREATED, Json(RevocationReceipt { receipt, purges })))
+}
+
+/// The stored record: the receipt with its purges, so a later read knows there are purges to look up.
+fn record_bytes(receipt: &Receipt, purges: &[PurgeStatus]) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Record<'a> {
+        #[serde(flatten)]
+        receipt: &'a Receipt,
+        purges: &'a [PurgeStatus],
+    }
+    serde_json::to_vec(&Record { receipt, purges }).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> u16 {
@@ -341,7 +543,7 @@ pub(super) async fn get(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Json<Receipt>, ApiError> {
+) -> Result<Json<RevocationReceipt>, ApiError> {
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Responder, Role::Auditor], "read revocations")?;
     let rec = s
@@ -349,9 +551,9 @@ pub(super) async fn get(
         .get(Ns::Revocations, &id)
         .await?
         .ok_or(ApiError::NotFound("revocation"))?;
-    Ok(Json(
-        serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?,
-    ))
+    let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    refresh_purges(&s, &mut r).await?;
+    Ok(Json(r))
 }
 
 /// Build the snapshot at the current generation from the issued log and every revocation-log entry.
