@@ -549,15 +549,19 @@ fn run_dev(a: DevArgs) -> Result<()> {
             "sharegate dev: control plane {api_url}, edge {edge_url}, data in {}",
             a.data_dir.display()
         );
+        // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file).
+        let admin = match std::env::var("SHAREGATE_ADMIN_KEY") {
+            Ok(_) => "(from SHAREGATE_ADMIN_KEY)".to_string(),
+            Err(_) => std::fs::read_to_string(&admin_file)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        };
         println!(
-            "  admin API key: in {} (mode 0600){}",
-            admin_file.display(),
-            if started.new_admin_key_file.is_some() {
-                ", created now"
-            } else {
-                ""
-            }
+            "  admin API key: {admin}   (kept in {}, mode 0600)",
+            admin_file.display()
         );
+        println!("  API docs: {api_url}/v1/openapi.yaml");
         println!("  minter API key (this run): {minter}");
         println!("  mint:    SHAREGATE_API_KEY={minter} sharegate mint --asset demo --ttl 600");
         println!("  play:    ffplay \"<url printed by mint>\"   (or ffprobe, or hls.js in a browser)");
