@@ -333,3 +333,82 @@ async fn idempotency_keys_cover_every_mutating_call() {
     let (s5, _, _) = send(r#"{"asset":"demo"}"#, "k2").await;
     assert_eq!(s5, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn admins_change_link_settings_and_refused_calls_are_audited() {
+    let (app, state, keys, _dir) = setup().await;
+    let key = |r: Role| keys.iter().find(|(k, _)| *k == r).map(|(_, v)| v.clone()).unwrap();
+    let (s, b) = call(&app, "GET", "/v1/settings", Some(&key(Role::Auditor)), "").await;
+    assert_eq!((s, b["min_ttl"].as_u64()), (StatusCode::OK, Some(600)));
+    let (s, _) = call(
+        &app,
+        "PUT",
+        "/v1/settings",
+        Some(&key(Role::Admin)),
+        r#"{"min_ttl":60,"max_ttl":7200,"default_ttl":120}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v1/links",
+        Some(&key(Role::Minter)),
+        r#"{"asset":"demo","ttl":61}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/v1/links",
+        Some(&key(Role::Minter)),
+        r#"{"asset":"demo","ttl":7201}"#,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    for bad in [
+        r#"{"min_ttl":0,"max_ttl":10,"default_ttl":5}"#,
+        r#"{"min_ttl":10,"max_ttl":999999,"default_ttl":20}"#,
+        r#"{"min_ttl":10,"max_ttl":20,"default_ttl":30}"#,
+    ] {
+        assert_eq!(
+            call(&app, "PUT", "/v1/settings", Some(&key(Role::Admin)), bad).await.0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        call(
+            &app,
+            "PUT",
+            "/v1/settings",
+            Some(&key(Role::Auditor)),
+            r#"{"min_ttl":1,"max_ttl":2,"default_ttl":1}"#
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    // Refused mutating calls are in the audit log too, with who tried.
+    let audit = state
+        .store
+        .read_chained(sharegate_control_plane::store::Log::Audit, 1, 1000)
+        .await
+        .unwrap();
+    assert!(verify_chain(&audit).is_ok());
+    let text: Vec<String> = audit
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.value).to_string())
+        .collect();
+    assert!(text.iter().any(|t| t.contains("settings.update")));
+    assert!(
+        text.iter()
+            .any(|t| t.contains("PUT /v1/settings") && t.contains("refused:403") && t.contains("auditor")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains("POST /v1/links") && t.contains("refused:400"))
+    );
+}

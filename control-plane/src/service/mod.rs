@@ -134,6 +134,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/links", post(mint_link))
         .route("/v1/apikeys", post(create_api_key).get(list_api_keys))
         .route("/v1/apikeys/{id}", axum::routing::delete(disable_api_key))
+        .route("/v1/settings", get(get_settings).put(put_settings))
         .route("/v1/revocations", post(revocations::create))
         .route("/v1/revocations/{id}", get(revocations::get))
         .route("/v1/edge/state", get(revocations::edge_state))
@@ -143,8 +144,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(observe::routes())
         .merge(audit_events::routes())
         .merge(openapi::routes())
-        // Idempotency keys for every mutating call, then the latency histogram around everything.
+        // Idempotency keys for every mutating call, refused or failed mutating calls audited too, then the latency
+        // histogram around everything.
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit_failures))
         .layer(audit_events::metrics_layer())
         .with_state(state)
 }
@@ -238,6 +241,108 @@ pub(crate) async fn audit(
     Ok(())
 }
 
+/// Audit mutating calls that did not succeed (refused credential or role, bad input, conflicts): handlers audit
+/// their own successes with the subject they acted on; this records everything else, so the log shows attempts too.
+async fn audit_failures(
+    State(s): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mutating = matches!(
+        *req.method(),
+        axum::http::Method::POST | axum::http::Method::PUT | axum::http::Method::DELETE
+    );
+    let path = req.uri().path().to_string();
+    // Edge ingestion has its own credential and volume; viewers opening share links are not API callers.
+    if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let method = req.method().to_string();
+    let headers = req.headers().clone();
+    let resp = next.run(req).await;
+    if resp.status().is_success() {
+        return resp;
+    }
+    let caller = caller(&s, &headers).await.ok();
+    let e = AuditEntry {
+        at: now(),
+        actor: caller
+            .as_ref()
+            .map_or_else(|| "anonymous".to_string(), |c| c.key_id.clone()),
+        role: caller
+            .as_ref()
+            .map_or_else(|| "none".to_string(), |c| c.role.as_str().to_string()),
+        action: format!("{method} {path}"),
+        subject: path,
+        outcome: format!("refused:{}", resp.status().as_u16()),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    if let Ok(bytes) = serde_json::to_vec(&e)
+        && let Err(err) = s.store.append_chained(Log::Audit, &bytes).await
+    {
+        tracing::warn!(error = %err, "cannot audit a refused call");
+    }
+    resp
+}
+
+/// Link settings an admin may change at run time (`/v1/settings`); the service config gives the defaults.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSettings {
+    /// Shortest link TTL, seconds.
+    pub min_ttl: u32,
+    /// Longest link TTL, seconds (never above the token policy's maximum).
+    pub max_ttl: u32,
+    /// TTL when a request gives none.
+    pub default_ttl: u32,
+}
+
+/// The link settings in force: stored by an admin, else the service config.
+pub async fn link_settings(s: &AppState) -> Result<LinkSettings, ApiError> {
+    if let Some(v) = s.store.get(Ns::Settings, "links").await? {
+        return serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("settings: {e}")));
+    }
+    Ok(LinkSettings {
+        min_ttl: s.config.min_ttl,
+        max_ttl: s.config.max_ttl,
+        default_ttl: s.config.default_ttl,
+    })
+}
+
+async fn get_settings(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<LinkSettings>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Admin, Role::Auditor], "read settings")?;
+    Ok(Json(link_settings(&s).await?))
+}
+
+async fn put_settings(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<LinkSettings>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<LinkSettings>, ApiError> {
+    let c = caller(&s, &headers).await?;
+    c.require(&[Role::Admin], "change settings")?;
+    let Json(new) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
+    if new.min_ttl == 0 || new.min_ttl > new.max_ttl || new.max_ttl > s.policy.max_ttl {
+        return Err(ApiError::Invalid(format!(
+            "need 0 < min_ttl <= max_ttl <= {} (the token policy's maximum)",
+            s.policy.max_ttl
+        )));
+    }
+    if new.default_ttl < new.min_ttl || new.default_ttl > new.max_ttl {
+        return Err(ApiError::Invalid(
+            "default_ttl must lie between min_ttl and max_ttl".into(),
+        ));
+    }
+    let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::Internal(e.to_string()))?;
+    s.store.put(Ns::Settings, "links", &bytes).await?;
+    audit(&s, &c, &headers, "settings.update", "links", "ok").await?;
+    Ok(Json(new))
+}
+
 /// `POST /v1/links` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -293,12 +398,13 @@ async fn mint_link(
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     // Links only for registered assets whose last readiness check found nothing wrong.
     assets::ensure_ready(&s, &req.asset).await?;
-    let ttl = req.ttl.unwrap_or(s.config.default_ttl);
-    if ttl < s.config.min_ttl || ttl > s.config.max_ttl.min(s.policy.max_ttl) {
+    let bounds = link_settings(&s).await?;
+    let ttl = req.ttl.unwrap_or(bounds.default_ttl);
+    if ttl < bounds.min_ttl || ttl > bounds.max_ttl.min(s.policy.max_ttl) {
         return Err(ApiError::Invalid(format!(
             "ttl must be between {} and {} seconds",
-            s.config.min_ttl,
-            s.config.max_ttl.min(s.policy.max_ttl)
+            bounds.min_ttl,
+            bounds.max_ttl.min(s.policy.max_ttl)
         )));
     }
     let now = now();
