@@ -151,7 +151,13 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 /// Refuse to mint for `asset` unless it is registered and passed its last readiness check.
 pub async fn ensure_ready(s: &AppState, asset: &str) -> Result<(), ApiError> {
-    let Some(rec) = load(s, asset).await? else {
+    // Through the hot cache: this runs on every mint; a re-registration applies within a second on every replica.
+    let rec = if valid_asset_id(asset) {
+        s.get_hot(Ns::Assets, asset).await?.as_deref().map(decode).transpose()?
+    } else {
+        None
+    };
+    let Some(rec) = rec else {
         return Err(ApiError::Refused(format!("asset `{asset}` is not registered")));
     };
     if rec.ready {
@@ -208,6 +214,7 @@ async fn register(
     if !created {
         s.store.put(Ns::Assets, &rec.id, &bytes).await?;
     }
+    s.invalidate_hot(Ns::Assets, &rec.id);
     audit(&s, &c, &headers, "assets.register", &rec.id, "ok").await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(rec)))
@@ -254,6 +261,7 @@ async fn recheck(
             "the asset changed while it was being checked; check again".into(),
         ));
     }
+    s.invalidate_hot(Ns::Assets, &id);
     audit(&s, &c, &headers, "assets.check", &rec.id, "ok").await?;
     Ok(Json(rec))
 }

@@ -95,6 +95,30 @@ pub struct AppState {
     pub master_key: Option<[u8; 32]>,
     /// The purge outbox, when CDN purgers are configured.
     pub outbox: Option<Arc<crate::purge::Outbox>>,
+    /// Hot, rarely changing records read on every mint (link settings, asset readiness), kept for
+    /// [`HOT_CACHE_TTL`]: a change made on any replica applies everywhere within that time.
+    pub hot: moka::sync::Cache<(Ns, String), Option<Vec<u8>>>,
+}
+
+/// How long [`AppState::hot`] keeps a record.
+pub const HOT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl AppState {
+    /// Read `ns/key` through the hot cache.
+    pub async fn get_hot(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        let k = (ns, key.to_string());
+        if let Some(v) = self.hot.get(&k) {
+            return Ok(v);
+        }
+        let v = self.store.get(ns, key).await?;
+        self.hot.insert(k, v.clone());
+        Ok(v)
+    }
+
+    /// Forget a cached record this replica just changed.
+    pub fn invalidate_hot(&self, ns: Ns, key: &str) {
+        self.hot.invalidate(&(ns, key.to_string()));
+    }
 }
 
 impl AppState {
@@ -117,6 +141,10 @@ impl AppState {
             http: reqwest::Client::new(),
             master_key: None,
             outbox: None,
+            hot: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(HOT_CACHE_TTL)
+                .build(),
         })
     }
 }
@@ -302,7 +330,7 @@ pub struct LinkSettings {
 
 /// The link settings in force: stored by an admin, else the service config.
 pub async fn link_settings(s: &AppState) -> Result<LinkSettings, ApiError> {
-    if let Some(v) = s.store.get(Ns::Settings, "links").await? {
+    if let Some(v) = s.get_hot(Ns::Settings, "links").await? {
         return serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("settings: {e}")));
     }
     Ok(LinkSettings {
@@ -339,6 +367,7 @@ async fn put_settings(
     }
     let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::Internal(e.to_string()))?;
     s.store.put(Ns::Settings, "links", &bytes).await?;
+    s.invalidate_hot(Ns::Settings, "links");
     audit(&s, &c, &headers, "settings.update", "links", "ok").await?;
     Ok(Json(new))
 }
