@@ -1,6 +1,8 @@
 //! Test harness shared by the control plane's integration tests: a real `redis-server` started on a free port.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cdn_fakes;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
