@@ -372,6 +372,39 @@ async fn put_settings(
     Ok(Json(new))
 }
 
+/// Record a minted token before it is handed out: its id, iat and exp in the issued log (the revocation filter is
+/// exact only over tokens the control plane knows about) and its link record by id (for revocation by id and
+/// diagnosis), in one transaction.
+pub(crate) async fn record_issued(
+    s: &AppState,
+    token_id: &[u8; 12],
+    link: revocations::LinkRecord,
+) -> Result<(), ApiError> {
+    let mut rec = Vec::with_capacity(20);
+    rec.extend_from_slice(token_id);
+    rec.extend_from_slice(&link.iat.to_be_bytes());
+    rec.extend_from_slice(&link.exp.to_be_bytes());
+    let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id_hex = hex::encode(token_id);
+    s.store
+        .atomic(
+            &[],
+            &[
+                Op::Append {
+                    log: Log::Issued,
+                    value: &rec,
+                },
+                Op::Put {
+                    ns: Ns::Links,
+                    key: &id_hex,
+                    value: &link,
+                },
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
 /// `POST /v1/links` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -486,36 +519,17 @@ async fn mint_link(
         .minter
         .mint(&claims)
         .map_err(|e| ApiError::Invalid(format!("cannot mint: {e}")))?;
-    // The issued record is durable before the link is returned: the revocation filter is exact only over tokens
-    // the control plane knows about.
-    let mut rec = Vec::with_capacity(20);
-    rec.extend_from_slice(&token_id);
-    rec.extend_from_slice(&iat.to_be_bytes());
-    rec.extend_from_slice(&claims.exp.to_be_bytes());
-    let link = revocations::LinkRecord {
-        iat,
-        exp: claims.exp,
-        asset: req.asset.clone(),
-        share: req.share.clone(),
-    };
-    let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id_hex = hex::encode(token_id);
-    s.store
-        .atomic(
-            &[],
-            &[
-                Op::Append {
-                    log: Log::Issued,
-                    value: &rec,
-                },
-                Op::Put {
-                    ns: Ns::Links,
-                    key: &id_hex,
-                    value: &link,
-                },
-            ],
-        )
-        .await?;
+    record_issued(
+        &s,
+        &token_id,
+        revocations::LinkRecord {
+            iat,
+            exp: claims.exp,
+            asset: req.asset.clone(),
+            share: req.share.clone(),
+        },
+    )
+    .await?;
     audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {

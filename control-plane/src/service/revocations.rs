@@ -468,24 +468,7 @@ pub(super) async fn create(
         }
     }
     // Publish: a one-entry delta to every configured edge. Edges that miss it catch up at their next pull.
-    let delta = delta_for(&s, generation, &entry, now32)?;
-    let mut snapshot: Option<Vec<u8>> = None;
-    for edge in &s.config.edges {
-        let mut status = push(&s, edge, delta.clone()).await;
-        // 409: the edge holds another generation, or as many deltas as it keeps; send the whole state instead.
-        if status == 409 {
-            if snapshot.is_none() {
-                snapshot = Some(build_current_snapshot(&s).await?.1);
-            }
-            if let Some(snap) = &snapshot {
-                status = push(&s, edge, snap.clone()).await;
-            }
-        }
-        receipt.pushed.push(Push {
-            edge: edge.url.clone(),
-            status,
-        });
-    }
+    receipt.pushed = publish(&s, generation, &entry, now32).await?;
     let rec = record_bytes(&receipt, &purges)?;
     s.store.put(Ns::Revocations, &receipt.id, &rec).await?;
     audit(
@@ -510,6 +493,38 @@ fn record_bytes(receipt: &Receipt, purges: &[PurgeStatus]) -> Result<Vec<u8>, Ap
         purges: &'a [PurgeStatus],
     }
     serde_json::to_vec(&Record { receipt, purges }).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Push the one-entry delta of `generation` to every configured edge, with the whole state to edges that answer
+/// 409 (another generation held, or as many deltas as they keep). Edges that miss it catch up at their next pull.
+pub(crate) async fn publish(
+    s: &AppState,
+    generation: u64,
+    entry: &LogEntry,
+    now32: u32,
+) -> Result<Vec<Push>, ApiError> {
+    if s.config.edges.is_empty() {
+        return Ok(Vec::new());
+    }
+    let delta = delta_for(s, generation, entry, now32)?;
+    let mut snapshot: Option<Vec<u8>> = None;
+    let mut pushed = Vec::with_capacity(s.config.edges.len());
+    for edge in &s.config.edges {
+        let mut status = push(s, edge, delta.clone()).await;
+        if status == 409 {
+            if snapshot.is_none() {
+                snapshot = Some(build_current_snapshot(s).await?.1);
+            }
+            if let Some(snap) = &snapshot {
+                status = push(s, edge, snap.clone()).await;
+            }
+        }
+        pushed.push(Push {
+            edge: edge.url.clone(),
+            status,
+        });
+    }
+    Ok(pushed)
 }
 
 async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> u16 {

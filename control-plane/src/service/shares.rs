@@ -21,7 +21,7 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::revocations::{LinkRecord, LogEntry, Push, Receipt, build_current_snapshot};
+use super::revocations::{LinkRecord, LogEntry, Receipt};
 use super::{AppState, audit, caller, now};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, Query, State};
@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sharegate_shared::revocation::{DeltaParams, ScopeKind, Watermark, build_delta};
+use sharegate_shared::revocation::ScopeKind;
 use sharegate_shared::token::{Claims, Permissions, Text};
 use std::sync::Arc;
 
@@ -373,7 +373,7 @@ async fn delete(
             )));
         }
         receipt.generation = generation;
-        receipt.pushed = publish(&s, generation, &entry).await?;
+        receipt.pushed = super::revocations::publish(&s, generation, &entry, now32(now)?).await?;
         s.store.put(Ns::Revocations, &receipt.id, &to_json(&receipt)?).await?;
         audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
         return Ok(Json(response(&s, share, Some(receipt))));
@@ -381,56 +381,6 @@ async fn delete(
     Err(ApiError::Conflict(
         "the share kept changing during the delete; retry".into(),
     ))
-}
-
-/// Push the one-entry delta of `generation` to every configured edge, with a full snapshot to edges that answer
-/// 409 (another generation held), as `POST /v1/revocations` does. Edges that miss it catch up at their next pull.
-async fn publish(s: &AppState, generation: u64, entry: &LogEntry) -> Result<Vec<Push>, ApiError> {
-    if s.config.edges.is_empty() {
-        return Ok(Vec::new());
-    }
-    let built_at = now32(now())?;
-    let mark = Watermark::new(ScopeKind::Share, entry.id.as_bytes(), entry.through);
-    let delta = build_delta(
-        &DeltaParams {
-            base_generation: generation - 1,
-            generation,
-            built_at,
-        },
-        &[],
-        &[mark],
-        &s.state_key,
-    )
-    .map_err(|e| ApiError::Internal(format!("delta: {e}")))?;
-    let mut snapshot: Option<Vec<u8>> = None;
-    let mut pushed = Vec::with_capacity(s.config.edges.len());
-    for edge in &s.config.edges {
-        let mut status = push(s, edge, delta.clone()).await;
-        if status == 409 {
-            if snapshot.is_none() {
-                snapshot = Some(build_current_snapshot(s).await?.1);
-            }
-            if let Some(snap) = &snapshot {
-                status = push(s, edge, snap.clone()).await;
-            }
-        }
-        pushed.push(Push {
-            edge: edge.url.clone(),
-            status,
-        });
-    }
-    Ok(pushed)
-}
-
-async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> u16 {
-    s.http
-        .post(format!("{}/_sharegate/state", edge.url.trim_end_matches('/')))
-        .bearer_auth(&edge.token)
-        .body(body)
-        .timeout(std::time::Duration::from_secs(2))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
 }
 
 /// Why a viewer's open was refused: the API error shape, plus the statuses only `/s/` gives (410, audience 403).
@@ -538,34 +488,17 @@ async fn open(
         .minter
         .mint(&claims)
         .map_err(|e| ApiError::Invalid(format!("cannot mint a token for this viewer: {e}")))?;
-    // As in `POST /v1/links`: the issued record is durable before the link is handed out, since the edge's
-    // revocation filter is exact only over tokens the control plane knows about.
-    let mut rec = Vec::with_capacity(20);
-    rec.extend_from_slice(&token_id);
-    rec.extend_from_slice(&iat.to_be_bytes());
-    rec.extend_from_slice(&claims.exp.to_be_bytes());
-    let link = to_json(&LinkRecord {
-        iat,
-        exp: claims.exp,
-        asset: share.asset.clone(),
-        share: Some(share.id.clone()),
-    })?;
-    s.store
-        .atomic(
-            &[],
-            &[
-                Op::Append {
-                    log: Log::Issued,
-                    value: &rec,
-                },
-                Op::Put {
-                    ns: Ns::Links,
-                    key: &hex::encode(token_id),
-                    value: &link,
-                },
-            ],
-        )
-        .await?;
+    super::record_issued(
+        &s,
+        &token_id,
+        LinkRecord {
+            iat,
+            exp: claims.exp,
+            asset: share.asset.clone(),
+            share: Some(share.id.clone()),
+        },
+    )
+    .await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     let location = format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name);
     let location = HeaderValue::from_str(&location)

@@ -495,9 +495,8 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
             set_headers(&mut r, &d.headers);
             r
         }
-        Decision::Allow(a) => {
-            let event = a.event.clone();
-            edge.record(event);
+        Decision::Allow(mut a) => {
+            edge.record(a.event.take());
             serve_allowed(&edge, &engine, *a, now, head, range.as_deref()).await
         }
     }
