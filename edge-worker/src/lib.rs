@@ -12,9 +12,11 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod adapter;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod held;
 pub mod hls;
 pub mod watermark;
 

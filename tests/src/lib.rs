@@ -18,6 +18,9 @@ use sharegate_shared::token::{Claims, Countries, IpPrefix, Minter, Permissions, 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+pub mod origin;
+pub mod wrangler;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -451,10 +454,16 @@ pub async fn raw_http(addr: &str, host: &str, r: &HttpRequest, extra: &[(String,
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(head.as_bytes()).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.read_to_end(&mut raw).await
+    };
+    // A runtime that never answers is a failure to report, not a hung test.
+    tokio::time::timeout(std::time::Duration::from_secs(30), exchange)
+        .await
+        .context("no complete response within 30 s")??;
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").context("no header end")?;
     let head = String::from_utf8_lossy(&raw[..split]).to_string();
     let mut lines = head.split("\r\n");
@@ -601,4 +610,55 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Run one conformance case (and its follow-up steps) over real HTTP against an edge at `addr` (`host:port`). The
+/// simulated client address and country travel as `X-Forwarded-For` / `X-Sharegate-Country`, which the edge under
+/// test trusts (`SHAREGATE_TRUST_FORWARDED`, local runtimes only). With `normalized`, a case's `expect_normalized`
+/// replaces `expect` (runtimes that resolve dot segments before the adapter sees the URL). With `origin`, a case's
+/// `origin_path` must be what the origin received.
+pub async fn run_case_http(
+    addr: &str,
+    minted: &Minted,
+    req: HttpRequest,
+    case_expect: &Value,
+    normalized: Option<&Value>,
+    origin: Option<&origin::StaticOrigin>,
+) -> Result<()> {
+    let expect = normalized.unwrap_or(case_expect);
+    let mut extra = Vec::new();
+    if let Some(ip) = &req.client_ip {
+        extra.push(("x-forwarded-for".to_string(), ip.clone()));
+    }
+    if let Some(c) = &req.country {
+        extra.push(("x-sharegate-country".to_string(), c.clone()));
+    }
+    if let Some(o) = origin {
+        o.clear();
+    }
+    let resp = raw_http(addr, addr, &req, &extra).await?;
+    check(minted, expect, &resp)?;
+    if let Some(o) = origin
+        && let Some(leak) = o.requests().iter().find(|t| {
+            t.starts_with("/t/") || t.contains("sg=") || minted.tokens.values().any(|tok| t.contains(tok.as_str()))
+        })
+    {
+        bail!("a token reached the origin: {leak}");
+    }
+    if let (Some(o), Some(want)) = (origin, expect.get("origin_path").and_then(Value::as_str)) {
+        let want = minted.expand(want);
+        let seen = o.requests();
+        let paths: Vec<&str> = seen.iter().map(|t| t.split('?').next().unwrap_or("")).collect();
+        if paths != [want.as_str()] {
+            bail!("origin received {seen:?}, want exactly [{want:?}]");
+        }
+    }
+    if let Some(follow) = expect.get("follow") {
+        let body = String::from_utf8_lossy(&resp.body).to_string();
+        let next = follow_request(&req, &body, follow)?;
+        Box::pin(run_case_http(addr, minted, next, &follow["expect"], None, origin))
+            .await
+            .context("follow")?;
+    }
+    Ok(())
 }

