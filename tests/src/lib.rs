@@ -19,6 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 pub mod origin;
+pub mod viceroy;
 pub mod wrangler;
 
 /// The repository root.

@@ -42,6 +42,7 @@ thread_local! {
     static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
     static HELD: RefCell<Option<Rc<Held>>> = const { RefCell::new(None) };
     static REFRESHING: Cell<bool> = const { Cell::new(false) };
+    static LAST_ATTEMPT_MS: Cell<u64> = const { Cell::new(0) };
     static EVENTS: RefCell<EventBatch> = RefCell::new(EventBatch::default());
     static FLUSH_SCHEDULED: Cell<bool> = const { Cell::new(false) };
 }
@@ -216,11 +217,41 @@ async fn current_state(rt: &Rc<Runtime>, host: &str, ctx: &Context) -> Option<Rc
         }
         return held;
     }
+    // Past the window: refresh before deciding, unless an attempt just failed (then decide on what is held, and let
+    // the engine apply the stale policy once the hard limit passes) so an unreachable control plane does not make
+    // every viewer wait for a timeout.
+    let now = now_ms();
+    if now.saturating_sub(LAST_ATTEMPT_MS.with(Cell::get)) < window / 2 {
+        return held;
+    }
+    LAST_ATTEMPT_MS.with(|t| t.set(now));
     if let Err(e) = refresh(rt, host).await {
         worker::console_warn!("sharegate: state refresh failed: {e}");
     }
     HELD.with(|h| h.borrow().clone())
 }
+
+/// Fetch with a deadline: a control plane or origin that does not answer must not hold a viewer's request.
+/// The deadline covers the response head only: a long segment body may stream for as long as it takes.
+async fn send_within(request: Request, ms: u32) -> worker::Result<Response> {
+    use futures_util::future::{Either, select};
+    let controller = worker::AbortController::default();
+    let signal = controller.signal();
+    let fetch = std::pin::pin!(async move { Fetch::Request(request).send_with_signal(&signal).await });
+    let timer = std::pin::pin!(worker::Delay::from(Duration::from_millis(u64::from(ms))));
+    match select(fetch, timer).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => {
+            controller.abort();
+            Err(worker::Error::RustError(format!("no answer within {ms} ms")))
+        }
+    }
+}
+
+/// Deadline of a state fetch, ms.
+const STATE_FETCH_MS: u32 = 2000;
+/// Deadline of one origin attempt, ms (then the next origin is tried).
+const ORIGIN_FETCH_MS: u32 = 5000;
 
 /// One answer of the control plane, as the zone cache keeps it: the bytes (a snapshot or a delta; empty when the
 /// held generation was current) and when the control plane gave it.
@@ -302,7 +333,7 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
     let mut init = worker::RequestInit::new();
     init.with_headers(headers);
     let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
-    let mut resp = Fetch::Request(request).send().await.map_err(|e| e.to_string())?;
+    let mut resp = send_within(request, STATE_FETCH_MS).await.map_err(|e| e.to_string())?;
     let at_ms = now_ms();
     let bytes = match resp.status_code() {
         200 => resp.bytes().await.map_err(|e| e.to_string())?,
@@ -371,7 +402,7 @@ async fn flush_events(rt: &Runtime) {
         init.with_method(Method::Post)
             .with_headers(headers)
             .with_body(Some(JsValue::from_str(&json)));
-        let resp = Fetch::Request(Request::new_with_init(url, &init)?).send().await?;
+        let resp = send_within(Request::new_with_init(url, &init)?, STATE_FETCH_MS).await?;
         Ok::<bool, worker::Error>((200..300).contains(&resp.status_code()))
     }
     .await;
@@ -400,7 +431,7 @@ async fn origin_fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
         let Ok(request) = cached_request(&url, ttl, &a.cache_tags) else {
             continue;
         };
-        match Fetch::Request(request).send().await {
+        match send_within(request, ORIGIN_FETCH_MS).await {
             Ok(resp) if !adapter::try_next_origin(resp.status_code()) => return Some(resp),
             Ok(resp) => worker::console_warn!("sharegate: origin {base} answered {}", resp.status_code()),
             Err(e) => worker::console_warn!("sharegate: origin {base} failed: {e}"),

@@ -1,0 +1,1 @@
+//! The Fastly Compute app under Viceroy (filled in by the Fastly adapter work).
