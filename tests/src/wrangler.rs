@@ -112,10 +112,14 @@ impl WranglerDev {
     /// answers.
     pub async fn start(settings: &BTreeMap<String, String>) -> Result<WranglerDev> {
         build_worker()?;
+        Self::start_script(&repo_root().join("edge-worker/cloudflare/build/index.js"), settings).await
+    }
+
+    /// Start another script (e.g. the benchmark's pass-through worker) with the same configuration file.
+    pub async fn start_script(main: &std::path::Path, settings: &BTreeMap<String, String>) -> Result<WranglerDev> {
         let dir = tempfile::tempdir()?;
         let root = std::fs::read_to_string(repo_root().join("wrangler.toml"))?;
-        let main = repo_root().join("edge-worker/cloudflare/build/index.js");
-        let main = main.canonicalize().context("the worker bundle")?;
+        let main = main.canonicalize().context("the worker script")?;
         let mut settings = settings.clone();
         // The root file's control-plane URLs are placeholders: a test that does not set them gets none.
         for k in ["SHAREGATE_STATE_URL", "SHAREGATE_EVENTS_URL"] {

@@ -1,0 +1,12 @@
+// The baseline of scripts/bench-cloudflare.sh: a pass-through worker in the same runtime, with the same origin
+// fetch as the sharegate worker (the /t/<token> prefix dropped, the zone-cache options set) but no token check,
+// no revocation state and no rewriting. The difference between the two is what sharegate adds per request.
+export default {
+  async fetch(request, env) {
+    const url = new URL(request.url);
+    const path = url.pathname.replace(/^\/t\/[^/]+/, "");
+    return fetch(env.SHAREGATE_ORIGIN + path, {
+      cf: { cacheEverything: true, cacheTtlByStatus: { "200-299": 86400, "500-599": -1 } },
+    });
+  },
+};

@@ -1,0 +1,133 @@
+//! Per-request latency the sharegate worker adds over a pass-through worker, both in workerd (`wrangler dev`),
+//! measured in the same run: `bash scripts/bench-cloudflare.sh [--quick]`.
+//!
+//! Both fetch a 100 KB segment from the same local origin. The sharegate worker verifies a path token, checks a
+//! 100k-revocation state (held in isolate memory, refreshed every second from a local state endpoint) and streams
+//! the body; the pass-through worker (scripts/bench/passthrough-worker.js) only fetches. Rounds alternate between
+//! the two so machine noise falls on both; the report is medians and p99 per worker, and their ratio.
+#![allow(clippy::unwrap_used)]
+
+use sharegate_e2e::origin::{StateServer, StaticOrigin};
+use sharegate_e2e::wrangler::WranglerDev;
+use sharegate_e2e::{repo_root, unix_now};
+use sharegate_shared::keys::{KeyRing, SecretKey};
+use sharegate_shared::revocation::{IssuedToken, RevokedToken, SnapshotParams, StateKey, build_snapshot};
+use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const SIGNING: [u8; 32] = [0x71; 32];
+const STATE: [u8; 32] = [0x72; 32];
+
+fn state(now: u32) -> Vec<u8> {
+    // 100k revoked among 1M issued: the shape of the revocation benchmark.
+    let issued: Vec<IssuedToken> = (0..1_000_000u32)
+        .map(|i| {
+            let mut id = [0u8; 12];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[4] = 0xbe;
+            IssuedToken {
+                id,
+                iat: now - 100,
+                exp: now + 86_000,
+            }
+        })
+        .collect();
+    let revoked: Vec<RevokedToken> = issued
+        .iter()
+        .step_by(10)
+        .map(|t| RevokedToken {
+            id: t.id,
+            iat: t.iat,
+            exp: t.exp,
+        })
+        .collect();
+    let params = SnapshotParams {
+        generation: 1,
+        built_at: now,
+        cutoff: now + 60,
+        expire_before: now - 3600,
+        max_token_lifetime: 86_400,
+    };
+    build_snapshot(&params, issued, &revoked, &[], &StateKey::new(STATE)).unwrap()
+}
+
+async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Duration>) {
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), 100 * 1024);
+        out.push(t.elapsed());
+    }
+}
+
+fn pct(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, per_round) = if quick { (4, 100) } else { (10, 300) };
+    let now = unix_now() as u32;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("demo/v0")).unwrap();
+    let segment: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("demo/v0/seg_000.ts"), &segment).unwrap();
+    let origin = StaticOrigin::start(dir.path().to_path_buf()).await.unwrap();
+    let state_server = StateServer::start(state(now), 1).await.unwrap();
+
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "SHAREGATE_SIGNING_KEYS".to_string(),
+        format!("1:active:{}", hex::encode(SIGNING)),
+    );
+    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(STATE));
+    settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
+    settings.insert("SHAREGATE_STATE_URL".to_string(), state_server.url.clone());
+    let worker = WranglerDev::start(&settings).await.unwrap();
+    let passthrough = WranglerDev::start_script(&repo_root().join("scripts/bench/passthrough-worker.js"), &settings)
+        .await
+        .unwrap();
+
+    let ring = KeyRing::with_active(1, SecretKey::new(SIGNING), 86_400);
+    let token = Minter::new(&ring, Policy::default())
+        .unwrap()
+        .mint(&Claims {
+            token_id: [0x42; 12],
+            iat: now,
+            nbf: now,
+            exp: now + 3600,
+            permissions: Permissions::PLAYBACK,
+            asset: Some("demo".into()),
+            ..Claims::default()
+        })
+        .unwrap();
+    let path = format!("/t/{token}/demo/v0/seg_000.ts");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
+    let (w_url, p_url) = (format!("{}{path}", worker.base), format!("{}{path}", passthrough.base));
+    // Warm both isolates (first requests compile and load).
+    let mut warm = Vec::new();
+    round(&client, &w_url, 50, &mut warm).await;
+    round(&client, &p_url, 50, &mut warm).await;
+
+    let (mut w, mut p) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        round(&client, &w_url, per_round, &mut w).await;
+        round(&client, &p_url, per_round, &mut p).await;
+    }
+    let (w50, p50) = (pct(&mut w, 0.5), pct(&mut p, 0.5));
+    let (w99, p99) = (pct(&mut w, 0.99), pct(&mut p, 0.99));
+    println!("requests per worker: {}", w.len());
+    println!("sharegate worker : p50 {w50:>10.3?}  p99 {w99:>10.3?}");
+    println!("pass-through     : p50 {p50:>10.3?}  p99 {p99:>10.3?}");
+    println!(
+        "sharegate / pass-through: p50 {:.2}x ({:+.0} us added), p99 {:.2}x",
+        w50.as_secs_f64() / p50.as_secs_f64(),
+        (w50.as_secs_f64() - p50.as_secs_f64()) * 1e6,
+        w99.as_secs_f64() / p99.as_secs_f64()
+    );
+}
