@@ -180,6 +180,19 @@ async fn ffmpeg_plays_through_the_worker_and_revocations_are_enforced_within_the
         latencies[latencies.len() - 1]
     );
 
+    // The isolate says what it holds (for support): the control plane's generation after 20 revocations.
+    let status: serde_json::Value = http
+        .get(format!("{}/_sharegate/status", worker.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["runtime"], "cloudflare", "{status}");
+    assert_eq!(status["generation"], 20, "{status}");
+    assert_eq!(status["keys"][0]["state"], "active", "{status}");
+
     // The denials were reported to the control plane as events (sent with wait_until, batched).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

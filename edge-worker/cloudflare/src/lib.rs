@@ -105,6 +105,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     let url = req.inner().url();
     let (path, query) = raw_target(&url);
+    if path == "/_sharegate/status" {
+        return status(&rt);
+    }
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let host = header("host").unwrap_or_default();
@@ -164,6 +167,30 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
             serve_allowed(&rt, *a, now / 1000, method == Method::Head, range.as_deref()).await
         }
     }
+}
+
+/// What this isolate holds, in the native edge's status shape (`docs/edge.md`): for support, not secret.
+fn status(rt: &Runtime) -> worker::Result<Response> {
+    let held = HELD.with(|h| h.borrow().clone());
+    let keys: Vec<String> = rt
+        .engine
+        .config()
+        .keys
+        .iter()
+        .map(|k| format!(r#"{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str()))
+        .collect();
+    let body = format!(
+        r#"{{"runtime":"cloudflare","generation":{},"state_age_ms":{},"keys":[{}],"events_pending":{}}}"#,
+        held.as_ref().map_or("null".to_string(), |h| h.generation.to_string()),
+        held.as_ref().map_or("null".to_string(), |h| now_ms()
+            .saturating_sub(h.refreshed_ms)
+            .to_string()),
+        keys.join(","),
+        EVENTS.with(|b| b.borrow().len()),
+    );
+    let mut r = json_response(200, &body)?;
+    r.headers_mut().set("cache-control", "no-store")?;
+    Ok(r)
 }
 
 fn decide(engine: &Engine, req: &sharegate_edge::Request<'_>, now: u64, held: Option<&Held>, now_ms: u64) -> Decision {
