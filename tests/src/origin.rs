@@ -90,34 +90,48 @@ async fn serve(dir: &Path, seen: &Mutex<Vec<String>>, req: Request<Body>) -> Res
     resp
 }
 
+/// The state bytes and generation being served, if any.
+type Served = Arc<Mutex<Option<(Arc<Vec<u8>>, u64)>>>;
+
 /// A stand-in for the control plane's state endpoint, serving fixed bytes (for the conformance suite; end-to-end
 /// tests use the real control plane). Answers 304 when the caller already holds the generation.
 pub struct StateServer {
     /// `http://127.0.0.1:port/v1/edge/state`.
     pub url: String,
+    current: Served,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl StateServer {
     /// Serve `bytes` (a snapshot of generation `generation`).
     pub async fn start(bytes: Vec<u8>, generation: u64) -> Result<StateServer> {
+        let s = Self::empty().await?;
+        s.set(bytes, generation);
+        Ok(s)
+    }
+
+    /// Serve nothing yet (503) until [`StateServer::set`]: lets a test start its runtimes first and build the state
+    /// and tokens at the time the cases run.
+    pub async fn empty() -> Result<StateServer> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/v1/edge/state", listener.local_addr()?);
-        let bytes = Arc::new(bytes);
+        let current: Served = Arc::new(Mutex::new(None));
+        let serving = Arc::clone(&current);
         let app = axum::Router::new().route(
             "/v1/edge/state",
             axum::routing::get(move |headers: axum::http::HeaderMap| {
-                let bytes = Arc::clone(&bytes);
+                let now = serving.lock().ok().and_then(|c| c.clone());
                 async move {
+                    let status = |s: StatusCode| Response::builder().status(s).body(Body::empty()).unwrap_or_default();
+                    let Some((bytes, generation)) = now else {
+                        return status(StatusCode::SERVICE_UNAVAILABLE);
+                    };
                     let held = headers
                         .get("x-sharegate-generation")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok());
                     if held == Some(generation) {
-                        return Response::builder()
-                            .status(StatusCode::NOT_MODIFIED)
-                            .body(Body::empty())
-                            .unwrap_or_default();
+                        return status(StatusCode::NOT_MODIFIED);
                     }
                     Response::new(Body::from(bytes.as_ref().clone()))
                 }
@@ -126,7 +140,14 @@ impl StateServer {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(StateServer { url, task })
+        Ok(StateServer { url, current, task })
+    }
+
+    /// Serve `bytes` as generation `generation` from now on.
+    pub fn set(&self, bytes: Vec<u8>, generation: u64) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = Some((Arc::new(bytes), generation));
+        }
     }
 }
 

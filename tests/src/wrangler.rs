@@ -192,9 +192,10 @@ impl WranglerDev {
             if let Some(status) = self.child.try_wait()? {
                 bail!("wrangler dev exited ({status}):\n{}", self.log_tail());
             }
-            // Any HTTP answer (the worker refuses `/` with 401) means workerd is serving the worker.
+            // Any HTTP answer means workerd is serving the script. The status endpoint does not make the worker
+            // fetch its revocation state, so tests can provide that state after the start.
             if client
-                .get(format!("{}/", self.base))
+                .get(format!("{}/_sharegate/status", self.base))
                 .timeout(Duration::from_secs(5))
                 .send()
                 .await
