@@ -1,1 +1,300 @@
-//! The Fastly Compute app under Viceroy (filled in by the Fastly adapter work).
+//! The Fastly Compute app under Viceroy (Fastly's local runtime): build it once, run it on the package's own
+//! `fastly.toml` with test settings, stop it when dropped.
+//!
+//! Each instance gets a temporary directory with a copy of `edge-worker/fastly/fastly.toml` whose `[local_server]`
+//! section is rewritten: backends `origin_<i>` for the URLs of `SHAREGATE_ORIGIN`, `control_plane` for the state and
+//! events URLs, the Config Store with the plain settings and the Secret Store with the secrets — the same split as
+//! in production (`docs/fastly.md`). Everything above `[local_server]` is kept as it is.
+
+use crate::repo_root;
+use crate::wrangler::free_port;
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Settings that live in the Secret Store, never in the Config Store (as in `edge-worker/fastly/src/stores.rs`).
+pub const SECRET_NAMES: [&str; 4] = [
+    "SHAREGATE_SIGNING_KEYS",
+    "SHAREGATE_STATE_KEY",
+    "SHAREGATE_WATERMARK_KEY",
+    "SHAREGATE_EDGE_TOKEN",
+];
+
+/// The package directory.
+pub fn package_dir() -> PathBuf {
+    repo_root().join("edge-worker/fastly")
+}
+
+/// The service's wasm, as `scripts/build-fastly.sh` leaves it.
+pub fn app_wasm() -> PathBuf {
+    package_dir().join("bin/main.wasm")
+}
+
+/// The pass-through app (the benchmark's baseline).
+pub fn passthrough_wasm() -> PathBuf {
+    package_dir().join("bin/passthrough.wasm")
+}
+
+/// Build the app (scripts/build-fastly.sh; `--bench` also builds the timing variant) once per test process.
+pub fn build_app(bench: bool) -> Result<()> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    static BUILT_BENCH: OnceLock<Result<(), String>> = OnceLock::new();
+    let cell = if bench { &BUILT_BENCH } else { &BUILT };
+    cell.get_or_init(|| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo_root().join("scripts/build-fastly.sh"));
+        if bench {
+            cmd.arg("--bench");
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/build-fastly.sh failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// The viceroy executable. Tests never skip: missing is a failure that says how to get it.
+pub fn viceroy_bin() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("viceroy"))
+            .find(|p| p.is_file())
+    });
+    let in_cargo = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/viceroy"));
+    match on_path.or(in_cargo.filter(|p| p.is_file())) {
+        Some(p) => p,
+        None => {
+            panic!("`viceroy` (Fastly's local runtime) is not installed: run `bash scripts/test.sh`, which installs it")
+        }
+    }
+}
+
+/// A TOML basic string.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `scheme://authority` of a URL.
+fn base_of(url: &str) -> Result<String> {
+    let (scheme, rest) = url.split_once("://").context("URL without a scheme")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() {
+        bail!("URL without a host: {url}");
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+/// The package manifest with `[local_server]` replaced for these settings: secrets to the Secret Store, the rest
+/// to the Config Store, a backend per origin and one for the control plane, and KV Store entries from files.
+pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&str, &Path)]) -> Result<String> {
+    let mut out: Vec<String> = root
+        .lines()
+        .take_while(|l| !l.trim_start().starts_with("[local_server"))
+        .map(str::to_string)
+        .collect();
+    while out
+        .last()
+        .is_some_and(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        out.pop();
+    }
+    out.push(String::new());
+    out.push("[local_server]".into());
+    let origins = settings.get("SHAREGATE_ORIGIN").map(String::as_str).unwrap_or("");
+    for (i, o) in origins.split(',').map(str::trim).filter(|o| !o.is_empty()).enumerate() {
+        out.push(format!("[local_server.backends.origin_{i}]"));
+        out.push(format!("url = {}", toml_str(&base_of(o)?)));
+        out.push("first_byte_timeout_ms = 5000".into());
+    }
+    let cp: Vec<String> = ["SHAREGATE_STATE_URL", "SHAREGATE_EVENTS_URL"]
+        .iter()
+        .filter_map(|k| settings.get(*k).filter(|v| !v.is_empty()))
+        .map(|u| base_of(u))
+        .collect::<Result<_>>()?;
+    if let Some(first) = cp.first() {
+        if cp.iter().any(|c| c != first) {
+            bail!("the state and events URLs must share one backend (control_plane): {cp:?}");
+        }
+        out.push("[local_server.backends.control_plane]".into());
+        out.push(format!("url = {}", toml_str(first)));
+        out.push("first_byte_timeout_ms = 2000".into());
+    }
+    out.push("[local_server.config_stores.sharegate_config]".into());
+    out.push("format = \"inline-toml\"".into());
+    out.push("[local_server.config_stores.sharegate_config.contents]".into());
+    for (k, v) in settings.iter().filter(|(k, _)| !SECRET_NAMES.contains(&k.as_str())) {
+        out.push(format!("{k} = {}", toml_str(v)));
+    }
+    out.push("[local_server.secret_stores]".into());
+    let secrets: Vec<String> = settings
+        .iter()
+        .filter(|(k, _)| SECRET_NAMES.contains(&k.as_str()))
+        .map(|(k, v)| format!("{{ key = {}, data = {} }}", toml_str(k), toml_str(v)))
+        .collect();
+    out.push(format!("sharegate_secrets = [{}]", secrets.join(", ")));
+    out.push("[local_server.kv_stores]".into());
+    let entries: Vec<String> = kv
+        .iter()
+        .map(|(k, f)| format!("{{ key = {}, file = {} }}", toml_str(k), toml_str(&f.to_string_lossy())))
+        .collect();
+    out.push(format!("sharegate_state_kv = [{}]", entries.join(", ")));
+    Ok(out.join("\n") + "\n")
+}
+
+/// A running `viceroy serve`.
+pub struct Viceroy {
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Viceroy {
+    /// Build the app if needed and serve it with these settings.
+    pub async fn start(settings: &BTreeMap<String, String>) -> Result<Viceroy> {
+        build_app(false)?;
+        Self::start_wasm(&app_wasm(), settings, &[]).await
+    }
+
+    /// Serve `wasm` (already built) with these settings and KV Store entries, and wait until it answers.
+    pub async fn start_wasm(wasm: &Path, settings: &BTreeMap<String, String>, kv: &[(&str, &Path)]) -> Result<Viceroy> {
+        let viceroy = viceroy_bin();
+        let dir = tempfile::tempdir()?;
+        let root = std::fs::read_to_string(package_dir().join("fastly.toml"))?;
+        let config = dir.path().join("fastly.toml");
+        std::fs::write(&config, derived_config(&root, settings, kv)?)?;
+        let port = free_port()?;
+        let log = std::fs::File::create(dir.path().join("viceroy.log"))?;
+        let mut cmd = Command::new(viceroy);
+        cmd.current_dir(dir.path())
+            .arg("serve")
+            .arg("-C")
+            .arg(&config)
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg(wasm)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        {
+            use std::os::unix::process::CommandExt;
+            // Its own process group, so stopping it stops everything it started.
+            cmd.process_group(0);
+        }
+        let child = cmd.spawn().context("starting viceroy")?;
+        let addr = format!("127.0.0.1:{port}");
+        let mut v = Viceroy {
+            base: format!("http://{addr}"),
+            addr,
+            child,
+            dir,
+        };
+        v.wait_ready(Duration::from_secs(60)).await?;
+        Ok(v)
+    }
+
+    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        let client = reqwest::Client::new();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("viceroy exited ({status}):\n{}", self.log_tail());
+            }
+            // Any HTTP answer means the app is being served.
+            if client
+                .get(format!("{}/_sharegate/ready", self.base))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("viceroy did not answer within {limit:?}:\n{}", self.log_tail())
+    }
+
+    /// The last lines of Viceroy's output, which include the app's stderr (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("viceroy.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Viceroy {
+    fn drop(&mut self) {
+        use rustix::process::{Pid, Signal, kill_process_group};
+        let group = Pid::from_child(&self.child);
+        let _ = kill_process_group(group, Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill_process_group(group, Signal::KILL);
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_config_keeps_the_manifest_and_splits_secrets() {
+        let root = "manifest_version = 3\nname = \"x\"\n[setup.backends.origin_0]\naddress = \"o\"\n\n# viceroy\n[local_server]\n[local_server.backends.origin_0]\nurl = \"http://old\"\n";
+        let mut s = BTreeMap::new();
+        s.insert(
+            "SHAREGATE_ORIGIN".to_string(),
+            "http://127.0.0.1:1/a/, http://127.0.0.1:2".to_string(),
+        );
+        s.insert(
+            "SHAREGATE_STATE_URL".to_string(),
+            "http://127.0.0.1:3/v1/edge/state".to_string(),
+        );
+        s.insert("SHAREGATE_SIGNING_KEYS".to_string(), "1:active:ab\"c".to_string());
+        let d = derived_config(root, &s, &[("state", Path::new("/tmp/s.bin"))]).unwrap();
+        assert!(d.starts_with("manifest_version = 3\nname = \"x\"\n[setup.backends.origin_0]"));
+        assert!(!d.contains("http://old") && !d.contains("# viceroy"));
+        assert!(d.contains("[local_server.backends.origin_0]\nurl = \"http://127.0.0.1:1\""));
+        assert!(d.contains("[local_server.backends.origin_1]\nurl = \"http://127.0.0.1:2\""));
+        assert!(d.contains("[local_server.backends.control_plane]\nurl = \"http://127.0.0.1:3\""));
+        assert!(d.contains("SHAREGATE_ORIGIN = \"http://127.0.0.1:1/a/, http://127.0.0.1:2\""));
+        assert!(d.contains("{ key = \"SHAREGATE_SIGNING_KEYS\", data = \"1:active:ab\\\"c\" }"));
+        assert!(!d.contains("SHAREGATE_SIGNING_KEYS = "));
+        assert!(d.contains("{ key = \"state\", file = \"/tmp/s.bin\" }"));
+        let mut bad = s.clone();
+        bad.insert(
+            "SHAREGATE_EVENTS_URL".to_string(),
+            "http://127.0.0.1:4/v1/edge/events".to_string(),
+        );
+        assert!(derived_config(root, &bad, &[]).is_err());
+    }
+}

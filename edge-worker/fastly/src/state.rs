@@ -1,0 +1,493 @@
+//! The revocation state on Fastly: one Core Cache object per POP that every request reads and opens in place.
+//!
+//! Fastly starts a fresh instance for every request, so nothing survives in memory. The verified state (a snapshot
+//! and the deltas after it, as the control plane sent them) lives in the POP's Core Cache under [`STATE_KEY`], with
+//! the time the control plane last vouched for it in the object's user metadata. Per request that costs one lookup
+//! (a plain one while the object is fresh, measured cheaper than a transaction; a transactional one when it is stale
+//! or missing) and one body read (a copy into the instance, unavoidable); the layers are then opened in place (O(1)
+//! each, no MAC: the bytes were verified before they were inserted, and only this service writes its cache).
+//!
+//! Freshness is the cache's own: the object is fresh for half the refresh window, then stale-while-revalidate for
+//! the state's hard age limit. The first lookup that finds it stale gets the transaction's obligation and refreshes
+//! it from the control plane — after responding when the state is younger than the whole window, before deciding
+//! when it is older — while every other request keeps using the stale copy without waiting. A miss (cold POP,
+//! eviction) is refreshed before deciding, with concurrent requests collapsed onto that one fetch. A failed refresh
+//! is not retried for half a window ([`back_off`]), so an unreachable control plane costs one viewer the backend's
+//! timeout per half window, not every viewer; the engine's stale policy sees the state's true age throughout.
+//!
+//! The generation never goes back: a refresh builds on the cached layers (`held::offer` refuses an older snapshot
+//! or a delta that does not chain), refreshes are serialised by the transaction's obligation, and a second object,
+//! [`FLOOR_KEY`], keeps the highest generation this POP accepted for a week, so a cold start after an eviction
+//! refuses a replayed or lagging snapshot too.
+
+use fastly::Request;
+use fastly::cache::core::{CacheKey, Found, Transaction};
+use sharegate_edge::Engine;
+use sharegate_edge::adapter::AdapterSettings;
+use sharegate_edge::held::{self, Held, OfferError};
+use sharegate_shared::revocation::{DeltaView, StateView};
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Core Cache key of the state object.
+pub const STATE_KEY: &[u8] = b"sharegate/state/v1";
+/// Core Cache key of the generation floor.
+pub const FLOOR_KEY: &[u8] = b"sharegate/state-floor/v1";
+/// Surrogate key on both objects: purging it makes every POP fetch a whole snapshot (and forget its floor, for
+/// the day a control plane is restored from an older backup on purpose).
+pub const STATE_SURROGATE_KEY: &str = "sg-edge-state";
+/// The backend that serves `SHAREGATE_STATE_URL` and `SHAREGATE_EVENTS_URL`.
+pub const CONTROL_PLANE_BACKEND: &str = "control_plane";
+/// How long the floor is remembered.
+const FLOOR_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Magic of the cached blob: `SGFL`, version 1.
+const MAGIC: &[u8; 5] = b"SGFL\x01";
+
+// ---------------------------------------------------------------------------------------------------------------
+// The cached blob: the layers, verbatim.
+
+/// `SGFL 1 | u8 deltas | u32 snapshot length | u32 length of each delta | snapshot | deltas`, lengths little-endian.
+pub fn encode(held: &Held) -> Vec<u8> {
+    let total: usize = held.snapshot.len() + held.deltas.iter().map(|d| d.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(MAGIC.len() + 1 + 4 * (1 + held.deltas.len()) + total);
+    out.extend_from_slice(MAGIC);
+    // held::offer keeps at most MAX_DELTAS (64) deltas.
+    out.push(u8::try_from(held.deltas.len()).unwrap_or(u8::MAX));
+    for layer in std::iter::once(&held.snapshot).chain(&held.deltas) {
+        out.extend_from_slice(&u32::try_from(layer.len()).unwrap_or(u32::MAX).to_le_bytes());
+    }
+    out.extend_from_slice(&held.snapshot);
+    for d in &held.deltas {
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+/// The layers of a blob, borrowed: the snapshot and the deltas, oldest first.
+pub fn layers(blob: &[u8]) -> Option<(&[u8], Vec<&[u8]>)> {
+    let rest = blob.strip_prefix(MAGIC)?;
+    let (&n, mut rest) = rest.split_first()?;
+    let mut lens = Vec::with_capacity(usize::from(n) + 1);
+    for _ in 0..=n {
+        let (len, r) = rest.split_first_chunk::<4>()?;
+        lens.push(usize::try_from(u32::from_le_bytes(*len)).ok()?);
+        rest = r;
+    }
+    let mut out = Vec::with_capacity(lens.len());
+    for len in lens {
+        let (layer, r) = rest.split_at_checked(len)?;
+        out.push(layer);
+        rest = r;
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let snapshot = out.remove(0);
+    Some((snapshot, out))
+}
+
+/// The layers opened in place for one request (no MAC: verified before insertion). `None` if the blob is not one
+/// of ours, which only a foreign writer could cause.
+pub fn open(blob: &[u8]) -> Option<(StateView<'_>, Vec<DeltaView<'_>>)> {
+    let (snapshot, deltas) = layers(blob)?;
+    let snapshot = StateView::open(snapshot).ok()?;
+    let deltas = deltas
+        .into_iter()
+        .map(DeltaView::open)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((snapshot, deltas))
+}
+
+/// The blob as a [`Held`] to build on (copies the layers: refreshes only, never per request).
+fn held_from(blob: &[u8], at_ms: u64) -> Option<Held> {
+    let (snapshot, deltas) = layers(blob)?;
+    let (view, dviews) = open(blob)?;
+    let generation = dviews.last().map_or(view.generation(), DeltaView::generation);
+    Some(Held {
+        snapshot: Arc::from(snapshot),
+        deltas: deltas.into_iter().map(Arc::from).collect(),
+        generation,
+        refreshed_ms: at_ms,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Per request: the lookup.
+
+/// What one request found in the cache.
+pub struct Current {
+    /// The blob, read out of the cache (the one copy per request).
+    pub blob: Option<Vec<u8>>,
+    /// When the control plane last vouched for it (wall-clock ms).
+    pub at_ms: u64,
+    /// Held when this request is the one that must refresh the object.
+    obligation: Option<Transaction>,
+}
+
+impl Current {
+    /// Nothing (no state URL configured, or the cache failed).
+    pub fn none() -> Current {
+        Current {
+            blob: None,
+            at_ms: 0,
+            obligation: None,
+        }
+    }
+
+    /// Whether this request must refresh the state.
+    pub fn must_refresh(&self) -> bool {
+        self.obligation.is_some()
+    }
+}
+
+fn read_found(found: &Found) -> Option<(Vec<u8>, u64)> {
+    let meta = found.user_metadata();
+    let at_ms = u64::from_le_bytes(meta.as_ref().try_into().ok()?);
+    let mut blob = Vec::with_capacity(usize::try_from(found.known_length().unwrap_or(0)).unwrap_or(0));
+    found.to_stream().ok()?.read_to_end(&mut blob).ok()?;
+    Some((blob, at_ms))
+}
+
+/// Look the state up. A request that gets the obligation to refresh it carries that in the result.
+pub fn lookup() -> Current {
+    // The common case first: a fresh object, through a plain lookup (cheaper than a transaction).
+    if let Ok(Some(found)) = fastly::cache::core::lookup(CacheKey::from_static(STATE_KEY)).execute()
+        && !found.is_stale()
+        && let Some((blob, at_ms)) = read_found(&found)
+    {
+        return Current {
+            blob: Some(blob),
+            at_ms,
+            obligation: None,
+        };
+    }
+    let tx = match Transaction::lookup(CacheKey::from_static(STATE_KEY)).execute() {
+        Ok(tx) => tx,
+        Err(e) => {
+            eprintln!("sharegate: state cache lookup failed: {e:?}");
+            return Current::none();
+        }
+    };
+    let (blob, at_ms) = tx.found().and_then(|f| read_found(&f)).unzip();
+    Current {
+        blob,
+        at_ms: at_ms.unwrap_or(0),
+        obligation: tx.must_insert_or_update().then_some(tx),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The refresh, by the one request that holds the obligation.
+
+/// The control plane's answer for `since`: `Some(bytes)` (a snapshot or a delta), or `None` (304: current).
+fn fetch(settings: &AdapterSettings, since: u64) -> Result<Option<Vec<u8>>, String> {
+    let url = settings.state_url.as_deref().ok_or("no state URL")?;
+    let mut req = Request::get(url).with_pass(true);
+    if since != 0 {
+        req.set_header("x-sharegate-generation", since.to_string());
+    }
+    if let Some(t) = &settings.edge_token {
+        req.set_header("authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req
+        .send(CONTROL_PLANE_BACKEND)
+        .map_err(|e| format!("state fetch: {e}"))?;
+    match resp.get_status().as_u16() {
+        200 => Ok(Some(resp.take_body_bytes())),
+        304 | 204 => Ok(None),
+        s => Err(format!("state endpoint answered {s}")),
+    }
+}
+
+fn read_floor() -> u64 {
+    let found = fastly::cache::core::lookup(CacheKey::from_static(FLOOR_KEY)).execute();
+    let Ok(Some(found)) = found else { return 0 };
+    let mut b = Vec::with_capacity(8);
+    let read = found.to_stream().ok().and_then(|mut s| s.read_to_end(&mut b).ok());
+    read.and_then(|_| b.try_into().ok()).map_or(0, u64::from_le_bytes)
+}
+
+fn write_floor(generation: u64) -> Result<(), String> {
+    let mut w = fastly::cache::core::insert(CacheKey::from_static(FLOOR_KEY), FLOOR_TTL)
+        .surrogate_keys([STATE_SURROGATE_KEY])
+        .known_length(8)
+        .execute()
+        .map_err(|e| format!("floor insert: {e:?}"))?;
+    w.write_all(&generation.to_le_bytes()).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())
+}
+
+/// Cache lifetimes of the state object: fresh for half the refresh window, then usable (stale) up to the hard age
+/// limit, after which it is gone and the next request fetches a whole snapshot before deciding.
+fn lifetimes(engine: &Engine, settings: &AdapterSettings) -> (Duration, Duration) {
+    let fresh = Duration::from_millis(u64::from(settings.state_refresh_ms / 2).max(1));
+    let usable = Duration::from_secs(u64::from(engine.config().state_max_age));
+    (fresh, usable)
+}
+
+/// Refresh the state this request is obliged to: ask the control plane for what follows the cached generation,
+/// verify it, and write the new state (or, if nothing changed, the new confirmation time) back to the cache.
+/// Returns the blob and time to decide on; on failure, what was cached (see [`back_off`]).
+pub fn refresh(engine: &Engine, settings: &AdapterSettings, current: Current, now_ms: u64) -> Current {
+    let Current {
+        blob,
+        at_ms,
+        obligation,
+    } = current;
+    let Some(tx) = obligation else {
+        return Current {
+            blob,
+            at_ms,
+            obligation: None,
+        };
+    };
+    match try_refresh(engine, settings, tx, blob.as_deref(), at_ms, now_ms) {
+        Ok((blob, at_ms)) => Current {
+            blob: Some(blob),
+            at_ms,
+            obligation: None,
+        },
+        Err(e) => {
+            eprintln!("sharegate: state refresh failed: {e}");
+            Current {
+                blob,
+                at_ms,
+                obligation: None,
+            }
+        }
+    }
+}
+
+fn try_refresh(
+    engine: &Engine,
+    settings: &AdapterSettings,
+    tx: Transaction,
+    blob: Option<&[u8]>,
+    at_ms: u64,
+    now_ms: u64,
+) -> Result<(Vec<u8>, u64), String> {
+    let held = blob.and_then(|b| held_from(b, at_ms));
+    let key = engine.config().state_key.as_ref();
+    let since = held.as_ref().map_or(0, |h| h.generation);
+    let result = (|| {
+        let next = match fetch(settings, since)? {
+            None if held.is_none() => return Err("control plane said current, but nothing is cached".into()),
+            None => return Ok(None),
+            Some(bytes) => match held::offer(held.as_ref(), key, &bytes, now_ms) {
+                Ok((next, _)) => next,
+                // A delta that does not chain onto ours (we missed one, or hold the most deltas): the whole state.
+                Err(OfferError::Gap { .. }) if since != 0 => {
+                    let full = fetch(settings, 0)?.ok_or("control plane said current to generation 0")?;
+                    held::offer(held.as_ref(), key, &full, now_ms)
+                        .map_err(|e| e.to_string())?
+                        .0
+                }
+                Err(e) => return Err(e.to_string()),
+            },
+        };
+        if held.is_none() {
+            let floor = read_floor();
+            if next.generation < floor {
+                return Err(format!(
+                    "stale_generation: offered {}, this POP accepted {floor}",
+                    next.generation
+                ));
+            }
+        }
+        Ok(Some(next))
+    })();
+    let (fresh, usable) = lifetimes(engine, settings);
+    let meta = bytes::Bytes::copy_from_slice(&now_ms.to_le_bytes());
+    match result {
+        // Nothing newer: the cached bytes stay, only their confirmation time and freshness change.
+        Ok(None) => {
+            let blob = blob
+                .ok_or("control plane said current, but nothing is cached")?
+                .to_vec();
+            tx.update(fresh)
+                .stale_while_revalidate(usable)
+                .surrogate_keys([STATE_SURROGATE_KEY])
+                .user_metadata(meta)
+                .execute()
+                .map_err(|e| format!("state update: {e:?}"))?;
+            Ok((blob, now_ms))
+        }
+        Ok(Some(next)) => {
+            let out = encode(&next);
+            let mut w = tx
+                .insert(fresh)
+                .stale_while_revalidate(usable)
+                .surrogate_keys([STATE_SURROGATE_KEY])
+                .user_metadata(meta)
+                .known_length(out.len() as u64)
+                .execute()
+                .map_err(|e| format!("state insert: {e:?}"))?;
+            w.write_all(&out).map_err(|e| e.to_string())?;
+            w.finish().map_err(|e| e.to_string())?;
+            if next.generation > since
+                && let Err(e) = write_floor(next.generation)
+            {
+                eprintln!("sharegate: {e}");
+            }
+            Ok((out, now_ms))
+        }
+        Err(e) => {
+            back_off(tx, blob, at_ms, fresh, usable);
+            Err(e)
+        }
+    }
+}
+
+/// After a failed refresh, keep the next half window free of retries: the cached copy is made fresh again with its
+/// old confirmation time (so the engine still sees its true age and applies the stale policy), or, with nothing
+/// cached, an empty object is cached so the requests collapsed behind this one decide at once (on no state) instead
+/// of each waiting for the control plane in turn.
+fn back_off(tx: Transaction, blob: Option<&[u8]>, at_ms: u64, fresh: Duration, usable: Duration) {
+    let meta = bytes::Bytes::copy_from_slice(&at_ms.to_le_bytes());
+    let done = match blob {
+        Some(_) => tx
+            .update(fresh)
+            .stale_while_revalidate(usable)
+            .surrogate_keys([STATE_SURROGATE_KEY])
+            .user_metadata(meta)
+            .execute()
+            .is_ok(),
+        None => tx
+            .insert(fresh)
+            .surrogate_keys([STATE_SURROGATE_KEY])
+            .user_metadata(meta)
+            .known_length(0)
+            .execute()
+            .is_ok_and(|w| w.finish().is_ok()),
+    };
+    if !done {
+        eprintln!("sharegate: could not record the failed refresh in the cache");
+    }
+}
+
+/// Whether the state should be refreshed before deciding: nothing cached, or older than the whole refresh window.
+pub fn refresh_first(current: &Current, settings: &AdapterSettings, now_ms: u64) -> bool {
+    current.must_refresh()
+        && (current.blob.is_none() || now_ms.saturating_sub(current.at_ms) >= u64::from(settings.state_refresh_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sharegate_shared::revocation::{
+        DeltaParams, IssuedToken, RevokedToken, SnapshotParams, StateKey, build_delta, build_snapshot,
+    };
+
+    fn state() -> (Vec<u8>, Vec<u8>) {
+        let key = StateKey::new([7; 32]);
+        let params = SnapshotParams {
+            generation: 3,
+            built_at: 1_000,
+            cutoff: 1_001,
+            expire_before: 0,
+            max_token_lifetime: 86_400,
+        };
+        let issued = [IssuedToken {
+            id: [1; 12],
+            iat: 900,
+            exp: 5_000,
+        }];
+        let snap = build_snapshot(&params, issued, &[], &[], &key).unwrap_or_default();
+        let delta = build_delta(
+            &DeltaParams {
+                base_generation: 3,
+                generation: 4,
+                built_at: 1_000,
+            },
+            &[RevokedToken {
+                id: [1; 12],
+                iat: 900,
+                exp: 5_000,
+            }],
+            &[],
+            &key,
+        )
+        .unwrap_or_default();
+        (snap, delta)
+    }
+
+    #[test]
+    fn blob_round_trip_opens_in_place() {
+        let (snap, delta) = state();
+        let held = Held {
+            snapshot: Arc::from(snap.as_slice()),
+            deltas: vec![Arc::from(delta.as_slice())],
+            generation: 4,
+            refreshed_ms: 0,
+        };
+        let blob = encode(&held);
+        let (s, d) = layers(&blob).expect("layers");
+        assert_eq!((s, d.as_slice()), (snap.as_slice(), [delta.as_slice()].as_slice()));
+        let (view, deltas) = open(&blob).expect("opens");
+        assert_eq!(view.generation(), 3);
+        assert_eq!(deltas[0].generation(), 4);
+        // The views borrow the blob: no copy.
+        assert!(std::ptr::eq(
+            view.as_bytes().as_ptr(),
+            blob[blob.len() - snap.len() - delta.len()..].as_ptr()
+        ));
+        assert_eq!(
+            held_from(&blob, 9).map(|h| (h.generation, h.refreshed_ms)),
+            Some((4, 9))
+        );
+    }
+
+    /// Under Viceroy (the test runner), with the package's fastly.toml: every refresh fails, whether or not a local
+    /// control plane listens behind backend `control_plane` (these settings have no edge token and no state key).
+    #[test]
+    fn a_cold_cache_obliges_one_request_and_a_failed_refresh_backs_off() {
+        let src: &[(&str, &str)] = &[
+            (
+                "SHAREGATE_SIGNING_KEYS",
+                "1:active:1111111111111111111111111111111111111111111111111111111111111111",
+            ),
+            ("SHAREGATE_ORIGIN", "http://127.0.0.1:9"),
+            ("SHAREGATE_STATE_URL", "http://127.0.0.1:9/v1/edge/state"),
+        ];
+        let engine = Engine::new(sharegate_edge::EdgeConfig::from_source(&src).expect("config"));
+        let settings = AdapterSettings::from_source(&src).expect("settings");
+        let first = lookup();
+        assert!(first.blob.is_none() && first.must_refresh());
+        assert!(refresh_first(&first, &settings, 1_000));
+        let after = refresh(&engine, &settings, first, 1_000);
+        assert!(after.blob.is_none() && !after.must_refresh());
+        // The failure is cached for half a window: the next requests decide at once, on no state.
+        let next = lookup();
+        assert_eq!(next.blob.as_deref(), Some(&[][..]));
+        assert!(!next.must_refresh());
+        assert!(open(&[]).is_none());
+    }
+
+    #[test]
+    fn the_floor_round_trips() {
+        assert_eq!(read_floor(), 0);
+        write_floor(41).expect("written");
+        assert_eq!(read_floor(), 41);
+    }
+
+    #[test]
+    fn foreign_or_truncated_blobs_are_refused() {
+        let (snap, _) = state();
+        let held = Held {
+            snapshot: Arc::from(snap.as_slice()),
+            deltas: Vec::new(),
+            generation: 3,
+            refreshed_ms: 0,
+        };
+        let blob = encode(&held);
+        assert!(open(&blob).is_some());
+        for bad in [&blob[..blob.len() - 1], &blob[..3], b"SGFL\x02\x00".as_slice(), &[]] {
+            assert!(layers(bad).is_none() || open(bad).is_none(), "{bad:?}");
+        }
+        let mut longer = blob.clone();
+        longer.push(0);
+        assert!(layers(&longer).is_none());
+    }
+}

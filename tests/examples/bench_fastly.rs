@@ -1,0 +1,230 @@
+//! Per-request cost of the Fastly app in Viceroy, measured in one run: `bash scripts/bench-fastly.sh [--quick]`.
+//!
+//! Three Viceroy servers fetch a 100 KB segment from the same local origin, with the same state endpoint (100k
+//! revocations among 1M issued tokens), in alternating rounds so machine noise falls on all:
+//! - the service (`bin/main.wasm`) with origin caching off, so it fetches the segment from the origin every time,
+//!   like the pass-through: the difference is reading the settings, opening the state, deciding and answering;
+//! - the pass-through (`bin/passthrough.wasm`): the same origin fetch and nothing else;
+//! - the service with caching on (segments from the Core Cache), for reference.
+//!
+//! More servers run the timing build (`bin/bench-timing.wasm`, same code plus a `server-timing` header), one per
+//! state size (one size with `--quick`), splitting a request into settings, request facts, state (Core Cache lookup
+//! and body read), open (in place) and decide, and timing — for comparison — reading and opening the same snapshot
+//! from a KV Store.
+#![allow(clippy::unwrap_used)]
+
+use sharegate_e2e::origin::{StateServer, StaticOrigin};
+use sharegate_e2e::unix_now;
+use sharegate_e2e::viceroy::{Viceroy, app_wasm, build_app, package_dir, passthrough_wasm};
+use sharegate_shared::keys::{KeyRing, SecretKey};
+use sharegate_shared::revocation::{IssuedToken, RevokedToken, SnapshotParams, StateKey, build_snapshot};
+use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const SIGNING: [u8; 32] = [0x73; 32];
+const STATE: [u8; 32] = [0x74; 32];
+const SEGMENT: usize = 100 * 1024;
+
+/// A snapshot with `revoked` of `issued` tokens revoked (every tenth: 100k of 1M is the shape of the revocation
+/// benchmark and of bench-cloudflare).
+fn state(now: u32, issued: u32, revoked: usize) -> Vec<u8> {
+    let issued: Vec<IssuedToken> = (0..issued)
+        .map(|i| {
+            let mut id = [0u8; 12];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[4] = 0xbe;
+            IssuedToken {
+                id,
+                iat: now - 100,
+                exp: now + 86_000,
+            }
+        })
+        .collect();
+    let step = (issued.len() / revoked.max(1)).max(1);
+    let revoked: Vec<RevokedToken> = issued
+        .iter()
+        .step_by(step)
+        .take(revoked)
+        .map(|t| RevokedToken {
+            id: t.id,
+            iat: t.iat,
+            exp: t.exp,
+        })
+        .collect();
+    let params = SnapshotParams {
+        generation: 1,
+        built_at: now,
+        cutoff: now + 60,
+        expire_before: now - 3600,
+        max_token_lifetime: 86_400,
+    };
+    build_snapshot(&params, issued, &revoked, &[], &StateKey::new(STATE)).unwrap()
+}
+
+/// `n` requests; the durations, and the `server-timing` phases (ms) when present.
+async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Duration>, phases: &mut Phases) {
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        let timing = r
+            .headers()
+            .get("server-timing")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = r.bytes().await.unwrap();
+        assert_eq!(body.len(), SEGMENT);
+        out.push(t.elapsed());
+        for part in timing.iter().flat_map(|t| t.split(", ")) {
+            if let Some((name, dur)) = part.split_once(";dur=") {
+                phases.entry(name.to_string()).or_default().push(dur.parse().unwrap());
+            }
+        }
+    }
+}
+
+type Phases = BTreeMap<String, Vec<f64>>;
+
+fn pct(v: &mut [Duration], q: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
+}
+
+fn median_us(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2] * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, per_round) = if quick { (4, 100) } else { (10, 300) };
+    build_app(true).unwrap();
+    let now = unix_now() as u32;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("demo/v0")).unwrap();
+    let segment: Vec<u8> = (0..SEGMENT).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("demo/v0/seg_000.ts"), &segment).unwrap();
+    let origin = StaticOrigin::start(dir.path().to_path_buf()).await.unwrap();
+
+    let mut settings = BTreeMap::new();
+    settings.insert(
+        "SHAREGATE_SIGNING_KEYS".to_string(),
+        format!("1:active:{}", hex::encode(SIGNING)),
+    );
+    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(STATE));
+    settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
+    settings.insert("SHAREGATE_SEGMENT_TTL".to_string(), "0".to_string());
+    // State sizes for the timing build; the latency comparison uses the first.
+    let mut sizes = vec![("100k revoked of 1M issued", 1_000_000u32, 100_000usize)];
+    if !quick {
+        sizes.push(("10 revoked of 100 issued", 100, 10));
+        sizes.push(("1M revoked of 10M issued", 10_000_000, 1_000_000));
+    }
+    let mut servers = Vec::new();
+    let mut timing = Vec::new();
+    for (i, (label, issued, revoked)) in sizes.iter().enumerate() {
+        let snapshot = state(now, *issued, *revoked);
+        let file = dir.path().join(format!("state-{i}.bin"));
+        std::fs::write(&file, &snapshot).unwrap();
+        let server = StateServer::start(snapshot.clone(), 1).await.unwrap();
+        let mut s = settings.clone();
+        s.insert("SHAREGATE_STATE_URL".to_string(), server.url.clone());
+        let v = Viceroy::start_wasm(
+            &package_dir().join("bin/bench-timing.wasm"),
+            &s,
+            &[("state", file.as_path())],
+        )
+        .await
+        .unwrap();
+        timing.push((format!("{label}, {} B", snapshot.len()), s, v));
+        servers.push(server);
+    }
+    let uncached = timing[0].1.clone();
+    let mut cached = uncached.clone();
+    cached.remove("SHAREGATE_SEGMENT_TTL");
+    let app = Viceroy::start_wasm(&app_wasm(), &uncached, &[]).await.unwrap();
+    let passthrough = Viceroy::start_wasm(&passthrough_wasm(), &uncached, &[]).await.unwrap();
+    let cached = Viceroy::start_wasm(&app_wasm(), &cached, &[]).await.unwrap();
+
+    let ring = KeyRing::with_active(1, SecretKey::new(SIGNING), 86_400);
+    let token = Minter::new(&ring, Policy::default())
+        .unwrap()
+        .mint(&Claims {
+            token_id: [0x42; 12],
+            iat: now,
+            nbf: now,
+            exp: now + 3600,
+            permissions: Permissions::PLAYBACK,
+            asset: Some("demo".into()),
+            share: Some("bench".into()),
+            ..Claims::default()
+        })
+        .unwrap();
+    let path = format!("/t/{token}/demo/v0/seg_000.ts");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
+    let urls: Vec<String> = [&app, &passthrough, &cached]
+        .into_iter()
+        .chain(timing.iter().map(|t| &t.2))
+        .map(|v| format!("{}{path}", v.base))
+        .collect();
+    // Warm every server (the first requests compile the module and fill the caches).
+    let (mut warm, mut ignore) = (Vec::new(), Phases::new());
+    for url in &urls {
+        round(&client, url, 50, &mut warm, &mut ignore).await;
+    }
+
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); urls.len()];
+    let mut phases: Vec<Phases> = vec![Phases::new(); urls.len()];
+    for _ in 0..rounds {
+        for (i, url) in urls.iter().enumerate() {
+            round(&client, url, per_round, &mut lat[i], &mut phases[i]).await;
+        }
+    }
+    let (a50, a99) = (pct(&mut lat[0], 0.5), pct(&mut lat[0], 0.99));
+    let (p50, p99) = (pct(&mut lat[1], 0.5), pct(&mut lat[1], 0.99));
+    let (c50, c99) = (pct(&mut lat[2], 0.5), pct(&mut lat[2], 0.99));
+    let wasm = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "app wasm {} B, pass-through wasm {} B; 100 KB segment; state {}",
+        wasm(&app_wasm()),
+        wasm(&passthrough_wasm()),
+        timing[0].0
+    );
+    println!(
+        "requests per app: {} ({rounds} alternating rounds of {per_round})",
+        lat[0].len()
+    );
+    println!("sharegate, origin cache off : p50 {a50:>10.3?}  p99 {a99:>10.3?}");
+    println!("pass-through                : p50 {p50:>10.3?}  p99 {p99:>10.3?}");
+    println!(
+        "sharegate / pass-through    : p50 {:.2}x ({:+.0} us added), p99 {:.2}x",
+        a50.as_secs_f64() / p50.as_secs_f64(),
+        (a50.as_secs_f64() - p50.as_secs_f64()) * 1e6,
+        a99.as_secs_f64() / p99.as_secs_f64()
+    );
+    println!(
+        "sharegate, segment cached   : p50 {c50:>10.3?}  p99 {c99:>10.3?}  ({:.2}x pass-through at p50)",
+        c50.as_secs_f64() / p50.as_secs_f64()
+    );
+    for (i, (label, _, _)) in timing.iter().enumerate() {
+        let p = &mut phases[3 + i];
+        println!(
+            "in the instance, median of {} requests (timing build), state {label}:",
+            lat[3 + i].len()
+        );
+        for (name, what) in [
+            ("settings", "settings: Config + Secret Store, parse, key the verifier"),
+            ("request", "request: raw URI, client address, geo, headers"),
+            ("state", "state: Core Cache lookup + body read (one copy)"),
+            ("open", "open: snapshot + deltas opened in place"),
+            ("decide", "decide: token, policy, revocation"),
+            ("kv_state", "for comparison: KV Store lookup + read + open"),
+        ] {
+            if let Some(v) = p.get_mut(name) {
+                println!("  {what:<58} {:>9.1} us", median_us(v));
+            }
+        }
+    }
+    drop(servers);
+}
