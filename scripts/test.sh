@@ -217,6 +217,10 @@ main() {
     # tests run natively here, their behaviour in workerd/Viceroy through the e2e tests above.
     log "cargo test --manifest-path edge-worker/cloudflare/Cargo.toml"
     cargo test --manifest-path edge-worker/cloudflare/Cargo.toml
+    # From its own directory, so its .cargo/config.toml applies: built for wasm32-wasip1, run inside Viceroy (the
+    # Fastly hostcalls exist only there).
+    log "cargo test (edge-worker/fastly, inside Viceroy)"
+    (cd edge-worker/fastly && cargo test --locked)
 }
 
 # Run only when executed, not when sourced for the helpers.
