@@ -194,6 +194,50 @@ pub fn country_code(c: &str) -> Option<[u8; 2]> {
         .then(|| b.map(|x| x.to_ascii_uppercase()))
 }
 
+/// The path and query of a request target, absolute (`http://host/path?q`) or origin-form (`/path?q`), untouched:
+/// no decoding and no dot-segment resolution (the engine refuses `..` and `%2e%2e` itself). A fragment is dropped.
+pub fn split_target(uri: &str) -> (&str, Option<&str>) {
+    let target = if uri.starts_with('/') {
+        uri
+    } else {
+        let after_scheme = uri.split_once("://").map_or(uri, |(_, r)| r);
+        after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
+    };
+    let target = target.split_once('#').map_or(target, |(t, _)| t);
+    match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    }
+}
+
+/// The body of `GET /_sharegate/status`, one shape on every edge: what the edge holds, for support (key ids and
+/// states, never key material). `extra` adds runtime-specific numeric fields.
+pub fn status_json(
+    runtime: &str,
+    generation: Option<u64>,
+    state_age_ms: Option<u64>,
+    keys: &sharegate_shared::keys::KeyRing,
+    extra: &[(&str, u64)],
+) -> String {
+    use core::fmt::Write;
+    let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+    let mut out = alloc::format!(
+        r#"{{"runtime":"{runtime}","generation":{},"state_age_ms":{},"keys":["#,
+        opt(generation),
+        opt(state_age_ms)
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(out, r#"{sep}{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str());
+    }
+    out.push(']');
+    for (name, value) in extra {
+        let _ = write!(out, r#","{name}":{value}"#);
+    }
+    out.push('}');
+    out
+}
+
 /// Body of the 503 when no origin answered.
 pub const ORIGIN_UNAVAILABLE_BODY: &str = r#"{"error":"origin_unavailable","status":503}"#;
 /// Body of the 502 when the origin's playlist could not be rewritten.
@@ -246,6 +290,33 @@ mod tests {
         assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
         assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn targets_stay_verbatim() {
+        assert_eq!(
+            split_target("http://h:8787/t/x/demo/../a.ts?sg=1"),
+            ("/t/x/demo/../a.ts", Some("sg=1"))
+        );
+        assert_eq!(split_target("https://h/%2e%2e/x\\y"), ("/%2e%2e/x\\y", None));
+        assert_eq!(split_target("https://h"), ("/", None));
+        assert_eq!(split_target("https://h/a#frag"), ("/a", None));
+        assert_eq!(split_target("/only/path?q"), ("/only/path", Some("q")));
+    }
+
+    #[test]
+    fn status_shape() {
+        let ring = crate::config::parse_signing_keys(
+            "1:active:1111111111111111111111111111111111111111111111111111111111111111",
+            60,
+        )
+        .unwrap();
+        let j = status_json("native", Some(7), None, &ring, &[("events_pending", 2)]);
+        assert_eq!(
+            j,
+            r#"{"runtime":"native","generation":7,"state_age_ms":null,"keys":[{"id":1,"state":"active"}],"events_pending":2}"#
+        );
+        assert!(!j.contains("1111"));
     }
 
     #[test]

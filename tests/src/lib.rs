@@ -18,7 +18,9 @@ use sharegate_shared::token::{Claims, Countries, IpPrefix, Minter, Permissions, 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+pub mod control_plane;
 pub mod origin;
+pub mod process;
 pub mod viceroy;
 pub mod wrangler;
 

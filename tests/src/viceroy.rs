@@ -6,14 +6,15 @@
 //! events URLs, the Config Store with the plain settings and the Secret Store with the secrets — the same split as
 //! in production (`docs/fastly.md`). Everything above `[local_server]` is kept as it is.
 
+use crate::process::RuntimeProcess;
 use crate::repo_root;
 use crate::wrangler::free_port;
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Settings that live in the Secret Store, never in the Config Store (as in `edge-worker/fastly/src/stores.rs`).
 pub const SECRET_NAMES: [&str; 4] = [
@@ -163,14 +164,14 @@ pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&s
     Ok(out.join("\n") + "\n")
 }
 
-/// A running `viceroy serve`.
-pub struct Viceroy {
-    /// `http://127.0.0.1:port`.
-    pub base: String,
-    /// `127.0.0.1:port`.
-    pub addr: String,
-    child: Child,
-    dir: tempfile::TempDir,
+/// A running `viceroy serve` (its address, log and stop come from [`RuntimeProcess`]).
+pub struct Viceroy(RuntimeProcess);
+
+impl std::ops::Deref for Viceroy {
+    type Target = RuntimeProcess;
+    fn deref(&self) -> &RuntimeProcess {
+        &self.0
+    }
 }
 
 impl Viceroy {
@@ -188,78 +189,16 @@ impl Viceroy {
         let config = dir.path().join("fastly.toml");
         std::fs::write(&config, derived_config(&root, settings, kv)?)?;
         let port = free_port()?;
-        let log = std::fs::File::create(dir.path().join("viceroy.log"))?;
         let mut cmd = Command::new(viceroy);
         cmd.current_dir(dir.path())
             .arg("serve")
             .arg("-C")
             .arg(&config)
             .args(["--addr", &format!("127.0.0.1:{port}")])
-            .arg(wasm)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        {
-            use std::os::unix::process::CommandExt;
-            // Its own process group, so stopping it stops everything it started.
-            cmd.process_group(0);
-        }
-        let child = cmd.spawn().context("starting viceroy")?;
-        let addr = format!("127.0.0.1:{port}");
-        let mut v = Viceroy {
-            base: format!("http://{addr}"),
-            addr,
-            child,
-            dir,
-        };
-        v.wait_ready(Duration::from_secs(60)).await?;
-        Ok(v)
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let start = Instant::now();
-        let client = reqwest::Client::new();
-        while start.elapsed() < limit {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("viceroy exited ({status}):\n{}", self.log_tail());
-            }
-            // Any HTTP answer means the app is being served.
-            if client
-                .get(format!("{}/_sharegate/ready", self.base))
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("viceroy did not answer within {limit:?}:\n{}", self.log_tail())
-    }
-
-    /// The last lines of Viceroy's output, which include the app's stderr (for failure messages).
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("viceroy.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Viceroy {
-    fn drop(&mut self) {
-        use rustix::process::{Pid, Signal, kill_process_group};
-        let group = Pid::from_child(&self.child);
-        let _ = kill_process_group(group, Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = kill_process_group(group, Signal::KILL);
-        let _ = self.child.wait();
+            .arg(wasm);
+        // Any HTTP answer means the app is being served.
+        let p = RuntimeProcess::spawn("viceroy", cmd, dir, port, "/_sharegate/ready", Duration::from_secs(60)).await?;
+        Ok(Viceroy(p))
     }
 }
 

@@ -5,13 +5,14 @@
 //! absolute), the `[build]` section (the worker is built once beforehand, which saves ~5 s per start) and the
 //! overridden `[vars]` differ, plus a `.dev.vars` file for the secrets, as `wrangler dev` expects them.
 
+use crate::process::RuntimeProcess;
 use crate::repo_root;
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Settings that are Worker secrets (`wrangler secret put`), so `.dev.vars` locally, never `[vars]`.
 pub const SECRET_NAMES: [&str; 4] = [
@@ -97,14 +98,14 @@ pub fn derived_config(root: &str, main: &str, vars: &BTreeMap<String, String>) -
     out.join("\n") + "\n"
 }
 
-/// A running `wrangler dev`.
-pub struct WranglerDev {
-    /// `http://127.0.0.1:port`.
-    pub base: String,
-    /// `127.0.0.1:port`.
-    pub addr: String,
-    child: Child,
-    dir: tempfile::TempDir,
+/// A running `wrangler dev` (its address, log and stop come from [`RuntimeProcess`]).
+pub struct WranglerDev(RuntimeProcess);
+
+impl std::ops::Deref for WranglerDev {
+    type Target = RuntimeProcess;
+    fn deref(&self) -> &RuntimeProcess {
+        &self.0
+    }
 }
 
 impl WranglerDev {
@@ -153,7 +154,6 @@ impl WranglerDev {
         std::fs::write(dir.path().join(".dev.vars"), dev_vars)?;
         let port = free_port()?;
         let inspector = free_port()?;
-        let log = std::fs::File::create(dir.path().join("wrangler.log"))?;
         let mut cmd = Command::new(wrangler_bin());
         cmd.current_dir(dir.path())
             .args(["dev", "--local", "--ip", "127.0.0.1"])
@@ -164,72 +164,19 @@ impl WranglerDev {
             .env("PATH", path_with_node())
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-            .env("WRANGLER_LOG_PATH", dir.path().join("logs"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        {
-            use std::os::unix::process::CommandExt;
-            // Its own process group, so stopping it also stops workerd.
-            cmd.process_group(0);
-        }
-        let child = cmd.spawn().context("starting wrangler dev")?;
-        let addr = format!("127.0.0.1:{port}");
-        let mut dev = WranglerDev {
-            base: format!("http://{addr}"),
-            addr,
-            child,
+            .env("WRANGLER_LOG_PATH", dir.path().join("logs"));
+        // The status endpoint does not make the worker fetch its revocation state, so tests can provide that state
+        // after the start.
+        let p = RuntimeProcess::spawn(
+            "wrangler",
+            cmd,
             dir,
-        };
-        dev.wait_ready(Duration::from_secs(90)).await?;
-        Ok(dev)
-    }
-
-    async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
-        let start = Instant::now();
-        let client = reqwest::Client::new();
-        while start.elapsed() < limit {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("wrangler dev exited ({status}):\n{}", self.log_tail());
-            }
-            // Any HTTP answer means workerd is serving the script. The status endpoint does not make the worker
-            // fetch its revocation state, so tests can provide that state after the start.
-            if client
-                .get(format!("{}/_sharegate/status", self.base))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        bail!("wrangler dev did not answer within {limit:?}:\n{}", self.log_tail())
-    }
-
-    /// The last lines of wrangler's output (for failure messages).
-    pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for WranglerDev {
-    fn drop(&mut self) {
-        use rustix::process::{Pid, Signal, kill_process_group};
-        let group = Pid::from_child(&self.child);
-        let _ = kill_process_group(group, Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = kill_process_group(group, Signal::KILL);
-        let _ = self.child.wait();
+            port,
+            "/_sharegate/status",
+            Duration::from_secs(90),
+        )
+        .await?;
+        Ok(WranglerDev(p))
     }
 }
 

@@ -61,7 +61,7 @@ async fn worker_in_workerd_passes_the_conformance_suite() {
         }
     }
     if !failures.is_empty() {
-        let logs: Vec<String> = workers.values().map(WranglerDev::log_tail).collect();
+        let logs: Vec<String> = workers.values().map(|w| w.log_tail()).collect();
         panic!(
             "{} failing cases:\n{}\n\nwrangler output:\n{}",
             failures.len(),

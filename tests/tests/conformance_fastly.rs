@@ -80,7 +80,7 @@ async fn app_in_viceroy_passes_the_conformance_suite() {
         }
     }
     if !failures.is_empty() {
-        let logs: Vec<String> = apps.values().map(Viceroy::log_tail).collect();
+        let logs: Vec<String> = apps.values().map(|v| v.log_tail()).collect();
         panic!(
             "{} failing cases:\n{}\n\nviceroy output:\n{}",
             failures.len(),

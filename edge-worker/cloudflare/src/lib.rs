@@ -82,18 +82,6 @@ fn set_headers(resp: &mut Response, headers: &Headers) -> worker::Result<()> {
     Ok(())
 }
 
-/// The raw path and query of the request, exactly as the runtime received them (no URL-library normalisation: the
-/// engine must see `..` and `%2e%2e` to refuse them).
-fn raw_target(url: &str) -> (&str, Option<&str>) {
-    let after_scheme = url.split_once("://").map_or(url, |(_, r)| r);
-    let target = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
-    let target = target.split_once('#').map_or(target, |(t, _)| t);
-    match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    }
-}
-
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let rt = match runtime(&env) {
@@ -104,7 +92,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         }
     };
     let url = req.inner().url();
-    let (path, query) = raw_target(&url);
+    // The path exactly as received (no URL-library re-parsing).
+    let (path, query) = adapter::split_target(&url);
     if path == "/_sharegate/status" {
         return status(&rt);
     }
@@ -169,24 +158,15 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     }
 }
 
-/// What this isolate holds, in the native edge's status shape (`docs/edge.md`): for support, not secret.
+/// What this isolate holds, in the status shape of every edge (`adapter::status_json`).
 fn status(rt: &Runtime) -> worker::Result<Response> {
     let held = HELD.with(|h| h.borrow().clone());
-    let keys: Vec<String> = rt
-        .engine
-        .config()
-        .keys
-        .iter()
-        .map(|k| format!(r#"{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str()))
-        .collect();
-    let body = format!(
-        r#"{{"runtime":"cloudflare","generation":{},"state_age_ms":{},"keys":[{}],"events_pending":{}}}"#,
-        held.as_ref().map_or("null".to_string(), |h| h.generation.to_string()),
-        held.as_ref().map_or("null".to_string(), |h| now_ms()
-            .saturating_sub(h.refreshed_ms)
-            .to_string()),
-        keys.join(","),
-        EVENTS.with(|b| b.borrow().len()),
+    let body = adapter::status_json(
+        "cloudflare",
+        held.as_ref().map(|h| h.generation),
+        held.as_ref().map(|h| now_ms().saturating_sub(h.refreshed_ms)),
+        &rt.engine.config().keys,
+        &[("events_pending", EVENTS.with(|b| b.borrow().len()) as u64)],
     );
     let mut r = json_response(200, &body)?;
     r.headers_mut().set("cache-control", "no-store")?;
@@ -558,20 +538,4 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
     }
     set_headers(&mut r, &a.headers)?;
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::raw_target;
-
-    #[test]
-    fn raw_target_keeps_the_path_verbatim() {
-        assert_eq!(
-            raw_target("http://h:8787/t/x/demo/../a.ts?sg=1"),
-            ("/t/x/demo/../a.ts", Some("sg=1"))
-        );
-        assert_eq!(raw_target("https://h/%2e%2e/x"), ("/%2e%2e/x", None));
-        assert_eq!(raw_target("https://h"), ("/", None));
-        assert_eq!(raw_target("https://h/a#frag"), ("/a", None));
-    }
 }

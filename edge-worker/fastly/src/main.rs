@@ -99,7 +99,7 @@ fn main() {
     t.mark("settings");
 
     let uri = raw::client_uri(&req).unwrap_or_else(|| req.get_url_str().to_string());
-    let (path, query) = raw::path_and_query(&uri);
+    let (path, query) = adapter::split_target(&uri);
     let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
     let (client_ip, country) = if rt.settings.trust_forwarded {
         adapter::forwarded_facts(header("x-forwarded-for"), header("x-sharegate-country"))
@@ -213,24 +213,11 @@ fn answer(rt: &Runtime, decision: Decision, head: bool, range: Option<&str>, now
     }
 }
 
-/// What this POP's cache holds, in the other edges' status shape (`docs/edge.md`): for support, not secret. Not a
-/// path the engine would allow (`/_sharegate/` carries no token), so it shadows nothing.
+/// What this POP's cache holds, in the status shape of every edge (`adapter::status_json`). Not a path the engine
+/// would allow (`/_sharegate/` carries no token), so it shadows nothing.
 fn status(rt: &Runtime, generation: Option<u64>, now_ms: u64, at_ms: u64) -> Response {
-    let keys: Vec<String> = rt
-        .engine
-        .config()
-        .keys
-        .iter()
-        .map(|k| format!(r#"{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str()))
-        .collect();
-    let (generation, age) = match generation {
-        Some(g) => (g.to_string(), now_ms.saturating_sub(at_ms).to_string()),
-        None => ("null".to_string(), "null".to_string()),
-    };
-    let body = format!(
-        r#"{{"runtime":"fastly","generation":{generation},"state_age_ms":{age},"keys":[{}]}}"#,
-        keys.join(",")
-    );
+    let age = generation.map(|_| now_ms.saturating_sub(at_ms));
+    let body = adapter::status_json("fastly", generation, age, &rt.engine.config().keys, &[]);
     Response::from_body(body)
         .with_header("content-type", "application/json")
         .with_header("cache-control", "no-store")

@@ -35,36 +35,3 @@ pub fn client_uri(req: &Request) -> Option<String> {
     }
     None
 }
-
-/// The path and query of an absolute URI (or of an origin-form target), untouched: no decoding, no dot-segment
-/// resolution. A fragment is dropped.
-pub fn path_and_query(uri: &str) -> (&str, Option<&str>) {
-    let after_scheme = uri.split_once("://").map_or(uri, |(_, r)| r);
-    let target = if uri.starts_with('/') {
-        uri
-    } else {
-        after_scheme.find('/').map_or("/", |i| &after_scheme[i..])
-    };
-    let target = target.split_once('#').map_or(target, |(t, _)| t);
-    match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::path_and_query;
-
-    #[test]
-    fn keeps_the_target_verbatim() {
-        assert_eq!(
-            path_and_query("http://h:7676/t/x/demo/../a.ts?sg=1"),
-            ("/t/x/demo/../a.ts", Some("sg=1"))
-        );
-        assert_eq!(path_and_query("https://h/%2e%2e/x\\y"), ("/%2e%2e/x\\y", None));
-        assert_eq!(path_and_query("https://h"), ("/", None));
-        assert_eq!(path_and_query("https://h/a#frag"), ("/a", None));
-        assert_eq!(path_and_query("/only/path?q"), ("/only/path", Some("q")));
-    }
-}

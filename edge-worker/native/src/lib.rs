@@ -373,21 +373,15 @@ async fn push_keys(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Stri
 async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
     let held = edge.held.load_full();
     let engine = edge.engine.load();
-    let keys: Vec<String> = engine
-        .config()
-        .keys
-        .iter()
-        .map(|k| format!(r#"{{"id":{},"state":"{}"}}"#, k.id, k.state.as_str()))
-        .collect();
-    let body = format!(
-        r#"{{"generation":{},"state_age_ms":{},"keys":[{}],"cached_segments":{},"events_pending":{}}}"#,
-        held.as_ref().map_or("null".to_string(), |h| h.generation.to_string()),
-        held.as_ref().map_or("null".to_string(), |h| {
-            state::mono_ms().saturating_sub(h.refreshed_ms).to_string()
-        }),
-        keys.join(","),
-        edge.segments.entry_count(),
-        edge.events.lock().map_or(0, |b| b.len()),
+    let body = sharegate_edge::adapter::status_json(
+        "native",
+        held.as_ref().map(|h| h.generation),
+        held.as_ref().map(|h| state::mono_ms().saturating_sub(h.refreshed_ms)),
+        &engine.config().keys,
+        &[
+            ("cached_segments", edge.segments.entry_count()),
+            ("events_pending", edge.events.lock().map_or(0, |b| b.len()) as u64),
+        ],
     );
     json_response(StatusCode::OK, body)
 }
