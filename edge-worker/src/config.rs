@@ -126,7 +126,7 @@ impl fmt::Debug for EdgeConfig {
     }
 }
 
-/// Setting names, as documented in `docs/edge-config.md`.
+/// Setting names, as documented in `docs/edge.md`.
 pub mod keys {
     /// `id:state:hex` entries, comma separated; state is next, active or retiring. Secret.
     pub const SIGNING_KEYS: &str = "SHAREGATE_SIGNING_KEYS";

@@ -11,46 +11,12 @@ use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::wrangler::WranglerDev;
 use sharegate_e2e::{repo_root, unix_now};
 use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::{IssuedToken, RevokedToken, SnapshotParams, StateKey, build_snapshot};
 use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const SIGNING: [u8; 32] = [0x71; 32];
 const STATE: [u8; 32] = [0x72; 32];
-
-fn state(now: u32) -> Vec<u8> {
-    // 100k revoked among 1M issued: the shape of the revocation benchmark.
-    let issued: Vec<IssuedToken> = (0..1_000_000u32)
-        .map(|i| {
-            let mut id = [0u8; 12];
-            id[..4].copy_from_slice(&i.to_le_bytes());
-            id[4] = 0xbe;
-            IssuedToken {
-                id,
-                iat: now - 100,
-                exp: now + 86_000,
-            }
-        })
-        .collect();
-    let revoked: Vec<RevokedToken> = issued
-        .iter()
-        .step_by(10)
-        .map(|t| RevokedToken {
-            id: t.id,
-            iat: t.iat,
-            exp: t.exp,
-        })
-        .collect();
-    let params = SnapshotParams {
-        generation: 1,
-        built_at: now,
-        cutoff: now + 60,
-        expire_before: now - 3600,
-        max_token_lifetime: 86_400,
-    };
-    build_snapshot(&params, issued, &revoked, &[], &StateKey::new(STATE)).unwrap()
-}
 
 async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Duration>) {
     for _ in 0..n {
@@ -78,7 +44,9 @@ async fn main() {
     let segment: Vec<u8> = (0..100 * 1024).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("demo/v0/seg_000.ts"), &segment).unwrap();
     let origin = StaticOrigin::start(dir.path().to_path_buf()).await.unwrap();
-    let state_server = StateServer::start(state(now), 1).await.unwrap();
+    let state_server = StateServer::start(sharegate_e2e::synthetic_state(now, 1_000_000, 100_000, STATE), 1)
+        .await
+        .unwrap();
 
     let mut settings = BTreeMap::new();
     settings.insert(

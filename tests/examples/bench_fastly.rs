@@ -17,7 +17,6 @@ use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::unix_now;
 use sharegate_e2e::viceroy::{Viceroy, app_wasm, build_app, package_dir, passthrough_wasm};
 use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::{IssuedToken, RevokedToken, SnapshotParams, StateKey, build_snapshot};
 use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,42 +24,6 @@ use std::time::{Duration, Instant};
 const SIGNING: [u8; 32] = [0x73; 32];
 const STATE: [u8; 32] = [0x74; 32];
 const SEGMENT: usize = 100 * 1024;
-
-/// A snapshot with `revoked` of `issued` tokens revoked (every tenth: 100k of 1M is the shape of the revocation
-/// benchmark and of bench-cloudflare).
-fn state(now: u32, issued: u32, revoked: usize) -> Vec<u8> {
-    let issued: Vec<IssuedToken> = (0..issued)
-        .map(|i| {
-            let mut id = [0u8; 12];
-            id[..4].copy_from_slice(&i.to_le_bytes());
-            id[4] = 0xbe;
-            IssuedToken {
-                id,
-                iat: now - 100,
-                exp: now + 86_000,
-            }
-        })
-        .collect();
-    let step = (issued.len() / revoked.max(1)).max(1);
-    let revoked: Vec<RevokedToken> = issued
-        .iter()
-        .step_by(step)
-        .take(revoked)
-        .map(|t| RevokedToken {
-            id: t.id,
-            iat: t.iat,
-            exp: t.exp,
-        })
-        .collect();
-    let params = SnapshotParams {
-        generation: 1,
-        built_at: now,
-        cutoff: now + 60,
-        expire_before: now - 3600,
-        max_token_lifetime: 86_400,
-    };
-    build_snapshot(&params, issued, &revoked, &[], &StateKey::new(STATE)).unwrap()
-}
 
 /// `n` requests; the durations, and the `server-timing` phases (ms) when present.
 async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Duration>, phases: &mut Phases) {
@@ -124,7 +87,7 @@ async fn main() {
     let mut servers = Vec::new();
     let mut timing = Vec::new();
     for (i, (label, issued, revoked)) in sizes.iter().enumerate() {
-        let snapshot = state(now, *issued, *revoked);
+        let snapshot = sharegate_e2e::synthetic_state(now, *issued, *revoked, STATE);
         let file = dir.path().join(format!("state-{i}.bin"));
         std::fs::write(&file, &snapshot).unwrap();
         let server = StateServer::start(snapshot.clone(), 1).await.unwrap();

@@ -665,3 +665,39 @@ pub async fn run_case_http(
     }
     Ok(())
 }
+
+/// A signed snapshot for benchmarks: `issued` synthetic tokens (ids `i.to_le_bytes() ++ 0xbe ++ 0…`, issued 100 s
+/// ago, valid a day), `revoked` of them revoked, evenly spread (100k of 1M is the revocation benchmark's shape).
+pub fn synthetic_state(now: u32, issued: u32, revoked: usize, key: [u8; 32]) -> Vec<u8> {
+    let issued: Vec<IssuedToken> = (0..issued)
+        .map(|i| {
+            let mut id = [0u8; 12];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            id[4] = 0xbe;
+            IssuedToken {
+                id,
+                iat: now - 100,
+                exp: now + 86_000,
+            }
+        })
+        .collect();
+    let step = (issued.len() / revoked.max(1)).max(1);
+    let revoked: Vec<RevokedToken> = issued
+        .iter()
+        .step_by(step)
+        .take(revoked)
+        .map(|t| RevokedToken {
+            id: t.id,
+            iat: t.iat,
+            exp: t.exp,
+        })
+        .collect();
+    let params = SnapshotParams {
+        generation: 1,
+        built_at: now,
+        cutoff: now + 60,
+        expire_before: now - 3600,
+        max_token_lifetime: 86_400,
+    };
+    build_snapshot(&params, issued, &revoked, &[], &StateKey::new(key)).expect("a valid synthetic snapshot")
+}
