@@ -136,9 +136,47 @@ impl EventBatch {
 
     /// Take everything as one JSON document (`{"edge":…,"dropped":n,"events":[…]}`), leaving the batch empty.
     pub fn take_json(&mut self, edge: &str) -> Option<String> {
+        self.take_pending().map(|p| p.to_json(edge))
+    }
+
+    /// Take the events and the drop count for a sender that keeps them until the control plane confirms, and gives
+    /// them back with [`EventBatch::restore`] otherwise. `None` when there is nothing to send.
+    pub fn take_pending(&mut self) -> Option<Pending> {
         if self.events.is_empty() && self.dropped == 0 {
             return None;
         }
+        self.oldest = None;
+        Some(Pending {
+            events: core::mem::take(&mut self.events),
+            dropped: core::mem::take(&mut self.dropped),
+        })
+    }
+
+    /// Put back a batch that failed to send: its events go to the front (order kept), its drop count is added, and
+    /// whatever no longer fits under [`EventBatch::CAPACITY`] is counted as dropped.
+    pub fn restore(&mut self, p: Pending) {
+        let mut events = p.events;
+        events.append(&mut self.events);
+        let over = events.len().saturating_sub(Self::CAPACITY);
+        events.truncate(Self::CAPACITY);
+        self.dropped += p.dropped + over as u64;
+        self.oldest = events.iter().map(|e| e.at).min();
+        self.events = events;
+    }
+}
+
+/// Events on their way to the control plane (see [`EventBatch::take_pending`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+    /// Events dropped for lack of room since the last batch that was sent.
+    pub dropped: u64,
+}
+
+impl Pending {
+    /// The batch as the control plane takes it: `{"edge":…,"dropped":n,"events":[…]}`.
+    pub fn to_json(&self, edge: &str) -> String {
         let mut out = String::with_capacity(64 + self.events.len() * 128);
         out.push_str("{\"edge\":");
         json_str(&mut out, edge);
@@ -152,24 +190,7 @@ impl EventBatch {
             e.write_json(&mut out);
         }
         out.push_str("]}");
-        self.events.clear();
-        self.oldest = None;
-        self.dropped = 0;
-        Some(out)
-    }
-
-    /// Put back the events of a batch that failed to send (they go to the front, order kept).
-    pub fn restore(&mut self, mut events: Vec<Event>) {
-        events.append(&mut self.events);
-        events.truncate(Self::CAPACITY);
-        self.oldest = events.iter().map(|e| e.at).min();
-        self.events = events;
-    }
-
-    /// Take the events themselves (for a sender that wants to retry them).
-    pub fn take(&mut self) -> Vec<Event> {
-        self.oldest = None;
-        core::mem::take(&mut self.events)
+        out
     }
 }
 
@@ -216,5 +237,25 @@ mod tests {
         assert_eq!(b.len(), EventBatch::CAPACITY);
         let json = b.take_json("e").unwrap();
         assert!(json.contains("\"dropped\":5"));
+    }
+
+    #[test]
+    fn a_failed_send_loses_nothing_and_counts_what_no_longer_fits() {
+        let mut b = EventBatch::default();
+        for i in 0..(EventBatch::CAPACITY as u64 + 3) {
+            b.push(ev(i, "x"));
+        }
+        let sent = b.take_pending().unwrap();
+        assert_eq!((sent.events.len(), sent.dropped), (EventBatch::CAPACITY, 3));
+        assert!(b.take_pending().is_none());
+        // Two more arrive while the send fails; the batch is put back in front of them.
+        b.push(ev(1_000_000, "late"));
+        b.push(ev(1_000_001, "late"));
+        b.restore(sent);
+        assert_eq!(b.len(), EventBatch::CAPACITY);
+        let again = b.take_pending().unwrap();
+        assert_eq!(again.events[0].at, 0, "order kept, the restored batch first");
+        assert_eq!(again.dropped, 3 + 2, "the earlier drops and the two that no longer fit");
+        assert!(again.to_json("e").contains("\"dropped\":5"));
     }
 }

@@ -71,6 +71,8 @@ async fn ffmpeg_plays_through_the_worker_and_revocations_are_enforced_within_the
     let tags = r.headers()["cache-tag"].to_str().unwrap().to_string();
     assert!(tags.split(',').any(|t| t == "sg-asset-demo"), "{tags}");
     assert!(r.headers()["cache-control"].to_str().unwrap().contains("public"));
+    let whole = r.bytes().await.unwrap();
+    assert_eq!(whole, std::fs::read(media.join("demo/v0/seg_000.ts")).unwrap());
     let playlist = http.get(&url).send().await.unwrap();
     assert!(
         playlist.headers()["cache-control"]
@@ -78,6 +80,17 @@ async fn ffmpeg_plays_through_the_worker_and_revocations_are_enforced_within_the
             .unwrap()
             .contains("private")
     );
+    // A byte range (this origin ignores ranges, so the worker cuts it from the bounded object) and a HEAD.
+    let r = http.get(&seg).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 10-19/{}", whole.len())
+    );
+    assert_eq!(r.bytes().await.unwrap(), whole[10..20]);
+    let r = http.head(&seg).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap().is_empty());
 
     // Revocations through the control plane reach the worker within the freshness window (the bound is functional,
     // not a benchmark: the window plus generous slack for a loaded CI machine).

@@ -41,10 +41,14 @@ struct Runtime {
 thread_local! {
     static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
     static HELD: RefCell<Option<Rc<Held>>> = const { RefCell::new(None) };
-    static REFRESHING: Cell<bool> = const { Cell::new(false) };
-    static LAST_ATTEMPT_MS: Cell<u64> = const { Cell::new(0) };
+    /// When the refresh in flight started (0: none). One refresh at a time per isolate; a start older than two
+    /// deadlines is a refresh the runtime abandoned, and no longer counts.
+    static REFRESH_SINCE_MS: Cell<u64> = const { Cell::new(0) };
+    /// When the last refresh failed (0: never), for the backoff.
+    static FAILED_AT_MS: Cell<u64> = const { Cell::new(0) };
     static EVENTS: RefCell<EventBatch> = RefCell::new(EventBatch::default());
     static FLUSH_SCHEDULED: Cell<bool> = const { Cell::new(false) };
+    static FLUSH_IN_FLIGHT: Cell<bool> = const { Cell::new(false) };
 }
 
 fn runtime(env: &Env) -> Result<Rc<Runtime>, &'static str> {
@@ -200,42 +204,66 @@ fn decide(engine: &Engine, req: &sharegate_edge::Request<'_>, now: u64, held: Op
 // Revocation state: isolate memory, refreshed through the zone cache.
 
 /// The state to decide on. Younger than half the freshness window: as held. Older: refreshed in the background
-/// (`wait_until`) and used meanwhile. Older than the whole window, or none yet: refreshed before deciding.
+/// (`wait_until`) and used meanwhile. Older than the whole window, or none yet: refreshed before deciding, and
+/// requests arriving meanwhile wait for that same refresh rather than decide on older state.
 async fn current_state(rt: &Rc<Runtime>, host: &str, ctx: &Context) -> Option<Rc<Held>> {
+    rt.settings.state_url.as_ref()?;
     let window = u64::from(rt.settings.state_refresh_ms);
     let held = HELD.with(|h| h.borrow().clone());
-    rt.settings.state_url.as_ref()?;
-    let age = held
-        .as_ref()
-        .map_or(u64::MAX, |h| now_ms().saturating_sub(h.refreshed_ms));
+    let now = now_ms();
+    let age = held.as_ref().map_or(u64::MAX, |h| now.saturating_sub(h.refreshed_ms));
     if age < window / 2 {
         return held;
     }
     if age < window {
-        if !REFRESHING.with(|r| r.replace(true)) {
-            let rt = Rc::clone(rt);
-            let host = host.to_string();
-            ctx.wait_until(async move {
-                if let Err(e) = refresh(&rt, &host).await {
-                    worker::console_warn!("sharegate: state refresh failed: {e}");
-                }
-                REFRESHING.with(|r| r.set(false));
-            });
+        if begin_refresh(now) {
+            let (rt, host) = (Rc::clone(rt), host.to_string());
+            ctx.wait_until(async move { guarded_refresh(&rt, &host).await });
         }
         return held;
     }
-    // Past the window: refresh before deciding, unless an attempt just failed (then decide on what is held, and let
-    // the engine apply the stale policy once the hard limit passes) so an unreachable control plane does not make
-    // every viewer wait for a timeout.
-    let now = now_ms();
-    if now.saturating_sub(LAST_ATTEMPT_MS.with(Cell::get)) < window / 2 {
+    // Past the window. Right after a failed attempt, decide on what is held (the engine applies the stale policy
+    // once the hard limit passes), so an unreachable control plane does not make every viewer wait for a deadline.
+    if now.saturating_sub(FAILED_AT_MS.with(Cell::get)) < window / 2 {
         return held;
     }
-    LAST_ATTEMPT_MS.with(|t| t.set(now));
-    if let Err(e) = refresh(rt, host).await {
-        worker::console_warn!("sharegate: state refresh failed: {e}");
+    if begin_refresh(now) {
+        guarded_refresh(rt, host).await;
+    } else {
+        // Another request is refreshing: wait for it (bounded by its deadline).
+        while REFRESH_SINCE_MS.with(Cell::get) != 0 && now_ms().saturating_sub(now) < u64::from(REFRESH_MS) {
+            worker::Delay::from(Duration::from_millis(5)).await;
+        }
     }
     HELD.with(|h| h.borrow().clone())
+}
+
+/// Claim the isolate's one refresh slot.
+fn begin_refresh(now: u64) -> bool {
+    REFRESH_SINCE_MS.with(|since| {
+        let busy = since.get() != 0 && now.saturating_sub(since.get()) < 2 * u64::from(REFRESH_MS);
+        if !busy {
+            since.set(now.max(1));
+        }
+        !busy
+    })
+}
+
+/// One refresh under one deadline (answer, body and cache included), then the slot is released; a failure starts
+/// the backoff.
+async fn guarded_refresh(rt: &Runtime, host: &str) {
+    use futures_util::future::{Either, select};
+    let work = std::pin::pin!(refresh(rt, host));
+    let timer = std::pin::pin!(worker::Delay::from(Duration::from_millis(u64::from(REFRESH_MS))));
+    let result = match select(work, timer).await {
+        Either::Left((r, _)) => r,
+        Either::Right(((), _)) => Err(format!("no complete answer within {REFRESH_MS} ms")),
+    };
+    if let Err(e) = result {
+        worker::console_warn!("sharegate: state refresh failed: {e}");
+        FAILED_AT_MS.with(|t| t.set(now_ms()));
+    }
+    REFRESH_SINCE_MS.with(|t| t.set(0));
 }
 
 /// Fetch with a deadline: a control plane or origin that does not answer must not hold a viewer's request.
@@ -255,8 +283,10 @@ async fn send_within(request: Request, ms: u32) -> worker::Result<Response> {
     }
 }
 
-/// Deadline of a state fetch, ms.
+/// Deadline of a control-plane call's answer head, ms.
 const STATE_FETCH_MS: u32 = 2000;
+/// Deadline of a whole state refresh (cache, answer, body, a second fetch after a gap), ms.
+const REFRESH_MS: u32 = 4000;
 /// Deadline of one origin attempt, ms (then the next origin is tried).
 const ORIGIN_FETCH_MS: u32 = 5000;
 
@@ -302,15 +332,16 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The control plane's answer for `since`, from the zone cache when it is young enough (under half the freshness
-/// window), else from the control plane, then cached for the other isolates of this location. The cache key lives
-/// under our own host's `/_sharegate/` prefix, which no viewer request can read (the engine refuses it as a path).
+/// The control plane's answer for `since`, from the colo's cache when it is young enough (under half the freshness
+/// window), else from the control plane, then cached for the other isolates of this location. The answers live in
+/// a cache of their own (`caches.open("sharegate-state")`), apart from the zone cache that fetches and viewers go
+/// through, so no request to the zone reads or writes them.
 async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswer, String> {
     let Some(url) = rt.settings.state_url.as_deref() else {
         return Err("no state URL".into());
     };
     let half = u64::from(rt.settings.state_refresh_ms) / 2;
-    let cache = Cache::default();
+    let cache = Cache::open("sharegate-state".to_string()).await;
     let cache_key = format!("https://{host}/_sharegate/state-cache/{since}");
     if let Ok(Some(mut cached)) = cache.get(&cache_key, false).await {
         let at_ms: u64 = cached
@@ -320,7 +351,10 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
             .flatten()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if now_ms().saturating_sub(at_ms) < half
+        // A time in the future is not believed (it would keep the state "fresh" forever).
+        let now = now_ms();
+        if at_ms <= now
+            && now - at_ms < half
             && let Ok(bytes) = cached.bytes().await
         {
             return Ok(StateAnswer { bytes, at_ms });
@@ -370,35 +404,48 @@ fn record(rt: &Rc<Runtime>, ctx: &Context, event: Option<Event>) {
         b.push(e);
         b.len() >= rt.settings.events_batch
     });
-    if full {
-        let rt = Rc::clone(rt);
-        ctx.wait_until(async move { flush_events(&rt).await });
-    } else if !FLUSH_SCHEDULED.with(|f| f.replace(true)) {
-        // The first event of a batch schedules its flush a second later, so a quiet isolate still reports.
+    if full && !FLUSH_IN_FLIGHT.with(Cell::get) {
         let rt = Rc::clone(rt);
         ctx.wait_until(async move {
-            worker::Delay::from(Duration::from_secs(1)).await;
-            FLUSH_SCHEDULED.with(|f| f.set(false));
-            flush_events(&rt).await;
+            // A failure puts the batch back; the scheduled flush below retries it.
+            let _ = flush_events(&rt).await;
         });
     }
+    schedule_flush(rt, ctx);
 }
 
-async fn flush_events(rt: &Runtime) {
+/// Send whatever is pending a second from now, unless a send is already scheduled: a quiet isolate still reports.
+/// A failed send is retried each second a few times within the request's `wait_until` allowance; after that the
+/// events wait in the batch for the next request's flush.
+fn schedule_flush(rt: &Rc<Runtime>, ctx: &Context) {
+    if FLUSH_SCHEDULED.with(|f| f.replace(true)) {
+        return;
+    }
+    let rt = Rc::clone(rt);
+    ctx.wait_until(async move {
+        for _ in 0..5 {
+            worker::Delay::from(Duration::from_secs(1)).await;
+            if flush_events(&rt).await {
+                break;
+            }
+        }
+        FLUSH_SCHEDULED.with(|f| f.set(false));
+    });
+}
+
+/// Send the pending events as one batch (one send at a time per isolate). `false` when they were put back.
+async fn flush_events(rt: &Runtime) -> bool {
     let Some(url) = rt.settings.events_url.as_deref() else {
-        return;
+        return true;
     };
-    let batch = EVENTS.with(|b| b.borrow_mut().take());
-    if batch.is_empty() {
-        return;
+    if FLUSH_IN_FLIGHT.with(|f| f.replace(true)) {
+        return true;
     }
-    let mut tmp = EventBatch::default();
-    for e in &batch {
-        tmp.push(e.clone());
-    }
-    let Some(json) = tmp.take_json(&rt.engine.config().edge_id) else {
-        return;
+    let Some(pending) = EVENTS.with(|b| b.borrow_mut().take_pending()) else {
+        FLUSH_IN_FLIGHT.with(|f| f.set(false));
+        return true;
     };
+    let json = pending.to_json(&rt.engine.config().edge_id);
     let sent = async {
         let headers = worker::Headers::new();
         headers.set("content-type", "application/json")?;
@@ -413,9 +460,14 @@ async fn flush_events(rt: &Runtime) {
         Ok::<bool, worker::Error>((200..300).contains(&resp.status_code()))
     }
     .await;
-    if !matches!(sent, Ok(true)) {
-        EVENTS.with(|b| b.borrow_mut().restore(batch));
+    let ok = matches!(sent, Ok(true));
+    if !ok {
+        // Put back in front, the drop count included. (A send that timed out after the control plane took it is
+        // counted twice: the events endpoint has no batch id to deduplicate on.)
+        EVENTS.with(|b| b.borrow_mut().restore(pending));
     }
+    FLUSH_IN_FLIGHT.with(|f| f.set(false));
+    ok
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -424,18 +476,21 @@ async fn flush_events(rt: &Runtime) {
 /// Fetch `path?query` from the origins in order, through the zone cache (`cf.cacheEverything` with a TTL by
 /// status, and the asset's cache tags so a purge by tag reaches the object). The URL carries no token, so neither
 /// does the cache key.
-async fn origin_fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
-    let ttl = if a.playlist.is_some() || !a.shared_cacheable {
-        rt.settings.playlist_ttl
+async fn origin_fetch(rt: &Runtime, a: &Allow, range: Option<&str>) -> Option<Response> {
+    // Blocking LL-HLS reloads (kept `_HLS_` directives) are per request by nature: not cached, as on the native edge.
+    let ttl = if a.origin_query.is_some() {
+        None
+    } else if a.playlist.is_some() || !a.shared_cacheable {
+        Some(rt.settings.playlist_ttl)
     } else {
-        rt.settings.segment_ttl
+        Some(rt.settings.segment_ttl)
     };
     for base in &rt.settings.origins {
         let url = match &a.origin_query {
             Some(q) => format!("{base}{}?{q}", a.origin_path),
             None => format!("{base}{}", a.origin_path),
         };
-        let Ok(request) = cached_request(&url, ttl, &a.cache_tags) else {
+        let Ok(request) = cached_request(&url, ttl, &a.cache_tags, range) else {
             continue;
         };
         match send_within(request, ORIGIN_FETCH_MS).await {
@@ -447,14 +502,24 @@ async fn origin_fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
     None
 }
 
-fn cached_request(url: &str, ttl: u32, tags: &[String]) -> Result<Request, JsValue> {
+/// The origin request: token-free URL, the zone-cache options, and the viewer's byte range (the zone cache answers
+/// ranges from the cached object, so the isolate never holds a whole segment to slice it). `ttl: None` is never
+/// cached; otherwise 2xx are kept `ttl` seconds and nothing else is (a live segment asked for early must not stay a
+/// cached 404).
+fn cached_request(url: &str, ttl: Option<u32>, tags: &[String], range: Option<&str>) -> Result<Request, JsValue> {
     let cf = js_sys::Object::new();
-    js_sys::Reflect::set(&cf, &"cacheEverything".into(), &JsValue::TRUE)?;
     let by_status = js_sys::Object::new();
-    js_sys::Reflect::set(&by_status, &"200-299".into(), &JsValue::from(ttl))?;
-    js_sys::Reflect::set(&by_status, &"404".into(), &JsValue::from(ttl.min(10)))?;
-    // Negative: never cache server errors.
-    js_sys::Reflect::set(&by_status, &"500-599".into(), &JsValue::from(-1))?;
+    match ttl {
+        Some(ttl) => {
+            js_sys::Reflect::set(&cf, &"cacheEverything".into(), &JsValue::TRUE)?;
+            js_sys::Reflect::set(&by_status, &"200-299".into(), &JsValue::from(ttl))?;
+            js_sys::Reflect::set(&by_status, &"300-599".into(), &JsValue::from(-1))?;
+        }
+        // Negative: not cached at all.
+        None => {
+            js_sys::Reflect::set(&by_status, &"100-599".into(), &JsValue::from(-1))?;
+        }
+    }
     js_sys::Reflect::set(&cf, &"cacheTtlByStatus".into(), &by_status)?;
     let tag_list = js_sys::Array::new();
     for t in tags {
@@ -463,12 +528,24 @@ fn cached_request(url: &str, ttl: u32, tags: &[String]) -> Result<Request, JsVal
     js_sys::Reflect::set(&cf, &"cacheTags".into(), &tag_list)?;
     let init = web_sys::RequestInit::new();
     js_sys::Reflect::set(&init, &"cf".into(), &cf)?;
+    if let Some(r) = range {
+        let headers = web_sys::Headers::new()?;
+        headers.set("range", r)?;
+        init.set_headers(&headers);
+    }
     let req = web_sys::Request::new_with_str_and_init(url, &init)?;
     Ok(Request::from(req.unchecked_into::<web_sys::Request>()))
 }
 
+/// Largest object the isolate buffers to cut a byte range itself, when the origin ignored the range (above it the
+/// whole object streams as a 200, which a client must accept).
+const MAX_SLICE_BYTES: u64 = 16 * 1024 * 1024;
+
 async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Option<&str>) -> worker::Result<Response> {
-    let Some(mut origin) = origin_fetch(rt, &a).await else {
+    let is_playlist = matches!(a.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
+    // Ranges only for media objects: playlists are rewritten whole.
+    let range = range.filter(|_| !is_playlist && !head);
+    let Some(mut origin) = origin_fetch(rt, &a, range).await else {
         let mut r = json_response(503, adapter::ORIGIN_UNAVAILABLE_BODY)?;
         if rt.engine.config().reason_header {
             r.headers_mut().set("x-sharegate-reason", "origin_unavailable")?;
@@ -480,10 +557,13 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
     let status = origin.status_code();
     let content_type = origin.headers().get("content-type")?;
     let origin_cc = origin.headers().get("cache-control")?;
-    let is_playlist = matches!(a.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
+    let origin_len: Option<u64> = origin.headers().get("content-length")?.and_then(|v| v.parse().ok());
     let mut out_status = status;
-    let mut content_range = None;
-    let body = if status == 200 && a.playlist.is_some() {
+    let mut content_range = origin.headers().get("content-range")?.filter(|_| status == 206);
+    let body = if head {
+        // Headers only: the body is not read (nor buffered).
+        ResponseBody::Empty
+    } else if status == 200 && a.playlist.is_some() {
         let text = origin.text().await.ok();
         let rewritten = a
             .playlist
@@ -498,7 +578,8 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
                 return Ok(r);
             }
         }
-    } else if let (200, false, Some(range)) = (status, is_playlist, range) {
+    } else if let (200, Some(range), Some(true)) = (status, range, origin_len.map(|l| l <= MAX_SLICE_BYTES)) {
+        // The origin (or the cache) ignored the range: cut it here, from an object of bounded size.
         let bytes = origin.bytes().await?;
         let len = bytes.len() as u64;
         match adapter::parse_range(range, len) {
@@ -516,10 +597,9 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
             }
         }
     } else {
-        // Segments stream straight through: nothing is buffered in the isolate.
+        // Segments (and ranges the cache answered) stream straight through: nothing is buffered in the isolate.
         origin.into_parts().1
     };
-    let body = if head { ResponseBody::Empty } else { body };
     let mut r = Response::from_body(body)?.with_status(out_status);
     let h = r.headers_mut();
     if let Some(ct) = content_type {

@@ -290,22 +290,16 @@ async fn flush_events(edge: &Edge, force: bool) {
     let Some(url) = edge.opts.events_url.as_deref() else {
         return;
     };
-    let batch = {
+    let pending = {
         let Ok(mut b) = edge.events.lock() else { return };
         if !force && !b.due(now_secs(), 500, 1) {
             return;
         }
-        b.take()
+        b.take_pending()
     };
-    if batch.is_empty() {
-        return;
-    }
-    let mut tmp = EventBatch::default();
-    for e in &batch {
-        tmp.push(e.clone());
-    }
+    let Some(pending) = pending else { return };
     let edge_id = edge.engine.load().config().edge_id.clone();
-    let Some(json) = tmp.take_json(&edge_id) else { return };
+    let json = pending.to_json(&edge_id);
     let mut req = edge
         .client
         .post(url)
@@ -317,7 +311,7 @@ async fn flush_events(edge: &Edge, force: bool) {
     }
     let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
     if !ok && let Ok(mut b) = edge.events.lock() {
-        b.restore(batch);
+        b.restore(pending);
     }
 }
 
