@@ -89,7 +89,8 @@ fn fetch(rt: &Runtime, a: &Allow, method: Method) -> Option<Response> {
     None
 }
 
-/// The object for `a` through the Core Cache (`ttl` seconds for 200s, at most 10 s for 404s, nothing else cached).
+/// The object for `a` through the Core Cache (`ttl` seconds for 200s; nothing else is cached, so a live segment asked for
+/// early does not stay a cached 404, as on the other edges).
 fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     let key = CacheKey::from(format!("sharegate/o{}", a.cache_key));
     let tx = match Transaction::lookup(key).execute() {
@@ -112,7 +113,6 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     let meta = Meta::of(&resp);
     let secs = match meta.status {
         200 => ttl,
-        404 => ttl.min(10),
         _ => {
             let _ = tx.cancel_insert_or_update();
             return Some(direct(resp));
@@ -183,7 +183,10 @@ fn error(rt: &Runtime, a: &Allow, status: u16, body: &'static str, reason: &'sta
 /// The response to an allowed request: the object (cached or not), its playlist rewritten, a byte range cut, an
 /// empty body for HEAD, and the headers every adapter sets.
 pub fn serve(rt: &Runtime, a: &Allow, now: u64, head: bool, range: Option<&str>) -> Response {
-    let ttl = if a.playlist.is_some() || !a.shared_cacheable {
+    // Blocking LL-HLS reloads (kept `_HLS_` directives) are per request by nature: not cached, as on the other edges.
+    let ttl = if a.origin_query.is_some() {
+        0
+    } else if a.playlist.is_some() || !a.shared_cacheable {
         rt.settings.playlist_ttl
     } else {
         rt.settings.segment_ttl
