@@ -701,3 +701,60 @@ pub fn synthetic_state(now: u32, issued: u32, revoked: usize, key: [u8; 32]) -> 
     };
     build_snapshot(&params, issued, &revoked, &[], &StateKey::new(key)).expect("a valid synthetic snapshot")
 }
+
+/// The key of a runtime configuration (its settings as JSON), for one runtime per distinct configuration.
+pub fn config_key(settings: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(settings).unwrap_or_default()
+}
+
+/// Start one runtime per distinct configuration of the suite's cases (`config_of`), all at once, keyed by
+/// [`config_key`]. A runtime that fails to start fails the whole start, with its error.
+pub async fn start_per_config<T, Fut>(
+    suite: &Suite,
+    config_of: impl Fn(&Value) -> BTreeMap<String, String>,
+    start: impl Fn(BTreeMap<String, String>) -> Fut,
+) -> Result<BTreeMap<String, T>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    let mut configs = BTreeMap::new();
+    for case in suite.cases() {
+        let settings = config_of(case);
+        configs.insert(config_key(&settings), settings);
+    }
+    let starting: Vec<_> = configs
+        .into_iter()
+        .map(|(key, settings)| (key, tokio::spawn(start(settings))))
+        .collect();
+    let mut started = BTreeMap::new();
+    for (key, handle) in starting {
+        started.insert(key, handle.await.context("a runtime's start task")??);
+    }
+    Ok(started)
+}
+
+/// Run every case of the suite over HTTP against the runtime `addr_of` names for it; the failures, one line each.
+/// `normalized`: use a case's `expect_normalized` where it has one (see [`run_case_http`]).
+pub async fn run_suite_http<'a>(
+    suite: &Suite,
+    minted: &Minted,
+    addr_of: impl Fn(&Value) -> &'a str,
+    normalized: bool,
+    origin: Option<&origin::StaticOrigin>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for case in suite.cases() {
+        let name = case["name"].as_str().unwrap_or("?");
+        let req = minted.request(&case["request"]);
+        let norm = if normalized {
+            case.get("expect_normalized")
+        } else {
+            None
+        };
+        if let Err(e) = run_case_http(addr_of(case), minted, req, &case["expect"], norm, origin).await {
+            failures.push(format!("{name}: {e:#}"));
+        }
+    }
+    failures
+}

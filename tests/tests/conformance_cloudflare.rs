@@ -9,8 +9,7 @@
 use serde_json::Value;
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::wrangler::WranglerDev;
-use sharegate_e2e::{Suite, conformance_dir, run_case_http, unix_now};
-use std::collections::BTreeMap;
+use sharegate_e2e::{Suite, config_key, conformance_dir, run_suite_http, start_per_config, unix_now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_in_workerd_passes_the_conformance_suite() {
@@ -21,7 +20,6 @@ async fn worker_in_workerd_passes_the_conformance_suite() {
     let state = StateServer::empty().await.unwrap();
 
     // One worker per distinct configuration, started together.
-    let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let config_of = |case: &Value| {
         let mut settings = suite.settings(case);
         settings.insert("SHAREGATE_ORIGIN".into(), origin.base.clone());
@@ -31,35 +29,19 @@ async fn worker_in_workerd_passes_the_conformance_suite() {
         }
         settings
     };
-    for case in suite.cases() {
-        let settings = config_of(case);
-        configs.insert(serde_json::to_string(&settings).unwrap(), settings);
-    }
-    let mut starting = Vec::new();
-    for (key, settings) in configs {
-        starting.push((key, tokio::spawn(async move { WranglerDev::start(&settings).await })));
-    }
-    let mut workers = BTreeMap::new();
-    for (key, handle) in starting {
-        workers.insert(key, handle.await.unwrap().unwrap());
-    }
+    let workers = start_per_config(&suite, config_of, |settings| async move {
+        WranglerDev::start(&settings).await
+    })
+    .await
+    .unwrap();
 
     let now = unix_now();
     let minted = suite.mint(now).unwrap();
     state.set(suite.state(now, 1).unwrap(), 1);
 
-    let mut failures = Vec::new();
     assert!(suite.cases().len() >= 50);
-    for case in suite.cases() {
-        let name = case["name"].as_str().unwrap();
-        let key = serde_json::to_string(&config_of(case)).unwrap();
-        let worker = &workers[&key];
-        let req = minted.request(&case["request"]);
-        let normalized = case.get("expect_normalized");
-        if let Err(e) = run_case_http(&worker.addr, &minted, req, &case["expect"], normalized, Some(&origin)).await {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
+    let addr_of = |case: &Value| workers[&config_key(&config_of(case))].addr.as_str();
+    let failures = run_suite_http(&suite, &minted, addr_of, true, Some(&origin)).await;
     if !failures.is_empty() {
         let logs: Vec<String> = workers.values().map(|w| w.log_tail()).collect();
         panic!(

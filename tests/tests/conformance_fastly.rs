@@ -13,8 +13,7 @@ use serde_json::Value;
 use sharegate_e2e::control_plane::edge_status;
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::viceroy::Viceroy;
-use sharegate_e2e::{Suite, conformance_dir, run_case_http, unix_now};
-use std::collections::BTreeMap;
+use sharegate_e2e::{Suite, config_key, conformance_dir, run_case_http, run_suite_http, start_per_config, unix_now};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_in_viceroy_passes_the_conformance_suite() {
@@ -36,19 +35,13 @@ async fn app_in_viceroy_passes_the_conformance_suite() {
         }
         settings
     };
-    let mut configs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for case in suite.cases() {
-        let settings = config_of(case);
-        configs.insert(serde_json::to_string(&settings).unwrap(), settings);
-    }
-    let mut starting = Vec::new();
-    for (key, settings) in configs {
-        starting.push((key, tokio::spawn(async move { Viceroy::start(&settings).await })));
-    }
-    let mut apps = BTreeMap::new();
-    for (key, handle) in starting {
-        apps.insert(key, handle.await.unwrap().unwrap());
-    }
+    let apps = start_per_config(
+        &suite,
+        config_of,
+        |settings| async move { Viceroy::start(&settings).await },
+    )
+    .await
+    .unwrap();
 
     let now = unix_now();
     let minted = suite.mint(now).unwrap();
@@ -75,18 +68,11 @@ async fn app_in_viceroy_passes_the_conformance_suite() {
         }
     }
 
-    let mut failures = Vec::new();
     assert!(suite.cases().len() >= 50);
-    for case in suite.cases() {
-        let name = case["name"].as_str().unwrap();
-        let app = &apps[&serde_json::to_string(&config_of(case)).unwrap()];
-        let req = minted.request(&case["request"]);
-        if let Err(e) = run_case_http(&app.addr, &minted, req, &case["expect"], None, Some(&origin)).await {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
+    let addr_of = |case: &Value| apps[&config_key(&config_of(case))].addr.as_str();
+    let mut failures = run_suite_http(&suite, &minted, addr_of, false, Some(&origin)).await;
     // A request target longer than the app's first buffer for the raw URI (2 KB): still read raw, whole.
-    let default_app = &apps[&serde_json::to_string(&config_of(&serde_json::json!({}))).unwrap()];
+    let default_app = &apps[&config_key(&config_of(&serde_json::json!({})))];
     let pad = "x".repeat(5000);
     for (path, want) in [
         (format!("/t/{}/demo/v0/seg_000.ts", minted.tokens["good"]), 200),

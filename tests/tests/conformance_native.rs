@@ -2,13 +2,13 @@
 #![allow(clippy::unwrap_used)]
 
 use serde_json::Value;
-use sharegate_e2e::{HttpRequest, HttpResponse, Minted, Suite, check, conformance_dir, follow_request, raw_http};
+use sharegate_e2e::{Suite, config_key, conformance_dir, run_suite_http, unix_now};
 use sharegate_edge::EdgeConfig;
 use sharegate_edge_native::origin::Origin;
 use sharegate_edge_native::{Edge, NativeOptions, serve};
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A native edge in this process: origin the suite's directory, the client facts taken from the harness's headers.
 async fn start(settings: &BTreeMap<String, String>, state: Option<&[u8]>) -> String {
     let config = EdgeConfig::from_source(settings).unwrap();
     let opts = NativeOptions {
@@ -23,58 +23,29 @@ async fn start(settings: &BTreeMap<String, String>, state: Option<&[u8]>) -> Str
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(edge, listener));
-    format!("http://{addr}")
-}
-
-async fn send(base: &str, r: &HttpRequest) -> HttpResponse {
-    let addr = base.trim_start_matches("http://");
-    let mut extra = Vec::new();
-    if let Some(ip) = &r.client_ip {
-        extra.push(("x-forwarded-for".to_string(), ip.clone()));
-    }
-    if let Some(c) = &r.country {
-        extra.push(("x-sharegate-country".to_string(), c.clone()));
-    }
-    raw_http(addr, addr, r, &extra).await.unwrap()
-}
-
-async fn run_case(base: &str, minted: &Minted, req: HttpRequest, expect: &Value) -> Result<(), String> {
-    let resp = send(base, &req).await;
-    check(minted, expect, &resp).map_err(|e| e.to_string())?;
-    if let Some(follow) = expect.get("follow") {
-        let body = String::from_utf8_lossy(&resp.body).to_string();
-        let next = follow_request(&req, &body, follow).map_err(|e| e.to_string())?;
-        Box::pin(run_case(base, minted, next, &follow["expect"]))
-            .await
-            .map_err(|e| format!("follow: {e}"))?;
-    }
-    Ok(())
+    addr.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_edge_passes_the_conformance_suite() {
     let suite = Suite::load().unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let now = unix_now();
     let minted = suite.mint(now).unwrap();
     let state = suite.state(now, 1).unwrap();
-    let mut edges: BTreeMap<(String, bool), String> = BTreeMap::new();
-    let mut failures = Vec::new();
-    assert!(suite.cases().len() >= 50);
-    for case in suite.cases() {
-        let name = case["name"].as_str().unwrap();
-        let settings = suite.settings(case);
+    // One edge per distinct configuration; "state": "none" cases get an edge that never loaded a state.
+    let key_of = |case: &Value| {
         let with_state = case.get("state").and_then(Value::as_str) != Some("none");
-        let key = (serde_json::to_string(&settings).unwrap(), with_state);
-        if !edges.contains_key(&key) {
-            let base = start(&settings, with_state.then_some(state.as_slice())).await;
-            edges.insert(key.clone(), base);
-        }
-        let base = &edges[&key];
-        let req = minted.request(&case["request"]);
-        if let Err(e) = run_case(base, &minted, req, &case["expect"]).await {
-            failures.push(format!("{name}: {e}"));
+        format!("{}|{with_state}", config_key(&suite.settings(case)))
+    };
+    let mut edges: BTreeMap<String, String> = BTreeMap::new();
+    for case in suite.cases() {
+        if let std::collections::btree_map::Entry::Vacant(slot) = edges.entry(key_of(case)) {
+            let with_state = slot.key().ends_with("|true");
+            slot.insert(start(&suite.settings(case), with_state.then_some(state.as_slice())).await);
         }
     }
+    assert!(suite.cases().len() >= 50);
+    let failures = run_suite_http(&suite, &minted, |case| edges[&key_of(case)].as_str(), false, None).await;
     assert!(
         failures.is_empty(),
         "{} failing cases:\n{}",
