@@ -238,11 +238,6 @@ pub fn status_json(
     out
 }
 
-/// Body of the 503 when no origin answered.
-pub const ORIGIN_UNAVAILABLE_BODY: &str = r#"{"error":"origin_unavailable","status":503}"#;
-/// Body of the 502 when the origin's playlist could not be rewritten.
-pub const BAD_PLAYLIST_BODY: &str = r#"{"error":"bad_playlist","status":502}"#;
-
 /// Whether an origin status should make the adapter try the next origin (server errors; 404s and the like are
 /// answers).
 pub fn try_next_origin(status: u16) -> bool {

@@ -167,6 +167,52 @@ pub struct Deny {
     pub event: Option<Event>,
 }
 
+/// What to answer when the origin fails an allowed request (every adapter sends exactly this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginFailure {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: &'static str,
+    /// Headers, in order (a later one replaces an earlier one of the same name).
+    pub headers: Headers,
+}
+
+/// `Cache-Control` of a shared-cacheable object whose origin sent none.
+pub const DEFAULT_SHARED_CACHE_CONTROL: &str = "public, max-age=86400";
+
+impl Allow {
+    /// The `Cache-Control` to send for this object, given the origin's: the origin's (or a day, public) when the
+    /// object may be stored in a shared cache; `None` when the engine's own headers decide (tokenized playlists).
+    pub fn cache_control<'a>(&self, origin: Option<&'a str>) -> Option<&'a str> {
+        self.shared_cacheable
+            .then(|| origin.unwrap_or(DEFAULT_SHARED_CACHE_CONTROL))
+    }
+
+    /// No origin answered: `503 origin_unavailable`, the decision's headers, never stored.
+    pub fn origin_unavailable(&self, reason_header: bool) -> OriginFailure {
+        let mut headers = self.headers.clone();
+        if reason_header {
+            headers.push((REASON_HEADER, HeaderValue::Static("origin_unavailable")));
+        }
+        headers.push(("cache-control", HeaderValue::Static("no-store")));
+        OriginFailure {
+            status: 503,
+            body: r#"{"error":"origin_unavailable","status":503}"#,
+            headers,
+        }
+    }
+
+    /// The origin's playlist could not be rewritten: `502 bad_playlist`, with the decision's headers.
+    pub fn bad_playlist(&self) -> OriginFailure {
+        OriginFailure {
+            status: 502,
+            body: r#"{"error":"bad_playlist","status":502}"#,
+            headers: self.headers.clone(),
+        }
+    }
+}
+
 /// The engine's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -780,5 +826,52 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(embed_origin(&req), Some("https://player.example.com:8443"));
+    }
+
+    #[test]
+    fn origin_failures_and_cache_control() {
+        let allow = |shared_cacheable| Allow {
+            origin_path: "/a/seg.ts".into(),
+            origin_query: None,
+            cache_key: "/a/seg.ts".into(),
+            resource: Resource::Segment,
+            headers: alloc::vec![
+                ("access-control-allow-origin", HeaderValue::Static("*")),
+                ("cache-control", HeaderValue::Static("private, max-age=2")),
+            ],
+            shared_cacheable,
+            cache_tags: Vec::new(),
+            playlist: None,
+            event: None,
+        };
+        let a = allow(true);
+        assert_eq!(a.cache_control(Some("public, max-age=60")), Some("public, max-age=60"));
+        assert_eq!(a.cache_control(None), Some(DEFAULT_SHARED_CACHE_CONTROL));
+        assert_eq!(allow(false).cache_control(Some("public")), None);
+
+        let f = a.origin_unavailable(true);
+        assert_eq!(
+            (f.status, f.body),
+            (503, r#"{"error":"origin_unavailable","status":503}"#)
+        );
+        // The decision's headers first; the reason and no-store after them, so they win.
+        assert_eq!(f.headers[0].0, "access-control-allow-origin");
+        assert!(
+            f.headers
+                .contains(&(REASON_HEADER, HeaderValue::Static("origin_unavailable")))
+        );
+        assert_eq!(
+            f.headers.last(),
+            Some(&("cache-control", HeaderValue::Static("no-store")))
+        );
+        assert!(
+            !a.origin_unavailable(false)
+                .headers
+                .iter()
+                .any(|(k, _)| *k == REASON_HEADER)
+        );
+        let f = a.bad_playlist();
+        assert_eq!((f.status, f.headers.len()), (502, 2));
+        assert!(f.body.contains("bad_playlist"));
     }
 }

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use sharegate_edge::adapter::{self, AdapterSettings};
-use sharegate_edge::engine::{Allow, Decision, Headers, Revocations, StateInput};
+use sharegate_edge::engine::{Allow, Decision, Headers, OriginFailure, Revocations, StateInput};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::held::{self, Held, OfferError};
 use sharegate_edge::{ConfigSource, EdgeConfig, Engine};
@@ -75,6 +75,13 @@ fn now_ms() -> u64 {
 fn json_response(status: u16, body: &str) -> worker::Result<Response> {
     let mut r = Response::from_bytes(body.as_bytes().to_vec())?.with_status(status);
     r.headers_mut().set("content-type", "application/json")?;
+    Ok(r)
+}
+
+/// The engine's answer to an origin failure.
+fn failure(f: &OriginFailure) -> worker::Result<Response> {
+    let mut r = json_response(f.status, f.body)?;
+    set_headers(&mut r, &f.headers)?;
     Ok(r)
 }
 
@@ -546,13 +553,7 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
     // Ranges only for media objects: playlists are rewritten whole.
     let range = range.filter(|_| !is_playlist && !head);
     let Some(mut origin) = origin_fetch(rt, &a, range).await else {
-        let mut r = json_response(503, adapter::ORIGIN_UNAVAILABLE_BODY)?;
-        if rt.engine.config().reason_header {
-            r.headers_mut().set("x-sharegate-reason", "origin_unavailable")?;
-        }
-        set_headers(&mut r, &a.headers)?;
-        r.headers_mut().set("cache-control", "no-store")?;
-        return Ok(r);
+        return failure(&a.origin_unavailable(rt.engine.config().reason_header));
     };
     let status = origin.status_code();
     let content_type = origin.headers().get("content-type")?;
@@ -572,11 +573,7 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
             .and_then(|(plan, t)| rt.engine.rewrite_playlist(plan, &t, now).ok());
         match rewritten {
             Some(t) => ResponseBody::Body(t.into_bytes()),
-            None => {
-                let mut r = json_response(502, adapter::BAD_PLAYLIST_BODY)?;
-                set_headers(&mut r, &a.headers)?;
-                return Ok(r);
-            }
+            None => return failure(&a.bad_playlist()),
         }
     } else if let (200, Some(range), Some(true)) = (status, range, origin_len.map(|l| l <= MAX_SLICE_BYTES)) {
         // The origin (or the cache) ignored the range: cut it here, from an object of bounded size.
@@ -609,8 +606,8 @@ async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Opti
     if let Some(cr) = content_range {
         h.set("content-range", &cr)?;
     }
-    if a.shared_cacheable {
-        h.set("cache-control", origin_cc.as_deref().unwrap_or("public, max-age=86400"))?;
+    if let Some(cc) = a.cache_control(origin_cc.as_deref()) {
+        h.set("cache-control", cc)?;
     }
     if !a.cache_tags.is_empty() {
         // Cloudflare's purge-by-tag header (comma separated); the same tags went on the origin fetch.

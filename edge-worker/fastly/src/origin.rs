@@ -12,7 +12,7 @@ use fastly::cache::core::{CacheKey, Found, Transaction};
 use fastly::http::Method;
 use fastly::{Body, Request, Response};
 use sharegate_edge::adapter;
-use sharegate_edge::engine::Allow;
+use sharegate_edge::engine::{Allow, OriginFailure};
 use sharegate_shared::token::Resource;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -167,16 +167,12 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     Some((meta, Source::Cached(found)))
 }
 
-/// A JSON error answer with the allow decision's headers (CORS) and the reason header.
-fn error(rt: &Runtime, a: &Allow, status: u16, body: &'static str, reason: &'static str) -> Response {
-    let mut r = Response::from_status(status)
-        .with_body(body)
+/// The engine's answer to an origin failure.
+fn failure(f: &OriginFailure) -> Response {
+    let mut r = Response::from_status(f.status)
+        .with_body(f.body)
         .with_header("content-type", "application/json");
-    if rt.engine.config().reason_header {
-        r.set_header("x-sharegate-reason", reason);
-    }
-    set_headers(&mut r, &a.headers);
-    r.set_header("cache-control", "no-store");
+    set_headers(&mut r, &f.headers);
     r
 }
 
@@ -199,7 +195,7 @@ pub fn serve(rt: &Runtime, a: &Allow, now: u64, head: bool, range: Option<&str>)
         through_cache(rt, a, ttl)
     };
     let Some(object) = object else {
-        return error(rt, a, 503, adapter::ORIGIN_UNAVAILABLE_BODY, "origin_unavailable");
+        return failure(&a.origin_unavailable(rt.engine.config().reason_header));
     };
     let (meta, source) = object;
     let is_playlist = matches!(a.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
@@ -216,13 +212,7 @@ pub fn serve(rt: &Runtime, a: &Allow, now: u64, head: bool, range: Option<&str>)
             let text = bytes.and_then(|b| String::from_utf8(b).ok());
             match text.and_then(|t| rt.engine.rewrite_playlist(plan, &t, now).ok()) {
                 Some(t) => Some(Body::from(t)),
-                None => {
-                    let mut r = Response::from_status(502)
-                        .with_body(adapter::BAD_PLAYLIST_BODY)
-                        .with_header("content-type", "application/json");
-                    set_headers(&mut r, &a.headers);
-                    return r;
-                }
+                None => return failure(&a.bad_playlist()),
             }
         }
         // A single byte range of a 200: cut from the cached object (caching off: from the body).
@@ -267,11 +257,8 @@ pub fn serve(rt: &Runtime, a: &Allow, now: u64, head: bool, range: Option<&str>)
     if let Some(cr) = content_range {
         r.set_header("content-range", cr);
     }
-    if a.shared_cacheable {
-        r.set_header(
-            "cache-control",
-            meta.cache_control.as_deref().unwrap_or("public, max-age=86400"),
-        );
+    if let Some(cc) = a.cache_control(meta.cache_control.as_deref()) {
+        r.set_header("cache-control", cc);
     }
     if !a.cache_tags.is_empty() {
         // Fastly's purge key list (space separated): the same keys are on the cached object.

@@ -398,6 +398,16 @@ fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8
     (fwd.or(peer), country)
 }
 
+/// The engine's answer to an origin failure.
+fn failure(f: &sharegate_edge::engine::OriginFailure) -> Response<Body> {
+    let mut r = json_response(
+        StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY),
+        f.body.to_string(),
+    );
+    set_headers(&mut r, &f.headers);
+    r
+}
+
 fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Headers) {
     use sharegate_edge::engine::HeaderValue as V;
     for (k, v) in headers {
@@ -508,19 +518,7 @@ async fn serve_allowed(
         }
     };
     let Some(f) = fetched else {
-        let d = engine.config();
-        let mut r = json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"error":"origin_unavailable","status":503}"#.into(),
-        );
-        if d.reason_header {
-            r.headers_mut()
-                .insert("x-sharegate-reason", HeaderValue::from_static("origin_unavailable"));
-        }
-        set_headers(&mut r, &a.headers);
-        r.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        return r;
+        return failure(&a.origin_unavailable(engine.config().reason_header));
     };
     let mut body = f.body.clone();
     if f.status == 200
@@ -531,14 +529,7 @@ async fn serve_allowed(
             .and_then(|text| engine.rewrite_playlist(plan, text, now).ok());
         match rewritten {
             Some(t) => body = Bytes::from(t),
-            None => {
-                let mut r = json_response(
-                    StatusCode::BAD_GATEWAY,
-                    r#"{"error":"bad_playlist","status":502}"#.into(),
-                );
-                set_headers(&mut r, &a.headers);
-                return r;
-            }
+            None => return failure(&a.bad_playlist()),
         }
     }
     let len = body.len() as u64;
@@ -582,14 +573,11 @@ async fn serve_allowed(
     if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
         r.headers_mut().insert(header::CONTENT_RANGE, cr);
     }
-    if a.shared_cacheable {
-        let cc = f
-            .cache_control
-            .clone()
-            .unwrap_or_else(|| "public, max-age=86400".to_string());
-        if let Ok(v) = HeaderValue::from_str(&cc) {
-            r.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+    if let Some(v) = a
+        .cache_control(f.cache_control.as_deref())
+        .and_then(|cc| HeaderValue::from_str(cc).ok())
+    {
+        r.headers_mut().insert(header::CACHE_CONTROL, v);
     }
     if !a.cache_tags.is_empty()
         && let Ok(v) = HeaderValue::from_str(&a.cache_tags.join(" "))
