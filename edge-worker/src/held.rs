@@ -184,3 +184,35 @@ impl Held {
         }
     }
 }
+
+/// Decide `req` with what an adapter holds: the state opened in place with its age, or no state at all (age
+/// unbounded, so the engine applies the stale policy). `now` is Unix seconds, `now_ms` the caller's monotonic clock.
+pub fn decide(
+    engine: &crate::Engine,
+    held: Option<&Held>,
+    req: &crate::Request<'_>,
+    now: u64,
+    now_ms: u64,
+) -> crate::Decision {
+    use crate::engine::{Revocations, StateInput};
+    match held {
+        Some(h) => {
+            let age = h.age_secs(now_ms);
+            h.with_set(|set| {
+                let input = StateInput {
+                    state: set.map(|s| s as &dyn Revocations),
+                    age,
+                };
+                engine.decide(req, now, input)
+            })
+        }
+        None => engine.decide(
+            req,
+            now,
+            StateInput {
+                state: None,
+                age: u64::MAX,
+            },
+        ),
+    }
+}

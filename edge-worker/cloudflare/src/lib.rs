@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use sharegate_edge::adapter::{self, AdapterSettings};
-use sharegate_edge::engine::{Allow, Decision, Headers, OriginFailure, Revocations, StateInput};
+use sharegate_edge::engine::{Allow, Decision, Headers, OriginFailure};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::held::{self, Held, OfferError};
 use sharegate_edge::{ConfigSource, EdgeConfig, Engine};
@@ -144,7 +144,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 
     let held = current_state(&rt, &host, &ctx).await;
     let now = now_ms();
-    let decision = decide(&rt.engine, &ereq, now / 1000, held.as_deref(), now);
+    let decision = held::decide(&rt.engine, held.as_deref(), &ereq, now / 1000, now);
     match decision {
         Decision::Preflight(h) => {
             let mut r = Response::empty()?.with_status(204);
@@ -182,29 +182,6 @@ fn status(rt: &Runtime) -> worker::Result<Response> {
     let mut r = json_response(200, &body)?;
     r.headers_mut().set("cache-control", "no-store")?;
     Ok(r)
-}
-
-fn decide(engine: &Engine, req: &sharegate_edge::Request<'_>, now: u64, held: Option<&Held>, now_ms: u64) -> Decision {
-    match held {
-        Some(h) => {
-            let age = h.age_secs(now_ms);
-            h.with_set(|set| {
-                let input = StateInput {
-                    state: set.map(|s| s as &dyn Revocations),
-                    age,
-                };
-                engine.decide(req, now, input)
-            })
-        }
-        None => engine.decide(
-            req,
-            now,
-            StateInput {
-                state: None,
-                age: u64::MAX,
-            },
-        ),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------

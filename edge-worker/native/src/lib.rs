@@ -20,7 +20,7 @@ use bytes::Bytes;
 use origin::{Fetched, Origin};
 use sharegate_edge::adapter::parse_range;
 use sharegate_edge::config::parse_signing_keys;
-use sharegate_edge::engine::{Allow, Decision, StateInput};
+use sharegate_edge::engine::{Allow, Decision};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::{EdgeConfig, Engine};
 use sharegate_shared::token::Resource;
@@ -441,26 +441,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
     };
     let now = now_secs();
     let held = edge.held.load_full();
-    let decision = match &held {
-        Some(h) => {
-            let age = h.age_secs(state::mono_ms());
-            h.with_set(|set| {
-                let input = StateInput {
-                    state: set.map(|s| s as &dyn sharegate_edge::engine::Revocations),
-                    age,
-                };
-                engine.decide(&ereq, now, input)
-            })
-        }
-        None => engine.decide(
-            &ereq,
-            now,
-            StateInput {
-                state: None,
-                age: u64::MAX,
-            },
-        ),
-    };
+    let decision = sharegate_edge::held::decide(&engine, held.as_deref(), &ereq, now, state::mono_ms());
     let head = req.method() == Method::HEAD;
     let range = text(header::RANGE).map(str::to_string);
     match decision {
