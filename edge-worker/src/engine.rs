@@ -24,6 +24,10 @@ use sharegate_shared::token::{
 /// The header that carries the reason code on denials (unless switched off).
 pub const REASON_HEADER: &str = "x-sharegate-reason";
 
+/// The methods the edge serves: the `Allow` of a 405 (RFC 9110 §15.5.6 requires it) and the preflight's
+/// `Access-Control-Allow-Methods`.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
 /// A response header value: static, or shared with the engine's configuration, so a decision allocates no header
 /// strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -465,15 +469,18 @@ impl Engine {
             "OPTIONS" => {
                 let mut h = Vec::with_capacity(6);
                 self.cors(&mut h);
-                h.push((
-                    "access-control-allow-methods",
-                    HeaderValue::Static("GET, HEAD, OPTIONS"),
-                ));
+                h.push(("access-control-allow-methods", HeaderValue::Static(ALLOWED_METHODS)));
                 h.push(("access-control-allow-headers", HeaderValue::Static("range")));
                 h.push(("access-control-max-age", HeaderValue::Static("86400")));
                 return Decision::Preflight(h);
             }
-            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing),
+            _ => {
+                let mut d = self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing);
+                if let Decision::Deny(deny) = &mut d {
+                    deny.headers.push(("allow", HeaderValue::Static(ALLOWED_METHODS)));
+                }
+                return d;
+            }
         }
 
         // Find the token: path first (the default), then the query parameter, then the cookie.
@@ -492,9 +499,10 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.deny(Reason::BadPath, Some(e.as_str()), now, Attr::Nothing),
         };
-        let requested = Attr::Path(&path);
+        // No valid token, no attribution: the path is whatever an anonymous caller typed (`/favicon.ico`, random
+        // names), and labelling events with it would let anyone grow the control plane's metrics without bound.
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return self.deny(Reason::MissingToken, None, now, requested);
+            return self.deny(Reason::MissingToken, None, now, Attr::Nothing);
         };
         let resource = classify(&path, &self.config.multivariant_name);
         let facts = RequestFacts {
@@ -502,17 +510,29 @@ impl Engine {
             resource,
             now,
             client_ip: req.client_ip,
-            country: req.country,
+            // Without a source, whatever the adapter passed is not a country anyone vouches for.
+            country: req.country.filter(|_| self.config.has_country_source),
             origin: embed_origin(req),
         };
         let mut buf = TokenBuf::new();
         let claims = match self.verifier.authenticate(token, &mut buf) {
             Ok(c) => c,
-            // Unauthenticated: attribute to the requested path only, never to claims an attacker wrote.
-            Err(r) => return self.deny(r, None, now, requested),
+            // Unauthenticated: attribute to nothing, neither the path nor claims an attacker wrote.
+            Err(r) => return self.deny(r, None, now, Attr::Nothing),
         };
         let attribution = Attr::Claims(&claims);
-        if let Err(r) = self.verifier.policy().check(&claims, &facts) {
+        let checked = self.verifier.policy().check(&claims, &facts);
+        // A country rule on an edge that cannot know countries: the lenient rule of §8 would serve a deny-listed
+        // link to everyone and refuse an allow-listed one to everyone, so refuse it, saying why, unless the
+        // operator opted into that rule. This answers step 11 of the order, so earlier failures keep precedence.
+        if claims.countries.is_some()
+            && !self.config.has_country_source
+            && !self.config.geo_lenient
+            && matches!(checked, Ok(()) | Err(Reason::GeoDenied | Reason::OriginDenied))
+        {
+            return self.deny(Reason::GeoUnavailable, None, now, attribution);
+        }
+        if let Err(r) = checked {
             return self.deny(r, None, now, attribution);
         }
 
@@ -745,7 +765,6 @@ impl Engine {
 #[derive(Clone, Copy)]
 enum Attr<'a, 'c> {
     Nothing,
-    Path(&'a str),
     Claims(&'a Claims<'c>),
 }
 
@@ -753,7 +772,6 @@ impl Attr<'_, '_> {
     fn resolve(self) -> Attribution {
         match self {
             Attr::Nothing => Attribution::default(),
-            Attr::Path(p) => Attribution::from_path(p),
             Attr::Claims(c) => Attribution::from_claims(c),
         }
     }
@@ -769,14 +787,6 @@ struct Attribution {
 }
 
 impl Attribution {
-    fn from_path(path: &str) -> Self {
-        let first = path.trim_start_matches('/').split('/').next().filter(|s| !s.is_empty());
-        Attribution {
-            asset: first.map(ToString::to_string),
-            ..Attribution::default()
-        }
-    }
-
     fn from_claims(c: &Claims<'_>) -> Self {
         Attribution {
             asset: owned(c.asset).or_else(|| owned(c.prefix)),

@@ -3,6 +3,13 @@
 //! The engine returns at most one event per decision; adapters push it into an [`EventBatch`] and send a batch
 //! (`POST /v1/edge/events`, JSON) when it is full or old enough, off the viewer's request path. Events carry ids for
 //! attribution, never a token or a client address.
+//!
+//! **Attribution comes from a verified token only.** `asset`, `share`, `channel` and `campaign` are the claims of a
+//! token whose signature verified (the asset, else the path prefix it is scoped to). A refusal without such a token
+//! (no token, a malformed or forged one, a bad path) carries none of them: its path and any claims in it are whatever
+//! an anonymous caller chose, and the control plane turns every label into a series (it also folds unknown values
+//! into `_unknown` and caps the number of series; see `control-plane/src/service/audit_events.rs`). The batch itself
+//! is bounded by [`EventBatch::CAPACITY`].
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -198,6 +205,99 @@ impl Pending {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::config::{EdgeConfig, StalePolicy};
+    use crate::engine::{Decision, Engine, Request, StateInput};
+    use alloc::format;
+    use sharegate_shared::keys::{KeyRing, SecretKey};
+    use sharegate_shared::token::{Claims, Minter, Permissions, Policy, Text};
+
+    fn engine(secret: [u8; 32]) -> Engine {
+        Engine::new(EdgeConfig {
+            keys: KeyRing::with_active(1, SecretKey::new(secret), 86_400),
+            policy: Policy::default(),
+            state_key: None,
+            watermark_key: None,
+            token_param: "sg".into(),
+            cookie_name: "sg_token".into(),
+            multivariant_name: "master.m3u8".into(),
+            reason_header: false,
+            cors_origin: "*".into(),
+            two_tier: None,
+            playlist_max_age: 2,
+            edge_id: "e1".into(),
+            state_max_age: 60,
+            stale_policy: StalePolicy::FailOpen,
+        })
+    }
+
+    fn mint(secret: [u8; 32], asset: &str, now: u32) -> String {
+        let ring = KeyRing::with_active(1, SecretKey::new(secret), 86_400);
+        let claims = Claims {
+            token_id: [3; 12],
+            iat: now,
+            nbf: now,
+            exp: now + 600,
+            permissions: Permissions::PLAYBACK,
+            asset: Some(Text::from(asset)),
+            channel: Some(Text::from("email")),
+            campaign: Some(Text::from("spring")),
+            ..Claims::default()
+        };
+        Minter::new(&ring, Policy::default()).unwrap().mint(&claims).unwrap()
+    }
+
+    fn event_of(e: &Engine, path: &str, query: Option<&str>, now: u64) -> Event {
+        let req = Request {
+            method: "GET",
+            host: "cdn",
+            path,
+            query,
+            ..Request::default()
+        };
+        match e.decide(&req, now, StateInput { state: None, age: 0 }) {
+            Decision::Deny(d) => d.event.unwrap(),
+            Decision::Allow(a) => a.event.unwrap(),
+            Decision::Preflight(_) => panic!("no preflight for GET"),
+        }
+    }
+
+    #[test]
+    fn refusals_without_a_valid_token_are_attributed_to_nothing() {
+        let now = 1_800_000_000u32;
+        let edge = engine([1; 32]);
+        // What anonymous callers send: random paths, a favicon, garbage tokens, and a well-formed token signed with
+        // another key whose claims name whatever the forger wanted.
+        let forged = mint([2; 32], "forged-asset", now);
+        let mut paths = alloc::vec![
+            "/favicon.ico".to_string(),
+            "/hx0/master.m3u8".into(),
+            "/t/not-a-token/demo/master.m3u8".into(),
+            format!("/t/{forged}/forged-asset/master.m3u8"),
+            "/a/../b".into(),
+        ];
+        paths.extend((0..150).map(|i| format!("/hx{i:04x}/seg_{i}.ts")));
+        for p in &paths {
+            let ev = event_of(&edge, p, None, u64::from(now));
+            assert_eq!(ev.kind, EventKind::Deny, "{p}");
+            assert_eq!(
+                (&ev.asset, &ev.share, &ev.channel, &ev.campaign),
+                (&None, &None, &None, &None),
+                "{p}: {ev:?}"
+            );
+        }
+        let q = format!("sg={forged}");
+        let ev = event_of(&edge, "/forged-asset/master.m3u8", Some(&q), u64::from(now));
+        assert_eq!(ev.asset, None, "a forged token in the query is not trusted either");
+
+        // A verified token is attributed to its claims, even when it is refused (here: the wrong asset).
+        let good = mint([1; 32], "demo", now);
+        let ev = event_of(&edge, &format!("/t/{good}/other/master.m3u8"), None, u64::from(now));
+        assert_eq!(ev.reason, Some("out_of_scope"));
+        assert_eq!(
+            (ev.asset.as_deref(), ev.channel.as_deref(), ev.campaign.as_deref()),
+            (Some("demo"), Some("email"), Some("spring"))
+        );
+    }
 
     fn ev(at: u64, asset: &str) -> Event {
         Event {
