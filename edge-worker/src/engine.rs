@@ -24,10 +24,6 @@ use sharegate_shared::token::{
 /// The header that carries the reason code on denials (unless switched off).
 pub const REASON_HEADER: &str = "x-sharegate-reason";
 
-/// The methods the edge serves: the `Allow` of a 405 (RFC 9110 §15.5.6 requires it) and the preflight's
-/// `Access-Control-Allow-Methods`.
-pub const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
-
 /// A response header value: static, or shared with the engine's configuration, so a decision allocates no header
 /// strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -469,18 +465,15 @@ impl Engine {
             "OPTIONS" => {
                 let mut h = Vec::with_capacity(6);
                 self.cors(&mut h);
-                h.push(("access-control-allow-methods", HeaderValue::Static(ALLOWED_METHODS)));
+                h.push((
+                    "access-control-allow-methods",
+                    HeaderValue::Static("GET, HEAD, OPTIONS"),
+                ));
                 h.push(("access-control-allow-headers", HeaderValue::Static("range")));
                 h.push(("access-control-max-age", HeaderValue::Static("86400")));
                 return Decision::Preflight(h);
             }
-            _ => {
-                let mut d = self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing);
-                if let Decision::Deny(deny) = &mut d {
-                    deny.headers.push(("allow", HeaderValue::Static(ALLOWED_METHODS)));
-                }
-                return d;
-            }
+            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing),
         }
 
         // Find the token: path first (the default), then the query parameter, then the cookie.
@@ -510,8 +503,7 @@ impl Engine {
             resource,
             now,
             client_ip: req.client_ip,
-            // Without a source, whatever the adapter passed is not a country anyone vouches for.
-            country: req.country.filter(|_| self.config.has_country_source),
+            country: req.country,
             origin: embed_origin(req),
         };
         let mut buf = TokenBuf::new();
@@ -521,18 +513,7 @@ impl Engine {
             Err(r) => return self.deny(r, None, now, Attr::Nothing),
         };
         let attribution = Attr::Claims(&claims);
-        let checked = self.verifier.policy().check(&claims, &facts);
-        // A country rule on an edge that cannot know countries: the lenient rule of §8 would serve a deny-listed
-        // link to everyone and refuse an allow-listed one to everyone, so refuse it, saying why, unless the
-        // operator opted into that rule. This answers step 11 of the order, so earlier failures keep precedence.
-        if claims.countries.is_some()
-            && !self.config.has_country_source
-            && !self.config.geo_lenient
-            && matches!(checked, Ok(()) | Err(Reason::GeoDenied | Reason::OriginDenied))
-        {
-            return self.deny(Reason::GeoUnavailable, None, now, attribution);
-        }
-        if let Err(r) = checked {
+        if let Err(r) = self.verifier.policy().check(&claims, &facts) {
             return self.deny(r, None, now, attribution);
         }
 
