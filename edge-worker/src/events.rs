@@ -205,29 +205,21 @@ impl Pending {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::{EdgeConfig, StalePolicy};
+    use crate::config::{EdgeConfig, keys};
     use crate::engine::{Decision, Engine, Request, StateInput};
     use alloc::format;
     use sharegate_shared::keys::{KeyRing, SecretKey};
     use sharegate_shared::token::{Claims, Minter, Permissions, Policy, Text};
 
     fn engine(secret: [u8; 32]) -> Engine {
-        Engine::new(EdgeConfig {
-            keys: KeyRing::with_active(1, SecretKey::new(secret), 86_400),
-            policy: Policy::default(),
-            state_key: None,
-            watermark_key: None,
-            token_param: "sg".into(),
-            cookie_name: "sg_token".into(),
-            multivariant_name: "master.m3u8".into(),
-            reason_header: false,
-            cors_origin: "*".into(),
-            two_tier: None,
-            playlist_max_age: 2,
-            edge_id: "e1".into(),
-            state_max_age: 60,
-            stale_policy: StalePolicy::FailOpen,
-        })
+        // Through the settings parser every adapter uses, so the test follows new settings' defaults.
+        let signing = format!("1:active:{}", hex::encode(secret));
+        let settings: [(&str, &str); 3] = [
+            (keys::SIGNING_KEYS, &signing),
+            (keys::EDGE_ID, "e1"),
+            (keys::STALE_POLICY, "fail_open"),
+        ];
+        Engine::new(EdgeConfig::from_source(&&settings[..]).unwrap())
     }
 
     fn mint(secret: [u8; 32], asset: &str, now: u32) -> String {
