@@ -817,7 +817,7 @@ fn demo(base_url: &str) -> Result<(KeyRing, String)> {
 /// Run a native edge on the demo asset with the demo's key, a revocation state that knows the demo token, and a
 /// refresher standing in for the control plane (so the state never goes stale), until interrupted.
 fn serve_demo(ring: KeyRing, token: &str, addr: std::net::SocketAddr, media: &std::path::Path) -> Result<()> {
-    use sharegate_shared::revocation::{IssuedToken, SnapshotParams, StateKey, build_snapshot};
+    use sharegate_shared::revocation::{IssuedToken, SnapshotParams, StateKey, build_freshness, build_snapshot};
     if !media.join("demo/master.m3u8").is_file() {
         anyhow::bail!(
             "{} has no demo/master.m3u8: run from the repository root or pass --media",
@@ -848,8 +848,8 @@ fn serve_demo(ring: KeyRing, token: &str, addr: std::net::SocketAddr, media: &st
         expire_before: now32.saturating_sub(120),
         max_token_lifetime: 86_400,
     };
-    let snapshot = build_snapshot(&params, issued, &[], &[], &StateKey::new(*state_key.expose()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = StateKey::new(*state_key.expose());
+    let snapshot = build_snapshot(&params, issued, &[], &[], &key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = sharegate_edge_native::NativeOptions {
         origins: vec![sharegate_edge_native::origin::Origin::Dir(media.to_path_buf())],
         ..Default::default()
@@ -860,10 +860,12 @@ fn serve_demo(ring: KeyRing, token: &str, addr: std::net::SocketAddr, media: &st
         let edge = sharegate_edge_native::Edge::new(config, opts);
         edge.offer_state(&snapshot).map_err(|e| anyhow::anyhow!("{e}"))?;
         let refresher = std::sync::Arc::clone(&edge);
+        // The edge measures the state's age from signed times only: vouch for generation 1 anew every 5 s.
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-                let _ = refresher.offer_state(&snapshot);
+                let as_of = now().ok().and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+                let _ = refresher.offer_state(&build_freshness(1, as_of, &key));
             }
         });
         let base = format!("http://{}", listener.local_addr()?);

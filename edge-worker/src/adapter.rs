@@ -211,20 +211,24 @@ pub fn split_target(uri: &str) -> (&str, Option<&str>) {
 }
 
 /// The body of `GET /_sharegate/status`, one shape on every edge: what the edge holds, for support (key ids and
-/// states, never key material). `extra` adds runtime-specific numeric fields.
+/// states, never key material). `state_as_of` is the held state's signed as-of time and `now` the edge's clock (unix
+/// seconds); the age shown is the one the engine decides on (see `held`). `extra` adds runtime-specific numeric
+/// fields.
 pub fn status_json(
     runtime: &str,
     generation: Option<u64>,
-    state_age_ms: Option<u64>,
+    state_as_of: Option<u64>,
+    now: u64,
     keys: &sharegate_shared::keys::KeyRing,
     extra: &[(&str, u64)],
 ) -> String {
     use core::fmt::Write;
     let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
     let mut out = alloc::format!(
-        r#"{{"runtime":"{runtime}","generation":{},"state_age_ms":{},"keys":["#,
+        r#"{{"runtime":"{runtime}","generation":{},"state_as_of":{},"state_age_s":{},"keys":["#,
         opt(generation),
-        opt(state_age_ms)
+        opt(state_as_of),
+        opt(state_as_of.map(|t| now.saturating_sub(t)))
     );
     for (i, k) in keys.iter().enumerate() {
         let sep = if i == 0 { "" } else { "," };
@@ -306,11 +310,13 @@ mod tests {
             60,
         )
         .unwrap();
-        let j = status_json("native", Some(7), None, &ring, &[("events_pending", 2)]);
+        let j = status_json("native", Some(7), None, 100, &ring, &[("events_pending", 2)]);
         assert_eq!(
             j,
-            r#"{"runtime":"native","generation":7,"state_age_ms":null,"keys":[{"id":1,"state":"active"}],"events_pending":2}"#
+            r#"{"runtime":"native","generation":7,"state_as_of":null,"state_age_s":null,"keys":[{"id":1,"state":"active"}],"events_pending":2}"#
         );
+        let j = status_json("fastly", Some(7), Some(90), 100, &ring, &[]);
+        assert!(j.contains(r#""state_as_of":90,"state_age_s":10,"#), "{j}");
         assert!(!j.contains("1111"));
     }
 

@@ -3,13 +3,26 @@
 //! State arrives as bytes (pushed by the control plane, or pulled from it), is verified once on arrival (MAC,
 //! generation never going back, deltas chaining onto what is held) and kept as bytes; each request opens it in place,
 //! which is O(1) (see `shared::revocation`). Adapters that keep state between requests (the native server, a
-//! Cloudflare isolate) share this logic; the caller supplies the time (a monotonic millisecond clock), since this
-//! crate reads none.
+//! Cloudflare isolate) share this logic, and the Fastly app rebuilds a [`Held`] from its cache to refresh it.
+//!
+//! **Freshness comes from signed evidence only.** The age of the state is `now - as_of`, where `as_of` is the
+//! newest signed time (a snapshot's or delta's `built_at`, or a freshness message's `as_of`) among the verified
+//! answers for the generation held or a newer one. When bytes arrived counts for nothing: a replayed answer is
+//! MAC-valid, so an edge that measured age from arrival could be kept "fresh" forever by replaying an old one. Here
+//! an older generation is refused ([`OfferError::Older`]) and a same-generation replay leaves `as_of` where it was
+//! (it is a maximum), so a replay can never make the state look younger than the control plane said it was.
+//!
+//! Clocks: `as_of` is the control plane's clock, `now` the edge's. An `as_of` ahead of the edge's clock counts as
+//! age 0, and is believed at most [`MAX_FUTURE_SKEW_SECS`] ahead of the edge's clock when it arrives, so a control
+//! plane clock that runs fast extends freshness by at most that much; one that runs slow makes the edge go stale
+//! early (the safe side). The caller supplies the time (unix seconds); this crate reads no clock.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
-use sharegate_shared::revocation::{DeltaView, StateError, StateKey, StateSet, StateView};
+use sharegate_shared::revocation::{
+    DeltaView, FRESHNESS_MAGIC, StateError, StateKey, StateSet, StateView, verify_freshness,
+};
 
 /// A verified snapshot and the deltas on top of it.
 #[derive(Debug, Clone)]
@@ -20,9 +33,9 @@ pub struct Held {
     pub deltas: Vec<Arc<[u8]>>,
     /// Generation of the newest layer.
     pub generation: u64,
-    /// When the state was last confirmed current (a push, or a pull that found nothing newer), in the caller's
-    /// monotonic milliseconds.
-    pub refreshed_ms: u64,
+    /// Unix seconds: the newest signed time at which the control plane vouched that no generation newer than the
+    /// held one existed (see the module docs). The state's age is measured from it, never from arrival.
+    pub as_of: u64,
 }
 
 /// What happened to an offered state.
@@ -32,16 +45,17 @@ pub enum Offer {
     Snapshot(u64),
     /// A delta was appended.
     Delta(u64),
-    /// Nothing newer (already held).
+    /// The held generation again (a snapshot, a delta or a freshness message for it): the layers are kept, `as_of`
+    /// becomes the later of the held and the offered one.
     Current(u64),
 }
 
-/// Why an offered state was refused.
+/// Why an offered state was refused. Nothing about the held state changes, its freshness included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OfferError {
-    /// The bytes are not a valid, authentic snapshot or delta.
+    /// The bytes are not a valid, authentic snapshot, delta or freshness message.
     Invalid(&'static str),
-    /// The snapshot is older than the one held.
+    /// Older than the generation held: a replay or a lagging sender.
     Older {
         /// Held generation.
         held: u64,
@@ -55,8 +69,40 @@ pub enum OfferError {
         /// The delta's base.
         base: u64,
     },
+    /// A freshness message for a generation newer than the one held: this edge is behind and must fetch the state
+    /// (it says nothing about the state held).
+    Behind {
+        /// Held generation (0: none).
+        held: u64,
+        /// The generation the message vouches for.
+        current: u64,
+    },
     /// No state key is configured, so nothing can be verified.
     NoKey,
+}
+
+impl OfferError {
+    /// Stable snake_case reason code, for the push endpoint's answer.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OfferError::Invalid(_) => "invalid_state",
+            OfferError::Older { .. } => "stale_generation",
+            OfferError::Gap { .. } => "broken_chain",
+            OfferError::Behind { .. } => "behind",
+            OfferError::NoKey => "no_state_key",
+        }
+    }
+
+    /// The generation the edge holds, when the refusal is about generations (the sender can tell "already
+    /// current" from "needs a snapshot").
+    pub fn held(&self) -> Option<u64> {
+        match *self {
+            OfferError::Older { held, .. } | OfferError::Gap { held, .. } | OfferError::Behind { held, .. } => {
+                Some(held)
+            }
+            OfferError::Invalid(_) | OfferError::NoKey => None,
+        }
+    }
 }
 
 impl fmt::Display for OfferError {
@@ -65,6 +111,7 @@ impl fmt::Display for OfferError {
             OfferError::Invalid(why) => write!(f, "invalid state: {why}"),
             OfferError::Older { held, offered } => write!(f, "stale_generation: held {held}, offered {offered}"),
             OfferError::Gap { held, base } => write!(f, "broken_chain: held {held}, delta base {base}"),
+            OfferError::Behind { held, current } => write!(f, "behind: held {held}, current {current}"),
             OfferError::NoKey => f.write_str("no state key configured"),
         }
     }
@@ -79,60 +126,80 @@ fn invalid(e: StateError) -> OfferError {
 /// Most deltas kept before the sender must send a fresh snapshot: each request walks them all.
 pub const MAX_DELTAS: usize = 64;
 
-/// Verify `bytes` (a snapshot or a delta, told apart by their magic) against what is held and return the new held
-/// state.
-/// `now_ms` is the caller's monotonic clock, recorded as the time the state was confirmed current.
-pub fn offer(
-    held: Option<&Held>,
-    key: Option<&StateKey>,
-    bytes: &[u8],
-    now_ms: u64,
-) -> Result<(Held, Offer), OfferError> {
+/// How far ahead of the edge's clock a signed `as_of` is believed, in seconds (see the module docs).
+pub const MAX_FUTURE_SKEW_SECS: u64 = 2;
+
+/// Verify `bytes` (a snapshot, a delta or a freshness message, told apart by their magic) against what is held and
+/// return the new held state. `now` is the edge's clock (unix seconds), used only to cap an `as_of` from the future.
+///
+/// - older generation than held (any kind): [`OfferError::Older`];
+/// - same generation: [`Offer::Current`], `as_of` = max(held, offered);
+/// - newer: a snapshot replaces, a delta that chains is appended (`as_of` = max(held, offered): the newer state
+///   contains the held one, so what was vouched for it still holds); a freshness message is
+///   [`OfferError::Behind`].
+pub fn offer(held: Option<&Held>, key: Option<&StateKey>, bytes: &[u8], now: u64) -> Result<(Held, Offer), OfferError> {
     let key = key.ok_or(OfferError::NoKey)?;
-    if bytes.starts_with(b"SGRS") {
-        let min = held.map_or(0, |h| h.snapshot_generation());
-        let view = StateView::open_verified(bytes, key, min).map_err(|e| match e {
-            StateError::StaleGeneration => OfferError::Older {
-                held: held.map_or(0, |h| h.generation),
-                offered: StateView::open(bytes).map_or(0, |v| v.generation()),
-            },
-            e => invalid(e),
-        })?;
-        let generation = view.generation();
-        if let Some(h) = held
-            && generation <= h.generation
-        {
-            // Same snapshot again, or one older than the deltas held: keep what we have, but it is confirmed current.
-            let mut h = h.clone();
-            h.refreshed_ms = now_ms;
-            if generation < h.generation {
-                return Err(OfferError::Older {
-                    held: h.generation,
-                    offered: generation,
+    let believed = |as_of: u32| u64::from(as_of).min(now.saturating_add(MAX_FUTURE_SKEW_SECS));
+    let later = |h: &Held, as_of: u64| h.as_of.max(as_of);
+    let older = |h: &Held, offered: u64| OfferError::Older {
+        held: h.generation,
+        offered,
+    };
+    if bytes.starts_with(FRESHNESS_MAGIC) {
+        let f = verify_freshness(bytes, key).map_err(invalid)?;
+        let h = match held {
+            Some(h) if f.generation == h.generation => h,
+            Some(h) if f.generation < h.generation => return Err(older(h, f.generation)),
+            _ => {
+                return Err(OfferError::Behind {
+                    held: held.map_or(0, |h| h.generation),
+                    current: f.generation,
                 });
             }
-            return Ok((h, Offer::Current(generation)));
-        }
-        let held = Held {
-            snapshot: Arc::from(bytes),
-            deltas: Vec::new(),
-            generation,
-            refreshed_ms: now_ms,
         };
-        return Ok((held, Offer::Snapshot(generation)));
+        let mut next = h.clone();
+        next.as_of = later(h, believed(f.as_of));
+        return Ok((next, Offer::Current(h.generation)));
+    }
+    if bytes.starts_with(b"SGRS") {
+        let view = StateView::open_verified(bytes, key, 0).map_err(invalid)?;
+        let generation = view.generation();
+        let as_of = believed(view.built_at());
+        return match held {
+            Some(h) if generation < h.generation => Err(older(h, generation)),
+            // The same generation again (possibly as a snapshot of what we hold as snapshot + deltas): keep the
+            // layers, take the later signed time.
+            Some(h) if generation == h.generation => {
+                let mut next = h.clone();
+                next.as_of = later(h, as_of);
+                Ok((next, Offer::Current(generation)))
+            }
+            _ => Ok((
+                Held {
+                    snapshot: Arc::from(bytes),
+                    deltas: Vec::new(),
+                    generation,
+                    as_of: held.map_or(as_of, |h| later(h, as_of)),
+                },
+                Offer::Snapshot(generation),
+            )),
+        };
     }
     let delta = DeltaView::open_verified(bytes, key).map_err(invalid)?;
+    let as_of = believed(delta.built_at());
     let Some(h) = held else {
         return Err(OfferError::Gap {
             held: 0,
             base: delta.base_generation(),
         });
     };
-    if delta.generation() <= h.generation {
-        let mut h = h.clone();
-        h.refreshed_ms = now_ms;
-        let g = h.generation;
-        return Ok((h, Offer::Current(g)));
+    if delta.generation() < h.generation {
+        return Err(older(h, delta.generation()));
+    }
+    if delta.generation() == h.generation {
+        let mut next = h.clone();
+        next.as_of = later(h, as_of);
+        return Ok((next, Offer::Current(h.generation)));
     }
     if delta.base_generation() != h.generation || h.deltas.len() >= MAX_DELTAS {
         return Err(OfferError::Gap {
@@ -143,26 +210,15 @@ pub fn offer(
     let mut next = h.clone();
     next.deltas.push(Arc::from(bytes));
     next.generation = delta.generation();
-    next.refreshed_ms = now_ms;
+    next.as_of = later(h, as_of);
     let g = next.generation;
     Ok((next, Offer::Delta(g)))
 }
 
 impl Held {
-    /// Whole seconds since the state was last confirmed current.
-    pub fn age_secs(&self, now_ms: u64) -> u64 {
-        now_ms.saturating_sub(self.refreshed_ms) / 1000
-    }
-
-    /// Mark the state confirmed current (a pull that found nothing newer).
-    pub fn confirmed(&self, now_ms: u64) -> Held {
-        let mut h = self.clone();
-        h.refreshed_ms = now_ms;
-        h
-    }
-
-    fn snapshot_generation(&self) -> u64 {
-        StateView::open(&self.snapshot).map_or(0, |v| v.generation())
+    /// Whole seconds since the signed `as_of` (0 while `as_of` is ahead of `now`, see the module docs).
+    pub fn age_secs(&self, now: u64) -> u64 {
+        now.saturating_sub(self.as_of)
     }
 
     /// Open the held bytes for one request and run `f` with the state. Opening is O(1) per layer; the bytes were
@@ -185,19 +241,13 @@ impl Held {
     }
 }
 
-/// Decide `req` with what an adapter holds: the state opened in place with its age, or no state at all (age
-/// unbounded, so the engine applies the stale policy). `now` is Unix seconds, `now_ms` the caller's monotonic clock.
-pub fn decide(
-    engine: &crate::Engine,
-    held: Option<&Held>,
-    req: &crate::Request<'_>,
-    now: u64,
-    now_ms: u64,
-) -> crate::Decision {
+/// Decide `req` with what an adapter holds: the state opened in place with its signed age, or no state at all (age
+/// unbounded, so the engine applies the stale policy). `now` is Unix seconds.
+pub fn decide(engine: &crate::Engine, held: Option<&Held>, req: &crate::Request<'_>, now: u64) -> crate::Decision {
     use crate::engine::{Revocations, StateInput};
     match held {
         Some(h) => {
-            let age = h.age_secs(now_ms);
+            let age = h.age_secs(now);
             h.with_set(|set| {
                 let input = StateInput {
                     state: set.map(|s| s as &dyn Revocations),
@@ -214,5 +264,171 @@ pub fn decide(
                 age: u64::MAX,
             },
         ),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use sharegate_shared::revocation::{
+        DeltaParams, IssuedToken, RevokedToken, SnapshotParams, build_delta, build_freshness, build_snapshot,
+    };
+
+    const T0: u32 = 1_700_000_000;
+
+    fn key() -> StateKey {
+        StateKey::new([0x42; 32])
+    }
+
+    fn snapshot(generation: u64, built_at: u32) -> Vec<u8> {
+        let p = SnapshotParams {
+            generation,
+            built_at,
+            cutoff: T0,
+            expire_before: 0,
+            max_token_lifetime: 86_400,
+        };
+        let issued = [IssuedToken {
+            id: [1; 12],
+            iat: T0 - 10,
+            exp: T0 + 3_600,
+        }];
+        build_snapshot(&p, issued, &[], &[], &key()).unwrap()
+    }
+
+    fn delta(generation: u64, built_at: u32) -> Vec<u8> {
+        let p = DeltaParams {
+            base_generation: generation - 1,
+            generation,
+            built_at,
+        };
+        let revoked = [RevokedToken {
+            id: [u8::try_from(generation).unwrap(); 12],
+            iat: T0 - 10,
+            exp: T0 + 3_600,
+        }];
+        build_delta(&p, &revoked, &[], &key()).unwrap()
+    }
+
+    fn fresh(generation: u64, as_of: u32) -> Vec<u8> {
+        build_freshness(generation, as_of, &key()).to_vec()
+    }
+
+    /// Snapshot 5 then deltas 6 and 7, all signed at T0; the edge's clock is far later.
+    fn held_at_7(now: u64) -> Held {
+        let k = key();
+        let (h, _) = offer(None, Some(&k), &snapshot(5, T0), now).unwrap();
+        let (h, _) = offer(Some(&h), Some(&k), &delta(6, T0), now).unwrap();
+        let (h, o) = offer(Some(&h), Some(&k), &delta(7, T0), now).unwrap();
+        assert_eq!(o, Offer::Delta(7));
+        h
+    }
+
+    #[test]
+    fn age_is_measured_from_the_signed_time_not_from_arrival() {
+        let now = u64::from(T0) + 100;
+        let h = held_at_7(now);
+        assert_eq!(h.as_of, u64::from(T0));
+        assert_eq!(h.age_secs(now), 100, "arrived just now, but vouched for 100 s ago");
+    }
+
+    #[test]
+    fn older_generations_are_refused_and_extend_nothing() {
+        let k = key();
+        let now = u64::from(T0) + 100;
+        let h = held_at_7(now);
+        // Each replay is signed *later* than what is held: only the generation rule stands between it and freshness.
+        let later = T0 + 90;
+        let replays = [
+            ("older snapshot", snapshot(6, later)),
+            ("older snapshot than the held snapshot", snapshot(4, later)),
+            ("older delta", delta(6, later)),
+            ("much older delta", delta(5, later)),
+            ("stale freshness message", fresh(6, later)),
+        ];
+        for (what, bytes) in replays {
+            let got = offer(Some(&h), Some(&k), &bytes, now);
+            assert!(matches!(got, Err(OfferError::Older { held: 7, .. })), "{what}: {got:?}");
+            assert_eq!(got.unwrap_err().as_str(), "stale_generation");
+        }
+    }
+
+    #[test]
+    fn same_generation_replays_never_move_freshness_forward_beyond_what_was_signed() {
+        let k = key();
+        let now = u64::from(T0) + 100;
+        let (h, _) = offer(Some(&held_at_7(now)), Some(&k), &fresh(7, T0 + 50), now).unwrap();
+        assert_eq!(h.as_of, u64::from(T0) + 50);
+        // Replays of older evidence for generation 7 (the delta, a freshness message, a snapshot of 7) leave it.
+        for bytes in [delta(7, T0), fresh(7, T0 + 10), snapshot(7, T0 + 20), fresh(7, T0 + 50)] {
+            let (next, o) = offer(Some(&h), Some(&k), &bytes, now).unwrap();
+            assert_eq!(o, Offer::Current(7));
+            assert_eq!(next.as_of, u64::from(T0) + 50);
+            assert_eq!(next.deltas.len(), 2, "the layers are kept");
+        }
+        // Newer signed evidence for the same generation does move it.
+        let (next, _) = offer(Some(&h), Some(&k), &fresh(7, T0 + 60), now).unwrap();
+        assert_eq!(next.age_secs(now), 40);
+    }
+
+    #[test]
+    fn a_freshness_message_for_a_newer_generation_says_behind_and_confirms_nothing() {
+        let k = key();
+        let now = u64::from(T0) + 100;
+        let h = held_at_7(now);
+        assert_eq!(
+            offer(Some(&h), Some(&k), &fresh(8, T0 + 99), now).unwrap_err(),
+            OfferError::Behind { held: 7, current: 8 }
+        );
+        assert_eq!(
+            offer(None, Some(&k), &fresh(8, T0 + 99), now).unwrap_err(),
+            OfferError::Behind { held: 0, current: 8 }
+        );
+    }
+
+    #[test]
+    fn tampered_or_foreign_freshness_messages_are_refused() {
+        let k = key();
+        let now = u64::from(T0) + 100;
+        let h = held_at_7(now);
+        let good = fresh(7, T0 + 99);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            let got = offer(Some(&h), Some(&k), &bad, now);
+            assert!(matches!(got, Err(OfferError::Invalid(_))), "byte {i}: {got:?}");
+        }
+        let other = build_freshness(7, T0 + 99, &StateKey::new([0x43; 32]));
+        assert_eq!(
+            offer(Some(&h), Some(&k), &other, now).unwrap_err(),
+            OfferError::Invalid("bad_mac")
+        );
+        assert_eq!(offer(Some(&h), None, &good, now).unwrap_err(), OfferError::NoKey);
+    }
+
+    #[test]
+    fn an_as_of_from_the_future_is_capped_and_counts_as_age_zero() {
+        let k = key();
+        let now = u64::from(T0);
+        let (h, _) = offer(None, Some(&k), &snapshot(1, T0 + 3_600), now).unwrap();
+        assert_eq!(h.as_of, now + MAX_FUTURE_SKEW_SECS);
+        assert_eq!(h.age_secs(now), 0);
+        assert_eq!(h.age_secs(now + MAX_FUTURE_SKEW_SECS + 30), 30);
+    }
+
+    #[test]
+    fn a_newer_state_keeps_the_later_signed_time() {
+        let k = key();
+        let now = u64::from(T0) + 100;
+        let (h, _) = offer(Some(&held_at_7(now)), Some(&k), &fresh(7, T0 + 80), now).unwrap();
+        // A delta built (or cached) before that confirmation still contains everything generation 7 had.
+        let (h2, o) = offer(Some(&h), Some(&k), &delta(8, T0 + 70), now).unwrap();
+        assert_eq!((o, h2.as_of), (Offer::Delta(8), u64::from(T0) + 80));
+        let (h3, o) = offer(Some(&h2), Some(&k), &snapshot(9, T0 + 95), now).unwrap();
+        assert_eq!(
+            (o, h3.as_of, h3.deltas.len()),
+            (Offer::Snapshot(9), u64::from(T0) + 95, 0)
+        );
     }
 }

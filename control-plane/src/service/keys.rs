@@ -350,6 +350,7 @@ async fn publish(s: &AppState, ring: &KeyRing) -> Vec<Push> {
         out.push(Push {
             edge: edge.url.clone(),
             status,
+            result: Some(super::revocations::PushResult::from_status(status)),
         });
     }
     spec.zeroize();

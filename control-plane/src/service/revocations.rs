@@ -65,8 +65,37 @@ pub struct LogEntry {
 pub struct Push {
     /// Edge URL.
     pub edge: String,
-    /// HTTP status, or 0 when unreachable.
+    /// HTTP status of the last answer, or 0 when unreachable.
     pub status: u16,
+    /// What the push achieved (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<PushResult>,
+}
+
+/// What a push achieved at one edge, read from its answers (`status` alone cannot tell an edge that refused the
+/// state from one that already held a newer generation: both answer 409).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PushResult {
+    /// The edge took the state (or the keys).
+    Applied,
+    /// The edge already held this generation or a newer one: nothing to do.
+    AlreadyCurrent,
+    /// The edge answered, and refused (it catches up at its next pull).
+    Refused,
+    /// No answer.
+    Unreachable,
+}
+
+impl PushResult {
+    /// From a status alone: 2xx applied, 0 unreachable, anything else refused.
+    pub fn from_status(status: u16) -> PushResult {
+        match status {
+            0 => PushResult::Unreachable,
+            200..=299 => PushResult::Applied,
+            _ => PushResult::Refused,
+        }
+    }
 }
 
 /// The stored record and the receipt.

@@ -4,7 +4,9 @@
 //! verified revocation state and a batch of events. Each request is decided by the engine; allowed ones are fetched
 //! from the origin without the token (so the zone cache key has none), with the asset's cache tags. The state is
 //! refreshed from the control plane off the request path (`wait_until`) when half the freshness window has passed,
-//! and on it when the whole window has; see `docs/cloudflare.md`.
+//! and on it when the whole window has; see `docs/cloudflare.md`. The state's age, which decides the stale policy, is
+//! measured from the control plane's signed "as of" time (`sharegate_edge::held`), never from when this isolate (or
+//! the location's cache) got the answer; the refresh window is only a schedule.
 #![forbid(unsafe_code)]
 
 use sharegate_edge::adapter::{self, AdapterSettings};
@@ -46,6 +48,9 @@ thread_local! {
     static REFRESH_SINCE_MS: Cell<u64> = const { Cell::new(0) };
     /// When the last refresh failed (0: never), for the backoff.
     static FAILED_AT_MS: Cell<u64> = const { Cell::new(0) };
+    /// When this isolate last got a verified answer from the control plane (0: never). Only the refresh schedule
+    /// reads it: a replayed answer can move it, so it never counts as freshness.
+    static CHECKED_MS: Cell<u64> = const { Cell::new(0) };
     static EVENTS: RefCell<EventBatch> = RefCell::new(EventBatch::default());
     static FLUSH_SCHEDULED: Cell<bool> = const { Cell::new(false) };
     static FLUSH_IN_FLIGHT: Cell<bool> = const { Cell::new(false) };
@@ -144,7 +149,7 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
 
     let held = current_state(&rt, &host, &ctx).await;
     let now = now_ms();
-    let decision = held::decide(&rt.engine, held.as_deref(), &ereq, now / 1000, now);
+    let decision = held::decide(&rt.engine, held.as_deref(), &ereq, now / 1000);
     match decision {
         Decision::Preflight(h) => {
             let mut r = Response::empty()?.with_status(204);
@@ -175,7 +180,8 @@ fn status(rt: &Runtime) -> worker::Result<Response> {
     let body = adapter::status_json(
         "cloudflare",
         held.as_ref().map(|h| h.generation),
-        held.as_ref().map(|h| now_ms().saturating_sub(h.refreshed_ms)),
+        held.as_ref().map(|h| h.as_of),
+        now_ms() / 1000,
         &rt.engine.config().keys,
         &[("events_pending", EVENTS.with(|b| b.borrow().len()) as u64)],
     );
@@ -195,7 +201,11 @@ async fn current_state(rt: &Rc<Runtime>, host: &str, ctx: &Context) -> Option<Rc
     let window = u64::from(rt.settings.state_refresh_ms);
     let held = HELD.with(|h| h.borrow().clone());
     let now = now_ms();
-    let age = held.as_ref().map_or(u64::MAX, |h| now.saturating_sub(h.refreshed_ms));
+    // The schedule's clock, not the state's age (see CHECKED_MS).
+    let age = match (&held, CHECKED_MS.with(Cell::get)) {
+        (Some(_), checked) if checked != 0 => now.saturating_sub(checked),
+        _ => u64::MAX,
+    };
     if age < window / 2 {
         return held;
     }
@@ -274,50 +284,54 @@ const REFRESH_MS: u32 = 4000;
 /// Deadline of one origin attempt, ms (then the next origin is tried).
 const ORIGIN_FETCH_MS: u32 = 5000;
 
-/// One answer of the control plane, as the zone cache keeps it: the bytes (a snapshot or a delta; empty when the
-/// held generation was current) and when the control plane gave it.
+/// One answer of the control plane, as the location's cache keeps it: the bytes (a snapshot, a delta, or the signed
+/// freshness message when the held generation was current; empty for a bare 304 from a control plane that predates
+/// it). When the location cached it decides only whether the cached copy is reused: the freshness it gives is its
+/// signed as-of.
 struct StateAnswer {
     bytes: Vec<u8>,
-    at_ms: u64,
 }
 
 async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
     let held = HELD.with(|h| h.borrow().clone());
     let since = held.as_ref().map_or(0, |h| h.generation);
     let answer = state_answer(rt, host, since).await?;
+    if answer.bytes.is_empty() {
+        // Unsigned, so replayable: it confirms nothing, and the state ages towards the stale policy.
+        return Err("the control plane answered an unsigned 304: state not confirmed fresh".into());
+    }
     let key = rt.engine.config().state_key.as_ref();
-    let result = if answer.bytes.is_empty() {
-        match &held {
-            Some(h) => Ok(h.confirmed(answer.at_ms.max(h.refreshed_ms))),
-            None => Err("control plane said current, but nothing is held".to_string()),
+    let now = now_ms() / 1000;
+    let next = match held::offer(held.as_deref(), key, &answer.bytes, now) {
+        Ok((next, _)) => next,
+        // A delta that does not chain onto ours (we missed one), or word that a newer generation exists: ask for
+        // the whole state.
+        Err(OfferError::Gap { .. } | OfferError::Behind { .. }) if since != 0 => {
+            let full = state_answer(rt, host, 0).await?;
+            held::offer(held.as_deref(), key, &full.bytes, now)
+                .map_err(|e| e.to_string())?
+                .0
         }
-    } else {
-        match held::offer(held.as_deref(), key, &answer.bytes, answer.at_ms) {
-            Ok((next, _)) => Ok(next),
-            // A delta that does not chain onto ours (we missed one): ask for the whole state.
-            Err(OfferError::Gap { .. }) if since != 0 => {
-                let full = state_answer(rt, host, 0).await?;
-                held::offer(held.as_deref(), key, &full.bytes, full.at_ms)
-                    .map(|(n, _)| n)
-                    .map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+        Err(e) => return Err(e.to_string()),
     };
-    let next = result?;
-    // Another request may have installed a newer state while we waited: never go back.
+    // Another request may have installed a newer state (or newer evidence) while we waited: never go back.
     HELD.with(|h| {
         let mut h = h.borrow_mut();
-        let newer_held = h.as_ref().is_some_and(|cur| cur.generation > next.generation);
-        if !newer_held {
+        let keep = h.as_ref().is_some_and(|cur| {
+            cur.generation > next.generation || (cur.generation == next.generation && cur.as_of >= next.as_of)
+        });
+        if !keep {
             *h = Some(Rc::new(next));
         }
     });
+    CHECKED_MS.with(|t| t.set(now_ms().max(1)));
     Ok(())
 }
 
 /// The control plane's answer for `since`, from the colo's cache when it is young enough (under half the freshness
-/// window), else from the control plane, then cached for the other isolates of this location. The answers live in
+/// window), else from the control plane, then cached for the other isolates of this location. A cached answer is
+/// worth exactly its signed as-of, however recently it was cached: an isolate that reads it is no fresher than the
+/// control plane said when it signed it. The answers live in
 /// a cache of their own (`caches.open("sharegate-state")`), apart from the zone cache that fetches and viewers go
 /// through, so no request to the zone reads or writes them.
 async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswer, String> {
@@ -341,7 +355,7 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
             && now - at_ms < half
             && let Ok(bytes) = cached.bytes().await
         {
-            return Ok(StateAnswer { bytes, at_ms });
+            return Ok(StateAnswer { bytes });
         }
     }
     let headers = worker::Headers::new();
@@ -350,6 +364,8 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
             .set("x-sharegate-generation", &since.to_string())
             .map_err(|e| e.to_string())?;
     }
+    // Ask for the signed freshness message rather than a bare 304 when current.
+    headers.set("x-sharegate-freshness", "1").map_err(|e| e.to_string())?;
     if let Some(t) = &rt.settings.edge_token {
         headers
             .set("authorization", &format!("Bearer {t}"))
@@ -372,7 +388,7 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
     let _ = h.set("x-sharegate-at-ms", &at_ms.to_string());
     // Best effort: a failed put only costs the next isolate a fetch.
     let _ = cache.put(&cache_key, copy).await;
-    Ok(StateAnswer { bytes, at_ms })
+    Ok(StateAnswer { bytes })
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -140,10 +140,11 @@ fn main() {
     let opened = current.blob.as_deref().and_then(state::open);
     let set = opened.as_ref().and_then(|(s, d)| StateSet::new(*s, d).ok());
     t.mark("open");
+    // The age is the signed one (now - as_of), never the time the POP cached or checked it.
     let input = StateInput {
         state: set.as_ref().map(|s| s as &dyn Revocations),
         age: if set.is_some() {
-            now.saturating_sub(current.at_ms) / 1000
+            (now / 1000).saturating_sub(current.times.as_of)
         } else {
             u64::MAX
         },
@@ -159,7 +160,7 @@ fn main() {
 
     let (mut resp, event) = match decision {
         None => (
-            status(&rt, set.as_ref().map(StateSet::generation), now, current.at_ms),
+            status(&rt, set.as_ref().map(StateSet::generation), now, current.times.as_of),
             None,
         ),
         Some(decision) => answer(&rt, decision, head, header("range"), now),
@@ -215,9 +216,16 @@ fn answer(rt: &Runtime, decision: Decision, head: bool, range: Option<&str>, now
 
 /// What this POP's cache holds, in the status shape of every edge (`adapter::status_json`). Not a path the engine
 /// would allow (`/_sharegate/` carries no token), so it shadows nothing.
-fn status(rt: &Runtime, generation: Option<u64>, now_ms: u64, at_ms: u64) -> Response {
-    let age = generation.map(|_| now_ms.saturating_sub(at_ms));
-    let body = adapter::status_json("fastly", generation, age, &rt.engine.config().keys, &[]);
+fn status(rt: &Runtime, generation: Option<u64>, now_ms: u64, as_of: u64) -> Response {
+    let as_of = generation.map(|_| as_of);
+    let body = adapter::status_json(
+        "fastly",
+        generation,
+        as_of,
+        now_ms / 1000,
+        &rt.engine.config().keys,
+        &[],
+    );
     Response::from_body(body)
         .with_header("content-type", "application/json")
         .with_header("cache-control", "no-store")

@@ -2,7 +2,10 @@
 //!
 //! Fastly starts a fresh instance for every request, so nothing survives in memory. The verified state (a snapshot
 //! and the deltas after it, as the control plane sent them) lives in the POP's Core Cache under [`STATE_KEY`], with
-//! the time the control plane last vouched for it in the object's user metadata. Per request that costs one lookup
+//! two times in the object's user metadata: the signed `as_of` the control plane last vouched for it with (a
+//! snapshot's or delta's `built_at`, or a freshness message's `as_of`; the engine's state age is measured from it
+//! and from nothing else, so a replayed answer cannot make the state look fresh — see `sharegate_edge::held`), and
+//! when this POP last got a verified answer (only the refresh schedule reads that one). Per request that costs one lookup
 //! (a plain one while the object is fresh, measured cheaper than a transaction; a transactional one when it is stale
 //! or missing) and one body read (a copy into the instance, unavoidable); the layers are then opened in place (O(1)
 //! each, no MAC: the bytes were verified before they were inserted, and only this service writes its cache).
@@ -30,8 +33,8 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Core Cache key of the state object.
-pub const STATE_KEY: &[u8] = b"sharegate/state/v1";
+/// Core Cache key of the state object (v2: the metadata holds the signed as-of and the check time).
+pub const STATE_KEY: &[u8] = b"sharegate/state/v2";
 /// Core Cache key of the generation floor.
 pub const FLOOR_KEY: &[u8] = b"sharegate/state-floor/v1";
 /// Surrogate key on both objects: purging it makes every POP fetch a whole snapshot (and forget its floor, for
@@ -101,7 +104,7 @@ pub fn open(blob: &[u8]) -> Option<(StateView<'_>, Vec<DeltaView<'_>>)> {
 }
 
 /// The blob as a [`Held`] to build on (copies the layers: refreshes only, never per request).
-fn held_from(blob: &[u8], at_ms: u64) -> Option<Held> {
+fn held_from(blob: &[u8], as_of: u64) -> Option<Held> {
     let (snapshot, deltas) = layers(blob)?;
     let (view, dviews) = open(blob)?;
     let generation = dviews.last().map_or(view.generation(), DeltaView::generation);
@@ -109,19 +112,45 @@ fn held_from(blob: &[u8], at_ms: u64) -> Option<Held> {
         snapshot: Arc::from(snapshot),
         deltas: deltas.into_iter().map(Arc::from).collect(),
         generation,
-        refreshed_ms: at_ms,
+        as_of,
     })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Per request: the lookup.
 
+/// The times kept beside the blob: `as_of u64 | checked_ms u64`, little-endian.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Times {
+    /// The signed as-of of the newest verified evidence for the cached generation (unix seconds).
+    pub as_of: u64,
+    /// When this POP last got a verified answer (wall-clock ms). The refresh schedule only: never freshness.
+    pub checked_ms: u64,
+}
+
+impl Times {
+    fn encode(self) -> bytes::Bytes {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.as_of.to_le_bytes());
+        b[8..].copy_from_slice(&self.checked_ms.to_le_bytes());
+        bytes::Bytes::copy_from_slice(&b)
+    }
+
+    fn decode(meta: &[u8]) -> Option<Times> {
+        let (as_of, checked) = meta.split_first_chunk::<8>()?;
+        Some(Times {
+            as_of: u64::from_le_bytes(*as_of),
+            checked_ms: u64::from_le_bytes(checked.try_into().ok()?),
+        })
+    }
+}
+
 /// What one request found in the cache.
 pub struct Current {
     /// The blob, read out of the cache (the one copy per request).
     pub blob: Option<Vec<u8>>,
-    /// When the control plane last vouched for it (wall-clock ms).
-    pub at_ms: u64,
+    /// Its signed as-of and when it was last checked.
+    pub times: Times,
     /// Held when this request is the one that must refresh the object.
     obligation: Option<Transaction>,
 }
@@ -131,7 +160,7 @@ impl Current {
     pub fn none() -> Current {
         Current {
             blob: None,
-            at_ms: 0,
+            times: Times::default(),
             obligation: None,
         }
     }
@@ -142,12 +171,11 @@ impl Current {
     }
 }
 
-fn read_found(found: &Found) -> Option<(Vec<u8>, u64)> {
-    let meta = found.user_metadata();
-    let at_ms = u64::from_le_bytes(meta.as_ref().try_into().ok()?);
+fn read_found(found: &Found) -> Option<(Vec<u8>, Times)> {
+    let times = Times::decode(found.user_metadata().as_ref())?;
     let mut blob = Vec::with_capacity(usize::try_from(found.known_length().unwrap_or(0)).unwrap_or(0));
     found.to_stream().ok()?.read_to_end(&mut blob).ok()?;
-    Some((blob, at_ms))
+    Some((blob, times))
 }
 
 /// Look the state up. A request that gets the obligation to refresh it carries that in the result.
@@ -155,11 +183,11 @@ pub fn lookup() -> Current {
     // The common case first: a fresh object, through a plain lookup (cheaper than a transaction).
     if let Ok(Some(found)) = fastly::cache::core::lookup(CacheKey::from_static(STATE_KEY)).execute()
         && !found.is_stale()
-        && let Some((blob, at_ms)) = read_found(&found)
+        && let Some((blob, times)) = read_found(&found)
     {
         return Current {
             blob: Some(blob),
-            at_ms,
+            times,
             obligation: None,
         };
     }
@@ -170,10 +198,10 @@ pub fn lookup() -> Current {
             return Current::none();
         }
     };
-    let (blob, at_ms) = tx.found().and_then(|f| read_found(&f)).unzip();
+    let (blob, times) = tx.found().and_then(|f| read_found(&f)).unzip();
     Current {
         blob,
-        at_ms: at_ms.unwrap_or(0),
+        times: times.unwrap_or_default(),
         obligation: tx.must_insert_or_update().then_some(tx),
     }
 }
@@ -181,13 +209,16 @@ pub fn lookup() -> Current {
 // ---------------------------------------------------------------------------------------------------------------
 // The refresh, by the one request that holds the obligation.
 
-/// The control plane's answer for `since`: `Some(bytes)` (a snapshot or a delta), or `None` (304: current).
-fn fetch(settings: &AdapterSettings, since: u64) -> Result<Option<Vec<u8>>, String> {
+/// The control plane's answer for `since`: a snapshot, a delta, or the signed freshness message when current. A
+/// bare 304 (a control plane from before signed freshness) is refused: unsigned, it could be a replay, and
+/// confirms nothing.
+fn fetch(settings: &AdapterSettings, since: u64) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let mut req = Request::get(url).with_pass(true);
     if since != 0 {
         req.set_header("x-sharegate-generation", since.to_string());
     }
+    req.set_header("x-sharegate-freshness", "1");
     if let Some(t) = &settings.edge_token {
         req.set_header("authorization", format!("Bearer {t}"));
     }
@@ -195,8 +226,8 @@ fn fetch(settings: &AdapterSettings, since: u64) -> Result<Option<Vec<u8>>, Stri
         .send(CONTROL_PLANE_BACKEND)
         .map_err(|e| format!("state fetch: {e}"))?;
     match resp.get_status().as_u16() {
-        200 => Ok(Some(resp.take_body_bytes())),
-        304 | 204 => Ok(None),
+        200 => Ok(resp.take_body_bytes()),
+        304 | 204 => Err("the control plane answered an unsigned 304: state not confirmed fresh".into()),
         s => Err(format!("state endpoint answered {s}")),
     }
 }
@@ -228,32 +259,32 @@ fn lifetimes(engine: &Engine, settings: &AdapterSettings) -> (Duration, Duration
 }
 
 /// Refresh the state this request is obliged to: ask the control plane for what follows the cached generation,
-/// verify it, and write the new state (or, if nothing changed, the new confirmation time) back to the cache.
-/// Returns the blob and time to decide on; on failure, what was cached (see [`back_off`]).
+/// verify it, and write the new state (or, for the same generation, its new signed as-of) back to the cache.
+/// Returns the blob and times to decide on; on failure, what was cached (see [`back_off`]).
 pub fn refresh(engine: &Engine, settings: &AdapterSettings, current: Current, now_ms: u64) -> Current {
     let Current {
         blob,
-        at_ms,
+        times,
         obligation,
     } = current;
     let Some(tx) = obligation else {
         return Current {
             blob,
-            at_ms,
+            times,
             obligation: None,
         };
     };
-    match try_refresh(engine, settings, tx, blob.as_deref(), at_ms, now_ms) {
-        Ok((blob, at_ms)) => Current {
+    match try_refresh(engine, settings, tx, blob.as_deref(), times, now_ms) {
+        Ok((blob, times)) => Current {
             blob: Some(blob),
-            at_ms,
+            times,
             obligation: None,
         },
         Err(e) => {
             eprintln!("sharegate: state refresh failed: {e}");
             Current {
                 blob,
-                at_ms,
+                times,
                 obligation: None,
             }
         }
@@ -265,27 +296,26 @@ fn try_refresh(
     settings: &AdapterSettings,
     tx: Transaction,
     blob: Option<&[u8]>,
-    at_ms: u64,
+    times: Times,
     now_ms: u64,
-) -> Result<(Vec<u8>, u64), String> {
-    let held = blob.and_then(|b| held_from(b, at_ms));
+) -> Result<(Vec<u8>, Times), String> {
+    let held = blob.and_then(|b| held_from(b, times.as_of));
     let key = engine.config().state_key.as_ref();
     let since = held.as_ref().map_or(0, |h| h.generation);
+    let now = now_ms / 1000;
     let result = (|| {
-        let next = match fetch(settings, since)? {
-            None if held.is_none() => return Err("control plane said current, but nothing is cached".into()),
-            None => return Ok(None),
-            Some(bytes) => match held::offer(held.as_ref(), key, &bytes, now_ms) {
-                Ok((next, _)) => next,
-                // A delta that does not chain onto ours (we missed one, or hold the most deltas): the whole state.
-                Err(OfferError::Gap { .. }) if since != 0 => {
-                    let full = fetch(settings, 0)?.ok_or("control plane said current to generation 0")?;
-                    held::offer(held.as_ref(), key, &full, now_ms)
-                        .map_err(|e| e.to_string())?
-                        .0
-                }
-                Err(e) => return Err(e.to_string()),
-            },
+        let bytes = fetch(settings, since)?;
+        let next = match held::offer(held.as_ref(), key, &bytes, now) {
+            Ok((next, _)) => next,
+            // A delta that does not chain onto ours (we missed one, or hold the most deltas), or word that a newer
+            // generation exists: the whole state.
+            Err(OfferError::Gap { .. } | OfferError::Behind { .. }) if since != 0 => {
+                let full = fetch(settings, 0)?;
+                held::offer(held.as_ref(), key, &full, now)
+                    .map_err(|e| e.to_string())?
+                    .0
+            }
+            Err(e) => return Err(e.to_string()),
         };
         if held.is_none() {
             let floor = read_floor();
@@ -296,31 +326,37 @@ fn try_refresh(
                 ));
             }
         }
-        Ok(Some(next))
+        Ok(next)
     })();
     let (fresh, usable) = lifetimes(engine, settings);
-    let meta = bytes::Bytes::copy_from_slice(&now_ms.to_le_bytes());
     match result {
-        // Nothing newer: the cached bytes stay, only their confirmation time and freshness change.
-        Ok(None) => {
-            let blob = blob
-                .ok_or("control plane said current, but nothing is cached")?
-                .to_vec();
+        // The same generation: the cached bytes stay, only the signed as-of (a maximum: a replay cannot move it)
+        // and the check time change.
+        Ok(next) if held.as_ref().is_some_and(|h| h.generation == next.generation) => {
+            let blob = blob.ok_or("nothing cached")?.to_vec();
+            let times = Times {
+                as_of: next.as_of,
+                checked_ms: now_ms,
+            };
             tx.update(fresh)
                 .stale_while_revalidate(usable)
                 .surrogate_keys([STATE_SURROGATE_KEY])
-                .user_metadata(meta)
+                .user_metadata(times.encode())
                 .execute()
                 .map_err(|e| format!("state update: {e:?}"))?;
-            Ok((blob, now_ms))
+            Ok((blob, times))
         }
-        Ok(Some(next)) => {
+        Ok(next) => {
             let out = encode(&next);
+            let times = Times {
+                as_of: next.as_of,
+                checked_ms: now_ms,
+            };
             let mut w = tx
                 .insert(fresh)
                 .stale_while_revalidate(usable)
                 .surrogate_keys([STATE_SURROGATE_KEY])
-                .user_metadata(meta)
+                .user_metadata(times.encode())
                 .known_length(out.len() as u64)
                 .execute()
                 .map_err(|e| format!("state insert: {e:?}"))?;
@@ -331,21 +367,21 @@ fn try_refresh(
             {
                 eprintln!("sharegate: {e}");
             }
-            Ok((out, now_ms))
+            Ok((out, times))
         }
         Err(e) => {
-            back_off(tx, blob, at_ms, fresh, usable);
+            back_off(tx, blob, times, fresh, usable);
             Err(e)
         }
     }
 }
 
 /// After a failed refresh, keep the next half window free of retries: the cached copy is made fresh again with its
-/// old confirmation time (so the engine still sees its true age and applies the stale policy), or, with nothing
-/// cached, an empty object is cached so the requests collapsed behind this one decide at once (on no state) instead
-/// of each waiting for the control plane in turn.
-fn back_off(tx: Transaction, blob: Option<&[u8]>, at_ms: u64, fresh: Duration, usable: Duration) {
-    let meta = bytes::Bytes::copy_from_slice(&at_ms.to_le_bytes());
+/// old times (so the engine still sees its true signed age and applies the stale policy), or, with nothing cached,
+/// an empty object is cached so the requests collapsed behind this one decide at once (on no state) instead of each
+/// waiting for the control plane in turn.
+fn back_off(tx: Transaction, blob: Option<&[u8]>, times: Times, fresh: Duration, usable: Duration) {
+    let meta = times.encode();
     let done = match blob {
         Some(_) => tx
             .update(fresh)
@@ -367,10 +403,12 @@ fn back_off(tx: Transaction, blob: Option<&[u8]>, at_ms: u64, fresh: Duration, u
     }
 }
 
-/// Whether the state should be refreshed before deciding: nothing cached, or older than the whole refresh window.
+/// Whether the state should be refreshed before deciding: nothing cached, or not checked for the whole refresh
+/// window (the schedule; the stale policy reads the signed age).
 pub fn refresh_first(current: &Current, settings: &AdapterSettings, now_ms: u64) -> bool {
     current.must_refresh()
-        && (current.blob.is_none() || now_ms.saturating_sub(current.at_ms) >= u64::from(settings.state_refresh_ms))
+        && (current.blob.is_none()
+            || now_ms.saturating_sub(current.times.checked_ms) >= u64::from(settings.state_refresh_ms))
 }
 
 #[cfg(test)]
@@ -420,7 +458,7 @@ mod tests {
             snapshot: Arc::from(snap.as_slice()),
             deltas: vec![Arc::from(delta.as_slice())],
             generation: 4,
-            refreshed_ms: 0,
+            as_of: 0,
         };
         let blob = encode(&held);
         let (s, d) = layers(&blob).expect("layers");
@@ -433,10 +471,7 @@ mod tests {
             view.as_bytes().as_ptr(),
             blob[blob.len() - snap.len() - delta.len()..].as_ptr()
         ));
-        assert_eq!(
-            held_from(&blob, 9).map(|h| (h.generation, h.refreshed_ms)),
-            Some((4, 9))
-        );
+        assert_eq!(held_from(&blob, 9).map(|h| (h.generation, h.as_of)), Some((4, 9)));
     }
 
     /// Under Viceroy (the test runner), with the package's fastly.toml: every refresh fails, whether or not a local
@@ -466,6 +501,18 @@ mod tests {
     }
 
     #[test]
+    fn times_round_trip_and_foreign_metadata_is_not_read() {
+        let t = Times {
+            as_of: 1_700_000_000,
+            checked_ms: 1_700_000_000_123,
+        };
+        assert_eq!(Times::decode(&t.encode()), Some(t));
+        // The v1 object's metadata (8 bytes: an unsigned arrival time) is not taken for a signed as-of.
+        assert_eq!(Times::decode(&1_700_000_000_000u64.to_le_bytes()), None);
+        assert_eq!(Times::decode(&[]), None);
+    }
+
+    #[test]
     fn the_floor_round_trips() {
         assert_eq!(read_floor(), 0);
         write_floor(41).expect("written");
@@ -479,7 +526,7 @@ mod tests {
             snapshot: Arc::from(snap.as_slice()),
             deltas: Vec::new(),
             generation: 3,
-            refreshed_ms: 0,
+            as_of: 0,
         };
         let blob = encode(&held);
         assert!(open(&blob).is_some());

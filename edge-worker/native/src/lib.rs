@@ -126,7 +126,8 @@ impl Edge {
         })
     }
 
-    /// Offer state bytes (snapshot or delta) as if pushed.
+    /// Offer state bytes (a snapshot, a delta or a freshness message) as if pushed. Refused offers change nothing,
+    /// the state's signed freshness included.
     pub fn offer_state(&self, bytes: &[u8]) -> Result<state::Offer, state::OfferError> {
         let engine = self.engine.load();
         let held = self.held.load_full();
@@ -134,7 +135,7 @@ impl Edge {
             held.as_deref(),
             engine.config().state_key.as_ref(),
             bytes,
-            state::mono_ms(),
+            state::now_unix(),
         )?;
         self.held.store(Some(Arc::new(next)));
         Ok(what)
@@ -228,7 +229,8 @@ pub fn spawn_background(edge: &Arc<Edge>) {
 }
 
 /// Pull the state once: the control plane answers 200 with a snapshot or delta newer than the generation we send,
-/// or 304 when we are current.
+/// or, when we are current, a signed freshness message (asked for with `x-sharegate-freshness: 1`). A bare 304
+/// (a control plane from before signed freshness) keeps the state but vouches for nothing, so the state ages.
 pub async fn pull_once(edge: &Edge) -> Result<(), String> {
     let Some(url) = edge.opts.state_url.as_deref() else {
         return Ok(());
@@ -237,15 +239,15 @@ pub async fn pull_once(edge: &Edge) -> Result<(), String> {
     if let Some(g) = edge.generation() {
         req = req.header("x-sharegate-generation", g.to_string());
     }
+    req = req.header("x-sharegate-freshness", "1");
     if let Some(t) = &edge.opts.edge_token {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;
     match resp.status().as_u16() {
+        // Unsigned, so replayable: it cannot count as freshness.
         304 | 204 => {
-            if let Some(h) = edge.held.load_full() {
-                edge.held.store(Some(Arc::new(h.confirmed(state::mono_ms()))));
-            }
+            tracing::warn!("state endpoint answered an unsigned 304: the state is not confirmed fresh");
             Ok(())
         }
         200 => {
@@ -336,13 +338,17 @@ async fn push_state(State(edge): State<Arc<Edge>>, headers: HeaderMap, body: Byt
             };
             json_response(StatusCode::OK, format!(r#"{{"accepted":"{what}","generation":{g}}}"#))
         }
-        Err(e @ state::OfferError::Gap { .. }) => json_response(
+        // Generation conflicts say what this edge holds, so the sender can tell "already current" (nothing to do)
+        // from "needs the whole state".
+        Err(
+            e @ (state::OfferError::Gap { .. } | state::OfferError::Older { .. } | state::OfferError::Behind { .. }),
+        ) => json_response(
             StatusCode::CONFLICT,
-            format!(r#"{{"error":"broken_chain","detail":"{e}"}}"#),
-        ),
-        Err(e @ state::OfferError::Older { .. }) => json_response(
-            StatusCode::CONFLICT,
-            format!(r#"{{"error":"stale_generation","detail":"{e}"}}"#),
+            format!(
+                r#"{{"error":"{}","held":{},"detail":"{e}"}}"#,
+                e.as_str(),
+                e.held().unwrap_or(0)
+            ),
         ),
         Err(e) => json_response(
             StatusCode::BAD_REQUEST,
@@ -370,7 +376,8 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
     let body = sharegate_edge::adapter::status_json(
         "native",
         held.as_ref().map(|h| h.generation),
-        held.as_ref().map(|h| state::mono_ms().saturating_sub(h.refreshed_ms)),
+        held.as_ref().map(|h| h.as_of),
+        state::now_unix(),
         &engine.config().keys,
         &[
             ("cached_segments", edge.segments.entry_count()),
@@ -441,7 +448,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
     };
     let now = now_secs();
     let held = edge.held.load_full();
-    let decision = sharegate_edge::held::decide(&engine, held.as_deref(), &ereq, now, state::mono_ms());
+    let decision = sharegate_edge::held::decide(&engine, held.as_deref(), &ereq, now);
     let head = req.method() == Method::HEAD;
     let range = text(header::RANGE).map(str::to_string);
     match decision {

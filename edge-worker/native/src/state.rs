@@ -1,11 +1,13 @@
-//! The revocation state the native edge holds: the shared logic of `sharegate_edge::held`, on a monotonic clock.
+//! The revocation state the native edge holds: the shared logic of `sharegate_edge::held`, on the wall clock.
+//!
+//! The state's age is `now - as_of`, where `as_of` is the control plane's signed time (see `sharegate_edge::held`):
+//! a wall clock is what that is compared with, so this edge needs its clock synchronised (NTP), as any TLS client
+//! does. A monotonic clock would not help: the evidence itself is a wall-clock time.
 
-pub use sharegate_edge::held::{Held, MAX_DELTAS, Offer, OfferError, offer};
-use std::sync::OnceLock;
-use std::time::Instant;
+pub use sharegate_edge::held::{Held, MAX_DELTAS, MAX_FUTURE_SKEW_SECS, Offer, OfferError, offer};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Milliseconds on a monotonic clock (since the first call in this process): the time base of [`Held`].
-pub fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Unix seconds now (0 before 1970, which only a broken clock reports: the state then looks as old as it can).
+pub fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

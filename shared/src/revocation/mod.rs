@@ -1,7 +1,9 @@
 //! The revocation state: which verified tokens are revoked, answered exactly from bytes in memory.
 //!
-//! The control plane builds a MAC'd, versioned **snapshot** ([`build_snapshot`]) and small
-//! **deltas** ([`build_delta`]); every edge adapter reads them in place ([`StateView`],
+//! The control plane builds a MAC'd, versioned **snapshot** ([`build_snapshot`]), small
+//! **deltas** ([`build_delta`]) and, when nothing changed, a signed **freshness** message
+//! ([`build_freshness`]); each carries the signed time it is current as of, from which an edge
+//! measures its state's age (never from arrival, which a replay controls). Every edge adapter reads them in place ([`StateView`],
 //! [`DeltaView`], [`StateSet`]) and asks [`StateSet::is_revoked`] for each request. A token is
 //! revoked by id, or by a per-scope **watermark** (everything issued at or before second `T` for a
 //! share, viewer, session, asset, campaign, key id, or globally).
@@ -16,6 +18,7 @@
 //! check a token's signature or expiry (the token verifier does that before asking here).
 
 mod build;
+mod freshness;
 mod fuse;
 mod tables;
 mod view;
@@ -24,6 +27,7 @@ pub use build::{
     ApplyParams, BuildError, DeltaParams, IssuedToken, RevokedToken, SnapshotParams, Watermark, apply_deltas,
     build_delta, build_snapshot,
 };
+pub use freshness::{FRESHNESS_LEN, FRESHNESS_MAGIC, Freshness, build_freshness, verify_freshness};
 pub use tables::WatermarkRef;
 pub use view::{DeltaView, SnapshotStats, StateSet, StateView};
 
@@ -159,7 +163,7 @@ impl Revoked {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum StateError {
-    /// The bytes do not start with the expected magic (snapshot `SGRS`, delta `SGRD`).
+    /// The bytes do not start with the expected magic (snapshot `SGRS`, delta `SGRD`, freshness `SGRF`).
     BadMagic,
     /// A format version this reader does not know.
     UnsupportedVersion,
