@@ -551,6 +551,7 @@ pub(crate) async fn publish(
         pushed.push(Push {
             edge: edge.url.clone(),
             status,
+            result: Some(PushResult::from_status(status)),
         });
     }
     Ok(pushed)
