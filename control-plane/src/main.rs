@@ -6,6 +6,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use sharegate_control_plane::offline::{self, CheckRequest, MintRequest};
+use sharegate_control_plane::run::EnvSource;
 use sharegate_shared::keys::KeyRing;
 use sharegate_shared::token::{Policy, TokenBuf, decode_unverified};
 use std::net::IpAddr;
@@ -65,7 +66,7 @@ enum Cmd {
     /// Read the audit log (role auditor), with the hash chain verified.
     Audit(ClientAudit),
     /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
-    /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required.
+    /// (docs/edge.md, "Settings"): SHAREGATE_SIGNING_KEYS is required.
     Edge(EdgeArgs),
 }
 
@@ -253,9 +254,6 @@ struct EdgeArgs {
     /// Segment cache budget, MiB.
     #[arg(long, default_value_t = 256)]
     cache_mib: u64,
-    /// Trust X-Forwarded-For / X-Sharegate-Country (only behind a trusted proxy, and in tests).
-    #[arg(long)]
-    trust_forwarded: bool,
 }
 
 #[derive(Subcommand)]
@@ -365,19 +363,13 @@ fn now() -> Result<u64> {
         .as_secs())
 }
 
-struct EnvSource;
-
-impl sharegate_edge::ConfigSource for EnvSource {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
-    }
-}
-
 fn run_edge(a: EdgeArgs) -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let config = sharegate_edge::EdgeConfig::from_source(&EnvSource).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client_sources =
+        sharegate_edge_native::client::ClientSources::from_source(&EnvSource).map_err(|e| anyhow::anyhow!("{e}"))?;
     let opts = sharegate_edge_native::NativeOptions {
         origins: a
             .origins
@@ -390,7 +382,7 @@ fn run_edge(a: EdgeArgs) -> Result<()> {
         pull_interval: std::time::Duration::from_millis(a.pull_interval_ms),
         edge_token: std::env::var("SHAREGATE_EDGE_TOKEN").ok(),
         events_url: a.events_url,
-        trust_forwarded: a.trust_forwarded,
+        client_sources,
         ..Default::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -476,11 +468,9 @@ fn run_dev(a: DevArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let started = sharegate_control_plane::run::start(&opts).await?;
-        // The edge: same keys, pulls from the control plane every second, accepts its pushes.
-        let mut settings = std::collections::BTreeMap::new();
-        settings.insert("SHAREGATE_SIGNING_KEYS".to_string(), started.signing_spec.clone());
-        settings.insert("SHAREGATE_STATE_KEY".to_string(), started.state_key_hex.clone());
-        let config = sharegate_edge::EdgeConfig::from_source(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        // The edge: same keys, pulls from the control plane every second, accepts its pushes; every other
+        // SHAREGATE_* edge setting from the environment, read as `sharegate edge` reads it.
+        let (config, client_sources) = sharegate_control_plane::run::dev_edge_settings(&started, &EnvSource)?;
         let edge = sharegate_edge_native::Edge::new(
             config,
             sharegate_edge_native::NativeOptions {
@@ -489,6 +479,7 @@ fn run_dev(a: DevArgs) -> Result<()> {
                 keys_url: Some(format!("{api_url}/v1/edge/keys")),
                 events_url: Some(format!("{api_url}/v1/edge/events")),
                 edge_token: Some(started.edge_token.clone()),
+                client_sources,
                 ..Default::default()
             },
         );
@@ -549,18 +540,19 @@ fn run_dev(a: DevArgs) -> Result<()> {
             "sharegate dev: control plane {api_url}, edge {edge_url}, data in {}",
             a.data_dir.display()
         );
-        // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file).
-        let admin = match std::env::var("SHAREGATE_ADMIN_KEY") {
-            Ok(_) => "(from SHAREGATE_ADMIN_KEY)".to_string(),
-            Err(_) => std::fs::read_to_string(&admin_file)
-                .unwrap_or_default()
-                .trim()
-                .to_string(),
-        };
-        println!(
-            "  admin API key: {admin}   (kept in {}, mode 0600)",
-            admin_file.display()
-        );
+        // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file). A key from
+        // SHAREGATE_ADMIN_KEY is never written to a file, so name none.
+        if std::env::var_os("SHAREGATE_ADMIN_KEY").is_some() {
+            println!("  admin API key: the one in SHAREGATE_ADMIN_KEY (not written to any file)");
+        } else {
+            let admin = std::fs::read_to_string(&admin_file)
+                .with_context(|| format!("cannot read {}", admin_file.display()))?;
+            println!(
+                "  admin API key: {}   (kept in {}, mode 0600)",
+                admin.trim(),
+                admin_file.display()
+            );
+        }
         println!("  API docs: {api_url}/v1/openapi.yaml");
         println!("  minter API key (this run): {minter}");
         println!("  mint:    SHAREGATE_API_KEY={minter} sharegate mint --asset demo --ttl 600");

@@ -10,6 +10,9 @@ use crate::service::auth::{self, Role};
 use crate::service::{AppState, EdgeTarget, ServiceConfig};
 use crate::store::{Ns, open_store};
 use anyhow::{Context, Result, anyhow};
+use sharegate_edge::config::ConfigSource;
+use sharegate_edge::{EdgeConfig, config::keys as edge_keys};
+use sharegate_edge_native::client::ClientSources;
 use sharegate_shared::keys::KeyRing;
 use sharegate_shared::revocation::StateKey;
 use sharegate_shared::token::Policy;
@@ -75,6 +78,53 @@ pub struct Started {
     pub state_key_hex: String,
     /// The edge credential, for a co-located edge.
     pub edge_token: String,
+}
+
+/// The process environment as a [`ConfigSource`]: how `sharegate edge` and `sharegate dev` read the edge's settings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EnvSource;
+
+impl ConfigSource for EnvSource {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+/// The edge settings of `sharegate dev`'s edge: every `SHAREGATE_*` edge setting from `env`, read by the same parsers
+/// as `sharegate edge` (`EdgeConfig::from_source`, `ClientSources::from_source`), except the secrets the edge shares
+/// with this control plane (signing keys, state key), which are the control plane's own: an edge with other keys
+/// would refuse every link it mints.
+pub fn dev_edge_settings(started: &Started, env: &dyn ConfigSource) -> Result<(EdgeConfig, ClientSources)> {
+    edge_settings_with_secrets(&started.signing_spec, &started.state_key_hex, env)
+}
+
+fn edge_settings_with_secrets(
+    signing_spec: &str,
+    state_key_hex: &str,
+    env: &dyn ConfigSource,
+) -> Result<(EdgeConfig, ClientSources)> {
+    struct WithSecrets<'a> {
+        env: &'a dyn ConfigSource,
+        signing_spec: &'a str,
+        state_key_hex: &'a str,
+    }
+    impl ConfigSource for WithSecrets<'_> {
+        fn get(&self, key: &str) -> Option<String> {
+            match key {
+                edge_keys::SIGNING_KEYS => Some(self.signing_spec.to_string()),
+                edge_keys::STATE_KEY => Some(self.state_key_hex.to_string()),
+                _ => self.env.get(key),
+            }
+        }
+    }
+    let src = WithSecrets {
+        env,
+        signing_spec,
+        state_key_hex,
+    };
+    let config = EdgeConfig::from_source(&src).map_err(|e| anyhow!("edge setting {e}"))?;
+    let sources = ClientSources::from_source(&src).map_err(|e| anyhow!("edge setting {e}"))?;
+    Ok((config, sources))
 }
 
 /// Open the store, load or create the secrets, make sure an admin key exists.
@@ -169,4 +219,42 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         state_key_hex,
         edge_token,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dev_edge_reads_every_edge_setting_but_the_shared_secrets() {
+        let mine = format!("1:active:{}", "1".repeat(64));
+        let state = "3".repeat(64);
+        let env: &[(&str, &str)] = &[
+            ("SHAREGATE_TWO_TIER", "true"),
+            ("SHAREGATE_SESSION_TTL", "120"),
+            ("SHAREGATE_EDGE_ID", "dev-edge-7"),
+            ("SHAREGATE_STALE_POLICY", "fail_open"),
+            ("SHAREGATE_GEO_LENIENT", "true"),
+            ("SHAREGATE_COUNTRY_HEADER", "CF-IPCountry"),
+            ("SHAREGATE_CLIENT_IP_HEADER", "X-Real-IP"),
+            // Another key ring in the environment must not replace the control plane's own.
+            (
+                "SHAREGATE_SIGNING_KEYS",
+                "9:active:9999999999999999999999999999999999999999999999999999999999999999",
+            ),
+        ];
+        let (c, sources) = edge_settings_with_secrets(&mine, &state, &env).unwrap();
+        assert_eq!(c.two_tier.map(|t| t.session_ttl), Some(120));
+        assert_eq!(c.edge_id, "dev-edge-7");
+        assert_eq!(c.stale_policy, sharegate_edge::config::StalePolicy::FailOpen);
+        assert!(c.geo_lenient && c.state_key.is_some());
+        assert_eq!(c.keys.active().map(|k| k.id), Some(1));
+        assert_eq!(sources.country_source(), "header:cf-ipcountry");
+        assert_eq!(sources.ip_source(), "header:x-real-ip");
+        // A bad setting stops the dev edge as it stops `sharegate edge`, naming the setting.
+        let bad: &[(&str, &str)] = &[("SHAREGATE_TWO_TIER", "maybe")];
+        let e = edge_settings_with_secrets(&mine, &state, &bad).unwrap_err();
+        assert!(e.to_string().contains("SHAREGATE_TWO_TIER"), "{e}");
+    }
 }

@@ -242,6 +242,42 @@ pub fn status_json(
     out
 }
 
+/// A status body (from [`status_json`]) with the edge's trusted client sources added: `client_ip_source`,
+/// `country_source` (each a short name such as `peer`, `header:cf-ipcountry`, `cf-connecting-ip`, `none`) and
+/// `country_rules` (`enforced`, `refused`: no source, such tokens get `geo_unavailable`, or `lenient`). Support reads
+/// here why a geo- or IP-bound link behaves as it does.
+pub fn with_client_sources(mut status: String, client_ip: &str, country: &str, country_rules: &str) -> String {
+    use core::fmt::Write;
+    if status.ends_with('}') {
+        status.pop();
+        // The names are ours (fixed strings and validated header names): no escaping needed.
+        let _ = write!(
+            status,
+            r#","client_ip_source":"{client_ip}","country_source":"{country}","country_rules":"{country_rules}"}}"#
+        );
+    }
+    status
+}
+
+impl AdapterSettings {
+    /// Where a CDN adapter takes the client's address and country from, as named in its status: the platform's
+    /// (named by the adapter) or, with [`AdapterSettings::trust_forwarded`], the test harness's headers.
+    pub fn client_sources(
+        &self,
+        platform_ip: &'static str,
+        platform_country: &'static str,
+    ) -> (&'static str, &'static str) {
+        if self.trust_forwarded {
+            (
+                "header:x-forwarded-for (test harness)",
+                "header:x-sharegate-country (test harness)",
+            )
+        } else {
+            (platform_ip, platform_country)
+        }
+    }
+}
+
 /// Whether an origin status should make the adapter try the next origin (server errors; 404s and the like are
 /// answers).
 pub fn try_next_origin(status: u16) -> bool {
@@ -318,6 +354,21 @@ mod tests {
         let j = status_json("fastly", Some(7), Some(90), 100, &ring, &[]);
         assert!(j.contains(r#""state_as_of":90,"state_age_s":10,"#), "{j}");
         assert!(!j.contains("1111"));
+    }
+
+    #[test]
+    fn client_sources_in_the_status() {
+        let s = with_client_sources(r#"{"runtime":"x"}"#.into(), "peer", "none", "refused");
+        assert_eq!(
+            s,
+            r#"{"runtime":"x","client_ip_source":"peer","country_source":"none","country_rules":"refused"}"#
+        );
+        let src: &[(&str, &str)] = &[(keys::ORIGIN, "https://o.example.com")];
+        let settings = AdapterSettings::from_source(&src).unwrap();
+        assert_eq!(
+            settings.client_sources("cf-connecting-ip", "cf.country"),
+            ("cf-connecting-ip", "cf.country")
+        );
     }
 
     #[test]

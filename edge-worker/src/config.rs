@@ -102,6 +102,14 @@ pub struct EdgeConfig {
     pub state_max_age: u32,
     /// What to do then.
     pub stale_policy: StalePolicy,
+    /// Whether this edge has a source for the client's country at all. Not a setting: the adapter says. Cloudflare
+    /// and Fastly always do (their platform's geo data); the native edge only with a trusted country header from a
+    /// proxy in front of it. `true` as parsed; the native edge sets it.
+    pub has_country_source: bool,
+    /// With no country source, decide country rules by the rule of `docs/token-format.md` §8 (an unknown country
+    /// fails an allow list and passes a deny list) instead of refusing such tokens with `geo_unavailable`. Off by
+    /// default: that rule would serve a deny-listed link to everyone and refuse an allow-listed one to everyone.
+    pub geo_lenient: bool,
 }
 
 impl fmt::Debug for EdgeConfig {
@@ -122,6 +130,8 @@ impl fmt::Debug for EdgeConfig {
             .field("edge_id", &self.edge_id)
             .field("state_max_age", &self.state_max_age)
             .field("stale_policy", &self.stale_policy)
+            .field("has_country_source", &self.has_country_source)
+            .field("geo_lenient", &self.geo_lenient)
             .finish()
     }
 }
@@ -164,6 +174,8 @@ pub mod keys {
     pub const STATE_MAX_AGE: &str = "SHAREGATE_STATE_MAX_AGE";
     /// fail_closed or fail_open (fail_closed).
     pub const STALE_POLICY: &str = "SHAREGATE_STALE_POLICY";
+    /// true/false (false): with no country source, apply the lenient rule of `docs/token-format.md` §8.
+    pub const GEO_LENIENT: &str = "SHAREGATE_GEO_LENIENT";
 }
 
 fn parse_hex32(key: &'static str, v: &str) -> Result<[u8; 32], ConfigError> {
@@ -306,6 +318,8 @@ impl EdgeConfig {
             edge_id: text(keys::EDGE_ID, "edge"),
             state_max_age: num(src, keys::STATE_MAX_AGE, 30)?,
             stale_policy,
+            has_country_source: true,
+            geo_lenient: flag(src, keys::GEO_LENIENT, false)?,
         })
     }
 }
@@ -329,14 +343,17 @@ mod tests {
         assert!(c.two_tier.is_none());
         assert_eq!(c.keys.active().unwrap().id, 1);
         assert_eq!(c.stale_policy, StalePolicy::FailClosed);
+        assert!(c.has_country_source && !c.geo_lenient);
         let src: &[(&str, &str)] = &[
             (keys::SIGNING_KEYS, &keys),
             (keys::TWO_TIER, "true"),
             (keys::SESSION_TTL, "120"),
             (keys::LEEWAY, "5"),
             (keys::REASON_HEADER, "off"),
+            (keys::GEO_LENIENT, "true"),
         ];
         let c = EdgeConfig::from_source(&src).unwrap();
+        assert!(c.geo_lenient);
         assert_eq!(c.two_tier.unwrap().session_ttl, 120);
         assert_eq!(c.policy.leeway, 5);
         assert!(!c.reason_header);
@@ -356,6 +373,7 @@ mod tests {
             (keys::STATE_KEY, "abc"),
             (keys::STALE_POLICY, "sometimes"),
             (keys::TOKEN_PARAM, "a b"),
+            (keys::GEO_LENIENT, "sometimes"),
         ] {
             let src: &[(&str, &str)] = &[(keys::SIGNING_KEYS, &keys_ok), (k, v)];
             assert!(EdgeConfig::from_source(&src).is_err(), "{k}={v}");

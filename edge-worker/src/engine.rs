@@ -24,6 +24,10 @@ use sharegate_shared::token::{
 /// The header that carries the reason code on denials (unless switched off).
 pub const REASON_HEADER: &str = "x-sharegate-reason";
 
+/// The methods the edge serves: the `Allow` of a 405 (RFC 9110 §15.5.6 requires it) and the preflight's
+/// `Access-Control-Allow-Methods`.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";
+
 /// A response header value: static, or shared with the engine's configuration, so a decision allocates no header
 /// strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -465,15 +469,18 @@ impl Engine {
             "OPTIONS" => {
                 let mut h = Vec::with_capacity(6);
                 self.cors(&mut h);
-                h.push((
-                    "access-control-allow-methods",
-                    HeaderValue::Static("GET, HEAD, OPTIONS"),
-                ));
+                h.push(("access-control-allow-methods", HeaderValue::Static(ALLOWED_METHODS)));
                 h.push(("access-control-allow-headers", HeaderValue::Static("range")));
                 h.push(("access-control-max-age", HeaderValue::Static("86400")));
                 return Decision::Preflight(h);
             }
-            _ => return self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing),
+            _ => {
+                let mut d = self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing);
+                if let Decision::Deny(deny) = &mut d {
+                    deny.headers.push(("allow", HeaderValue::Static(ALLOWED_METHODS)));
+                }
+                return d;
+            }
         }
 
         // Find the token: path first (the default), then the query parameter, then the cookie.
@@ -503,7 +510,8 @@ impl Engine {
             resource,
             now,
             client_ip: req.client_ip,
-            country: req.country,
+            // Without a source, whatever the adapter passed is not a country anyone vouches for.
+            country: req.country.filter(|_| self.config.has_country_source),
             origin: embed_origin(req),
         };
         let mut buf = TokenBuf::new();
@@ -513,7 +521,18 @@ impl Engine {
             Err(r) => return self.deny(r, None, now, Attr::Nothing),
         };
         let attribution = Attr::Claims(&claims);
-        if let Err(r) = self.verifier.policy().check(&claims, &facts) {
+        let checked = self.verifier.policy().check(&claims, &facts);
+        // A country rule on an edge that cannot know countries: the lenient rule of §8 would serve a deny-listed
+        // link to everyone and refuse an allow-listed one to everyone, so refuse it, saying why, unless the
+        // operator opted into that rule. This answers step 11 of the order, so earlier failures keep precedence.
+        if claims.countries.is_some()
+            && !self.config.has_country_source
+            && !self.config.geo_lenient
+            && matches!(checked, Ok(()) | Err(Reason::GeoDenied | Reason::OriginDenied))
+        {
+            return self.deny(Reason::GeoUnavailable, None, now, attribution);
+        }
+        if let Err(r) = checked {
             return self.deny(r, None, now, attribution);
         }
 
@@ -817,6 +836,117 @@ mod tests {
             ..Request::default()
         };
         assert_eq!(embed_origin(&req), Some("https://player.example.com:8443"));
+    }
+
+    /// An engine on key 1 with a fresh empty state, and a token for asset `demo` with these countries.
+    fn geo_setup(settings: &[(&str, &str)], countries: Countries<'_>) -> (Engine, String) {
+        let keys = "1:active:1111111111111111111111111111111111111111111111111111111111111111";
+        let mut src: Vec<(&str, &str)> = alloc::vec![(crate::config::keys::SIGNING_KEYS, keys)];
+        src.extend_from_slice(settings);
+        let engine = Engine::new(EdgeConfig::from_source(&src.as_slice()).unwrap());
+        let claims = Claims {
+            token_id: [7; 12],
+            iat: 1_900_000_000,
+            nbf: 1_900_000_000,
+            exp: 1_900_003_600,
+            permissions: Permissions::PLAYBACK,
+            asset: Some(Text::from("demo")),
+            countries: Some(countries),
+            ..Claims::default()
+        };
+        let token = engine.minter.as_ref().unwrap().mint(&claims).unwrap();
+        (engine, token)
+    }
+
+    struct Nothing;
+    impl Revocations for Nothing {
+        fn check(&self, _: &Subject<'_>) -> Revoked {
+            Revoked::No
+        }
+    }
+
+    /// Status and reason code of one GET for the token, from a client in `country` (as the adapter saw it).
+    fn geo_answer(engine: &Engine, token: &str, country: Option<&[u8; 2]>) -> (u16, &'static str) {
+        let path = format!("/t/{token}/demo/v0/seg_000.ts");
+        let req = Request {
+            method: "GET",
+            path: &path,
+            country: country.copied(),
+            ..Request::default()
+        };
+        match engine.decide(&req, 1_900_000_100, StateInput::fresh(&Nothing)) {
+            Decision::Allow(_) => (200, ""),
+            Decision::Deny(d) => (d.status, d.reason.as_str()),
+            Decision::Preflight(_) => (204, ""),
+        }
+    }
+
+    #[test]
+    fn country_rules_without_a_country_source_are_refused_unless_lenient() {
+        for (rule, at_home, abroad) in [
+            (Countries::Allow(b"DE"), (200, ""), (403, "geo_denied")),
+            (Countries::Deny(b"US"), (403, "geo_denied"), (200, "")),
+        ] {
+            let home: &[u8; 2] = if matches!(rule, Countries::Allow(_)) {
+                b"DE"
+            } else {
+                b"US"
+            };
+            // A source (a CDN's platform data): the rule decides.
+            let (e, t) = geo_setup(&[], rule);
+            assert_eq!(geo_answer(&e, &t, Some(home)), at_home);
+            assert_eq!(geo_answer(&e, &t, Some(b"FR")), abroad);
+            // No source: refused whatever country the adapter claims, with a reason that says why.
+            let (mut e, t) = geo_setup(&[], rule);
+            e.config.has_country_source = false;
+            for c in [None, Some(home), Some(b"FR")] {
+                assert_eq!(geo_answer(&e, &t, c), (503, "geo_unavailable"), "{c:?}");
+            }
+            // No source, lenient: docs/token-format.md §8 (unknown fails an allow list, passes a deny list).
+            let (mut e, t) = geo_setup(&[(crate::config::keys::GEO_LENIENT, "true")], rule);
+            e.config.has_country_source = false;
+            let lenient = if matches!(rule, Countries::Allow(_)) {
+                (403, "geo_denied")
+            } else {
+                (200, "")
+            };
+            assert_eq!(geo_answer(&e, &t, Some(home)), lenient);
+        }
+        // Earlier checks keep their precedence over geo_unavailable (expired is step 7).
+        let (mut e, t) = geo_setup(&[], Countries::Deny(b"US"));
+        e.config.has_country_source = false;
+        let req_path = format!("/t/{t}/demo/v0/seg_000.ts");
+        let req = Request {
+            method: "GET",
+            path: &req_path,
+            ..Request::default()
+        };
+        let Decision::Deny(d) = e.decide(&req, 1_900_010_000, StateInput::fresh(&Nothing)) else {
+            panic!("allowed");
+        };
+        assert_eq!(d.reason, Reason::Expired);
+    }
+
+    #[test]
+    fn method_not_allowed_says_what_is() {
+        let (e, t) = geo_setup(&[], Countries::Deny(b"US"));
+        let path = format!("/t/{t}/demo/v0/seg_000.ts");
+        for m in ["POST", "PUT", "DELETE", "PATCH", "TRACE", "CONNECT", "get"] {
+            let req = Request {
+                method: m,
+                path: &path,
+                ..Request::default()
+            };
+            let Decision::Deny(d) = e.decide(&req, 1_900_000_100, StateInput::fresh(&Nothing)) else {
+                panic!("{m} allowed");
+            };
+            assert_eq!(d.status, 405);
+            assert!(
+                d.headers
+                    .contains(&("allow", HeaderValue::Static("GET, HEAD, OPTIONS"))),
+                "{m}"
+            );
+        }
     }
 
     #[test]

@@ -47,11 +47,14 @@ pub enum Reason {
     StateStale,
     /// Every origin failed (5xx or timeout).
     OriginUnavailable,
+    /// The token has a country rule and this edge has no source for the client's country (a self-hosted edge
+    /// without a trusted country header), and the operator did not opt into the lenient rule.
+    GeoUnavailable,
 }
 
 impl Reason {
     /// Every reason, in declaration order (for tables, metrics and tests).
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::MissingToken,
         Reason::Malformed,
         Reason::UnsupportedVersion,
@@ -71,6 +74,7 @@ impl Reason {
         Reason::MethodNotAllowed,
         Reason::StateStale,
         Reason::OriginUnavailable,
+        Reason::GeoUnavailable,
     ];
 
     /// The stable, machine-readable code.
@@ -95,6 +99,7 @@ impl Reason {
             Reason::MethodNotAllowed => "method_not_allowed",
             Reason::StateStale => "state_stale",
             Reason::OriginUnavailable => "origin_unavailable",
+            Reason::GeoUnavailable => "geo_unavailable",
         }
     }
 
@@ -108,15 +113,15 @@ impl Reason {
     /// 401 when there is no credential at all, 410 when the credential was good but has run out (players and
     /// support tools treat "gone" differently from "forbidden"), 400 for a request no token could make valid, and
     /// 405 for a method the edge does not serve, 503 when the edge cannot decide safely (stale revocation state
-    /// under a fail-closed policy) or no origin answers, and 403 for everything else: a malformed or forged token is
-    /// an invalid credential, never a server error.
+    /// under a fail-closed policy, a country rule and no country source) or no origin answers, and 403 for
+    /// everything else: a malformed or forged token is an invalid credential, never a server error.
     pub const fn http_status(self) -> u16 {
         match self {
             Reason::MissingToken => 401,
             Reason::Expired => 410,
             Reason::BadPath => 400,
             Reason::MethodNotAllowed => 405,
-            Reason::StateStale | Reason::OriginUnavailable => 503,
+            Reason::StateStale | Reason::OriginUnavailable | Reason::GeoUnavailable => 503,
             _ => 403,
         }
     }
@@ -150,5 +155,6 @@ mod tests {
         assert_eq!(Reason::Revoked.http_status(), 403);
         assert_eq!(Reason::Malformed.http_status(), 403);
         assert_eq!(Reason::BadPath.http_status(), 400);
+        assert_eq!(Reason::GeoUnavailable.http_status(), 503);
     }
 }

@@ -4,16 +4,24 @@
 use serde_json::Value;
 use sharegate_e2e::{Suite, config_key, conformance_dir, run_suite_http, unix_now};
 use sharegate_edge::EdgeConfig;
+use sharegate_edge_native::client::ClientSources;
 use sharegate_edge_native::origin::Origin;
 use sharegate_edge_native::{Edge, NativeOptions, serve};
 use std::collections::BTreeMap;
 
-/// A native edge in this process: origin the suite's directory, the client facts taken from the harness's headers.
+/// A native edge in this process: origin the suite's directory, the client facts taken from the harness's headers
+/// (unless a case turns that off with `SHAREGATE_TRUST_FORWARDED=false`, as on the CDN runtimes: then the socket
+/// peer, and no country).
 async fn start(settings: &BTreeMap<String, String>, state: Option<&[u8]>) -> String {
     let config = EdgeConfig::from_source(settings).unwrap();
+    let harness = settings.get("SHAREGATE_TRUST_FORWARDED").map(String::as_str) != Some("false");
     let opts = NativeOptions {
         origins: vec![Origin::Dir(conformance_dir().join("origin"))],
-        trust_forwarded: true,
+        client_sources: if harness {
+            ClientSources::test_harness()
+        } else {
+            ClientSources::default()
+        },
         ..NativeOptions::default()
     };
     let edge = Edge::new(config, opts);

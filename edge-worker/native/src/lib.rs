@@ -7,6 +7,7 @@
 //! decisions come from `sharegate_edge::Engine`.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod origin;
 pub mod state;
 
@@ -52,9 +53,8 @@ pub struct NativeOptions {
     pub edge_token: Option<String>,
     /// Where to send event batches, if anywhere.
     pub events_url: Option<String>,
-    /// Take the client address from `X-Forwarded-For` and the country from `X-Sharegate-Country` (only behind a
-    /// trusted proxy, and in tests).
-    pub trust_forwarded: bool,
+    /// Where the client's address and country come from (default: the TCP peer, and no country).
+    pub client_sources: client::ClientSources,
 }
 
 impl Default for NativeOptions {
@@ -69,7 +69,7 @@ impl Default for NativeOptions {
             pull_interval: Duration::from_secs(1),
             edge_token: None,
             events_url: None,
-            trust_forwarded: false,
+            client_sources: client::ClientSources::default(),
         }
     }
 }
@@ -101,8 +101,13 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Edge {
-    /// Build an edge from the engine's config and the server's options.
-    pub fn new(config: EdgeConfig, opts: NativeOptions) -> Arc<Edge> {
+    /// Build an edge from the engine's config and the server's options. Says in the log which client facts it
+    /// trusts, and loudly when it has no country source.
+    pub fn new(mut config: EdgeConfig, opts: NativeOptions) -> Arc<Edge> {
+        // Only this adapter knows whether it can learn a client's country; the engine refuses country rules
+        // without a source (unless the operator chose the lenient rule).
+        config.has_country_source = opts.client_sources.has_country();
+        announce_sources(&config, &opts.client_sources);
         let weigher = |_: &String, v: &Arc<Fetched>| u32::try_from(v.body.len().max(1)).unwrap_or(u32::MAX);
         Arc::new(Edge {
             engine: ArcSwap::from_pointee(Engine::new(config)),
@@ -384,25 +389,55 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
             ("events_pending", edge.events.lock().map_or(0, |b| b.len()) as u64),
         ],
     );
+    let body = sharegate_edge::adapter::with_client_sources(
+        body,
+        &edge.opts.client_sources.ip_source(),
+        &edge.opts.client_sources.country_source(),
+        country_rules(engine.config()),
+    );
     json_response(StatusCode::OK, body)
 }
 
 fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    if !edge.opts.trust_forwarded {
-        return (peer, None);
+    edge.opts.client_sources.facts(peer, req.headers())
+}
+
+/// What becomes of country rules on this edge: `enforced` (it has a country source), `refused` (none: such
+/// tokens get `geo_unavailable`) or `lenient` (none, and the operator chose the rule of docs/token-format.md §8).
+fn country_rules(config: &EdgeConfig) -> &'static str {
+    match (config.has_country_source, config.geo_lenient) {
+        (true, _) => "enforced",
+        (false, false) => "refused",
+        (false, true) => "lenient",
     }
-    let h = req.headers();
-    let fwd = h
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    let country = h
-        .get("x-sharegate-country")
-        .and_then(|v| v.as_bytes().try_into().ok())
-        .map(|c: [u8; 2]| c.map(|b| b.to_ascii_uppercase()));
-    (fwd.or(peer), country)
+}
+
+fn announce_sources(config: &EdgeConfig, sources: &client::ClientSources) {
+    tracing::info!(
+        client_ip = %sources.ip_source(),
+        country = %sources.country_source(),
+        trusted_proxies = sources.trusted_proxies.len(),
+        "client facts: trusted sources"
+    );
+    if sources.ip_header.is_some() && sources.trusted_proxies.is_empty() {
+        tracing::warn!(
+            "SHAREGATE_CLIENT_IP_HEADER is believed from any peer: the edge must be reachable only through that \
+             proxy (or set SHAREGATE_TRUSTED_PROXIES)"
+        );
+    }
+    match country_rules(config) {
+        "refused" => tracing::warn!(
+            "NO COUNTRY SOURCE: tokens with country rules are refused (503 geo_unavailable). Set \
+             SHAREGATE_COUNTRY_HEADER to the header a trusted proxy sets (e.g. CF-IPCountry), or \
+             SHAREGATE_GEO_LENIENT=true to serve deny lists to everyone and refuse allow lists to everyone"
+        ),
+        "lenient" => tracing::warn!(
+            "NO COUNTRY SOURCE, lenient: a token's deny list passes every client and its allow list refuses every \
+             client (SHAREGATE_GEO_LENIENT=true)"
+        ),
+        _ => {}
+    }
 }
 
 /// The engine's answer to an origin failure.

@@ -52,9 +52,26 @@ fn content_type_for(path: &str) -> &'static str {
     }
 }
 
+/// Whether a directory origin's read error says "there is no such file here": an answer (404), the same on every
+/// replica of the files, so the next origin is not asked.
+///
+/// Anyone holding a link chooses the path below its scope, so every way the filesystem can reject a *name* must land
+/// here, or a client could turn a valid link into a 5xx at will: missing (`ENOENT`), a directory (`EISDIR`), a path
+/// below a file (`.../master.m3u8/x`: `ENOTDIR`), a name or path too long (`ENAMETOOLONG`), a name the filesystem
+/// cannot hold (`InvalidFilename`, `InvalidInput` for an interior NUL). Everything else (`EIO`, `EACCES`, `EMFILE`, a
+/// stale NFS handle, ...) is the origin failing, which may fail over and, when every origin fails, is a 503.
+pub fn no_such_file(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::NotFound | K::IsADirectory | K::NotADirectory | K::InvalidFilename | K::InvalidInput
+    )
+}
+
 /// Fetch `path` (normalised, token-free) with optional query from the origins in order.
 ///
-/// A directory origin answers 404 for a missing file (definitive: the next origin is not asked); an HTTP origin
+/// A directory origin answers 404 for a file that is not there ([`no_such_file`]: definitive, the next origin is not
+/// asked) and fails over on any other read error; an HTTP origin
 /// that fails with 5xx, a timeout or a connection error hands over to the next. `None` when every origin failed.
 pub async fn fetch(
     origins: &[Origin],
@@ -76,17 +93,15 @@ pub async fn fetch(
                         cache_control: None,
                         origin_index: i,
                     },
-                    Err(e)
-                        if e.kind() == std::io::ErrorKind::NotFound || e.kind() == std::io::ErrorKind::IsADirectory =>
-                    {
-                        Fetched {
-                            status: 404,
-                            body: Bytes::new(),
-                            content_type: None,
-                            cache_control: None,
-                            origin_index: i,
-                        }
-                    }
+                    // A missing file is an answer only while the origin's root is there: an unmounted or
+                    // deleted origin directory is the origin failing, not every file being gone.
+                    Err(e) if no_such_file(&e) && tokio::fs::metadata(dir).await.is_ok_and(|m| m.is_dir()) => Fetched {
+                        status: 404,
+                        body: Bytes::new(),
+                        content_type: None,
+                        cache_control: None,
+                        origin_index: i,
+                    },
                     Err(_) => continue,
                 });
             }
@@ -124,4 +139,65 @@ pub async fn fetch(
         }
     }
     None
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory with `a/master.m3u8`, removed when dropped.
+    struct Root(PathBuf);
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    fn root(tag: &str) -> Root {
+        let p = std::env::temp_dir().join(format!("sg-origin-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(p.join("a")).unwrap();
+        std::fs::write(p.join("a/master.m3u8"), "#EXTM3U\n").unwrap();
+        Root(p)
+    }
+
+    async fn status(origins: &[Origin], path: &str) -> Option<u16> {
+        let client = reqwest::Client::new();
+        fetch(origins, &client, Duration::from_secs(1), path, None)
+            .await
+            .map(|f| f.status)
+    }
+
+    #[tokio::test]
+    async fn names_the_filesystem_rejects_are_404_not_origin_failures() {
+        let r = root("names");
+        let dir = [Origin::Dir(r.0.clone())];
+        assert_eq!(status(&dir, "/a/master.m3u8").await, Some(200));
+        let long = format!("/a/{}", "n".repeat(300));
+        let deep_long = format!("/a/{}/x", "d".repeat(300));
+        for p in [
+            "/a/missing.ts",
+            "/a",
+            "/a/",
+            "/a/master.m3u8/x",
+            "/a/master.m3u8/x/y.ts",
+            long.as_str(),
+            deep_long.as_str(),
+            "/a/nul\0.ts",
+        ] {
+            assert_eq!(status(&dir, p).await, Some(404), "{p:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_origin_root_fails_over() {
+        let good = root("good");
+        let gone = good.0.join("not-mounted");
+        let origins = [Origin::Dir(gone.clone()), Origin::Dir(good.0.clone())];
+        let client = reqwest::Client::new();
+        let f = fetch(&origins, &client, Duration::from_secs(1), "/a/master.m3u8", None)
+            .await
+            .unwrap();
+        assert_eq!((f.status, f.origin_index), (200, 1));
+        assert_eq!(status(&[Origin::Dir(gone)], "/a/master.m3u8").await, None);
+    }
 }
