@@ -21,6 +21,7 @@ use std::path::PathBuf;
 pub mod control_plane;
 pub mod origin;
 pub mod process;
+pub mod replay;
 pub mod viceroy;
 pub mod wrangler;
 
