@@ -5,6 +5,7 @@
 //! issue. It does not decide requests at the edge: that is `sharegate-edge`.
 #![forbid(unsafe_code)]
 
+pub mod crash;
 pub mod offline;
 pub mod purge;
 pub mod run;

@@ -257,6 +257,51 @@ async fn atomic(s: &dyn Store) {
         .unwrap();
     assert_eq!(r, Some(vec![1]));
     assert_eq!(s.atomic(&[], &[]).await.unwrap(), Some(vec![]));
+
+    // A horizon: raised, never lowered; an append guarded by `CounterAtMost` passes at or above it only.
+    let raise = |to| [Op::Raise { counter: "horizon", to }];
+    assert_eq!(s.atomic(&[], &raise(100)).await.unwrap(), Some(vec![100]));
+    assert_eq!(
+        s.atomic(&[], &raise(90)).await.unwrap(),
+        Some(vec![100]),
+        "never lowered"
+    );
+    assert_eq!(s.counter("horizon").await.unwrap(), 100);
+    let guarded = |value| {
+        [Check::CounterAtMost {
+            counter: "horizon",
+            value,
+        }]
+    };
+    let append = [Op::Append {
+        log: Log::Revocations,
+        value: b"guarded",
+    }];
+    let last = s.last_seq(Log::Revocations).await.unwrap();
+    assert_eq!(
+        s.atomic(&guarded(99), &append).await.unwrap(),
+        None,
+        "below the horizon"
+    );
+    assert_eq!(s.last_seq(Log::Revocations).await.unwrap(), last, "nothing written");
+    assert_eq!(s.atomic(&guarded(100), &append).await.unwrap(), Some(vec![last + 1]));
+    assert_eq!(
+        s.atomic(
+            &[Check::CounterAtMost {
+                counter: "never-set",
+                value: 0
+            }],
+            &[]
+        )
+        .await
+        .unwrap(),
+        Some(vec![]),
+        "an absent counter is 0"
+    );
+    assert_eq!(
+        s.atomic(&[], &raise(u64::MAX)).await.unwrap_err().code(),
+        "store_invalid"
+    );
 }
 
 async fn counters(s: Arc<dyn Store>) {

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request is malformed or a field is out of range.
     #[error("{0}")]
     Invalid(String),
+    /// A revocation's fields do not fit its kind (`global` with an `id`, a scope without one, ...).
+    #[error("{0}")]
+    InvalidScope(String),
     /// Not found.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -36,6 +39,10 @@ pub enum ApiError {
     /// Minting refused by policy or readiness.
     #[error("{0}")]
     Refused(String),
+    /// This replica's clock disagrees with what the other replicas wrote (see `mint_recorded`): retrying elsewhere
+    /// may work, minting here would hand out tokens that are not valid yet.
+    #[error("{0}")]
+    ClockSkew(String),
     /// The store failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -52,9 +59,11 @@ impl ApiError {
             ApiError::BadCredential => "bad_credential",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::Invalid(_) => "invalid_request",
+            ApiError::InvalidScope(_) => "invalid_scope",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Refused(_) => "refused",
+            ApiError::ClockSkew(_) => "clock_skew",
             ApiError::Store(e) => e.code(),
             ApiError::Internal(_) => "internal",
         }
@@ -65,11 +74,12 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::BadCredential => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::InvalidScope(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ClockSkew(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -2,12 +2,21 @@
 //! returns the first answer instead of acting twice.
 //!
 //! The key is scoped to the caller's credential and the route, and bound to a hash of the request body: the same key
-//! with another body is a `409 conflict`, and so is a retry that arrives while the first call is still running.
-//! Only successful (2xx) answers are remembered; a failed call may be retried with the same key.
+//! with another body is a `409 conflict`. Only successful (2xx) answers are remembered; a failed call may be retried
+//! with the same key. A remembered `201` is replayed as `200` (the resource exists already), with
+//! `idempotent-replay: true`.
+//!
+//! **Crashes.** The first call marks the key as running under a *lease* that it renews while it runs
+//! ([`LEASE`]). A retry while the lease holds is `409` with `Retry-After`; once it has lapsed (the process that ran
+//! the call died, or hung past the lease), the retry takes the key over and runs the call again. The handler then
+//! finds out for itself whether the first run committed: handlers whose effect must not be applied twice write a
+//! commit record under [`commit_key`] in the same store transaction as the effect, and answer from it when it is
+//! there (revocations, key rotation; a share delete is idempotent by its own record). So a retry after a crash
+//! either returns the committed result or runs the call once: never a wedged key, never a second application.
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::{Check, Ns, Op};
+use crate::store::Ns;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -16,6 +25,22 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How long a running call's mark holds without renewal. The running call renews it every third of this, so only
+/// a dead (or wedged) process lets it lapse.
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// The idempotency scope of the current request (credential, method, path, key), for handlers that record their
+/// commit in their own transaction. Present only when the request carried an `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct Scope(pub String);
+
+/// The key under [`Ns::Idempotency`] where a handler records, in its effect's transaction, that the call of
+/// `scope` committed (and what it produced).
+pub fn commit_key(scope: &Scope) -> String {
+    format!("commit:{}", scope.0)
+}
 
 /// Largest request or response body the middleware buffers.
 const MAX_BODY: usize = 1 << 20;
@@ -28,6 +53,37 @@ struct Saved {
     status: Option<u16>,
     body: Vec<u8>,
     content_type: Option<String>,
+    /// While running: who runs it (random per call) and until when its lease holds (Unix ms).
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    lease_until_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn running(request: &str, owner: &str) -> Result<Vec<u8>, ApiError> {
+    let saved = Saved {
+        request: request.to_string(),
+        status: None,
+        body: Vec::new(),
+        content_type: None,
+        owner: Some(owner.to_string()),
+        lease_until_ms: now_ms() + u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX),
+    };
+    serde_json::to_vec(&saved).map_err(|e| ApiError::Internal(format!("encode: {e}")))
+}
+
+/// What to do with a key that is already marked.
+enum Marked {
+    /// Answer this (a replay, or a conflict).
+    Answer(Response),
+    /// The running call's lease lapsed and we took the key over: run the call, with this as our mark.
+    TakenOver(Vec<u8>),
 }
 
 /// The middleware; routes without the header pass straight through.
@@ -68,41 +124,46 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         return ApiError::Invalid("request body too large".into()).into_response();
     };
     let request = hex::encode(Sha256::digest(&bytes));
-    let pending = Saved {
-        request: request.clone(),
-        status: None,
-        body: Vec::new(),
-        content_type: None,
-    };
-    let Ok(pending_bytes) = serde_json::to_vec(&pending) else {
-        return ApiError::Internal("encode".into()).into_response();
-    };
-    match s
-        .store
-        .atomic(
-            &[Check::Absent {
-                ns: Ns::Idempotency,
-                key: &scope,
-            }],
-            &[Op::Put {
-                ns: Ns::Idempotency,
-                key: &scope,
-                value: &pending_bytes,
-            }],
-        )
-        .await
-    {
-        Err(e) => return ApiError::Store(e).into_response(),
-        Ok(Some(_)) => {}
-        Ok(None) => return replay(&s, &scope, &request).await,
+    let mut owner = [0u8; 12];
+    if getrandom::fill(&mut owner).is_err() {
+        return ApiError::Internal("no OS randomness".into()).into_response();
     }
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let owner = hex::encode(owner);
+    let mut mark = match running(&request, &owner) {
+        Ok(m) => m,
+        Err(e) => return e.into_response(),
+    };
+    match s.store.put_if_absent(Ns::Idempotency, &scope, &mark).await {
+        Err(e) => return ApiError::Store(e).into_response(),
+        Ok(true) => {}
+        Ok(false) => match marked(&s, &scope, &request, &owner).await {
+            Marked::Answer(r) => return r,
+            Marked::TakenOver(m) => mark = m,
+        },
+    }
+    crate::crash::point("idempotency.marked");
+    // Renew the lease while the call runs, so only a dead process lets it lapse.
+    let renewer = tokio::spawn(renew(s.clone(), scope.clone(), request.clone(), owner.clone(), mark));
+    let mut req = Request::from_parts(parts, Body::from(bytes));
+    req.extensions_mut().insert(Scope(scope.clone()));
+    let resp = next.run(req).await;
+    renewer.abort();
     let status = resp.status();
+    // What our mark is now (the renewer may have replaced it); only ours is ever removed or completed.
+    let ours = |v: &[u8]| {
+        serde_json::from_slice::<Saved>(v)
+            .ok()
+            .is_some_and(|m| m.status.is_none() && m.owner.as_deref() == Some(owner.as_str()))
+    };
+    let current = s.store.get(Ns::Idempotency, &scope).await.ok().flatten();
     if !status.is_success() {
         // Forget the key: a failed call may be retried.
-        let _ = s.store.delete(Ns::Idempotency, &scope).await;
+        if let Some(cur) = current.filter(|c| ours(c)) {
+            let _ = s.store.cas(Ns::Idempotency, &scope, Some(&cur), None).await;
+        }
         return resp;
     }
+    crate::crash::point("idempotency.before_save");
     let (rparts, rbody) = resp.into_parts();
     let Ok(rbytes) = to_bytes(rbody, MAX_BODY).await else {
         return ApiError::Internal("response too large to remember".into()).into_response();
@@ -116,32 +177,93 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        owner: None,
+        lease_until_ms: 0,
     };
-    if let Ok(v) = serde_json::to_vec(&saved) {
-        let _ = s.store.put(Ns::Idempotency, &scope, &v).await;
+    if let (Ok(v), Some(cur)) = (serde_json::to_vec(&saved), current.filter(|c| ours(c))) {
+        // If another caller took the key over meanwhile, it answers from the handler's commit record instead.
+        let _ = s.store.cas(Ns::Idempotency, &scope, Some(&cur), Some(&v)).await;
     }
     Response::from_parts(rparts, Body::from(rbytes))
 }
 
-async fn replay(s: &AppState, scope: &str, request: &str) -> Response {
-    let saved = match s.store.get(Ns::Idempotency, scope).await {
-        Ok(Some(v)) => serde_json::from_slice::<Saved>(&v).ok(),
-        Ok(None) => None,
-        Err(e) => return ApiError::Store(e).into_response(),
-    };
-    let Some(saved) = saved else {
-        return ApiError::Conflict("retry: the first call with this Idempotency-Key just finished".into())
-            .into_response();
-    };
-    if saved.request != request {
-        return ApiError::Conflict("this Idempotency-Key was used with a different request body".into())
-            .into_response();
+/// Renews our lease every third of [`LEASE`] while the call runs (aborted when it ends).
+async fn renew(s: Arc<AppState>, scope: String, request: String, owner: String, mut mark: Vec<u8>) {
+    loop {
+        tokio::time::sleep(LEASE / 3).await;
+        let Ok(next) = running(&request, &owner) else { return };
+        match s.store.cas(Ns::Idempotency, &scope, Some(&mark), Some(&next)).await {
+            Ok(true) => mark = next,
+            // Taken over (we were too slow) or completed: nothing more to renew.
+            Ok(false) => return,
+            // A store hiccup: try again at the next tick with the same mark.
+            Err(_) => {}
+        }
     }
-    let Some(status) = saved.status else {
-        return ApiError::Conflict("a call with this Idempotency-Key is still running".into()).into_response();
+}
+
+/// A retry found the key marked: replay the answer, refuse (another body, or still running), or take over a
+/// lapsed lease.
+async fn marked(s: &AppState, scope: &str, request: &str, owner: &str) -> Marked {
+    for _ in 0..3 {
+        let cur = match s.store.get(Ns::Idempotency, scope).await {
+            Ok(Some(v)) => v,
+            // Forgotten between our insert and this read (the first call failed): the caller may retry now.
+            Ok(None) => {
+                return Marked::Answer(
+                    ApiError::Conflict("retry: the first call with this Idempotency-Key just finished".into())
+                        .into_response(),
+                );
+            }
+            Err(e) => return Marked::Answer(ApiError::Store(e).into_response()),
+        };
+        let Ok(saved) = serde_json::from_slice::<Saved>(&cur) else {
+            return Marked::Answer(ApiError::Internal("unreadable idempotency record".into()).into_response());
+        };
+        if saved.request != request {
+            return Marked::Answer(
+                ApiError::Conflict("this Idempotency-Key was used with a different request body".into())
+                    .into_response(),
+            );
+        }
+        if saved.status.is_some() {
+            return Marked::Answer(replay(saved));
+        }
+        let now = now_ms();
+        if saved.lease_until_ms > now {
+            let wait = (saved.lease_until_ms - now).div_ceil(1000);
+            let mut r = ApiError::Conflict("a call with this Idempotency-Key is still running".into()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+            }
+            return Marked::Answer(r);
+        }
+        // The lease lapsed: whoever ran it is gone. Take it over; if another retry beat us to it, look again.
+        let mark = match running(request, owner) {
+            Ok(m) => m,
+            Err(e) => return Marked::Answer(e.into_response()),
+        };
+        match s.store.cas(Ns::Idempotency, scope, Some(&cur), Some(&mark)).await {
+            Ok(true) => {
+                tracing::warn!("idempotency key taken over after its lease lapsed (the first call's process died)");
+                return Marked::TakenOver(mark);
+            }
+            Ok(false) => {}
+            Err(e) => return Marked::Answer(ApiError::Store(e).into_response()),
+        }
+    }
+    Marked::Answer(ApiError::Conflict("a call with this Idempotency-Key is still running".into()).into_response())
+}
+
+fn replay(saved: Saved) -> Response {
+    let status = match saved.status {
+        // The resource exists already: a replay of its creation says so (docs/openapi.yaml).
+        Some(201) => StatusCode::OK,
+        Some(s) => StatusCode::from_u16(s).unwrap_or(StatusCode::OK),
+        None => StatusCode::OK,
     };
     let mut resp = Response::new(Body::from(saved.body));
-    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    *resp.status_mut() = status;
     if let Some(ct) = saved.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, ct);
     }

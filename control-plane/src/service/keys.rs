@@ -20,10 +20,12 @@
 
 use super::auth::Role;
 use super::error::ApiError;
+use super::idempotency::{Scope, commit_key};
 use super::revocations::Push;
 use super::{AppState, audit, caller, now};
-use crate::store::Ns;
+use crate::store::{Check, Ns, Op};
 use arc_swap::ArcSwap;
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -371,12 +373,29 @@ fn summary(ring: &KeyRing) -> (KeyId, Option<KeyId>, Vec<KeyId>) {
     (active, next, retiring)
 }
 
-async fn rotate(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<RotationReceipt>, ApiError> {
+async fn rotate(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    scope: Option<Extension<Scope>>,
+) -> Result<Json<RotationReceipt>, ApiError> {
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Responder], "rotate signing keys")?;
     let master = s.master_key.ok_or_else(|| ApiError::Refused(NO_MASTER_KEY.into()))?;
     let now = now();
     let max_ttl = max_ttl(&s);
+    // A call retried after a crash (its idempotency lease taken over) whose rotation had committed: rotating again
+    // would advance the ring a second step. Publish what is stored (the edges may have missed it) and answer as the
+    // first call would have.
+    let idem = scope.map(|Extension(sc)| commit_key(&sc));
+    if let Some(k) = &idem
+        && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
+    {
+        let mut r: RotationReceipt = serde_json::from_slice(&prev).map_err(internal)?;
+        if let Some((_, stored)) = load_stored(&s).await? {
+            r.published = publish(&s, &ring_of(&stored, &master, max_ttl)?).await;
+        }
+        return Ok(Json(r));
+    }
     let (prev_bytes, prev) = match load_stored(&s).await? {
         Some((b, r)) => (Some(b), r),
         None => (None, seed(&s.keys, &master, now)?),
@@ -407,18 +426,50 @@ async fn rotate(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Js
         // Durable before published: an edge must never hold a key the control plane could lose.
         stored = restate(&prev, &ring, &master, now)?;
         let bytes = serde_json::to_vec(&stored).map_err(internal)?;
-        if !s
-            .store
-            .cas(Ns::Keys, RING_KEY, prev_bytes.as_deref(), Some(&bytes))
-            .await?
-        {
+        let (active, next, retiring) = summary(&ring);
+        let commit = serde_json::to_vec(&RotationReceipt {
+            action: action.into(),
+            active,
+            next,
+            retiring,
+            published: Vec::new(),
+            version: stored.version,
+        })
+        .map_err(internal)?;
+        let check = match prev_bytes.as_deref() {
+            None => Check::Absent {
+                ns: Ns::Keys,
+                key: RING_KEY,
+            },
+            Some(value) => Check::Equals {
+                ns: Ns::Keys,
+                key: RING_KEY,
+                value,
+            },
+        };
+        let mut ops = vec![Op::Put {
+            ns: Ns::Keys,
+            key: RING_KEY,
+            value: &bytes,
+        }];
+        if let Some(k) = &idem {
+            ops.push(Op::Put {
+                ns: Ns::Idempotency,
+                key: k,
+                value: &commit,
+            });
+        }
+        crate::crash::point("key_rotate.before_commit");
+        if s.store.atomic(&[check], &ops).await?.is_none() {
             return Err(ApiError::Conflict(
                 "another key rotation ran at the same time; retry".into(),
             ));
         }
+        crate::crash::point("key_rotate.after_commit");
         written = Some(bytes);
     }
     let published = publish(&s, &ring).await;
+    crate::crash::point("key_rotate.after_publish");
     let everywhere = published.iter().all(|p| (200..300).contains(&p.status));
     let unpublished = stored
         .keys

@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod audit_events;
 pub mod auth;
+pub mod edge_state;
 pub mod error;
 pub mod idempotency;
 pub mod keys;
@@ -15,8 +16,9 @@ pub mod observe;
 pub mod openapi;
 pub mod revocations;
 pub mod shares;
+pub mod snapshot;
 
-use crate::store::{Log, Ns, Op, Store};
+use crate::store::{Check, Log, Ns, Op, Store};
 use auth::{Caller, Role};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -25,7 +27,7 @@ use axum::{Json, Router};
 use error::ApiError;
 use serde::{Deserialize, Serialize};
 use sharegate_shared::keys::KeyRing;
-use sharegate_shared::token::{Claims, Countries, IpPrefix, Permissions, Policy, Text};
+use sharegate_shared::token::{Claims, Countries, Permissions, Policy, Text};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -98,6 +100,9 @@ pub struct AppState {
     /// Hot, rarely changing records read on every mint (link settings, asset readiness), kept for
     /// [`HOT_CACHE_TTL`]: a change made on any replica applies everywhere within that time.
     pub hot: moka::sync::Cache<(Ns, String), Option<Vec<u8>>>,
+    /// Added to the system clock where issue times and snapshot cut-offs are chosen: 0 in service; tests set it to
+    /// play a replica whose clock is off.
+    pub clock_offset_secs: i64,
 }
 
 /// How long [`AppState::hot`] keeps a record.
@@ -113,6 +118,11 @@ impl AppState {
         let v = self.store.get(ns, key).await?;
         self.hot.insert(k, v.clone());
         Ok(v)
+    }
+
+    /// This replica's Unix seconds: the system clock plus [`AppState::clock_offset_secs`].
+    pub fn now(&self) -> u64 {
+        now().saturating_add_signed(self.clock_offset_secs)
     }
 
     /// Forget a cached record this replica just changed.
@@ -145,6 +155,7 @@ impl AppState {
                 .max_capacity(10_000)
                 .time_to_live(HOT_CACHE_TTL)
                 .build(),
+            clock_offset_secs: 0,
         })
     }
 }
@@ -165,7 +176,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/settings", get(get_settings).put(put_settings))
         .route("/v1/revocations", post(revocations::create))
         .route("/v1/revocations/{id}", get(revocations::get))
-        .route("/v1/edge/state", get(revocations::edge_state))
+        .route("/v1/edge/state", get(edge_state::edge_state))
         .merge(assets::routes())
         .merge(shares::routes())
         .merge(keys::routes())
@@ -372,37 +383,86 @@ async fn put_settings(
     Ok(Json(new))
 }
 
-/// Record a minted token before it is handed out: its id, iat and exp in the issued log (the revocation filter is
-/// exact only over tokens the control plane knows about) and its link record by id (for revocation by id and
-/// diagnosis), in one transaction.
-pub(crate) async fn record_issued(
+/// Mint a token and record it before it is handed out: its id, iat and exp in the issued log (the revocation
+/// filter is exact only over tokens the control plane knows about) and its link record by id (for revocation by id
+/// and diagnosis), in one transaction. `build(iat)` makes the claims for an issue time.
+///
+/// The record is written only if `iat` is not below the issued-log horizon ([`snapshot::ISSUED_HORIZON`]), in
+/// the same transaction: a snapshot builder first raises the horizon to its cut-off, then reads the log, so every
+/// record with `iat < cutoff` is either already in the log it reads or refused here. A refused mint is minted
+/// again at `iat = horizon` (the token was never handed out). This is what makes a snapshot's issued set complete
+/// by construction, whatever the replicas' clocks and however late a record becomes visible.
+pub(crate) async fn mint_recorded<'a>(
     s: &AppState,
     token_id: &[u8; 12],
-    link: revocations::LinkRecord,
-) -> Result<(), ApiError> {
-    let mut rec = Vec::with_capacity(20);
-    rec.extend_from_slice(token_id);
-    rec.extend_from_slice(&link.iat.to_be_bytes());
-    rec.extend_from_slice(&link.exp.to_be_bytes());
-    let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let id_hex = hex::encode(token_id);
-    s.store
-        .atomic(
-            &[],
-            &[
-                Op::Append {
-                    log: Log::Issued,
-                    value: &rec,
-                },
-                Op::Put {
-                    ns: Ns::Links,
-                    key: &id_hex,
-                    value: &link,
-                },
-            ],
-        )
-        .await?;
-    Ok(())
+    asset: &str,
+    share: Option<&str>,
+    build: impl Fn(u32) -> Claims<'a>,
+) -> Result<(String, Claims<'a>), ApiError> {
+    let now = s.now();
+    let mut iat = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
+    // Two rounds suffice unless builders keep raising the horizon past this replica's clock; a few more cost
+    // nothing and keep a slow writer from failing under a burst of snapshot builds.
+    for _ in 0..4 {
+        let claims = build(iat);
+        let token = s
+            .minter
+            .current()
+            .minter
+            .mint(&claims)
+            .map_err(|e| ApiError::Invalid(format!("cannot mint: {e}")))?;
+        let mut rec = Vec::with_capacity(20);
+        rec.extend_from_slice(token_id);
+        rec.extend_from_slice(&claims.iat.to_be_bytes());
+        rec.extend_from_slice(&claims.exp.to_be_bytes());
+        let link = revocations::LinkRecord {
+            iat: claims.iat,
+            exp: claims.exp,
+            asset: asset.to_string(),
+            share: share.map(str::to_string),
+        };
+        let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let id_hex = hex::encode(token_id);
+        let written = s
+            .store
+            .atomic(
+                &[Check::CounterAtMost {
+                    counter: snapshot::ISSUED_HORIZON,
+                    value: u64::from(claims.iat),
+                }],
+                &[
+                    Op::Append {
+                        log: Log::Issued,
+                        value: &rec,
+                    },
+                    Op::Put {
+                        ns: Ns::Links,
+                        key: &id_hex,
+                        value: &link,
+                    },
+                ],
+            )
+            .await?;
+        if written.is_some() {
+            return Ok((token, claims));
+        }
+        // Sealed past `iat` by a snapshot build: mint again at the horizon.
+        let horizon = s.store.counter(snapshot::ISSUED_HORIZON).await?;
+        let horizon = u32::try_from(horizon).map_err(|_| ApiError::Internal("issued horizon beyond 2106".into()))?;
+        if u64::from(horizon) > now + u64::from(s.policy.leeway) {
+            // Another replica's clock is far ahead: a token minted at the horizon would not be valid yet.
+            return Err(ApiError::ClockSkew(format!(
+                "the issued-log horizon ({horizon}) is {} s ahead of this replica's clock; check the clocks of \
+                 every control-plane replica (sharegate doctor)",
+                u64::from(horizon) - now
+            )));
+        }
+        // The current second, not the horizon itself: it gives the retry the builder's whole lag to land in.
+        iat = horizon.max(u32::try_from(s.now()).unwrap_or(horizon));
+    }
+    Err(ApiError::Conflict(
+        "the issued log kept being sealed past this mint; retry".into(),
+    ))
 }
 
 /// `POST /v1/links` body.
@@ -469,8 +529,6 @@ async fn mint_link(
             bounds.max_ttl.min(s.policy.max_ttl)
         )));
     }
-    let now = now();
-    let iat = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     let mut token_id = [0u8; 12];
     getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
     let ip = req
@@ -491,7 +549,7 @@ async fn mint_link(
             "give allow_countries or deny_countries, not both".into(),
         ));
     }
-    let claims = Claims {
+    let build = |iat: u32| Claims {
         token_id,
         iat,
         nbf: iat,
@@ -503,7 +561,7 @@ async fn mint_link(
         session: req.session.as_deref().map(Text::from),
         campaign: req.campaign.as_deref().map(Text::from),
         channel: req.channel.as_deref().map(Text::from),
-        ip: ip.map(|p: IpPrefix| p),
+        ip,
         countries: allow
             .as_deref()
             .map(Countries::Allow)
@@ -513,23 +571,7 @@ async fn mint_link(
         tier: req.entitlement,
         ..Claims::default()
     };
-    let token = s
-        .minter
-        .current()
-        .minter
-        .mint(&claims)
-        .map_err(|e| ApiError::Invalid(format!("cannot mint: {e}")))?;
-    record_issued(
-        &s,
-        &token_id,
-        revocations::LinkRecord {
-            iat,
-            exp: claims.exp,
-            asset: req.asset.clone(),
-            share: req.share.clone(),
-        },
-    )
-    .await?;
+    let (token, claims) = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), build).await?;
     audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {
@@ -546,8 +588,10 @@ async fn mint_link(
 pub struct ApiKeyRequest {
     /// `minter`, `responder`, `admin` or `auditor`.
     pub role: String,
-    /// A label for listings.
-    pub label: Option<String>,
+    /// A label for listings (default empty). A string: `null` is refused like any other wrong type, as the schema
+    /// says, rather than read as "no label".
+    #[serde(default)]
+    pub label: String,
 }
 
 async fn create_api_key(
@@ -559,7 +603,7 @@ async fn create_api_key(
     c.require(&[Role::Admin], "manage API keys")?;
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let role = Role::parse(&req.role).ok_or_else(|| ApiError::Invalid(format!("unknown role `{}`", req.role)))?;
-    let label = req.label.unwrap_or_default();
+    let label = req.label;
     if label.len() > 200 {
         return Err(ApiError::Invalid("label is at most 200 bytes".into()));
     }

@@ -1,4 +1,4 @@
-//! Revocations: durable before acknowledged, then published to edges; and the state endpoint edges pull from.
+//! Revocations: durable before acknowledged, then published to edges (`edge_state`).
 //!
 //! `POST /v1/revocations` (role `responder`) writes the revocation record, its entry in the revocation log and the
 //! new state generation in one atomic store transaction (so replicas agree: generation N is revocation-log entry
@@ -12,27 +12,97 @@
 
 use super::auth::Role;
 use super::error::ApiError;
+use super::idempotency::{Scope, commit_key};
 use super::{AppState, audit, caller, now};
 use crate::purge::{JobStatus, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
 use crate::store::{Check, Log, Ns, Op};
-use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
-use sharegate_shared::revocation::{
-    DeltaParams, IssuedToken, RevokedToken, ScopeKind, SnapshotParams, Watermark, build_delta, build_snapshot,
-};
+use sharegate_shared::revocation::{RevokedToken, ScopeKind, Watermark};
 use sharegate_shared::token::{TokenBuf, Verifier};
 use std::sync::Arc;
+
+/// What a revocation names: one token, or a scope whose tokens issued up to a second are all revoked. The wire
+/// names (`token`, `share`, ..., `key_id`, `global`) are stable: requests, stored log entries and receipts use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationKind {
+    /// One token, by id (or by the token itself).
+    Token,
+    /// Every token of a share.
+    Share,
+    /// Every token of a viewer.
+    Viewer,
+    /// Every token of a session.
+    Session,
+    /// Every token of an asset.
+    Asset,
+    /// Every token of a campaign.
+    Campaign,
+    /// Every token signed with a key id.
+    KeyId,
+    /// Every token.
+    Global,
+}
+
+impl RevocationKind {
+    /// The stable wire name.
+    pub fn as_str(self) -> &'static str {
+        match self.scope() {
+            Some(k) => k.as_str(),
+            None => "token",
+        }
+    }
+
+    /// The watermark scope it revokes; `None` for a single token.
+    pub const fn scope(self) -> Option<ScopeKind> {
+        Some(match self {
+            RevocationKind::Token => return None,
+            RevocationKind::Share => ScopeKind::Share,
+            RevocationKind::Viewer => ScopeKind::Viewer,
+            RevocationKind::Session => ScopeKind::Session,
+            RevocationKind::Asset => ScopeKind::Asset,
+            RevocationKind::Campaign => ScopeKind::Campaign,
+            RevocationKind::KeyId => ScopeKind::KeyId,
+            RevocationKind::Global => ScopeKind::Global,
+        })
+    }
+}
+
+impl From<ScopeKind> for RevocationKind {
+    fn from(k: ScopeKind) -> Self {
+        match k {
+            ScopeKind::Global => RevocationKind::Global,
+            ScopeKind::Share => RevocationKind::Share,
+            ScopeKind::Viewer => RevocationKind::Viewer,
+            ScopeKind::Session => RevocationKind::Session,
+            ScopeKind::Asset => RevocationKind::Asset,
+            ScopeKind::Campaign => RevocationKind::Campaign,
+            ScopeKind::KeyId => RevocationKind::KeyId,
+        }
+    }
+}
+
+impl PartialEq<&str> for RevocationKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for RevocationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// `POST /v1/revocations` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
-    /// `token`, `share`, `viewer`, `session`, `asset`, `campaign`, `key_id` or `global`.
-    pub kind: String,
+    /// What is revoked; each kind takes its own fields (see [`RevocationRequest::entry_for`]).
+    pub kind: RevocationKind,
     /// The scope id (hex token id for `token`, a key id number for `key_id`; none for `global`).
     pub id: Option<String>,
     /// For `token`: the token itself or its URL, instead of `id`.
@@ -48,8 +118,8 @@ pub struct RevocationRequest {
 /// One entry of the revocation log: what the edge's state is built from.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogEntry {
-    /// Scope kind (`token`, `share`, ...).
-    pub kind: String,
+    /// What is revoked.
+    pub kind: RevocationKind,
     /// Scope id (hex token id for tokens).
     pub id: String,
     /// For tokens: issue time and expiry (they decide where the token sits in the state and when it is dropped).
@@ -104,7 +174,7 @@ pub struct Receipt {
     /// Revocation id.
     pub id: String,
     /// What was revoked.
-    pub kind: String,
+    pub kind: RevocationKind,
     /// Scope id.
     pub target: String,
     /// Why.
@@ -182,16 +252,15 @@ impl From<&PurgeJob> for PurgeStatus {
 
 /// What a revocation purges, as the purge module names it. `share` is the revoked token's share, if any.
 fn revoked_scope<'a>(e: &'a LogEntry, share: Option<&'a str>) -> Option<Revoked<'a>> {
-    Some(match e.kind.as_str() {
-        "token" => Revoked::Token { share },
-        "share" => Revoked::Share(&e.id),
-        "asset" => Revoked::Asset(&e.id),
-        "viewer" => Revoked::Viewer(&e.id),
-        "session" => Revoked::Session(&e.id),
-        "campaign" => Revoked::Campaign(&e.id),
-        "key_id" => Revoked::KeyId(e.id.parse().ok()?),
-        "global" => Revoked::Global,
-        _ => return None,
+    Some(match e.kind {
+        RevocationKind::Token => Revoked::Token { share },
+        RevocationKind::Share => Revoked::Share(&e.id),
+        RevocationKind::Asset => Revoked::Asset(&e.id),
+        RevocationKind::Viewer => Revoked::Viewer(&e.id),
+        RevocationKind::Session => Revoked::Session(&e.id),
+        RevocationKind::Campaign => Revoked::Campaign(&e.id),
+        RevocationKind::KeyId => Revoked::KeyId(e.id.parse().ok()?),
+        RevocationKind::Global => Revoked::Global,
     })
 }
 
@@ -226,30 +295,16 @@ async fn refresh_purges(s: &AppState, r: &mut RevocationReceipt) -> Result<(), A
     Ok(())
 }
 
-fn scope_kind(kind: &str) -> Option<ScopeKind> {
-    Some(match kind {
-        "share" => ScopeKind::Share,
-        "viewer" => ScopeKind::Viewer,
-        "session" => ScopeKind::Session,
-        "asset" => ScopeKind::Asset,
-        "campaign" => ScopeKind::Campaign,
-        "key_id" => ScopeKind::KeyId,
-        "global" => ScopeKind::Global,
-        _ => return None,
-    })
-}
-
-fn watermark_of(e: &LogEntry) -> Option<Watermark> {
-    let kind = scope_kind(&e.kind)?;
-    Some(match kind {
+pub(super) fn watermark_of(e: &LogEntry) -> Option<Watermark> {
+    Some(match e.kind.scope()? {
         ScopeKind::KeyId => Watermark::key_id(e.id.parse().ok()?, e.through),
         ScopeKind::Global => Watermark::global(e.through),
         k => Watermark::new(k, e.id.as_bytes(), e.through),
     })
 }
 
-fn revoked_of(e: &LogEntry) -> Option<RevokedToken> {
-    if e.kind != "token" {
+pub(super) fn revoked_of(e: &LogEntry) -> Option<RevokedToken> {
+    if e.kind != RevocationKind::Token {
         return None;
     }
     let mut id = [0u8; 12];
@@ -284,7 +339,7 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry,
             .authenticate(&token, &mut buf)
             .map_err(|r| ApiError::Invalid(format!("token: {r}")))?;
         let entry = LogEntry {
-            kind: "token".into(),
+            kind: RevocationKind::Token,
             id: hex::encode(c.token_id),
             iat: c.iat,
             exp: c.exp,
@@ -307,7 +362,7 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry,
         .ok_or(ApiError::NotFound("token id"))?;
     let rec: LinkRecord = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(format!("link record: {e}")))?;
     let entry = LogEntry {
-        kind: "token".into(),
+        kind: RevocationKind::Token,
         id,
         iat: rec.iat,
         exp: rec.exp,
@@ -319,6 +374,7 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry,
 pub(super) async fn create(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
+    scope: Option<Extension<Scope>>,
     body: Result<Json<RevocationRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<RevocationReceipt>), ApiError> {
     let c = caller(&s, &headers).await?;
@@ -341,37 +397,59 @@ pub(super) async fn create(
     let now = now();
     let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     let mut token_share = None;
-    let entry = match req.kind.as_str() {
-        "token" => {
+    let entry = match req.kind {
+        RevocationKind::Token => {
+            if req.token.is_some() == req.id.is_some() {
+                return Err(ApiError::InvalidScope(
+                    "a `token` revocation takes exactly one of `token` (the token or its URL) and `id` (its 24-hex \
+                     token id)"
+                        .into(),
+                ));
+            }
             let (entry, share) = token_entry(&s, &req).await?;
             token_share = share;
             entry
         }
-        "global" => LogEntry {
-            kind: "global".into(),
-            id: String::new(),
-            iat: 0,
-            exp: 0,
-            through: now32,
-        },
-        k if scope_kind(k).is_some() => {
+        RevocationKind::Global => {
+            // Refused rather than ignored: a caller who sent an id meant a narrower scope, and "everything" is the
+            // one revocation that cannot be made narrower afterwards.
+            if req.id.is_some() || req.token.is_some() {
+                return Err(ApiError::InvalidScope(
+                    "a `global` revocation revokes every token and takes no `id` or `token`; to revoke one scope, \
+                     name its kind (share, viewer, session, asset, campaign, key_id)"
+                        .into(),
+                ));
+            }
+            LogEntry {
+                kind: RevocationKind::Global,
+                id: String::new(),
+                iat: 0,
+                exp: 0,
+                through: now32,
+            }
+        }
+        k => {
+            if req.token.is_some() {
+                return Err(ApiError::InvalidScope(format!(
+                    "`token` is only for `token` revocations; a `{k}` revocation takes an `id`"
+                )));
+            }
             let id = req
                 .id
                 .clone()
                 .filter(|i| !i.is_empty() && i.len() <= 255)
-                .ok_or_else(|| ApiError::Invalid(format!("`{k}` revocations need an `id` of 1 to 255 bytes")))?;
-            if k == "key_id" && id.parse::<u16>().is_err() {
-                return Err(ApiError::Invalid("a key id is a number 0..=65535".into()));
+                .ok_or_else(|| ApiError::InvalidScope(format!("a `{k}` revocation needs an `id` of 1 to 255 bytes")))?;
+            if k == RevocationKind::KeyId && id.parse::<u16>().is_err() {
+                return Err(ApiError::InvalidScope("a key id is a number 0..=65535".into()));
             }
             LogEntry {
-                kind: k.into(),
+                kind: k,
                 id,
                 iat: 0,
                 exp: 0,
                 through: now32,
             }
         }
-        k => return Err(ApiError::Invalid(format!("unknown revocation kind `{k}`"))),
     };
     let mut rid = [0u8; 8];
     getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
@@ -386,11 +464,9 @@ pub(super) async fn create(
         pushed: Vec::new(),
     };
     let log_bytes = serde_json::to_vec(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // An idempotency key makes a retried call return the first receipt instead of revoking twice.
-    let idem = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(|k| format!("revocations:{k}"));
+    // The commit record of this call's idempotency key, written with the revocation: a call retried after a crash
+    // (the middleware let its lapsed lease be taken over) answers with the first receipt instead of revoking twice.
+    let idem = scope.map(|Extension(sc)| commit_key(&sc));
     if let Some(k) = &idem
         && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
     {
@@ -463,11 +539,13 @@ pub(super) async fn create(
             value,
         });
     }
+    crate::crash::point("revocation.before_commit");
     let results = s
         .store
         .atomic(&checks, &ops)
         .await?
         .ok_or_else(|| ApiError::Conflict("this idempotency key is being used by a concurrent request".into()))?;
+    crate::crash::point("revocation.after_commit");
     let (seq, generation) = (results[0], results[1]);
     if seq != generation {
         return Err(ApiError::Internal(format!(
@@ -497,7 +575,8 @@ pub(super) async fn create(
         }
     }
     // Publish: a one-entry delta to every configured edge. Edges that miss it catch up at their next pull.
-    receipt.pushed = publish(&s, generation, &entry, now32).await?;
+    receipt.pushed = super::edge_state::publish(&s, generation, &entry, now32).await?;
+    crate::crash::point("revocation.after_publish");
     let rec = record_bytes(&receipt, &purges)?;
     s.store.put(Ns::Revocations, &receipt.id, &rec).await?;
     audit(
@@ -524,66 +603,6 @@ fn record_bytes(receipt: &Receipt, purges: &[PurgeStatus]) -> Result<Vec<u8>, Ap
     serde_json::to_vec(&Record { receipt, purges }).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-/// Push the one-entry delta of `generation` to every configured edge, with the whole state to edges that answer
-/// 409 (another generation held, or as many deltas as they keep). Edges that miss it catch up at their next pull.
-pub(crate) async fn publish(
-    s: &AppState,
-    generation: u64,
-    entry: &LogEntry,
-    now32: u32,
-) -> Result<Vec<Push>, ApiError> {
-    if s.config.edges.is_empty() {
-        return Ok(Vec::new());
-    }
-    let delta = delta_for(s, generation, entry, now32)?;
-    let mut snapshot: Option<Vec<u8>> = None;
-    let mut pushed = Vec::with_capacity(s.config.edges.len());
-    for edge in &s.config.edges {
-        let mut status = push(s, edge, delta.clone()).await;
-        if status == 409 {
-            if snapshot.is_none() {
-                snapshot = Some(build_current_snapshot(s).await?.1);
-            }
-            if let Some(snap) = &snapshot {
-                status = push(s, edge, snap.clone()).await;
-            }
-        }
-        pushed.push(Push {
-            edge: edge.url.clone(),
-            status,
-            result: Some(PushResult::from_status(status)),
-        });
-    }
-    Ok(pushed)
-}
-
-async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> u16 {
-    s.http
-        .post(format!("{}/_sharegate/state", edge.url.trim_end_matches('/')))
-        .bearer_auth(&edge.token)
-        .body(body)
-        .timeout(std::time::Duration::from_secs(2))
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16())
-}
-
-fn delta_for(s: &AppState, generation: u64, e: &LogEntry, now32: u32) -> Result<Vec<u8>, ApiError> {
-    let revoked: Vec<RevokedToken> = revoked_of(e).into_iter().collect();
-    let marks: Vec<Watermark> = watermark_of(e).into_iter().collect();
-    build_delta(
-        &DeltaParams {
-            base_generation: generation - 1,
-            generation,
-            built_at: now32,
-        },
-        &revoked,
-        &marks,
-        &s.state_key,
-    )
-    .map_err(|e| ApiError::Internal(format!("delta: {e}")))
-}
-
 pub(super) async fn get(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -599,91 +618,4 @@ pub(super) async fn get(
     let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
     refresh_purges(&s, &mut r).await?;
     Ok(Json(r))
-}
-
-/// Build the snapshot at the current generation from the issued log and every revocation-log entry.
-pub async fn build_current_snapshot(s: &AppState) -> Result<(u64, Vec<u8>), ApiError> {
-    let now32 = u32::try_from(now()).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
-    // Read the revocations first: the generation is the last entry read, so the snapshot is exactly that state.
-    let mut entries = Vec::new();
-    let mut from = 1;
-    loop {
-        let page = s.store.read_log(Log::Revocations, from, crate::store::MAX_PAGE).await?;
-        let Some(last) = page.last().map(|(q, _)| *q) else {
-            break;
-        };
-        for (_, v) in &page {
-            entries.push(serde_json::from_slice::<LogEntry>(v).map_err(|e| ApiError::Internal(e.to_string()))?);
-        }
-        from = last + 1;
-    }
-    let generation = from - 1;
-    let mut issued = Vec::new();
-    let mut from = 1;
-    loop {
-        let page = s.store.read_log(Log::Issued, from, crate::store::MAX_PAGE).await?;
-        let Some(last) = page.last().map(|(q, _)| *q) else {
-            break;
-        };
-        for (_, v) in &page {
-            if v.len() == 20 {
-                let mut id = [0u8; 12];
-                id.copy_from_slice(&v[..12]);
-                let iat = u32::from_be_bytes([v[12], v[13], v[14], v[15]]);
-                let exp = u32::from_be_bytes([v[16], v[17], v[18], v[19]]);
-                issued.push(IssuedToken { id, iat, exp });
-            }
-        }
-        from = last + 1;
-    }
-    let revoked: Vec<RevokedToken> = entries.iter().filter_map(revoked_of).collect();
-    let marks: Vec<Watermark> = entries.iter().filter_map(watermark_of).collect();
-    // Tokens minted from now on are answered by the exact list (deltas), never by the filter levels.
-    let params = SnapshotParams {
-        generation,
-        built_at: now32,
-        cutoff: now32,
-        expire_before: now32.saturating_sub(s.policy.leeway + 60),
-        max_token_lifetime: s.policy.max_ttl,
-    };
-    let bytes = build_snapshot(&params, issued, &revoked, &marks, &s.state_key)
-        .map_err(|e| ApiError::Internal(format!("snapshot: {e}")))?;
-    Ok((generation, bytes))
-}
-
-pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let auth = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let Some(want) = s.config.edge_token.as_deref() else {
-        return Err(ApiError::BadCredential);
-    };
-    let ok = auth.and_then(|a| a.strip_prefix("Bearer ")).is_some_and(|t| {
-        t.len() == want.len() && t.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
-    if !ok {
-        return Err(if auth.is_none() {
-            ApiError::Unauthenticated
-        } else {
-            ApiError::BadCredential
-        });
-    }
-    let current = s.store.counter("state_generation").await?;
-    let held: Option<u64> = headers
-        .get("x-sharegate-generation")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
-    if held == Some(current) {
-        return Ok(StatusCode::NOT_MODIFIED.into_response());
-    }
-    if let Some(g) = held
-        && g + 1 == current
-        && let Some((_, v)) = s.store.read_log(Log::Revocations, current, 1).await?.first()
-    {
-        let e: LogEntry = serde_json::from_slice(v).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let now32 = u32::try_from(now()).unwrap_or(u32::MAX);
-        return Ok((StatusCode::OK, Bytes::from(delta_for(&s, current, &e, now32)?)).into_response());
-    }
-    let (_, bytes) = build_current_snapshot(&s).await?;
-    Ok((StatusCode::OK, Bytes::from(bytes)).into_response())
 }

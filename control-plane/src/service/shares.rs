@@ -2,7 +2,9 @@
 //!
 //! - `POST /v1/shares` (role `minter`) creates a share for one asset and an audience: `public` (anyone),
 //!   `signed_in` (any viewer the product has signed in) or `invited` (only the listed viewer ids), with an optional
-//!   expiry, attribution (`channel`, `campaign`) and the lifetime of the tokens it hands out (`ttl`).
+//!   expiry, attribution (`channel`, `campaign`) and the lifetime of the tokens it hands out (`ttl`, within the
+//!   same bounds as `POST /v1/links`, which an admin sets at run time with `PUT /v1/settings`; outside them the
+//!   share is refused with `400`, never silently clamped).
 //! - `GET /v1/shares/{id}` (roles `minter`, `auditor`) reads one back; deleted shares stay readable for the record.
 //! - `DELETE /v1/shares/{id}` (roles `minter`, `responder`) marks it deleted and revokes every token it ever issued:
 //!   a `share` watermark goes into the revocation log with the state generation bump and a revocation receipt, in
@@ -10,6 +12,8 @@
 //! - `GET /s/{id}` (no API key: this is the link viewers open) checks the share and its audience, records a fresh
 //!   token like `POST /v1/links` does (issued log and link record in one transaction), and answers `302 Found` to
 //!   the token URL with `Cache-Control: no-store`, so no cache ever replays one viewer's token to another.
+//!   Every answer, refusals included, has `Access-Control-Allow-Origin: *` and `OPTIONS /s/{id}` answers a CORS
+//!   preflight, so a web player on any origin can follow the link (see [`cors`]).
 //!
 //! **Viewer identity.** `signed_in` and `invited` shares read the viewer id from the `x-sharegate-viewer` request
 //! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/` must authenticate
@@ -21,7 +25,7 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::revocations::{LinkRecord, LogEntry, Receipt};
+use super::revocations::{LogEntry, Receipt};
 use super::{AppState, audit, caller, now};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, Query, State};
@@ -30,7 +34,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sharegate_shared::revocation::ScopeKind;
 use sharegate_shared::token::{Claims, Permissions, Text};
 use std::sync::Arc;
 
@@ -66,14 +69,25 @@ pub struct ShareRequest {
     /// Viewer ids, for `invited`.
     #[serde(default)]
     pub invited: Vec<String>,
-    /// When the share stops working, unix seconds (none: until deleted).
+    /// When the share stops working, unix seconds (left out: until deleted).
+    #[serde(default, deserialize_with = "not_null")]
     pub expires_at: Option<u64>,
     /// Attribution: channel.
+    #[serde(default, deserialize_with = "not_null")]
     pub channel: Option<String>,
     /// Attribution: campaign (also a revocation scope).
+    #[serde(default, deserialize_with = "not_null")]
     pub campaign: Option<String>,
-    /// Lifetime of each token it mints, seconds (default [`DEFAULT_SHARE_TTL`], within the service's TTL bounds).
+    /// Lifetime of each token it mints, seconds: within the link TTL bounds in force ([`super::link_settings`]), else
+    /// the request is refused. Default [`DEFAULT_SHARE_TTL`], brought within those bounds.
+    #[serde(default, deserialize_with = "not_null")]
     pub ttl: Option<u32>,
+}
+
+/// An optional request field that may be left out but not sent as `null`: the schema gives its type, not null, and
+/// a `null` read as "absent" would hide a client's bug (a channel it meant to set).
+fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// A stored share.
@@ -131,7 +145,32 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/shares", axum::routing::post(create))
         .route("/v1/shares/{id}", get(read).delete(delete))
-        .route("/s/{id}", get(open))
+        .route("/s/{id}", get(open).options(preflight))
+}
+
+/// What a browser needs to follow a share link from another origin, on every `/s/` answer.
+///
+/// `/s/{id}` is a public redirect: anyone with the link may open it, so any origin may too (`*`). No credentials
+/// are allowed (`*` forbids them, and a share never reads cookies); the viewer id comes only from the product's auth
+/// proxy, so `x-sharegate-viewer` is deliberately not an allowed request header. The token URL the redirect leads
+/// to is on the edge, which sends its own CORS headers.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+}
+
+/// `OPTIONS /s/{id}`: the CORS preflight (public; nothing is looked up, so it says nothing about the share).
+async fn preflight() -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
@@ -193,9 +232,12 @@ async fn create(
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let now = now();
     let iat = now32(now)?;
-    let max_ttl = s.config.max_ttl.min(s.policy.max_ttl);
-    let min_ttl = s.config.min_ttl.min(max_ttl);
-    // The same bounds as `POST /v1/links`, so a share cannot hand out tokens a minter could not ask for.
+    // The bounds `POST /v1/links` enforces (the run-time settings, capped by the token policy), enforced the same
+    // way: a share cannot hand out tokens a minter could not ask for, and a TTL outside them is refused, not
+    // clamped, so the caller never gets a share that behaves differently from what it asked.
+    let bounds = super::link_settings(&s).await?;
+    let max_ttl = bounds.max_ttl.min(s.policy.max_ttl);
+    let min_ttl = bounds.min_ttl.min(max_ttl);
     let ttl = req.ttl.unwrap_or(DEFAULT_SHARE_TTL.clamp(min_ttl, max_ttl));
     if ttl < min_ttl || ttl > max_ttl {
         return Err(ApiError::Invalid(format!(
@@ -315,7 +357,7 @@ async fn delete(
         // The same log entry and receipt `POST /v1/revocations` writes for `{"kind":"share"}`: tokens of this share
         // issued at or before `through` are revoked, and the edge state is rebuilt from this log alone.
         let entry = LogEntry {
-            kind: ScopeKind::Share.as_str().into(),
+            kind: super::revocations::RevocationKind::Share,
             id: id.clone(),
             iat: 0,
             exp: 0,
@@ -335,6 +377,7 @@ async fn delete(
         share.revocation = Some(receipt.id.clone());
         let (log_bytes, placeholder, updated) = (to_json(&entry)?, to_json(&receipt)?, to_json(&share)?);
         // Durable before acknowledged: log entry, generation, receipt and the deleted share in one transaction.
+        crate::crash::point("share_delete.before_commit");
         let results = s
             .store
             .atomic(
@@ -366,6 +409,7 @@ async fn delete(
             )
             .await?;
         let Some(results) = results else { continue };
+        crate::crash::point("share_delete.after_commit");
         let (seq, generation) = (results[0], results[1]);
         if seq != generation {
             return Err(ApiError::Internal(format!(
@@ -373,7 +417,8 @@ async fn delete(
             )));
         }
         receipt.generation = generation;
-        receipt.pushed = super::revocations::publish(&s, generation, &entry, now32(now)?).await?;
+        receipt.pushed = super::edge_state::publish(&s, generation, &entry, now32(now)?).await?;
+        crate::crash::point("share_delete.after_publish");
         s.store.put(Ns::Revocations, &receipt.id, &to_json(&receipt)?).await?;
         audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
         return Ok(Json(response(&s, share, Some(receipt))));
@@ -417,6 +462,8 @@ impl IntoResponse for OpenError {
         // Refusals depend on who asks (the viewer header): never cache them either.
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // A cross-origin player must be able to read why it was refused.
+        cors(resp.headers_mut());
         resp
     }
 }
@@ -478,39 +525,26 @@ async fn open(
     }
     // Checked on every open, as on every mint: an asset whose re-check failed stops getting new tokens.
     super::assets::ensure_ready(&s, &share.asset).await?;
-    let iat = now32(now)?;
     let mut token_id = [0u8; 12];
     getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
-    let claims = share_claims(&share, viewer, token_id, iat);
-    let token = s
-        .minter
-        .current()
-        .minter
-        .mint(&claims)
-        .map_err(|e| ApiError::Invalid(format!("cannot mint a token for this viewer: {e}")))?;
-    super::record_issued(
-        &s,
-        &token_id,
-        LinkRecord {
-            iat,
-            exp: claims.exp,
-            asset: share.asset.clone(),
-            share: Some(share.id.clone()),
-        },
-    )
+    let (token, _) = super::mint_recorded(&s, &token_id, &share.asset, Some(&share.id), |iat| {
+        share_claims(&share, viewer, token_id, iat)
+    })
     .await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     let location = format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name);
     let location = HeaderValue::from_str(&location)
         .map_err(|_| ApiError::Internal("token URL is not a valid header value".into()))?;
-    Ok((
+    let mut resp = (
         StatusCode::FOUND,
         [
             (header::LOCATION, location),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
     )
-        .into_response())
+        .into_response();
+    cors(resp.headers_mut());
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -205,6 +205,15 @@ pub enum Check<'a> {
         /// Expected value.
         value: &'a [u8],
     },
+    /// The counter (0 if never set) must be at most `value`. Mints use it against the issued-log horizon a
+    /// snapshot builder raised with [`Op::Raise`]: the check and the append are one transaction, so every record
+    /// is ordered entirely before or entirely after the raise.
+    CounterAtMost {
+        /// Counter name.
+        counter: &'a str,
+        /// Largest value that passes.
+        value: u64,
+    },
 }
 
 /// A write of [`Store::atomic`]. Its result in the returned vector is given with each variant.
@@ -232,6 +241,13 @@ pub enum Op<'a> {
         counter: &'a str,
         /// Amount (at most `i64::MAX`, a Redis limit).
         by: u64,
+    },
+    /// Raise a counter to at least `to` (never lowers it); result the counter's value afterwards.
+    Raise {
+        /// Counter name.
+        counter: &'a str,
+        /// The value to raise it to.
+        to: u64,
     },
     /// Append to a plain log; result the entry's sequence number.
     Append {
@@ -422,6 +438,9 @@ fn validate_ops(ops: &[Op<'_>]) -> Result<(), StoreError> {
             Op::Append { log, .. } => check_kind(log, false)?,
             Op::Incr { by, .. } if by > i64::MAX as u64 => {
                 return Err(StoreError::Invalid(format!("counter increment {by} is above i64::MAX")));
+            }
+            Op::Raise { to, .. } if to > i64::MAX as u64 => {
+                return Err(StoreError::Invalid(format!("counter value {to} is above i64::MAX")));
             }
             _ => {}
         }

@@ -98,12 +98,14 @@ enum Req {
 enum OwnedCheck {
     Absent(Ns, String),
     Equals(Ns, String, Vec<u8>),
+    CounterAtMost(String, u64),
 }
 
 enum OwnedOp {
     Put(Ns, String, Vec<u8>),
     Delete(Ns, String),
     Incr(String, u64),
+    Raise(String, u64),
     Append(Log, Vec<Vec<u8>>),
 }
 
@@ -284,6 +286,13 @@ fn apply(txn: &WriteTransaction, req: &Req) -> Result<Out, Fail> {
                 let (ns, key, expected) = match check {
                     OwnedCheck::Absent(ns, key) => (*ns, key, None),
                     OwnedCheck::Equals(ns, key, v) => (*ns, key, Some(v.as_slice())),
+                    OwnedCheck::CounterAtMost(name, max) => {
+                        let t = txn.open_table(COUNTERS)?;
+                        if t.get(name.as_str())?.map_or(0, |g| g.value()) > *max {
+                            return Ok(Out::Atomic(None));
+                        }
+                        continue;
+                    }
                 };
                 let t = txn.open_table(ns_table(ns))?;
                 let holds = match (t.get(key.as_str())?, expected) {
@@ -352,6 +361,14 @@ fn apply_op(txn: &WriteTransaction, op: &OwnedOp) -> Result<u64, Fail> {
             t.insert(name.as_str(), new)?;
             Ok(new)
         }
+        OwnedOp::Raise(name, to) => {
+            let mut t = txn.open_table(COUNTERS)?;
+            let cur = t.get(name.as_str())?.map(|g| g.value()).unwrap_or(0);
+            if *to > cur {
+                t.insert(name.as_str(), *to)?;
+            }
+            Ok(cur.max(*to))
+        }
         OwnedOp::Append(log, values) => {
             check_kind(*log, false).map_err(Fail::Request)?;
             let mut seqs = txn.open_table(LOG_SEQ)?;
@@ -419,6 +436,7 @@ impl Store for RedbStore {
             .map(|c| match *c {
                 Check::Absent { ns, key } => OwnedCheck::Absent(ns, key.to_string()),
                 Check::Equals { ns, key, value } => OwnedCheck::Equals(ns, key.to_string(), value.to_vec()),
+                Check::CounterAtMost { counter, value } => OwnedCheck::CounterAtMost(counter.to_string(), value),
             })
             .collect();
         let ops = ops
@@ -427,6 +445,7 @@ impl Store for RedbStore {
                 Op::Put { ns, key, value } => OwnedOp::Put(ns, key.to_string(), value.to_vec()),
                 Op::Delete { ns, key } => OwnedOp::Delete(ns, key.to_string()),
                 Op::Incr { counter, by } => OwnedOp::Incr(counter.to_string(), by),
+                Op::Raise { counter, to } => OwnedOp::Raise(counter.to_string(), to),
                 Op::Append { log, value } => OwnedOp::Append(log, vec![value.to_vec()]),
             })
             .collect();

@@ -39,7 +39,8 @@ const CHAIN_ATTEMPTS: usize = 100;
 const TRIM_CHUNK: u64 = 10_000;
 
 /// Checks, then ops; one key per item. `ARGV[1]` = number of checks, then three args per item: kind, field, value.
-/// Kinds: `A` absent, `E` equals (checks); `P` put, `D` delete, `I` incr, `L` append (ops).
+/// Kinds: `A` absent, `E` equals, `C` counter at most (checks); `P` put, `D` delete, `I` incr, `R` raise, `L`
+/// append (ops).
 const ATOMIC_LUA: &str = r"
 local nc = tonumber(ARGV[1])
 for i = 1, nc do
@@ -47,6 +48,8 @@ for i = 1, nc do
   local cur = redis.call('HGET', KEYS[i], field)
   if kind == 'A' then
     if cur then return false end
+  elseif kind == 'C' then
+    if tonumber(cur or '0') > tonumber(value) then return false end
   elseif cur ~= value then
     return false
   end
@@ -61,6 +64,13 @@ for i = nc + 1, #KEYS do
     out[#out+1] = redis.call('HDEL', KEYS[i], field)
   elseif kind == 'I' then
     out[#out+1] = redis.call('HINCRBY', KEYS[i], field, value)
+  elseif kind == 'R' then
+    local cur = tonumber(redis.call('HGET', KEYS[i], field) or '0')
+    if tonumber(value) > cur then
+      redis.call('HSET', KEYS[i], field, value)
+      cur = tonumber(value)
+    end
+    out[#out+1] = cur
   elseif kind == 'L' then
     local seq = redis.call('HINCRBY', KEYS[i], 'seq', 1)
     redis.call('HSET', KEYS[i], string.format('%d', seq), value)
@@ -340,11 +350,15 @@ impl Store for RedisStore {
         let mut inv = self.scripts.atomic.prepare_invoke();
         inv.arg(checks.len());
         for check in checks {
-            let (ns, kind, key, value): (Ns, &str, &str, &[u8]) = match *check {
-                Check::Absent { ns, key } => (ns, "A", key, b""),
-                Check::Equals { ns, key, value } => (ns, "E", key, value),
+            match *check {
+                Check::Absent { ns, key } => inv.key(self.ns_key(ns)).arg("A").arg(key).arg(&b""[..]),
+                Check::Equals { ns, key, value } => inv.key(self.ns_key(ns)).arg("E").arg(key).arg(value),
+                Check::CounterAtMost { counter, value } => inv
+                    .key(self.counters_key())
+                    .arg("C")
+                    .arg(counter)
+                    .arg(value.min(LUA_MAX_INT)),
             };
-            inv.key(self.ns_key(ns)).arg(kind).arg(key).arg(value);
         }
         let counters = self.counters_key();
         for op in ops {
@@ -352,6 +366,11 @@ impl Store for RedisStore {
                 Op::Put { ns, key, value } => inv.key(self.ns_key(ns)).arg("P").arg(key).arg(value),
                 Op::Delete { ns, key } => inv.key(self.ns_key(ns)).arg("D").arg(key).arg(""),
                 Op::Incr { counter, by } => inv.key(counters.as_str()).arg("I").arg(counter).arg(by),
+                Op::Raise { counter, to } => inv
+                    .key(counters.as_str())
+                    .arg("R")
+                    .arg(counter)
+                    .arg(to.min(LUA_MAX_INT)),
                 Op::Append { log, value } => inv.key(self.log_key(log)).arg("L").arg("").arg(value),
             };
         }
