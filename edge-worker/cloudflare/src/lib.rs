@@ -185,6 +185,10 @@ fn status(rt: &Runtime) -> worker::Result<Response> {
         &rt.engine.config().keys,
         &[("events_pending", EVENTS.with(|b| b.borrow().len()) as u64)],
     );
+    // The client facts this worker trusts: Cloudflare sets CF-Connecting-IP and request.cf itself, overwriting
+    // whatever a client sent, so they are the platform's word.
+    let (ip, country) = rt.settings.client_sources("cf-connecting-ip", "cf.country");
+    let body = adapter::with_client_sources(body, ip, country, "enforced");
     let mut r = json_response(200, &body)?;
     r.headers_mut().set("cache-control", "no-store")?;
     Ok(r)

@@ -226,6 +226,12 @@ fn status(rt: &Runtime, generation: Option<u64>, now_ms: u64, as_of: u64) -> Res
         &rt.engine.config().keys,
         &[],
     );
+    // The client facts this app trusts: the platform's client address (the connection Fastly terminated) and its
+    // geolocation of that address; no request header.
+    let (ip, country) = rt
+        .settings
+        .client_sources("platform:client-ip", "platform:geo(client-ip)");
+    let body = adapter::with_client_sources(body, ip, country, "enforced");
     Response::from_body(body)
         .with_header("content-type", "application/json")
         .with_header("cache-control", "no-store")
