@@ -7,7 +7,7 @@
 //! `idempotent-replay: true`.
 //!
 //! **Crashes.** The first call marks the key as running under a *lease* that it renews while it runs
-//! ([`LEASE`]). A retry while the lease holds is `409` with `Retry-After`; once it has lapsed (the process that ran
+//! ([`lease`]). A retry while the lease holds is `409` with `Retry-After`; once it has lapsed (the process that ran
 //! the call died, or hung past the lease), the retry takes the key over and runs the call again. The handler then
 //! finds out for itself whether the first run committed: handlers whose effect must not be applied twice write a
 //! commit record under [`commit_key`] in the same store transaction as the effect, and answer from it when it is
@@ -27,9 +27,22 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// How long a running call's mark holds without renewal. The running call renews it every third of this, so only
-/// a dead (or wedged) process lets it lapse.
+/// How long a running call's mark holds without renewal, by default. The running call renews it every third of
+/// this, so only a dead (or wedged) process lets it lapse. `SHAREGATE_IDEMPOTENCY_LEASE_MS` overrides it (tests
+/// use a short lease; in production, shorter means a retry after a crash waits less, at the price of more renewals).
 pub const LEASE: Duration = Duration::from_secs(5);
+
+/// The lease in force: [`LEASE`], or `SHAREGATE_IDEMPOTENCY_LEASE_MS` (300 ms to 10 min).
+pub fn lease() -> Duration {
+    static LEASE_IN_FORCE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *LEASE_IN_FORCE.get_or_init(|| {
+        std::env::var("SHAREGATE_IDEMPOTENCY_LEASE_MS")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| (300..=600_000).contains(ms))
+            .map_or(LEASE, Duration::from_millis)
+    })
+}
 
 /// The idempotency scope of the current request (credential, method, path, key), for handlers that record their
 /// commit in their own transaction. Present only when the request carried an `Idempotency-Key`.
@@ -73,7 +86,7 @@ fn running(request: &str, owner: &str) -> Result<Vec<u8>, ApiError> {
         body: Vec::new(),
         content_type: None,
         owner: Some(owner.to_string()),
-        lease_until_ms: now_ms() + u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX),
+        lease_until_ms: now_ms() + u64::try_from(lease().as_millis()).unwrap_or(u64::MAX),
     };
     serde_json::to_vec(&saved).map_err(|e| ApiError::Internal(format!("encode: {e}")))
 }
@@ -187,10 +200,10 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     Response::from_parts(rparts, Body::from(rbytes))
 }
 
-/// Renews our lease every third of [`LEASE`] while the call runs (aborted when it ends).
+/// Renews our lease every third of [`lease`] while the call runs (aborted when it ends).
 async fn renew(s: Arc<AppState>, scope: String, request: String, owner: String, mut mark: Vec<u8>) {
     loop {
-        tokio::time::sleep(LEASE / 3).await;
+        tokio::time::sleep(lease() / 3).await;
         let Ok(next) = running(&request, &owner) else { return };
         match s.store.cas(Ns::Idempotency, &scope, Some(&mark), Some(&next)).await {
             Ok(true) => mark = next,
