@@ -28,8 +28,9 @@ pub mod diagnose {
     use crate::offline::claims_json;
     use crate::service::auth::Role;
     use crate::service::error::ApiError;
-    use crate::service::revocations::{Receipt, build_current_snapshot};
+    use crate::service::revocations::Receipt;
     use crate::service::shares::ShareRecord;
+    use crate::service::snapshot::build_current_snapshot;
     use crate::service::{AppState, caller, now};
     use crate::store::Ns;
     use axum::extract::State;
