@@ -623,6 +623,8 @@ async fn edge_events_are_counted_and_exported() {
         "refused batches store nothing"
     );
 
+    // Only registered assets become labels (see tests/metrics_cardinality.rs for everything else).
+    w.state.store.put(Ns::Assets, "a1", b"{}").await.unwrap();
     let batch = batch_json(
         &[
             (EventKind::Deny, Some("revoked"), "a1", Some("email")),
@@ -665,7 +667,8 @@ async fn edge_events_are_counted_and_exported() {
     for want in [
         "# TYPE sharegate_edge_events_total counter",
         r#"sharegate_edge_events_total{kind="deny",reason="revoked",asset="a1",channel="email",campaign="spring"} 4"#,
-        r#"sharegate_edge_events_total{kind="expiry",reason="",asset="we_ird_x_",channel="",campaign=""} 2"#,
+        r#"sharegate_edge_events_total{kind="expiry",reason="",asset="_unknown",channel="",campaign=""} 2"#,
+        r#"sharegate_edge_events_folded_total{label="asset",to="_unknown"} 2"#,
         r#"sharegate_edge_events_dropped_total{edge="e1"} 10"#,
         "# TYPE sharegate_http_request_duration_seconds histogram",
         r#"sharegate_http_request_duration_seconds_bucket{route="/v1/edge/events",method="POST",status="200",le="0.005"}"#,

@@ -5,24 +5,41 @@
 //!   the end can't be seen from the log alone: compare `head`/`length` with a value recorded elsewhere.
 //! - `POST /v1/edge/events` (edge credential): takes the edges' event batches (`{"edge","dropped","events":[…]}`,
 //!   at most [`MAX_EVENTS_BODY`] bytes), appends each event to the events log and bumps the per-label counters, all in
-//!   one store transaction so a batch the edge retries is never half counted.
-//! - `GET /metrics`: Prometheus text. `sharegate_edge_events_total` and `sharegate_edge_events_dropped_total` come from
-//!   the store's counters, so every replica reports the same (cluster-wide) values: aggregate them with `max`, not
-//!   `sum`. `sharegate_http_request_duration_seconds` is this replica's own, recorded by [`track_http`].
+//!   one store transaction so a batch the edge retries is never half counted. The log keeps the newest
+//!   [`MAX_EVENTS_KEPT`] events.
+//! - `GET /metrics`: Prometheus text. `sharegate_edge_events_total`, `sharegate_edge_events_dropped_total` and
+//!   `sharegate_edge_events_folded_total` come from the store's counters, so every replica reports the same
+//!   (cluster-wide) values: aggregate them with `max`, not `sum`. `sharegate_http_request_duration_seconds` is this
+//!   replica's own, recorded by [`track_http`].
 //!
 //! Metrics need an `auditor` or `admin` API key by default (Prometheus sends it with `authorization:
 //! credentials_file`): event labels name assets, channels and campaigns, which are not public. A deployment that
 //! scrapes over a private network can serve them without a key with [`routes_with`]`(`[`MetricsAccess::Public`]`)`.
 //!
-//! Label values are cut to [`MAX_LABEL_LEN`] bytes of `[A-Za-z0-9_./-]` (anything else becomes `_`), so an event can't
-//! inject exposition syntax or a counter-name separator. What this module does not do: cap the number of distinct
-//! asset × channel × campaign series (that is the product's cardinality, bounded by its catalogue).
+//! **Bounded whatever arrives.** An edge credential is not trusted to choose series: a compromised or buggy edge
+//! (or an edge that labels what anonymous viewers send) must not be able to grow `/metrics` or the store without
+//! bound. So each label is decided here, not taken from the event:
+//! - `kind` is one of the edge's event kinds and `reason` one of its reason codes, else `_unknown`;
+//! - `asset` is a registered asset (looked up in the catalogue, at most [`MAX_ASSET_LOOKUPS`] new ones per batch),
+//!   else `_unknown` (also when the event names none: the edge attributes only what a valid token says);
+//! - `channel` and `campaign` are cut to [`MAX_LABEL_LEN`] bytes of `[A-Za-z0-9_./~-]` (anything else becomes `_`,
+//!   so nothing can inject exposition syntax or a counter-name separator), and at most [`MAX_CHANNELS`] and
+//!   [`MAX_CAMPAIGNS`] distinct values are kept; later ones are `_overflow`;
+//! - past [`MAX_SERIES`] series a new combination is counted in `{kind, reason, asset="_overflow",
+//!   channel="_overflow", campaign="_overflow"}`, and past [`MAX_EDGES`] edges a new edge's drops in
+//!   `{edge="_overflow"}`.
+//!
+//! Every replacement is counted in `sharegate_edge_events_folded_total{label, to}`. The caps are exact across
+//! replicas: a batch that registers a series checks, in its transaction, that the registry did not change since it
+//! was read, and is labelled again if it did. In all, `/metrics` holds at most [`MAX_SERIES`] event series, one
+//! overflow series per kind × reason, [`MAX_EDGES`] + 1 dropped series, the seven folded series and the latency
+//! histogram (whose labels are route templates, a fixed method set and status codes).
 
 use super::auth::Role;
 use super::error::ApiError;
 use super::keys::require_edge;
 use super::{AppState, AuditEntry, caller, now};
-use crate::store::{GENESIS, Log, MAX_PAGE, Ns, Op, verify_chain_from};
+use crate::store::{Check, GENESIS, Log, MAX_PAGE, Ns, Op, StoreError, verify_chain_from};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -31,7 +48,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use sharegate_shared::Reason;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::pin::Pin;
@@ -49,10 +67,35 @@ const MAX_FIELD_LEN: usize = 1024;
 /// Most entries `GET /v1/audit` returns.
 pub const MAX_AUDIT_LIMIT: usize = 1000;
 
+/// Most `sharegate_edge_events_total` series (besides the overflow ones): past it, a new combination of labels is
+/// counted in the overflow series of its kind and reason.
+pub const MAX_SERIES: usize = 2000;
+/// Most distinct `channel` values; past it a new channel is counted as `_overflow`.
+pub const MAX_CHANNELS: usize = 64;
+/// Most distinct `campaign` values; past it a new campaign is counted as `_overflow`.
+pub const MAX_CAMPAIGNS: usize = 256;
+/// Most distinct edges in `sharegate_edge_events_dropped_total`; past it a new edge is counted as `_overflow`.
+pub const MAX_EDGES: usize = 256;
+/// Most assets of one batch looked up in the catalogue (those the registry does not know yet); the rest count as
+/// `_unknown`, so a batch of random names costs a bounded number of store reads.
+pub const MAX_ASSET_LOOKUPS: usize = 256;
+/// Events kept in the events log (the newest); older ones are trimmed as batches arrive.
+pub const MAX_EVENTS_KEPT: u64 = 100_000;
+/// The label of an event whose asset is not a registered one (or was not given), or whose kind or reason the
+/// control plane does not know.
+pub const UNKNOWN: &str = "_unknown";
+/// The label of what was folded because a cap was reached.
+pub const OVERFLOW: &str = "_overflow";
+/// How often a batch is labelled again when another replica registered series meanwhile.
+const REGISTRY_ATTEMPTS: usize = 8;
+
 /// Where the names of the event counters are kept (counters can't be listed, so each series is registered here).
 const SERIES_PREFIX: &str = "metrics/series/";
+/// Bumped by every batch that registers a series (see [`Registry::version`]).
+const REGISTRY_VERSION: &str = "metrics/registry_version";
 const EVENTS_PREFIX: &str = "events:";
 const DROPPED_PREFIX: &str = "events_dropped:";
+const FOLDED_PREFIX: &str = "events_folded:";
 
 /// Who may read `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,16 +142,44 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
-/// One entry of `GET /v1/audit`.
+/// One entry of `GET /v1/audit`: the stored [`AuditEntry`] with its place in the chain.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AuditRecord {
     /// Sequence number in the chain.
     pub seq: u64,
     /// The entry's chain hash (hex).
     pub hash: String,
-    /// The entry.
-    #[serde(flatten)]
-    pub entry: AuditEntry,
+    /// Unix seconds.
+    pub at: u64,
+    /// API key id, or `anonymous` for a caller without a valid key.
+    pub actor: String,
+    /// The caller's role; `null` for a caller without a valid key (a refused call), which has none. Stored entries
+    /// say `none` there (the chain's bytes can't change), so any stored value that is not a role reads as `null`.
+    pub role: Option<Role>,
+    /// Action (`links.mint`, `revocations.create`, ...).
+    pub action: String,
+    /// Subject (asset, token id, share id, ...).
+    pub subject: String,
+    /// `ok` or an error code.
+    pub outcome: String,
+    /// The request id, if the caller sent one.
+    pub request_id: Option<String>,
+}
+
+impl AuditRecord {
+    fn new(seq: u64, hash: [u8; 32], e: AuditEntry) -> Self {
+        AuditRecord {
+            seq,
+            hash: hex::encode(hash),
+            at: e.at,
+            actor: e.actor,
+            role: Role::parse(&e.role),
+            action: e.action,
+            subject: e.subject,
+            outcome: e.outcome,
+            request_id: e.request_id,
+        }
+    }
 }
 
 /// `GET /v1/audit` answer.
@@ -179,11 +250,7 @@ async fn audit_query(
             if found.len() == limit {
                 found.pop_front();
             }
-            found.push_back(AuditRecord {
-                seq: e.seq,
-                hash: hex::encode(e.hash),
-                entry,
-            });
+            found.push_back(AuditRecord::new(e.seq, e.hash, entry));
         }
         from = last_seq + 1;
     }
@@ -237,7 +304,7 @@ fn label(v: Option<&str>) -> String {
     v.unwrap_or("")
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/') {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '~') {
                 c
             } else {
                 '_'
@@ -245,6 +312,251 @@ fn label(v: Option<&str>) -> String {
         })
         .take(MAX_LABEL_LEN)
         .collect()
+}
+
+/// Could be an asset id (the syntax `POST /v1/assets` accepts): only these are looked up in the store.
+fn asset_syntax(id: &str) -> bool {
+    (1..=MAX_LABEL_LEN).contains(&id.len())
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+}
+
+/// Which label of an event was replaced, and by what: the fixed set behind `sharegate_edge_events_folded_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Fold {
+    /// A kind this control plane does not know → `_unknown`.
+    Kind,
+    /// A reason that is not an edge reason code → `_unknown`.
+    Reason,
+    /// An asset that is not registered (or not looked up: see [`MAX_ASSET_LOOKUPS`]) → `_unknown`.
+    Asset,
+    /// A channel past [`MAX_CHANNELS`] → `_overflow`.
+    Channel,
+    /// A campaign past [`MAX_CAMPAIGNS`] → `_overflow`.
+    Campaign,
+    /// A whole series past [`MAX_SERIES`] → asset, channel and campaign `_overflow`.
+    Series,
+    /// An edge name past [`MAX_EDGES`] (in `sharegate_edge_events_dropped_total`) → `_overflow`.
+    Edge,
+}
+
+impl Fold {
+    const ALL: [Fold; 7] = [
+        Fold::Kind,
+        Fold::Reason,
+        Fold::Asset,
+        Fold::Channel,
+        Fold::Campaign,
+        Fold::Series,
+        Fold::Edge,
+    ];
+
+    /// `(label, replacement)` as exported.
+    const fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            Fold::Kind => ("kind", UNKNOWN),
+            Fold::Reason => ("reason", UNKNOWN),
+            Fold::Asset => ("asset", UNKNOWN),
+            Fold::Channel => ("channel", OVERFLOW),
+            Fold::Campaign => ("campaign", OVERFLOW),
+            Fold::Series => ("series", OVERFLOW),
+            Fold::Edge => ("edge", OVERFLOW),
+        }
+    }
+
+    fn counter(self) -> String {
+        let (l, to) = self.labels();
+        format!("{FOLDED_PREFIX}{l}:{to}")
+    }
+}
+
+/// The event kinds edges send (`sharegate_edge::events::EventKind`); anything else is counted as `_unknown`.
+const KINDS: [&str; 4] = ["deny", "expiry", "playlist_open", "state_stale"];
+
+/// The series registered so far, cluster-wide, read before a batch is counted: what the caps are measured against.
+#[derive(Debug, Default)]
+struct Registry {
+    /// The registry's version as stored (`None`: never written). A batch that registers series checks it is
+    /// unchanged and bumps it, in the same transaction, so two replicas can't both take the last free place.
+    version: Option<Vec<u8>>,
+    /// Every registered counter name (events, dropped), without [`SERIES_PREFIX`].
+    names: HashSet<String>,
+    /// Event series that count against [`MAX_SERIES`] (all but the overflow ones).
+    events: usize,
+    channels: HashSet<String>,
+    campaigns: HashSet<String>,
+    /// Assets already in a series: registered when they were counted, so not looked up again.
+    assets: HashSet<String>,
+    /// Edge names in `dropped` series, but `_overflow`.
+    edges: usize,
+}
+
+impl Registry {
+    async fn load(s: &AppState) -> Result<Registry, ApiError> {
+        // The version first, then the names: a registration that lands in between changes the version, so the
+        // batch's check fails and it is counted again against the newer registry.
+        let version = s.store.get(Ns::Settings, REGISTRY_VERSION).await?;
+        let mut r = Registry {
+            version,
+            ..Registry::default()
+        };
+        for (key, _) in s.store.scan(Ns::Settings, SERIES_PREFIX).await? {
+            let Some(name) = key.strip_prefix(SERIES_PREFIX) else {
+                continue;
+            };
+            r.note(name);
+        }
+        Ok(r)
+    }
+
+    /// Take one registered counter name into account.
+    fn note(&mut self, name: &str) {
+        if !self.names.insert(name.to_string()) {
+            return;
+        }
+        if let Some(rest) = name.strip_prefix(EVENTS_PREFIX) {
+            if let [_, _, asset, channel, campaign] = rest.split(':').collect::<Vec<_>>()[..] {
+                if asset == OVERFLOW {
+                    return;
+                }
+                self.events += 1;
+                for (set, v) in [(&mut self.channels, channel), (&mut self.campaigns, campaign)] {
+                    if !v.is_empty() && v != OVERFLOW {
+                        set.insert(v.to_string());
+                    }
+                }
+                if asset != UNKNOWN {
+                    self.assets.insert(asset.to_string());
+                }
+            }
+        } else if let Some(edge) = name.strip_prefix(DROPPED_PREFIX)
+            && edge != OVERFLOW
+        {
+            self.edges += 1;
+        }
+    }
+
+    /// The bounded value for a channel or campaign: kept if already known or there is room, else `_overflow`.
+    fn bounded(
+        set: &mut HashSet<String>,
+        v: String,
+        cap: usize,
+        fold: Fold,
+        folded: &mut BTreeMap<Fold, u64>,
+    ) -> String {
+        if v.is_empty() || set.contains(&v) {
+            return v;
+        }
+        if set.len() >= cap {
+            *folded.entry(fold).or_default() += 1;
+            return OVERFLOW.into();
+        }
+        set.insert(v.clone());
+        v
+    }
+
+    /// The counter an event is counted in. `registered` holds the assets found registered for this batch.
+    fn event_series(
+        &mut self,
+        e: &WireEvent,
+        registered: &HashSet<String>,
+        folded: &mut BTreeMap<Fold, u64>,
+    ) -> String {
+        let mut fold = |f: Fold| *folded.entry(f).or_default() += 1;
+        let kind = if KINDS.contains(&e.kind.as_str()) {
+            e.kind.clone()
+        } else {
+            fold(Fold::Kind);
+            UNKNOWN.into()
+        };
+        let reason = match e.reason.as_deref() {
+            None => String::new(),
+            Some(r) if Reason::from_code(r).is_some() => r.to_string(),
+            Some(_) => {
+                fold(Fold::Reason);
+                UNKNOWN.into()
+            }
+        };
+        // Only an asset the catalogue holds becomes a label: an edge's attribution is trusted no further than that.
+        let asset = match e.asset.as_deref() {
+            None => UNKNOWN.to_string(),
+            Some(a) if self.assets.contains(a) || registered.contains(a) => a.to_string(),
+            Some(_) => {
+                fold(Fold::Asset);
+                UNKNOWN.into()
+            }
+        };
+        let channel = Self::bounded(
+            &mut self.channels,
+            label(e.channel.as_deref()),
+            MAX_CHANNELS,
+            Fold::Channel,
+            folded,
+        );
+        let campaign = Self::bounded(
+            &mut self.campaigns,
+            label(e.campaign.as_deref()),
+            MAX_CAMPAIGNS,
+            Fold::Campaign,
+            folded,
+        );
+        let name = format!("{EVENTS_PREFIX}{kind}:{reason}:{asset}:{channel}:{campaign}");
+        if self.names.contains(&name) {
+            return name;
+        }
+        if self.events >= MAX_SERIES {
+            // Kind and reason come from closed sets, so the overflow series stay few and keep the deny/expiry split.
+            *folded.entry(Fold::Series).or_default() += 1;
+            let name = format!("{EVENTS_PREFIX}{kind}:{reason}:{OVERFLOW}:{OVERFLOW}:{OVERFLOW}");
+            self.note(&name);
+            return name;
+        }
+        self.note(&name);
+        name
+    }
+
+    /// The counter of an edge's dropped events.
+    fn dropped_series(&mut self, edge: &str, folded: &mut BTreeMap<Fold, u64>) -> String {
+        let name = format!("{DROPPED_PREFIX}{}", label(Some(edge)));
+        if self.names.contains(&name) {
+            return name;
+        }
+        if self.edges >= MAX_EDGES {
+            *folded.entry(Fold::Edge).or_default() += 1;
+            let name = format!("{DROPPED_PREFIX}{OVERFLOW}");
+            self.note(&name);
+            return name;
+        }
+        self.note(&name);
+        name
+    }
+}
+
+/// The registered assets among the ones a batch names that the registry does not know yet (at most
+/// [`MAX_ASSET_LOOKUPS`] of them are looked up; the rest count as unregistered).
+async fn registered_assets(
+    s: &AppState,
+    known: &HashSet<String>,
+    events: &[WireEvent],
+) -> Result<HashSet<String>, ApiError> {
+    let mut wanted: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.asset.as_deref())
+        .filter(|a| !known.contains(*a) && asset_syntax(a))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut found = HashSet::new();
+    for a in wanted.into_iter().take(MAX_ASSET_LOOKUPS) {
+        // Through the hot cache: a busy edge names the same few assets in every batch.
+        if s.get_hot(Ns::Assets, a).await?.is_some() {
+            found.insert(a.to_string());
+        }
+    }
+    Ok(found)
 }
 
 fn too_large() -> Response {
@@ -278,9 +590,9 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
         return Err(ApiError::Invalid(format!("edge must be 1 to {MAX_FIELD_LEN} bytes")));
     }
     let received_at = now();
-    let mut entries = Vec::with_capacity(batch.events.len());
-    let mut series: HashMap<String, u64> = HashMap::new();
-    for (i, mut e) in batch.events.into_iter().enumerate() {
+    let mut events = batch.events;
+    let mut entries = Vec::with_capacity(events.len());
+    for (i, e) in events.iter_mut().enumerate() {
         if e.kind.is_empty() || e.kind.len() > MAX_LABEL_LEN {
             return Err(ApiError::Invalid(format!(
                 "event {i}: kind must be 1 to {MAX_LABEL_LEN} bytes"
@@ -295,46 +607,108 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
                 "event {i}: a field is over {MAX_FIELD_LEN} bytes"
             )));
         }
-        let name = format!(
-            "{EVENTS_PREFIX}{}:{}:{}:{}:{}",
-            label(Some(&e.kind)),
-            label(e.reason.as_deref()),
-            label(e.asset.as_deref()),
-            label(e.channel.as_deref()),
-            label(e.campaign.as_deref()),
-        );
-        *series.entry(name).or_default() += 1;
         if e.edge.is_none() {
             e.edge = Some(batch.edge.clone());
         }
         e.received_at = received_at;
         entries.push(serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
-    if batch.dropped > 0 {
-        series.insert(format!("{DROPPED_PREFIX}{}", label(Some(&batch.edge))), batch.dropped);
+
+    if entries.is_empty() && batch.dropped == 0 {
+        return Ok(accepted(0, 0));
     }
-    let registry: Vec<String> = series.keys().map(|n| format!("{SERIES_PREFIX}{n}")).collect();
-    let mut ops: Vec<Op<'_>> = Vec::with_capacity(entries.len() + 2 * series.len());
-    ops.extend(entries.iter().map(|v| Op::Append {
-        log: Log::Events,
-        value: v,
-    }));
-    for ((name, by), key) in series.iter().zip(&registry) {
-        ops.push(Op::Incr { counter: name, by: *by });
-        ops.push(Op::Put {
-            ns: Ns::Settings,
-            key,
-            value: b"",
-        });
+    // Labels are decided against the registry as every replica sees it; a batch that registers series commits only
+    // if nobody registered any meanwhile, else it is labelled again (the log and counters are written once, below).
+    for _ in 0..REGISTRY_ATTEMPTS {
+        let mut registry = Registry::load(&s).await?;
+        let registered = registered_assets(&s, &registry.assets, &events).await?;
+        let before = registry.names.clone();
+        let mut folded = BTreeMap::new();
+        let mut series: HashMap<String, u64> = HashMap::new();
+        for e in &events {
+            *series
+                .entry(registry.event_series(e, &registered, &mut folded))
+                .or_default() += 1;
+        }
+        if batch.dropped > 0 {
+            let name = registry.dropped_series(&batch.edge, &mut folded);
+            *series.entry(name).or_default() += batch.dropped;
+        }
+        let new: Vec<String> = registry
+            .names
+            .difference(&before)
+            .map(|n| format!("{SERIES_PREFIX}{n}"))
+            .collect();
+        let folded: Vec<(String, u64)> = folded.into_iter().map(|(f, n)| (f.counter(), n)).collect();
+        let next_version = registry
+            .version
+            .as_deref()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_add(1)
+            .to_string();
+
+        let mut checks = Vec::new();
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(entries.len() + series.len() + 2 * new.len() + 8);
+        ops.extend(entries.iter().map(|v| Op::Append {
+            log: Log::Events,
+            value: v,
+        }));
+        let appended = ops.len();
+        ops.extend(series.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
+        ops.extend(folded.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
+        if !new.is_empty() {
+            checks.push(match registry.version.as_deref() {
+                Some(v) => Check::Equals {
+                    ns: Ns::Settings,
+                    key: REGISTRY_VERSION,
+                    value: v,
+                },
+                None => Check::Absent {
+                    ns: Ns::Settings,
+                    key: REGISTRY_VERSION,
+                },
+            });
+            ops.extend(new.iter().map(|key| Op::Put {
+                ns: Ns::Settings,
+                key,
+                value: b"",
+            }));
+            ops.push(Op::Put {
+                ns: Ns::Settings,
+                key: REGISTRY_VERSION,
+                value: next_version.as_bytes(),
+            });
+        }
+        // One transaction: the log and the counters agree, and a failed call changed nothing (the edge resends it).
+        let Some(results) = s.store.atomic(&checks, &ops).await? else {
+            continue;
+        };
+        if let Some(last) = appended.checked_sub(1).and_then(|i| results.get(i)).copied() {
+            trim_events(&s, last).await;
+        }
+        return Ok(accepted(entries.len(), batch.dropped));
     }
-    // One transaction: the log and the counters agree, and a failed call changed nothing (the edge resends it).
-    if !ops.is_empty() {
-        s.store
-            .atomic(&[], &ops)
-            .await?
-            .ok_or_else(|| ApiError::Internal("event transaction refused".into()))?;
+    Err(ApiError::Store(StoreError::Contention(
+        "the metrics series registry kept changing; resend the batch".into(),
+    )))
+}
+
+fn accepted(events: usize, dropped: u64) -> Response {
+    Json(serde_json::json!({ "accepted": events, "dropped": dropped })).into_response()
+}
+
+/// Keep the events log to its last [`MAX_EVENTS_KEPT`] entries. Nothing reads old events back (the counters hold
+/// the totals), so the log is a recent window for investigation, not an archive. A failed trim is retried by the
+/// next batch, so it does not fail this one.
+async fn trim_events(s: &AppState, last_seq: u64) {
+    let Some(below) = last_seq.checked_sub(MAX_EVENTS_KEPT) else {
+        return;
+    };
+    if let Err(e) = s.store.trim_log(Log::Events, below + 1).await {
+        tracing::warn!(error = %e, "cannot trim the events log");
     }
-    Ok(Json(serde_json::json!({ "accepted": entries.len(), "dropped": batch.dropped })).into_response())
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -487,6 +861,19 @@ async fn metrics(s: Arc<AppState>, headers: HeaderMap, access: MetricsAccess) ->
     for l in dropped {
         out.push_str(&l);
         out.push('\n');
+    }
+    out.push_str(
+        "# HELP sharegate_edge_events_folded_total Event labels replaced by _unknown (not a registered asset, an \
+         unknown kind or reason) or _overflow (a cap was reached).\n",
+    );
+    out.push_str("# TYPE sharegate_edge_events_folded_total counter\n");
+    for f in Fold::ALL {
+        let (l, to) = f.labels();
+        let value = s.store.counter(&f.counter()).await?;
+        let _ = writeln!(
+            out,
+            r#"sharegate_edge_events_folded_total{{label="{l}",to="{to}"}} {value}"#
+        );
     }
     render_histograms(&mut out);
     let mut resp = out.into_response();

@@ -365,7 +365,7 @@ async fn delete(
         };
         let mut receipt = Receipt {
             id: format!("rev_{}", hex::encode(rid)),
-            kind: entry.kind.clone(),
+            kind: entry.kind,
             target: id.clone(),
             reason: Some(params.reason.clone().unwrap_or_else(|| "share deleted".into())),
             at: now,
