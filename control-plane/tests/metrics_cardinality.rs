@@ -157,16 +157,13 @@ fn check_with_promtool(text: &str) {
     use std::io::Write;
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    // promtool lints (exit 1 with "problems") besides syntax errors (exit 3); only syntax must be clean.
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        !said.contains("error while linting") && out.status.code() != Some(3),
-        "promtool: {said}"
-    );
+    // Syntax and the lints (names, units, HELP/TYPE) both clean.
+    assert!(out.status.success(), "promtool check metrics: {said}");
 }
 
 fn mint(asset: &str, channel: &str, now: u32) -> String {
