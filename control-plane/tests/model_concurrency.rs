@@ -72,7 +72,7 @@ impl Store for SlowIssued {
         if ops.iter().any(|op| matches!(op, Op::Append { log: Log::Issued, .. })) {
             // Most writes land at once; one in eight lands up to `max_delay_ms` late (past the builder's lag).
             let r = rand_u64();
-            let delay = if r % 8 == 0 {
+            let delay = if r.is_multiple_of(8) {
                 r % (self.max_delay_ms + 1)
             } else {
                 r % 20
@@ -242,7 +242,7 @@ fn claims_of(token: &str) -> ([u8; 12], u32) {
 async fn minter(r: Replica, keys: Arc<Keys>, share: Arc<String>, log: Arc<Mutex<Record>>, until: Instant) {
     while Instant::now() < until {
         let viewer = format!("v{}", rand_u64() % VIEWERS as u64);
-        let token = if rand_u64() % 3 == 0 {
+        let token = if rand_u64().is_multiple_of(3) {
             // A share open by a signed-in viewer: a fresh token from the stable link.
             let (s, h, b) = send(
                 &r,
@@ -276,7 +276,7 @@ async fn revoker(r: Replica, keys: Arc<Keys>, log: Arc<Mutex<Record>>, until: In
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(40)).await;
         n += 1;
-        let body = if n % 15 == 0 {
+        let body = if n.is_multiple_of(15) {
             serde_json::json!({"kind": "viewer", "id": format!("v{}", rand_u64() % VIEWERS as u64)})
         } else {
             let target = {
@@ -326,7 +326,7 @@ async fn puller(r: Replica, log: Arc<Mutex<Record>>, until: Instant, fresh_every
     while Instant::now() < until {
         n += 1;
         // Now and then start over, so full snapshots are built throughout the run, not only at its start.
-        if n % fresh_every == 0 {
+        if n.is_multiple_of(fresh_every) {
             held = None;
         }
         let generation = held.as_ref().map(|h| {
@@ -499,7 +499,7 @@ async fn run_model(store: Arc<dyn Store>, replicas: Vec<Replica>, media: &std::p
         r.unwrap();
     }
     let elapsed = start.elapsed();
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     let minted = log.minted.len();
     let revocations = log.revoked.tokens.len() + log.revoked.viewers.values().map(Vec::len).sum::<usize>();
     assert!(minted > 200, "too little load to mean anything: {minted} mints");

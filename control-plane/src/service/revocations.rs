@@ -455,7 +455,7 @@ pub(super) async fn create(
     getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
     let mut receipt = Receipt {
         id: format!("rev_{}", hex::encode(rid)),
-        kind: entry.kind.clone(),
+        kind: entry.kind,
         target: entry.id.clone(),
         reason: req.reason.clone(),
         at: now,
