@@ -209,8 +209,18 @@ async fn a_trusted_proxy_header_decides_and_nothing_else_does() {
         direct.get(&minted, "ip_bound", &xff("203.0.113.7")).await,
         answer(403, "ip_mismatch")
     );
+    // A client that reaches the edge without passing the proxy has no country source at all: a deny list must not
+    // pass just because its country is unknown (it would be "unknown country" under §8).
     assert_eq!(
         direct.get(&minted, "geo_allow_de", &[("cf-ipcountry", "DE")]).await,
-        answer(403, "geo_denied")
+        answer(503, "geo_unavailable")
+    );
+    assert_eq!(
+        direct.get(&minted, "geo_deny_us", &[("cf-ipcountry", "DE")]).await,
+        answer(503, "geo_unavailable")
+    );
+    assert_eq!(
+        direct.get(&minted, "geo_deny_us", &[]).await,
+        answer(503, "geo_unavailable")
     );
 }

@@ -112,16 +112,22 @@ impl ClientSources {
         self.country_header.is_some()
     }
 
+    /// Whether a request from `peer` came through a proxy whose headers the edge believes: always when no
+    /// `SHAREGATE_TRUSTED_PROXIES` are listed, else only from a listed address. A request that bypassed the proxy has
+    /// no country source at all (not "unknown country", which would let it pass every deny list).
+    pub fn vouched(&self, peer: Option<IpAddr>) -> bool {
+        let peer = peer.map(unmapped);
+        self.trusted_proxies.is_empty() || peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)))
+    }
+
     /// The client's address and country for a request from `peer` with `headers`: the configured headers when the
     /// peer is a trusted proxy, else the peer and no country. A configured header that is absent or unreadable
     /// leaves the peer's address (the connection did not come through the proxy as expected) and no country.
     pub fn facts(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> (Option<IpAddr>, Option<[u8; 2]>) {
-        let peer = peer.map(unmapped);
-        let proxy_trusted =
-            self.trusted_proxies.is_empty() || peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)));
-        if !proxy_trusted {
-            return (peer, None);
+        if !self.vouched(peer) {
+            return (peer.map(unmapped), None);
         }
+        let peer = peer.map(unmapped);
         let ip = self.ip_header.as_ref().and_then(|name| {
             // The last line and, in a list, the last entry: what the proxy next to us wrote. Earlier entries of
             // X-Forwarded-For are whatever the client sent.

@@ -77,6 +77,8 @@ impl Default for NativeOptions {
 /// The running edge: engine, state, cache, event batch.
 pub struct Edge {
     engine: ArcSwap<Engine>,
+    /// The same engine without a country source, for requests that bypassed the trusted proxy.
+    sourceless: ArcSwap<Engine>,
     held: ArcSwapOption<state::Held>,
     segments: moka::sync::Cache<String, Arc<Fetched>>,
     playlists: moka::sync::Cache<String, Arc<Fetched>>,
@@ -110,6 +112,7 @@ impl Edge {
         announce_sources(&config, &opts.client_sources);
         let weigher = |_: &String, v: &Arc<Fetched>| u32::try_from(v.body.len().max(1)).unwrap_or(u32::MAX);
         Arc::new(Edge {
+            sourceless: ArcSwap::from_pointee(Engine::new(sourceless(&config))),
             engine: ArcSwap::from_pointee(Engine::new(config)),
             held: ArcSwapOption::empty(),
             segments: moka::sync::Cache::builder()
@@ -151,6 +154,7 @@ impl Edge {
         let engine = self.engine.load();
         let mut config = engine.config().clone();
         config.keys = parse_signing_keys(spec, config.policy.max_ttl).map_err(|e| e.to_string())?;
+        self.sourceless.store(Arc::new(Engine::new(sourceless(&config))));
         self.engine.store(Arc::new(Engine::new(config)));
         Ok(())
     }
@@ -398,9 +402,19 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
     json_response(StatusCode::OK, body)
 }
 
-fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>) {
+/// The client's address and country, and whether the request came through a trusted proxy (see
+/// `ClientSources::vouched`).
+fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>, bool) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    edge.opts.client_sources.facts(peer, req.headers())
+    let (ip, country) = edge.opts.client_sources.facts(peer, req.headers());
+    (ip, country, edge.opts.client_sources.vouched(peer))
+}
+
+/// The engine settings for a request that has no country source (it bypassed the trusted proxy).
+fn sourceless(config: &EdgeConfig) -> EdgeConfig {
+    let mut c = config.clone();
+    c.has_country_source = false;
+    c
 }
 
 /// What becomes of country rules on this edge: `enforced` (it has a country source), `refused` (none: such
@@ -465,8 +479,14 @@ fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Head
 }
 
 async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<Body> {
-    let engine = edge.engine.load_full();
-    let (client_ip, country) = client_facts(&edge, &req);
+    let (client_ip, country, vouched) = client_facts(&edge, &req);
+    // A request that bypassed the trusted proxy has no country source: country rules are refused for it (or follow
+    // the lenient rule, if chosen), rather than read as "unknown country", which passes every deny list.
+    let engine = if vouched {
+        edge.engine.load_full()
+    } else {
+        edge.sourceless.load_full()
+    };
     let h = req.headers();
     let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
     let host = text(header::HOST).unwrap_or("");
