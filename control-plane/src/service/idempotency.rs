@@ -161,19 +161,12 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     req.extensions_mut().insert(Scope(scope.clone()));
     let resp = next.run(req).await;
     renewer.abort();
+    // Let the cancellation land; a renewal already handed to the store may still apply, which `settle` allows for.
+    let _ = renewer.await;
     let status = resp.status();
-    // What our mark is now (the renewer may have replaced it); only ours is ever removed or completed.
-    let ours = |v: &[u8]| {
-        serde_json::from_slice::<Saved>(v)
-            .ok()
-            .is_some_and(|m| m.status.is_none() && m.owner.as_deref() == Some(owner.as_str()))
-    };
-    let current = s.store.get(Ns::Idempotency, &scope).await.ok().flatten();
     if !status.is_success() {
         // Forget the key: a failed call may be retried.
-        if let Some(cur) = current.filter(|c| ours(c)) {
-            let _ = s.store.cas(Ns::Idempotency, &scope, Some(&cur), None).await;
-        }
+        settle(&s, &scope, &owner, None).await;
         return resp;
     }
     crate::crash::point("idempotency.before_save");
@@ -193,11 +186,34 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         owner: None,
         lease_until_ms: 0,
     };
-    if let (Ok(v), Some(cur)) = (serde_json::to_vec(&saved), current.filter(|c| ours(c))) {
-        // If another caller took the key over meanwhile, it answers from the handler's commit record instead.
-        let _ = s.store.cas(Ns::Idempotency, &scope, Some(&cur), Some(&v)).await;
+    if let Ok(v) = serde_json::to_vec(&saved) {
+        settle(&s, &scope, &owner, Some(&v)).await;
     }
     Response::from_parts(rparts, Body::from(rbytes))
+}
+
+/// Replace our running mark with `new` (the saved answer), or remove it (`None`). Only a mark that is still ours
+/// (running, our owner) is touched: if another caller took the key over, it answers from the handler's commit
+/// record instead. A lease renewal that was in flight when the call ended can land after we read the mark, so a
+/// failed swap is retried with the mark as it is now (renewals are sequential, so this ends at once).
+async fn settle(s: &AppState, scope: &str, owner: &str, new: Option<&[u8]>) {
+    let ours = |v: &[u8]| {
+        serde_json::from_slice::<Saved>(v)
+            .ok()
+            .is_some_and(|m| m.status.is_none() && m.owner.as_deref() == Some(owner))
+    };
+    for _ in 0..8 {
+        let Ok(Some(cur)) = s.store.get(Ns::Idempotency, scope).await else {
+            return;
+        };
+        if !ours(&cur) {
+            return;
+        }
+        if let Ok(true) = s.store.cas(Ns::Idempotency, scope, Some(&cur), new).await {
+            return;
+        }
+    }
+    tracing::warn!("idempotency mark could not be settled; a retry will take it over when its lease lapses");
 }
 
 /// Renews our lease every third of [`lease`] while the call runs (aborted when it ends).

@@ -390,11 +390,23 @@ async fn rotate(
     if let Some(k) = &idem
         && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
     {
-        let mut r: RotationReceipt = serde_json::from_slice(&prev).map_err(internal)?;
-        if let Some((_, stored)) = load_stored(&s).await? {
-            r.published = publish(&s, &ring_of(&stored, &master, max_ttl)?).await;
+        let r: RotationReceipt = serde_json::from_slice(&prev).map_err(internal)?;
+        if super::revocations::is_finished(&prev) {
+            return Ok(Json(r));
         }
-        return Ok(Json(r));
+        // It stopped after its commit: publish, mark and audit as that run would have.
+        let (bytes, stored) = load_stored(&s)
+            .await?
+            .ok_or_else(|| ApiError::Internal("a committed rotation left no key ring".into()))?;
+        let ring = ring_of(&stored, &master, max_ttl)?;
+        let done = Rotated {
+            ring: &ring,
+            stored,
+            written: Some(bytes),
+            action: &r.action,
+            now,
+        };
+        return finish_rotation(&s, &c, &headers, done, idem.as_deref()).await.map(Json);
     }
     let (prev_bytes, prev) = match load_stored(&s).await? {
         Some((b, r)) => (Some(b), r),
@@ -427,15 +439,17 @@ async fn rotate(
         stored = restate(&prev, &ring, &master, now)?;
         let bytes = serde_json::to_vec(&stored).map_err(internal)?;
         let (active, next, retiring) = summary(&ring);
-        let commit = serde_json::to_vec(&RotationReceipt {
-            action: action.into(),
-            active,
-            next,
-            retiring,
-            published: Vec::new(),
-            version: stored.version,
-        })
-        .map_err(internal)?;
+        let commit = commit_record(
+            &RotationReceipt {
+                action: action.into(),
+                active,
+                next,
+                retiring,
+                published: Vec::new(),
+                version: stored.version,
+            },
+            false,
+        )?;
         let check = match prev_bytes.as_deref() {
             None => Check::Absent {
                 ns: Ns::Keys,
@@ -468,7 +482,42 @@ async fn rotate(
         crate::crash::point("key_rotate.after_commit");
         written = Some(bytes);
     }
-    let published = publish(&s, &ring).await;
+    let done = Rotated {
+        ring: &ring,
+        stored,
+        written,
+        action,
+        now,
+    };
+    finish_rotation(&s, &c, &headers, done, idem.as_deref()).await.map(Json)
+}
+
+/// A rotation whose ring is durable (or that changed nothing), still to be published, marked and audited.
+struct Rotated<'a> {
+    ring: &'a KeyRing,
+    stored: StoredRing,
+    written: Option<Vec<u8>>,
+    action: &'a str,
+    now: u64,
+}
+
+/// Publish the ring to every edge, mark a staged key published once every edge has it, audit, and record the
+/// call's commit as finished: what follows the commit, shared by the first run and a retry after a crash.
+async fn finish_rotation(
+    s: &AppState,
+    c: &super::auth::Caller,
+    headers: &HeaderMap,
+    r: Rotated<'_>,
+    idem: Option<&str>,
+) -> Result<RotationReceipt, ApiError> {
+    let Rotated {
+        ring,
+        mut stored,
+        written,
+        action,
+        now,
+    } = r;
+    let published = publish(s, ring).await;
     crate::crash::point("key_rotate.after_publish");
     let everywhere = published.iter().all(|p| (200..300).contains(&p.status));
     let unpublished = stored
@@ -492,21 +541,39 @@ async fn rotate(
             stored = marked;
         }
     }
-    let (active, next, retiring) = summary(&ring);
+    let (active, next, retiring) = summary(ring);
     let subject = format!(
         "active={active} next={}",
         next.map_or("-".to_string(), |n| n.to_string())
     );
-    audit(&s, &c, &headers, &format!("keys.rotate.{action}"), &subject, "ok").await?;
+    audit(s, c, headers, &format!("keys.rotate.{action}"), &subject, "ok").await?;
     tracing::info!(action, active, next, version = stored.version, "signing keys rotated");
-    Ok(Json(RotationReceipt {
+    let receipt = RotationReceipt {
         action: action.into(),
         active,
         next,
         retiring,
         published,
         version: stored.version,
-    }))
+    };
+    if let Some(k) = idem
+        && action != "republished"
+    {
+        // Audited: a retry from here on answers from this record alone.
+        s.store.put(Ns::Idempotency, k, &commit_record(&receipt, true)?).await?;
+    }
+    Ok(receipt)
+}
+
+/// The commit record of a rotation: its receipt, and whether the call finished (published, marked, audited).
+fn commit_record(r: &RotationReceipt, finished: bool) -> Result<Vec<u8>, ApiError> {
+    #[derive(Serialize)]
+    struct Record<'a> {
+        #[serde(flatten)]
+        receipt: &'a RotationReceipt,
+        finished: bool,
+    }
+    serde_json::to_vec(&Record { receipt: r, finished }).map_err(internal)
 }
 
 async fn list(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {

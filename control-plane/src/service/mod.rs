@@ -457,8 +457,16 @@ pub(crate) async fn mint_recorded<'a>(
                 u64::from(horizon) - now
             )));
         }
-        // The current second, not the horizon itself: it gives the retry the builder's whole lag to land in.
-        iat = horizon.max(u32::try_from(s.now()).unwrap_or(horizon));
+        // Past the horizon by half the builders' lag (builders keep raising it, one second per second), but never
+        // past this replica's clock plus the verifier's leeway: a token minted here is valid at every edge at once
+        // as far as this replica can tell. A replica whose clock is right never gets here; one whose clock is behind
+        // mints tokens whose `iat` is still in everyone else's past.
+        let now = s.now();
+        let ahead = u64::from(horizon) + u64::from(snapshot::CUTOFF_LAG_SECS / 2);
+        let latest = now + u64::from(s.policy.leeway);
+        iat = u32::try_from(ahead.min(latest).max(now))
+            .unwrap_or(horizon)
+            .max(horizon);
     }
     Err(ApiError::Conflict(
         "the issued log kept being sealed past this mint; retry".into(),

@@ -477,6 +477,23 @@ pub(super) async fn create(
             .await?
             .ok_or(ApiError::NotFound("revocation"))?;
         let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !is_finished(&rec) {
+            // The first run committed, then stopped before it had published and audited (its process died):
+            // finish the call as that run would have.
+            let (_, entry) = s
+                .store
+                .read_log(Log::Revocations, r.receipt.generation, 1)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", r.receipt.generation)))?;
+            let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
+            r.receipt.pushed = super::edge_state::publish(&s, r.receipt.generation, &entry, now32).await?;
+            audit_revocation(&s, &c, &headers, &r.receipt).await?;
+            s.store
+                .put(Ns::Revocations, &id, &record_bytes(&r.receipt, &r.purges, true)?)
+                .await?;
+        }
         refresh_purges(&s, &mut r).await?;
         return Ok((StatusCode::OK, Json(r)));
     }
@@ -502,49 +519,78 @@ pub(super) async fn create(
     } else {
         Vec::new()
     };
-    // Durable before acknowledged: record, log entry, generation and purge jobs in one transaction.
-    let placeholder = record_bytes(&receipt, &purges)?;
-    let mut checks = Vec::new();
-    let mut ops = vec![
-        Op::Append {
-            log: Log::Revocations,
-            value: &log_bytes,
-        },
-        Op::Incr {
+    // Durable before acknowledged: record, log entry, generation and purge jobs in one transaction. The record names
+    // its generation already: the transaction only commits if the generation is still the one read just before, so
+    // a receipt read back after a crash is as complete as the first answer would have been.
+    let mut attempt = 0u32;
+    let results = loop {
+        attempt += 1;
+        let before = s.store.counter("state_generation").await?;
+        receipt.generation = before + 1;
+        let placeholder = record_bytes(&receipt, &purges, false)?;
+        let mut checks = vec![Check::CounterAtMost {
             counter: "state_generation",
-            by: 1,
-        },
-        Op::Put {
-            ns: Ns::Revocations,
-            key: &receipt.id,
-            value: &placeholder,
-        },
-    ];
-    if let Some(k) = &idem {
-        checks.push(Check::Absent {
-            ns: Ns::Idempotency,
-            key: k,
-        });
-        ops.push(Op::Put {
-            ns: Ns::Idempotency,
-            key: k,
-            value: receipt.id.as_bytes(),
-        });
-    }
-    for (key, value) in &job_records {
-        // Fresh random revocation id, so these keys cannot exist yet: no `Absent` check needed.
-        ops.push(Op::Put {
-            ns: StoreOutbox::NS,
-            key,
-            value,
-        });
-    }
-    crate::crash::point("revocation.before_commit");
-    let results = s
-        .store
-        .atomic(&checks, &ops)
-        .await?
-        .ok_or_else(|| ApiError::Conflict("this idempotency key is being used by a concurrent request".into()))?;
+            value: before,
+        }];
+        let mut ops = vec![
+            Op::Append {
+                log: Log::Revocations,
+                value: &log_bytes,
+            },
+            Op::Incr {
+                counter: "state_generation",
+                by: 1,
+            },
+            Op::Put {
+                ns: Ns::Revocations,
+                key: &receipt.id,
+                value: &placeholder,
+            },
+        ];
+        if let Some(k) = &idem {
+            checks.push(Check::Absent {
+                ns: Ns::Idempotency,
+                key: k,
+            });
+            ops.push(Op::Put {
+                ns: Ns::Idempotency,
+                key: k,
+                value: receipt.id.as_bytes(),
+            });
+        }
+        for (key, value) in &job_records {
+            // Fresh random revocation id, so these keys cannot exist yet: no `Absent` check needed.
+            ops.push(Op::Put {
+                ns: StoreOutbox::NS,
+                key,
+                value,
+            });
+        }
+        crate::crash::point("revocation.before_commit");
+        if let Some(r) = s.store.atomic(&checks, &ops).await? {
+            break r;
+        }
+        if let Some(k) = &idem
+            && s.store.get(Ns::Idempotency, k).await?.is_some()
+        {
+            return Err(ApiError::Conflict(
+                "this idempotency key is being used by a concurrent request".into(),
+            ));
+        }
+        // Another revocation took the generation: read it again and retry, after a short random pause so that a
+        // burst of revocations does not retry in lock step.
+        if attempt >= 64 {
+            return Err(ApiError::Store(crate::store::StoreError::Contention(
+                "revocations kept racing for the next generation".into(),
+            )));
+        }
+        let mut jitter = [0u8; 1];
+        let _ = getrandom::fill(&mut jitter);
+        tokio::time::sleep(std::time::Duration::from_millis(
+            u64::from(jitter[0] % 8) * u64::from(attempt.min(8)),
+        ))
+        .await;
+    };
     crate::crash::point("revocation.after_commit");
     let (seq, generation) = (results[0], results[1]);
     if seq != generation {
@@ -552,7 +598,12 @@ pub(super) async fn create(
             "revocation log seq {seq} and generation {generation} diverged"
         )));
     }
-    receipt.generation = generation;
+    if generation != receipt.generation {
+        return Err(ApiError::Internal(format!(
+            "revocation committed at generation {generation}, expected {}",
+            receipt.generation
+        )));
+    }
     if let (Some(o), Some(request)) = (&outbox, &purge_request)
         && !jobs.is_empty()
     {
@@ -577,30 +628,56 @@ pub(super) async fn create(
     // Publish: a one-entry delta to every configured edge. Edges that miss it catch up at their next pull.
     receipt.pushed = super::edge_state::publish(&s, generation, &entry, now32).await?;
     crate::crash::point("revocation.after_publish");
-    let rec = record_bytes(&receipt, &purges)?;
-    s.store.put(Ns::Revocations, &receipt.id, &rec).await?;
-    audit(
-        &s,
-        &c,
-        &headers,
-        "revocations.create",
-        &format!("{}:{}", receipt.kind, receipt.target),
-        "ok",
-    )
-    .await?;
+    // Audit, then mark the record finished: a crash between the two audits the call twice on retry, never not at
+    // all.
+    audit_revocation(&s, &c, &headers, &receipt).await?;
+    s.store
+        .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &purges, true)?)
+        .await?;
     // The statuses as planned (all pending): the worker may already be sending, and the next `GET` shows that.
     Ok((StatusCode::CREATED, Json(RevocationReceipt { receipt, purges })))
 }
 
-/// The stored record: the receipt with its purges, so a later read knows there are purges to look up.
-fn record_bytes(receipt: &Receipt, purges: &[PurgeStatus]) -> Result<Vec<u8>, ApiError> {
+/// The stored record: the receipt with its purges, so a later read knows there are purges to look up, and whether
+/// the call that made it finished (published and audited) or was cut short after its commit.
+pub(crate) fn record_bytes(receipt: &Receipt, purges: &[PurgeStatus], finished: bool) -> Result<Vec<u8>, ApiError> {
     #[derive(Serialize)]
     struct Record<'a> {
         #[serde(flatten)]
         receipt: &'a Receipt,
         purges: &'a [PurgeStatus],
+        finished: bool,
     }
-    serde_json::to_vec(&Record { receipt, purges }).map_err(|e| ApiError::Internal(e.to_string()))
+    serde_json::to_vec(&Record {
+        receipt,
+        purges,
+        finished,
+    })
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Whether a stored revocation record says its call finished. Records written before the flag existed finished.
+pub(crate) fn is_finished(record: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Flag {
+        #[serde(default = "finished_by_default")]
+        finished: bool,
+    }
+    fn finished_by_default() -> bool {
+        true
+    }
+    serde_json::from_slice::<Flag>(record).is_ok_and(|f| f.finished)
+}
+
+/// The audit entry of a revocation: action `revocations.create`, subject `kind:target`.
+async fn audit_revocation(
+    s: &AppState,
+    c: &super::auth::Caller,
+    headers: &HeaderMap,
+    receipt: &Receipt,
+) -> Result<(), ApiError> {
+    let subject = format!("{}:{}", receipt.kind, receipt.target);
+    audit(s, c, headers, "revocations.create", &subject, "ok").await
 }
 
 pub(super) async fn get(

@@ -25,7 +25,7 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::revocations::{LogEntry, Receipt};
+use super::revocations::{LogEntry, Receipt, is_finished, record_bytes};
 use super::{AppState, audit, caller, now};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, Query, State};
@@ -331,24 +331,38 @@ async fn delete(
     if !well_formed_id(&id) {
         return Err(ApiError::NotFound("share"));
     }
-    // A concurrent change to the record (another delete) fails the check; re-read and try again, so two deletes
-    // revoke once and both answer with the same receipt.
-    for _ in 0..3 {
+    // A concurrent change to the record (another delete) or to the generation (another revocation) fails the check;
+    // re-read and try again, so two deletes revoke once and both answer with the same receipt.
+    for attempt in 0..64u32 {
         let current = s.store.get(Ns::Shares, &id).await?.ok_or(ApiError::NotFound("share"))?;
         let mut share = parse_record(&current)?;
         if share.deleted_at.is_some() {
-            let receipt = match &share.revocation {
-                Some(r) => s
-                    .store
-                    .get(Ns::Revocations, r)
-                    .await?
-                    .map(|b| serde_json::from_slice(&b)),
-                None => None,
+            let Some(rid) = share.revocation.clone() else {
+                return Ok(Json(response(&s, share, None)));
             };
-            let receipt = receipt
-                .transpose()
-                .map_err(|e| ApiError::Internal(format!("revocation record: {e}")))?;
-            return Ok(Json(response(&s, share, receipt)));
+            let Some(bytes) = s.store.get(Ns::Revocations, &rid).await? else {
+                return Ok(Json(response(&s, share, None)));
+            };
+            let mut receipt: Receipt =
+                serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(format!("revocation record: {e}")))?;
+            if !is_finished(&bytes) {
+                // The delete committed, then its process died before publishing and auditing: finish it now.
+                let (_, entry) = s
+                    .store
+                    .read_log(Log::Revocations, receipt.generation, 1)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", receipt.generation)))?;
+                let entry: LogEntry =
+                    serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
+                receipt.pushed = super::edge_state::publish(&s, receipt.generation, &entry, now32(now())?).await?;
+                audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
+                s.store
+                    .put(Ns::Revocations, &rid, &record_bytes(&receipt, &[], true)?)
+                    .await?;
+            }
+            return Ok(Json(response(&s, share, Some(receipt))));
         }
         let now = now();
         let through = now32(now)?;
@@ -363,6 +377,8 @@ async fn delete(
             exp: 0,
             through,
         };
+        // The receipt names its generation in the same transaction (checked to be the next one), as revocations do.
+        let before = s.store.counter("state_generation").await?;
         let mut receipt = Receipt {
             id: format!("rev_{}", hex::encode(rid)),
             kind: entry.kind,
@@ -370,22 +386,29 @@ async fn delete(
             reason: Some(params.reason.clone().unwrap_or_else(|| "share deleted".into())),
             at: now,
             by: c.key_id.clone(),
-            generation: 0,
+            generation: before + 1,
             pushed: Vec::new(),
         };
         share.deleted_at = Some(now);
         share.revocation = Some(receipt.id.clone());
-        let (log_bytes, placeholder, updated) = (to_json(&entry)?, to_json(&receipt)?, to_json(&share)?);
+        let (log_bytes, placeholder, updated) =
+            (to_json(&entry)?, record_bytes(&receipt, &[], false)?, to_json(&share)?);
         // Durable before acknowledged: log entry, generation, receipt and the deleted share in one transaction.
         crate::crash::point("share_delete.before_commit");
         let results = s
             .store
             .atomic(
-                &[Check::Equals {
-                    ns: Ns::Shares,
-                    key: &id,
-                    value: &current,
-                }],
+                &[
+                    Check::Equals {
+                        ns: Ns::Shares,
+                        key: &id,
+                        value: &current,
+                    },
+                    Check::CounterAtMost {
+                        counter: "state_generation",
+                        value: before,
+                    },
+                ],
                 &[
                     Op::Append {
                         log: Log::Revocations,
@@ -408,24 +431,35 @@ async fn delete(
                 ],
             )
             .await?;
-        let Some(results) = results else { continue };
+        let Some(results) = results else {
+            // Lost a race; a short random pause keeps a burst of revocations from retrying in lock step.
+            let mut jitter = [0u8; 1];
+            let _ = getrandom::fill(&mut jitter);
+            let ms = u64::from(jitter[0] % 8) * u64::from(attempt.min(8));
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            continue;
+        };
         crate::crash::point("share_delete.after_commit");
         let (seq, generation) = (results[0], results[1]);
-        if seq != generation {
+        if seq != generation || generation != receipt.generation {
             return Err(ApiError::Internal(format!(
-                "revocation log seq {seq} and generation {generation} diverged"
+                "revocation log seq {seq}, generation {generation} and receipt generation {} diverged",
+                receipt.generation
             )));
         }
-        receipt.generation = generation;
-        receipt.pushed = super::edge_state::publish(&s, generation, &entry, now32(now)?).await?;
+        receipt.pushed = super::edge_state::publish(&s, generation, &entry, through).await?;
         crate::crash::point("share_delete.after_publish");
-        s.store.put(Ns::Revocations, &receipt.id, &to_json(&receipt)?).await?;
+        // Audit, then mark the record finished: after a crash between the two the retry audits again, never not at
+        // all.
         audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
+        s.store
+            .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &[], true)?)
+            .await?;
         return Ok(Json(response(&s, share, Some(receipt))));
     }
-    Err(ApiError::Conflict(
-        "the share kept changing during the delete; retry".into(),
-    ))
+    Err(ApiError::Store(crate::store::StoreError::Contention(
+        "the share or the state generation kept changing during the delete; retry".into(),
+    )))
 }
 
 /// Why a viewer's open was refused: the API error shape, plus the statuses only `/s/` gives (410, audience 403).
