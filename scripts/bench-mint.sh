@@ -4,6 +4,9 @@
 #
 #   bash scripts/bench-mint.sh                 # 10 s per store
 #   DURATION=30 CONNS=64 bash scripts/bench-mint.sh
+#   BASELINE_BIN=/path/to/old/sharegate bash scripts/bench-mint.sh
+#                                              # also run another build on each store, alternating with this one
+#                                              # (same run, same machine), and print the ratio this/baseline
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/test.sh
@@ -25,6 +28,7 @@ trap cleanup EXIT
 
 cargo build --release -q -p sharegate-control-plane --bin sharegate
 BIN=$PWD/target/release/sharegate
+BASELINE_BIN=${BASELINE_BIN:-}
 
 cat >"$WORK/mint.lua" <<'LUA'
 wrk.method = "POST"
@@ -33,10 +37,12 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("MINTER_KEY")
 LUA
 
+RPS=
 run_one() {
-    local name=$1 store=$2 dir=$WORK/$1
+    local name=$1 store=$2 bin=${3:-$BIN} dir
+    dir=$WORK/$(tr -c 'a-z0-9' '_' <<<"$name")
     mkdir -p "$dir"
-    (exec "$BIN" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
+    (exec "$bin" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
         >"$dir/serve.log" 2>&1 &
     local pid=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null && break; sleep 0.1; done
@@ -53,7 +59,8 @@ run_one() {
     rps=$(MINTER_KEY=$minter wrk -t2 -c"$CONNS" -d"${DURATION}s" -s "$WORK/mint.lua" "http://127.0.0.1:$API_PORT/v1/links" |
         tee "$dir/wrk.txt" | awk '/Requests\/sec/ {print $2}')
     grep -E "Non-2xx|Socket errors" "$dir/wrk.txt" && { echo "$name: errors during the run"; exit 1; }
-    printf '%-22s %10.0f links/s\n' "$name" "$rps"
+    printf '%-34s %10.0f links/s\n' "$name" "$rps"
+    RPS=$rps
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }
@@ -63,5 +70,25 @@ PIDS+=($!)
 for _ in $(seq 1 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "mint throughput, ${DURATION}s each, $CONNS connections (wrk -t2), this machine:"
-run_one "embedded (redb)" ""
-run_one "redis" "redis://127.0.0.1:$REDIS_PORT"
+if [[ -z $BASELINE_BIN ]]; then
+    run_one "embedded (redb)" ""
+    run_one "redis" "redis://127.0.0.1:$REDIS_PORT"
+    exit 0
+fi
+# Alternate baseline and this build, twice per store, so drift in the machine's load hits both alike.
+n=0
+for store in "" "redis://127.0.0.1:$REDIS_PORT"; do
+    label=${store:+redis}
+    label=${label:-embedded (redb)}
+    base=0 this=0
+    for round in 1 2; do
+        n=$((n + 1))
+        [[ -n $store ]] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        run_one "$label, baseline #$round" "$store" "$BASELINE_BIN"
+        base=$(awk -v a="$base" -v b="$RPS" 'BEGIN { print a + b }')
+        [[ -n $store ]] && redis-cli -p "$REDIS_PORT" flushall >/dev/null
+        run_one "$label, this build #$round" "$store" "$BIN"
+        this=$(awk -v a="$this" -v b="$RPS" 'BEGIN { print a + b }')
+    done
+    awk -v n="$label" -v a="$this" -v b="$base" 'BEGIN { printf "%-34s %10.3f (this build / baseline)\n", n, a / b }'
+done
