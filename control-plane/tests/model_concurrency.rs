@@ -303,8 +303,8 @@ async fn revoker(r: Replica, keys: Arc<Keys>, log: Arc<Mutex<Record>>, until: In
         let generation = rec["generation"].as_u64().unwrap();
         let mut l = log.lock().unwrap();
         if body["kind"] == "viewer" {
-            // The watermark's `through` is the second the revoking replica recorded it.
-            let through = u32::try_from(rec["at"].as_u64().unwrap()).unwrap();
+            // Tokens of the viewer issued at or before `through` are revoked (the receipt says which second).
+            let through = u32::try_from(rec["through"].as_u64().unwrap()).unwrap();
             let v = body["id"].as_str().unwrap().to_string();
             l.revoked.viewers.entry(v).or_default().push((generation, through));
         } else {

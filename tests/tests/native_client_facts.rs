@@ -167,11 +167,14 @@ async fn a_trusted_proxy_header_decides_and_nothing_else_does() {
         e.get(&minted, "geo_deny_us", &[("cf-ipcountry", "DE")]).await,
         answer(200, "")
     );
-    // Another country header is the client's word, not the proxy's: unknown country, §8.
+    // Another country header is the client's word, not the proxy's; without the configured one the request did not
+    // come through the proxy as configured: no country source for it, so country rules are refused (a deny list
+    // must not pass for want of a country).
     assert_eq!(
         e.get(&minted, "geo_allow_de", &[("x-sharegate-country", "DE")]).await,
-        answer(403, "geo_denied")
+        answer(503, "geo_unavailable")
     );
+    assert_eq!(e.get(&minted, "geo_deny_us", &[]).await, answer(503, "geo_unavailable"));
     // The entry the proxy appended counts, not the one the client wrote first.
     let xff = |v: &'static str| [("x-forwarded-for", v)];
     assert_eq!(

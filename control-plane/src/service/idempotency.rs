@@ -44,15 +44,41 @@ pub fn lease() -> Duration {
     })
 }
 
-/// The idempotency scope of the current request (credential, method, path, key), for handlers that record their
-/// commit in their own transaction. Present only when the request carried an `Idempotency-Key`.
+/// The idempotency scope of the current request (credential, method, path, key) and the hash of its body, for
+/// handlers that record their commit in their own transaction. Present only when the request carried an
+/// `Idempotency-Key`.
 #[derive(Debug, Clone)]
-pub struct Scope(pub String);
+pub struct Scope {
+    /// Credential, method, path and key.
+    pub key: String,
+    /// Hex SHA-256 of the request body.
+    pub request: String,
+}
 
 /// The key under [`Ns::Idempotency`] where a handler records, in its effect's transaction, that the call of
 /// `scope` committed (and what it produced).
 pub fn commit_key(scope: &Scope) -> String {
-    format!("commit:{}", scope.0)
+    format!("commit:{}", scope.key)
+}
+
+/// A commit record's value: the request's body hash, then what the handler remembers of its effect.
+pub fn commit_value(scope: &Scope, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(scope.request.len() + 1 + payload.len());
+    v.extend_from_slice(scope.request.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(payload);
+    v
+}
+
+/// What a commit record remembers, if it was written for this same request; a record of the same key with another
+/// body (the first call failed after its commit and the key was reused) is a conflict, never another call's answer.
+pub fn commit_payload<'a>(scope: &Scope, value: &'a [u8]) -> Result<&'a [u8], ApiError> {
+    match value.iter().position(|b| *b == b'\n') {
+        Some(i) if &value[..i] == scope.request.as_bytes() => Ok(&value[i + 1..]),
+        _ => Err(ApiError::Conflict(
+            "this Idempotency-Key was used with a different request body".into(),
+        )),
+    }
 }
 
 /// Largest request or response body the middleware buffers.
@@ -158,7 +184,10 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     // Renew the lease while the call runs, so only a dead process lets it lapse.
     let renewer = tokio::spawn(renew(s.clone(), scope.clone(), request.clone(), owner.clone(), mark));
     let mut req = Request::from_parts(parts, Body::from(bytes));
-    req.extensions_mut().insert(Scope(scope.clone()));
+    req.extensions_mut().insert(Scope {
+        key: scope.clone(),
+        request: request.clone(),
+    });
     let resp = next.run(req).await;
     renewer.abort();
     // Let the cancellation land; a renewal already handed to the store may still apply, which `settle` allows for.

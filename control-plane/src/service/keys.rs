@@ -20,7 +20,7 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::idempotency::{Scope, commit_key};
+use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
 use super::revocations::Push;
 use super::{AppState, audit, caller, now};
 use crate::store::{Check, Ns, Op};
@@ -386,12 +386,14 @@ async fn rotate(
     // A call retried after a crash (its idempotency lease taken over) whose rotation had committed: rotating again
     // would advance the ring a second step. Publish what is stored (the edges may have missed it) and answer as the
     // first call would have.
-    let idem = scope.map(|Extension(sc)| commit_key(&sc));
-    if let Some(k) = &idem
+    let scope = scope.map(|Extension(sc)| sc);
+    let idem = scope.as_ref().map(commit_key);
+    if let (Some(k), Some(sc)) = (&idem, &scope)
         && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
     {
-        let r: RotationReceipt = serde_json::from_slice(&prev).map_err(internal)?;
-        if super::revocations::is_finished(&prev) {
+        let prev = commit_payload(sc, &prev)?;
+        let r: RotationReceipt = serde_json::from_slice(prev).map_err(internal)?;
+        if super::revocations::is_finished(prev) {
             return Ok(Json(r));
         }
         // It stopped after its commit: publish, mark and audit as that run would have.
@@ -406,7 +408,7 @@ async fn rotate(
             action: &r.action,
             now,
         };
-        return finish_rotation(&s, &c, &headers, done, idem.as_deref()).await.map(Json);
+        return finish_rotation(&s, &c, &headers, done, scope.as_ref()).await.map(Json);
     }
     let (prev_bytes, prev) = match load_stored(&s).await? {
         Some((b, r)) => (Some(b), r),
@@ -461,12 +463,20 @@ async fn rotate(
                 value,
             },
         };
+        let mut checks = vec![check];
         let mut ops = vec![Op::Put {
             ns: Ns::Keys,
             key: RING_KEY,
             value: &bytes,
         }];
+        let commit = scope.as_ref().map(|sc| commit_value(sc, &commit)).unwrap_or_default();
         if let Some(k) = &idem {
+            // Absent: a run that took over this key too early (the first one was alive after all) must not
+            // rotate a second time.
+            checks.push(Check::Absent {
+                ns: Ns::Idempotency,
+                key: k,
+            });
             ops.push(Op::Put {
                 ns: Ns::Idempotency,
                 key: k,
@@ -474,7 +484,7 @@ async fn rotate(
             });
         }
         crate::crash::point("key_rotate.before_commit");
-        if s.store.atomic(&[check], &ops).await?.is_none() {
+        if s.store.atomic(&checks, &ops).await?.is_none() {
             return Err(ApiError::Conflict(
                 "another key rotation ran at the same time; retry".into(),
             ));
@@ -489,7 +499,7 @@ async fn rotate(
         action,
         now,
     };
-    finish_rotation(&s, &c, &headers, done, idem.as_deref()).await.map(Json)
+    finish_rotation(&s, &c, &headers, done, scope.as_ref()).await.map(Json)
 }
 
 /// A rotation whose ring is durable (or that changed nothing), still to be published, marked and audited.
@@ -508,7 +518,7 @@ async fn finish_rotation(
     c: &super::auth::Caller,
     headers: &HeaderMap,
     r: Rotated<'_>,
-    idem: Option<&str>,
+    scope: Option<&Scope>,
 ) -> Result<RotationReceipt, ApiError> {
     let Rotated {
         ring,
@@ -556,11 +566,12 @@ async fn finish_rotation(
         published,
         version: stored.version,
     };
-    if let Some(k) = idem
+    if let Some(sc) = scope
         && action != "republished"
     {
         // Audited: a retry from here on answers from this record alone.
-        s.store.put(Ns::Idempotency, k, &commit_record(&receipt, true)?).await?;
+        let record = commit_value(sc, &commit_record(&receipt, true)?);
+        s.store.put(Ns::Idempotency, &commit_key(sc), &record).await?;
     }
     Ok(receipt)
 }

@@ -397,6 +397,7 @@ pub(crate) async fn mint_recorded<'a>(
     token_id: &[u8; 12],
     asset: &str,
     share: Option<&str>,
+    unchanged: Option<Check<'_>>,
     build: impl Fn(u32) -> Claims<'a>,
 ) -> Result<(String, Claims<'a>), ApiError> {
     let now = s.now();
@@ -429,7 +430,10 @@ pub(crate) async fn mint_recorded<'a>(
                 &[Check::CounterAtMost {
                     counter: snapshot::ISSUED_HORIZON,
                     value: u64::from(claims.iat),
-                }],
+                }]
+                .into_iter()
+                .chain(unchanged)
+                .collect::<Vec<_>>(),
                 &[
                     Op::Append {
                         log: Log::Issued,
@@ -446,27 +450,32 @@ pub(crate) async fn mint_recorded<'a>(
         if written.is_some() {
             return Ok((token, claims));
         }
-        // Sealed past `iat` by a snapshot build: mint again at the horizon.
+        // Sealed past `iat` by a snapshot build (mint again past the horizon), or the record the caller wanted
+        // unchanged has changed (the caller decides again).
         let horizon = s.store.counter(snapshot::ISSUED_HORIZON).await?;
         let horizon = u32::try_from(horizon).map_err(|_| ApiError::Internal("issued horizon beyond 2106".into()))?;
-        if u64::from(horizon) > now + u64::from(s.policy.leeway) {
-            // Another replica's clock is far ahead: a token minted at the horizon would not be valid yet.
+        if horizon <= claims.iat && unchanged.is_some() {
+            return Err(ApiError::Conflict(
+                "the record this mint depends on changed; retry".into(),
+            ));
+        }
+        // The horizon is normally a lag behind every clock. Ahead of this replica's clock by more than half a lag,
+        // some builder's clock is at least 1.5 lags ahead of ours: re-minting past it would carry that clock's error
+        // into every replica's tokens, so refuse, loudly, until the clocks agree.
+        let now = s.now();
+        if u64::from(horizon) > now + u64::from(snapshot::CUTOFF_LAG_SECS / 2) {
             return Err(ApiError::ClockSkew(format!(
                 "the issued-log horizon ({horizon}) is {} s ahead of this replica's clock; check the clocks of \
                  every control-plane replica (sharegate doctor)",
                 u64::from(horizon) - now
             )));
         }
-        // Past the horizon by half the builders' lag (builders keep raising it, one second per second), but never
-        // past this replica's clock plus the verifier's leeway: a token minted here is valid at every edge at once
-        // as far as this replica can tell. A replica whose clock is right never gets here; one whose clock is behind
-        // mints tokens whose `iat` is still in everyone else's past.
-        let now = s.now();
+        // Past the horizon by half the builders' lag (builders keep raising it, one second per second); by the check
+        // above that is at most a lag past this replica's clock, well within the verifier's leeway. A replica whose
+        // clock is right never gets here; one whose clock is behind mints tokens whose `iat` is still in everyone
+        // else's past. Watermarks cover such tokens (`snapshot::watermark_through`).
         let ahead = u64::from(horizon) + u64::from(snapshot::CUTOFF_LAG_SECS / 2);
-        let latest = now + u64::from(s.policy.leeway);
-        iat = u32::try_from(ahead.min(latest).max(now))
-            .unwrap_or(horizon)
-            .max(horizon);
+        iat = u32::try_from(ahead.max(now)).unwrap_or(horizon).max(horizon);
     }
     Err(ApiError::Conflict(
         "the issued log kept being sealed past this mint; retry".into(),
@@ -579,7 +588,7 @@ async fn mint_link(
         tier: req.entitlement,
         ..Claims::default()
     };
-    let (token, claims) = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), build).await?;
+    let (token, claims) = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), None, build).await?;
     audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {

@@ -12,8 +12,8 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::idempotency::{Scope, commit_key};
-use super::{AppState, audit, caller, now};
+use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
+use super::{AppState, audit, caller};
 use crate::purge::{JobStatus, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, State};
@@ -183,6 +183,10 @@ pub struct Receipt {
     pub at: u64,
     /// Who (API key id).
     pub by: String,
+    /// For a scope (watermark): tokens of the scope issued at or before this second are revoked. Usually `at`;
+    /// later when replicas re-minted tokens past the issued-log horizon (see docs/revocation.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<u32>,
     /// The state generation that carries it.
     pub generation: u64,
     /// Pushes to edges (edges that missed the push get it at their next pull).
@@ -394,9 +398,49 @@ pub(super) async fn create(
         }
         _ => None,
     };
-    let now = now();
+    let now = s.now();
     let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
+    // The commit record of this call's idempotency key, written with the revocation: a call retried after a crash
+    // (the middleware let its lapsed lease be taken over) answers with the first receipt instead of revoking twice.
+    // Checked before the request is interpreted: a token revocation whose signing key has since been pruned must
+    // still get its receipt.
+    let scope = scope.map(|Extension(sc)| sc);
+    let idem = scope.as_ref().map(commit_key);
+    if let (Some(k), Some(sc)) = (&idem, &scope)
+        && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
+    {
+        let id = String::from_utf8_lossy(commit_payload(sc, &prev)?).to_string();
+        let rec = s
+            .store
+            .get(Ns::Revocations, &id)
+            .await?
+            .ok_or(ApiError::NotFound("revocation"))?;
+        let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+        if !is_finished(&rec) {
+            // The first run committed, then stopped before it had published and audited (its process died):
+            // finish the call as that run would have.
+            let (_, entry) = s
+                .store
+                .read_log(Log::Revocations, r.receipt.generation, 1)
+                .await?
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", r.receipt.generation)))?;
+            let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
+            // The delta vouches for the time the revocation was made, not for now: later revocations may exist.
+            let at = u32::try_from(r.receipt.at).unwrap_or(now32);
+            r.receipt.pushed = super::edge_state::publish(&s, r.receipt.generation, &entry, at).await?;
+            audit_revocation(&s, &c, &headers, &r.receipt).await?;
+            s.store
+                .put(Ns::Revocations, &id, &record_bytes(&r.receipt, &r.purges, true)?)
+                .await?;
+        }
+        refresh_purges(&s, &mut r).await?;
+        return Ok((StatusCode::OK, Json(r)));
+    }
     let mut token_share = None;
+    // Watermarks cover every token minted before now, re-mints past the horizon included.
+    let through = super::snapshot::watermark_through(&s, now32).await?;
     let entry = match req.kind {
         RevocationKind::Token => {
             if req.token.is_some() == req.id.is_some() {
@@ -425,7 +469,7 @@ pub(super) async fn create(
                 id: String::new(),
                 iat: 0,
                 exp: 0,
-                through: now32,
+                through,
             }
         }
         k => {
@@ -447,7 +491,7 @@ pub(super) async fn create(
                 id,
                 iat: 0,
                 exp: 0,
-                through: now32,
+                through,
             }
         }
     };
@@ -460,43 +504,11 @@ pub(super) async fn create(
         reason: req.reason.clone(),
         at: now,
         by: c.key_id.clone(),
+        through: (entry.kind != RevocationKind::Token).then_some(entry.through),
         generation: 0,
         pushed: Vec::new(),
     };
     let log_bytes = serde_json::to_vec(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // The commit record of this call's idempotency key, written with the revocation: a call retried after a crash
-    // (the middleware let its lapsed lease be taken over) answers with the first receipt instead of revoking twice.
-    let idem = scope.map(|Extension(sc)| commit_key(&sc));
-    if let Some(k) = &idem
-        && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
-    {
-        let id = String::from_utf8_lossy(&prev).to_string();
-        let rec = s
-            .store
-            .get(Ns::Revocations, &id)
-            .await?
-            .ok_or(ApiError::NotFound("revocation"))?;
-        let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if !is_finished(&rec) {
-            // The first run committed, then stopped before it had published and audited (its process died):
-            // finish the call as that run would have.
-            let (_, entry) = s
-                .store
-                .read_log(Log::Revocations, r.receipt.generation, 1)
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", r.receipt.generation)))?;
-            let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-            r.receipt.pushed = super::edge_state::publish(&s, r.receipt.generation, &entry, now32).await?;
-            audit_revocation(&s, &c, &headers, &r.receipt).await?;
-            s.store
-                .put(Ns::Revocations, &id, &record_bytes(&r.receipt, &r.purges, true)?)
-                .await?;
-        }
-        refresh_purges(&s, &mut r).await?;
-        return Ok((StatusCode::OK, Json(r)));
-    }
     // The purge jobs, planned (not yet written) under the new revocation id: one per CDN and API call.
     let purge_request = outbox.as_ref().map(|_| {
         revoked_scope(&entry, token_share.as_deref()).map_or_else(PurgeRequest::default, |scope| {
@@ -522,12 +534,19 @@ pub(super) async fn create(
     // Durable before acknowledged: record, log entry, generation and purge jobs in one transaction. The record names
     // its generation already: the transaction only commits if the generation is still the one read just before, so
     // a receipt read back after a crash is as complete as the first answer would have been.
+    // Every lost race means another revocation committed, so a burst drains one commit per round; the deadline
+    // (not a count) keeps a burst of hundreds from failing its tail.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut attempt = 0u32;
     let results = loop {
         attempt += 1;
         let before = s.store.counter("state_generation").await?;
         receipt.generation = before + 1;
         let placeholder = record_bytes(&receipt, &purges, false)?;
+        let commit = scope
+            .as_ref()
+            .map(|sc| commit_value(sc, receipt.id.as_bytes()))
+            .unwrap_or_default();
         let mut checks = vec![Check::CounterAtMost {
             counter: "state_generation",
             value: before,
@@ -555,7 +574,7 @@ pub(super) async fn create(
             ops.push(Op::Put {
                 ns: Ns::Idempotency,
                 key: k,
-                value: receipt.id.as_bytes(),
+                value: &commit,
             });
         }
         for (key, value) in &job_records {
@@ -579,7 +598,7 @@ pub(super) async fn create(
         }
         // Another revocation took the generation: read it again and retry, after a short random pause so that a
         // burst of revocations does not retry in lock step.
-        if attempt >= 64 {
+        if std::time::Instant::now() >= deadline {
             return Err(ApiError::Store(crate::store::StoreError::Contention(
                 "revocations kept racing for the next generation".into(),
             )));
@@ -587,7 +606,7 @@ pub(super) async fn create(
         let mut jitter = [0u8; 1];
         let _ = getrandom::fill(&mut jitter);
         tokio::time::sleep(std::time::Duration::from_millis(
-            u64::from(jitter[0] % 8) * u64::from(attempt.min(8)),
+            u64::from(jitter[0] % 4) * u64::from(attempt.min(4)),
         ))
         .await;
     };

@@ -333,7 +333,11 @@ async fn delete(
     }
     // A concurrent change to the record (another delete) or to the generation (another revocation) fails the check;
     // re-read and try again, so two deletes revoke once and both answer with the same receipt.
-    for attempt in 0..64u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    for attempt in 0u32.. {
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
         let current = s.store.get(Ns::Shares, &id).await?.ok_or(ApiError::NotFound("share"))?;
         let mut share = parse_record(&current)?;
         if share.deleted_at.is_some() {
@@ -356,7 +360,9 @@ async fn delete(
                     .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", receipt.generation)))?;
                 let entry: LogEntry =
                     serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
-                receipt.pushed = super::edge_state::publish(&s, receipt.generation, &entry, now32(now())?).await?;
+                // The delta vouches for the time of the deletion, not for now: later revocations may exist.
+                let at = u32::try_from(receipt.at).unwrap_or(u32::MAX);
+                receipt.pushed = super::edge_state::publish(&s, receipt.generation, &entry, at).await?;
                 audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
                 s.store
                     .put(Ns::Revocations, &rid, &record_bytes(&receipt, &[], true)?)
@@ -364,8 +370,8 @@ async fn delete(
             }
             return Ok(Json(response(&s, share, Some(receipt))));
         }
-        let now = now();
-        let through = now32(now)?;
+        let now = s.now();
+        let through = super::snapshot::watermark_through(&s, now32(now)?).await?;
         let mut rid = [0u8; 8];
         getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
         // The same log entry and receipt `POST /v1/revocations` writes for `{"kind":"share"}`: tokens of this share
@@ -386,6 +392,7 @@ async fn delete(
             reason: Some(params.reason.clone().unwrap_or_else(|| "share deleted".into())),
             at: now,
             by: c.key_id.clone(),
+            through: Some(through),
             generation: before + 1,
             pushed: Vec::new(),
         };
@@ -435,7 +442,7 @@ async fn delete(
             // Lost a race; a short random pause keeps a burst of revocations from retrying in lock step.
             let mut jitter = [0u8; 1];
             let _ = getrandom::fill(&mut jitter);
-            let ms = u64::from(jitter[0] % 8) * u64::from(attempt.min(8));
+            let ms = u64::from(jitter[0] % 4) * u64::from(attempt.min(4));
             tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
             continue;
         };
@@ -519,7 +526,8 @@ async fn open(
     if !well_formed_id(&id) {
         return Err(unknown());
     }
-    let share = parse_record(&s.store.get(Ns::Shares, &id).await?.ok_or_else(unknown)?)?;
+    let record = s.store.get(Ns::Shares, &id).await?.ok_or_else(unknown)?;
+    let share = parse_record(&record)?;
     // Deleted reads as unknown: a viewer learns nothing about a withdrawn share.
     if share.deleted_at.is_some() {
         return Err(unknown());
@@ -561,10 +569,21 @@ async fn open(
     super::assets::ensure_ready(&s, &share.asset).await?;
     let mut token_id = [0u8; 12];
     getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
-    let (token, _) = super::mint_recorded(&s, &token_id, &share.asset, Some(&share.id), |iat| {
+    // Minted only if the share is still as read: a delete acknowledged meanwhile must not be outlived by a token
+    // minted after it (its watermark covers only tokens issued before it). A share changes only when deleted.
+    let unchanged = Check::Equals {
+        ns: Ns::Shares,
+        key: &id,
+        value: &record,
+    };
+    let (token, _) = super::mint_recorded(&s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
         share_claims(&share, viewer, token_id, iat)
     })
-    .await?;
+    .await
+    .map_err(|e| match e {
+        ApiError::Conflict(_) => unknown(),
+        e => OpenError::Api(e),
+    })?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     let location = format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name);
     let location = HeaderValue::from_str(&location)

@@ -16,6 +16,16 @@ pub const ISSUED_HORIZON: &str = "issued_horizon";
 /// holds only revoked tokens, so the lag moves no unrevoked token anywhere.
 pub const CUTOFF_LAG_SECS: u32 = 10;
 
+/// The `through` of a watermark made now: the current second, or later if a replica behind the horizon may have
+/// re-minted tokens with a later `iat` (up to half a lag past the horizon, see `mint_recorded`), so that every
+/// token minted before the revocation is covered whatever the replicas' clocks. (A later token minted in that
+/// window is refused too: when in doubt, the revocation wins.)
+pub async fn watermark_through(s: &AppState, now32: u32) -> Result<u32, ApiError> {
+    let horizon = s.store.counter(ISSUED_HORIZON).await?;
+    let remint = horizon.saturating_add(u64::from(CUTOFF_LAG_SECS / 2));
+    Ok(now32.max(u32::try_from(remint).unwrap_or(u32::MAX)))
+}
+
 use super::AppState;
 use super::error::ApiError;
 use super::revocations::{LogEntry, revoked_of, watermark_of};

@@ -79,6 +79,8 @@ pub struct Edge {
     engine: ArcSwap<Engine>,
     /// The same engine without a country source, for requests that bypassed the trusted proxy.
     sourceless: ArcSwap<Engine>,
+    /// Held while an offered state is verified and stored (see `offer_state`).
+    offering: Mutex<()>,
     held: ArcSwapOption<state::Held>,
     segments: moka::sync::Cache<String, Arc<Fetched>>,
     playlists: moka::sync::Cache<String, Arc<Fetched>>,
@@ -115,6 +117,7 @@ impl Edge {
             sourceless: ArcSwap::from_pointee(Engine::new(sourceless(&config))),
             engine: ArcSwap::from_pointee(Engine::new(config)),
             held: ArcSwapOption::empty(),
+            offering: Mutex::new(()),
             segments: moka::sync::Cache::builder()
                 .max_capacity(opts.cache_bytes)
                 .weigher(weigher)
@@ -137,6 +140,9 @@ impl Edge {
     /// Offer state bytes (a snapshot, a delta or a freshness message) as if pushed. Refused offers change nothing,
     /// the state's signed freshness included.
     pub fn offer_state(&self, bytes: &[u8]) -> Result<state::Offer, state::OfferError> {
+        // One offer at a time: a pull's answer and a push decided on the same held state would otherwise race, and
+        // the later store could put an older generation back.
+        let _one = self.offering.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let engine = self.engine.load();
         let held = self.held.load_full();
         let (next, what) = state::offer(
@@ -406,8 +412,12 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
 /// `ClientSources::vouched`).
 fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>, bool) {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let (ip, country) = edge.opts.client_sources.facts(peer, req.headers());
-    (ip, country, edge.opts.client_sources.vouched(peer))
+    let sources = &edge.opts.client_sources;
+    let (ip, country) = sources.facts(peer, req.headers());
+    // A configured country header that is missing (or unreadable) means the request did not come through the
+    // proxy as configured: no country source for it, not "unknown country" (which passes every deny list).
+    let vouched = sources.vouched(peer) && (sources.country_header.is_none() || country.is_some());
+    (ip, country, vouched)
 }
 
 /// The engine settings for a request that has no country source (it bypassed the trusted proxy).
@@ -434,10 +444,10 @@ fn announce_sources(config: &EdgeConfig, sources: &client::ClientSources) {
         trusted_proxies = sources.trusted_proxies.len(),
         "client facts: trusted sources"
     );
-    if sources.ip_header.is_some() && sources.trusted_proxies.is_empty() {
+    if (sources.ip_header.is_some() || sources.country_header.is_some()) && sources.trusted_proxies.is_empty() {
         tracing::warn!(
-            "SHAREGATE_CLIENT_IP_HEADER is believed from any peer: the edge must be reachable only through that \
-             proxy (or set SHAREGATE_TRUSTED_PROXIES)"
+            "SHAREGATE_CLIENT_IP_HEADER / SHAREGATE_COUNTRY_HEADER are believed from any peer: the edge must be \
+             reachable only through that proxy (or set SHAREGATE_TRUSTED_PROXIES)"
         );
     }
     match country_rules(config) {
