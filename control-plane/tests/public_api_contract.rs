@@ -206,7 +206,9 @@ async fn refused_calls_are_audited_with_a_role_the_schema_allows() {
 
     let entries = b["entries"].as_array().unwrap();
     let anonymous: Vec<_> = entries.iter().filter(|e| e["actor"] == "anonymous").collect();
-    assert_eq!(anonymous.len(), 2, "{b}");
+    // Two anonymous refusals within a minute: the first is audited in full, the second only counted (it is
+    // written with the next window's first), so anonymous callers cannot grow the log without bound.
+    assert_eq!(anonymous.len(), 1, "{b}");
     for e in entries {
         match &e["role"] {
             serde_json::Value::Null => assert_eq!(e["actor"], "anonymous", "{e}"),

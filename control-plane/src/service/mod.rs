@@ -103,6 +103,8 @@ pub struct AppState {
     /// Added to the system clock where issue times and snapshot cut-offs are chosen: 0 in service; tests set it to
     /// play a replica whose clock is off.
     pub clock_offset_secs: i64,
+    /// Anonymous refused calls not yet audited one by one (see `audit_failures`).
+    pub anonymous_refusals: std::sync::Mutex<AnonymousRefusals>,
 }
 
 /// How long [`AppState::hot`] keeps a record.
@@ -156,6 +158,7 @@ impl AppState {
                 .time_to_live(HOT_CACHE_TTL)
                 .build(),
             clock_offset_secs: 0,
+            anonymous_refusals: std::sync::Mutex::new(AnonymousRefusals::default()),
         })
     }
 }
@@ -303,8 +306,39 @@ async fn audit_failures(
         return resp;
     }
     let caller = caller(&s, &headers).await.ok();
-    let e = AuditEntry {
-        at: now(),
+    let at = now();
+    let mut entries = Vec::with_capacity(2);
+    if caller.is_none() {
+        // Nothing an anonymous caller sends may grow the (never trimmed) audit log without bound: the first
+        // anonymous refusal of each window is written, the rest are counted and their number written with the next
+        // window's first. At most two entries per window and replica, whatever arrives.
+        let mut w = s
+            .anonymous_refusals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if at < w.window_start + ANONYMOUS_AUDIT_WINDOW_SECS {
+            w.suppressed += 1;
+            return resp;
+        }
+        let suppressed = std::mem::take(&mut w.suppressed);
+        w.window_start = at;
+        drop(w);
+        if suppressed > 0 {
+            entries.push(AuditEntry {
+                at,
+                actor: "anonymous".into(),
+                role: "none".into(),
+                action: "refused calls".into(),
+                subject: String::new(),
+                outcome: format!("suppressed:{suppressed}"),
+                request_id: None,
+            });
+        }
+    }
+    // Caller-chosen text is kept, but bounded.
+    let path = clip(&path, 256);
+    entries.push(AuditEntry {
+        at,
         actor: caller
             .as_ref()
             .map_or_else(|| "anonymous".to_string(), |c| c.key_id.clone()),
@@ -317,14 +351,35 @@ async fn audit_failures(
         request_id: headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
-    };
-    if let Ok(bytes) = serde_json::to_vec(&e)
-        && let Err(err) = s.store.append_chained(Log::Audit, &bytes).await
-    {
-        tracing::warn!(error = %err, "cannot audit a refused call");
+            .map(|v| clip(v, 128)),
+    });
+    for e in entries {
+        if let Ok(bytes) = serde_json::to_vec(&e)
+            && let Err(err) = s.store.append_chained(Log::Audit, &bytes).await
+        {
+            tracing::warn!(error = %err, "cannot audit a refused call");
+        }
     }
     resp
+}
+
+/// How often an anonymous refused call is audited in full (see `audit_failures`).
+pub const ANONYMOUS_AUDIT_WINDOW_SECS: u64 = 60;
+
+/// Anonymous refusals counted in the current audit window.
+#[derive(Debug, Default)]
+pub struct AnonymousRefusals {
+    window_start: u64,
+    suppressed: u64,
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// Link settings an admin may change at run time (`/v1/settings`); the service config gives the defaults.
