@@ -55,6 +55,12 @@ pub struct Scope {
     pub request: String,
 }
 
+/// A response extension for answers that carry a secret shown only once (a new API key): the middleware remembers
+/// that the call succeeded, never the body, and a retry with the key is told so instead of getting the secret
+/// again (which would mean keeping it in the store).
+#[derive(Debug, Clone, Copy)]
+pub struct ShownOnce;
+
 /// The key under [`Ns::Idempotency`] where a handler records, in its effect's transaction, that the call of
 /// `scope` committed (and what it produced).
 pub fn commit_key(scope: &Scope) -> String {
@@ -92,6 +98,9 @@ struct Saved {
     status: Option<u16>,
     body: Vec<u8>,
     content_type: Option<String>,
+    /// The answer carried a secret shown only once; its body is not kept.
+    #[serde(default)]
+    shown_once: bool,
     /// While running: who runs it (random per call) and until when its lease holds (Unix ms).
     #[serde(default)]
     owner: Option<String>,
@@ -111,6 +120,7 @@ fn running(request: &str, owner: &str) -> Result<Vec<u8>, ApiError> {
         status: None,
         body: Vec::new(),
         content_type: None,
+        shown_once: false,
         owner: Some(owner.to_string()),
         lease_until_ms: now_ms() + u64::try_from(lease().as_millis()).unwrap_or(u64::MAX),
     };
@@ -199,6 +209,7 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         return resp;
     }
     crate::crash::point("idempotency.before_save");
+    let shown_once = resp.extensions().get::<ShownOnce>().is_some();
     let (rparts, rbody) = resp.into_parts();
     let Ok(rbytes) = to_bytes(rbody, MAX_BODY).await else {
         return ApiError::Internal("response too large to remember".into()).into_response();
@@ -206,7 +217,9 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     let saved = Saved {
         request,
         status: Some(status.as_u16()),
-        body: rbytes.to_vec(),
+        // 409 on replay (see `replay`): the body held a secret that is not kept.
+        body: if shown_once { Vec::new() } else { rbytes.to_vec() },
+        shown_once,
         content_type: rparts
             .headers
             .get(axum::http::header::CONTENT_TYPE)
@@ -314,6 +327,14 @@ async fn marked(s: &AppState, scope: &str, request: &str, owner: &str) -> Marked
 }
 
 fn replay(saved: Saved) -> Response {
+    if saved.shown_once {
+        return ApiError::Conflict(
+            "the call with this Idempotency-Key succeeded; its answer held a secret shown only once, which is not \
+             kept (list API keys to find it, or create another)"
+                .into(),
+        )
+        .into_response();
+    }
     let status = match saved.status {
         // The resource exists already: a replay of its creation says so (docs/openapi.yaml).
         Some(201) => StatusCode::OK,

@@ -670,7 +670,14 @@ async fn create_api_key(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<ApiKeyRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<
+    (
+        StatusCode,
+        axum::Extension<idempotency::ShownOnce>,
+        Json<serde_json::Value>,
+    ),
+    ApiError,
+> {
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Admin], "manage API keys")?;
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
@@ -682,9 +689,10 @@ async fn create_api_key(
     let (key, rec) = auth::new_key(role, &label, now())?;
     auth::store_key(s.store.as_ref(), &key, &rec).await?;
     audit(&s, &c, &headers, "apikeys.create", &rec.id, "ok").await?;
-    // The key is shown once, here; only its hash is stored.
+    // The key is shown once, here; only its hash is stored (and the idempotency layer keeps no copy of this answer).
     Ok((
         StatusCode::CREATED,
+        axum::Extension(idempotency::ShownOnce),
         Json(serde_json::json!({ "key": key, "id": rec.id, "role": role.as_str(), "label": rec.label })),
     ))
 }
