@@ -64,23 +64,36 @@ pub async fn build_current_snapshot(s: &AppState) -> Result<(u64, Vec<u8>), ApiE
         from = last + 1;
     }
     let generation = from - 1;
+    // Tokens expired at every edge (`exp <= expire_before`, the bound the snapshot drops them by) are never needed
+    // again: the leading run of them is trimmed from the log below, so it does not grow with every mint ever made.
+    let expire_before = now32.saturating_sub(s.policy.leeway + 60);
     let mut issued = Vec::new();
     let mut from = 1;
+    let mut expired_through = 0;
+    let mut leading = true;
     loop {
         let page = s.store.read_log(Log::Issued, from, crate::store::MAX_PAGE).await?;
         let Some(last) = page.last().map(|(q, _)| *q) else {
             break;
         };
-        for (_, v) in &page {
+        for (seq, v) in &page {
             if v.len() == 20 {
                 let mut id = [0u8; 12];
                 id.copy_from_slice(&v[..12]);
                 let iat = u32::from_be_bytes([v[12], v[13], v[14], v[15]]);
                 let exp = u32::from_be_bytes([v[16], v[17], v[18], v[19]]);
+                leading &= exp <= expire_before;
+                if leading {
+                    expired_through = *seq;
+                    continue;
+                }
                 issued.push(IssuedToken { id, iat, exp });
             }
         }
         from = last + 1;
+    }
+    if expired_through > 0 {
+        s.store.trim_log(Log::Issued, expired_through + 1).await?;
     }
     let revoked: Vec<RevokedToken> = entries.iter().filter_map(revoked_of).collect();
     let marks: Vec<Watermark> = entries.iter().filter_map(watermark_of).collect();
@@ -89,7 +102,7 @@ pub async fn build_current_snapshot(s: &AppState) -> Result<(u64, Vec<u8>), ApiE
         generation,
         built_at: now32,
         cutoff,
-        expire_before: now32.saturating_sub(s.policy.leeway + 60),
+        expire_before,
         max_token_lifetime: s.policy.max_ttl,
     };
     let bytes = build_snapshot(&params, issued, &revoked, &marks, &s.state_key)
