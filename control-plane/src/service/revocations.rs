@@ -419,21 +419,13 @@ pub(super) async fn create(
         if !is_finished(&rec) {
             // The first run committed, then stopped before it had published and audited (its process died):
             // finish the call as that run would have.
-            let (_, entry) = s
-                .store
-                .read_log(Log::Revocations, r.receipt.generation, 1)
-                .await?
-                .into_iter()
-                .next()
-                .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", r.receipt.generation)))?;
-            let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-            // The delta vouches for the time the revocation was made, not for now: later revocations may exist.
-            let at = u32::try_from(r.receipt.at).unwrap_or(now32);
-            r.receipt.pushed = super::edge_state::publish(&s, r.receipt.generation, &entry, at).await?;
-            audit_revocation(&s, &c, &headers, &r.receipt).await?;
-            s.store
-                .put(Ns::Revocations, &id, &record_bytes(&r.receipt, &r.purges, true)?)
-                .await?;
+            let subject = format!("{}:{}", r.receipt.kind, r.receipt.target);
+            let done = Finish {
+                action: "revocations.create",
+                subject: &subject,
+                purges: &r.purges,
+            };
+            finish_committed(&s, &c, &headers, &mut r.receipt, done).await?;
         }
         refresh_purges(&s, &mut r).await?;
         return Ok((StatusCode::OK, Json(r)));
@@ -603,12 +595,7 @@ pub(super) async fn create(
                 "revocations kept racing for the next generation".into(),
             )));
         }
-        let mut jitter = [0u8; 1];
-        let _ = getrandom::fill(&mut jitter);
-        tokio::time::sleep(std::time::Duration::from_millis(
-            u64::from(jitter[0] % 4) * u64::from(attempt.min(4)),
-        ))
-        .await;
+        backoff(attempt).await;
     };
     crate::crash::point("revocation.after_commit");
     let (seq, generation) = (results[0], results[1]);
@@ -686,6 +673,52 @@ pub(crate) fn is_finished(record: &[u8]) -> bool {
         true
     }
     serde_json::from_slice::<Flag>(record).is_ok_and(|f| f.finished)
+}
+
+/// How a committed but unfinished revocation is audited when a retry finishes it.
+pub(crate) struct Finish<'a> {
+    /// Audit action.
+    pub action: &'a str,
+    /// Audit subject.
+    pub subject: &'a str,
+    /// The record's purges, kept in it.
+    pub purges: &'a [PurgeStatus],
+}
+
+/// Finish a revocation (or share deletion) whose call committed and then stopped before publishing and auditing
+/// (its process died): publish its delta, vouching for the time the revocation was made and not for now (later
+/// revocations may exist), audit it, and mark its record finished.
+pub(crate) async fn finish_committed(
+    s: &AppState,
+    c: &super::auth::Caller,
+    headers: &HeaderMap,
+    receipt: &mut Receipt,
+    done: Finish<'_>,
+) -> Result<(), ApiError> {
+    let (_, entry) = s
+        .store
+        .read_log(Log::Revocations, receipt.generation, 1)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", receipt.generation)))?;
+    let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
+    let at = u32::try_from(receipt.at).unwrap_or(u32::MAX);
+    receipt.pushed = super::edge_state::publish(s, receipt.generation, &entry, at).await?;
+    audit(s, c, headers, done.action, done.subject, "ok").await?;
+    s.store
+        .put(Ns::Revocations, &receipt.id, &record_bytes(receipt, done.purges, true)?)
+        .await?;
+    Ok(())
+}
+
+/// A short random pause after losing the race for the next generation, growing with the attempt, so a burst of
+/// revocations does not retry in lock step.
+pub(crate) async fn backoff(attempt: u32) {
+    let mut jitter = [0u8; 1];
+    let _ = getrandom::fill(&mut jitter);
+    let ms = u64::from(jitter[0] % 4) * u64::from(attempt.min(4));
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 /// The audit entry of a revocation: action `revocations.create`, subject `kind:target`.

@@ -25,7 +25,7 @@
 
 use super::auth::Role;
 use super::error::ApiError;
-use super::revocations::{LogEntry, Receipt, is_finished, record_bytes};
+use super::revocations::{Finish, LogEntry, Receipt, backoff, finish_committed, is_finished, record_bytes};
 use super::{AppState, audit, caller, now};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, Query, State};
@@ -351,22 +351,12 @@ async fn delete(
                 serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(format!("revocation record: {e}")))?;
             if !is_finished(&bytes) {
                 // The delete committed, then its process died before publishing and auditing: finish it now.
-                let (_, entry) = s
-                    .store
-                    .read_log(Log::Revocations, receipt.generation, 1)
-                    .await?
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", receipt.generation)))?;
-                let entry: LogEntry =
-                    serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
-                // The delta vouches for the time of the deletion, not for now: later revocations may exist.
-                let at = u32::try_from(receipt.at).unwrap_or(u32::MAX);
-                receipt.pushed = super::edge_state::publish(&s, receipt.generation, &entry, at).await?;
-                audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
-                s.store
-                    .put(Ns::Revocations, &rid, &record_bytes(&receipt, &[], true)?)
-                    .await?;
+                let done = Finish {
+                    action: "shares.delete",
+                    subject: &id,
+                    purges: &[],
+                };
+                finish_committed(&s, &c, &headers, &mut receipt, done).await?;
             }
             return Ok(Json(response(&s, share, Some(receipt))));
         }
@@ -439,11 +429,7 @@ async fn delete(
             )
             .await?;
         let Some(results) = results else {
-            // Lost a race; a short random pause keeps a burst of revocations from retrying in lock step.
-            let mut jitter = [0u8; 1];
-            let _ = getrandom::fill(&mut jitter);
-            let ms = u64::from(jitter[0] % 4) * u64::from(attempt.min(4));
-            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            backoff(attempt).await;
             continue;
         };
         crate::crash::point("share_delete.after_commit");
