@@ -11,3 +11,4 @@ pub mod purge;
 pub mod run;
 pub mod service;
 pub mod store;
+pub mod tokens;

@@ -720,7 +720,7 @@ fn main() -> Result<()> {
         }
         Cmd::Token(TokenCmd::Verify(a)) => {
             let ring = offline::ring_from_env(a.policy.max_ttl)?;
-            let (token, url_path) = offline::split_token_url(&a.token);
+            let (token, url_path) = sharegate_control_plane::tokens::split_token_url(&a.token);
             let path = a.path.or(url_path).context("give --path or a token URL")?;
             let req = CheckRequest {
                 path,
@@ -740,11 +740,11 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Token(TokenCmd::Inspect { token }) => {
-            let (token, _) = offline::split_token_url(&token);
+            let (token, _) = sharegate_control_plane::tokens::split_token_url(&token);
             let mut buf = TokenBuf::new();
             match decode_unverified(&token, &mut buf) {
                 Ok(c) => {
-                    let out = serde_json::json!({"signature": "NOT CHECKED", "claims": offline::claims_json(&c)});
+                    let out = serde_json::json!({"signature": "NOT CHECKED", "claims": sharegate_control_plane::tokens::claims_json(&c)});
                     println!("{}", serde_json::to_string_pretty(&out)?);
                     Ok(())
                 }

@@ -4,11 +4,12 @@
 //! `SHAREGATE_SIGNING_KEY` (64 hex digits) and `SHAREGATE_KEY_ID`, never from a flag, so it stays out of shell
 //! history and process listings.
 
+use crate::tokens::{claims_json, parse_prefix};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
 use sharegate_shared::token::{
-    Claims, Countries, IpPrefix, Minter, Permissions, Policy, RequestFacts, Text, TokenBuf, Verifier, decode_unverified,
+    Claims, Countries, Minter, Permissions, Policy, RequestFacts, TokenBuf, Verifier, decode_unverified,
 };
 use sharegate_shared::{Reason, normalize_path};
 use std::net::IpAddr;
@@ -76,21 +77,6 @@ pub struct MintRequest {
     pub download: bool,
 }
 
-/// Parse `addr/len` (or a bare address, meaning a host route).
-pub fn parse_prefix(s: &str) -> Result<IpPrefix> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (s, None),
-    };
-    let addr: IpAddr = addr.parse().with_context(|| format!("bad IP address {addr:?}"))?;
-    let len = match (len, addr) {
-        (Some(l), _) => l.parse().with_context(|| format!("bad prefix length {l:?}"))?,
-        (None, IpAddr::V4(_)) => 32,
-        (None, IpAddr::V6(_)) => 128,
-    };
-    IpPrefix::new(addr, len).ok_or_else(|| anyhow!("prefix length {len} too long for {addr}"))
-}
-
 fn country_codes(list: &str) -> Vec<u8> {
     list.split(',')
         .map(str::trim)
@@ -133,7 +119,12 @@ pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Resu
         session: req.session.as_deref().map(Into::into),
         campaign: req.campaign.as_deref().map(Into::into),
         channel: req.channel.as_deref().map(Into::into),
-        ip: req.ip.as_deref().map(parse_prefix).transpose()?,
+        ip: req
+            .ip
+            .as_deref()
+            .map(parse_prefix)
+            .transpose()
+            .map_err(|e| anyhow!(e))?,
         countries: allow
             .as_deref()
             .map(Countries::Allow)
@@ -147,56 +138,6 @@ pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Resu
     let mut buf = TokenBuf::new();
     let decoded = decode_unverified(&token, &mut buf).map_err(|r| anyhow!("minted token does not decode: {r}"))?;
     Ok((token.clone(), claims_json(&decoded)))
-}
-
-/// Claims as JSON for people and scripts (ids in hex).
-pub fn claims_json(c: &Claims<'_>) -> Value {
-    let t = |v: Option<Text<'_>>| v.map(|s| s.as_str().to_owned());
-    let mut perms = Vec::new();
-    for (bit, name) in [
-        (Permissions::MULTIVARIANT, "multivariant_playlist"),
-        (Permissions::MEDIA, "media_playlist"),
-        (Permissions::SEGMENT, "segment"),
-        (Permissions::INIT, "init"),
-        (Permissions::KEY, "key"),
-        (Permissions::DOWNLOAD, "download"),
-    ] {
-        if c.permissions.contains(bit) {
-            perms.push(name);
-        }
-    }
-    json!({
-        "version": format!("1.{}", c.minor),
-        "key_id": c.key_id,
-        "token_id": hex::encode(c.token_id),
-        "iat": c.iat, "nbf": c.nbf, "exp": c.exp,
-        "permissions": perms,
-        "asset": t(c.asset), "prefix": t(c.prefix), "share": t(c.share), "viewer": t(c.viewer),
-        "session": t(c.session), "campaign": t(c.campaign), "channel": t(c.channel),
-        "ip": c.ip.map(|p| format!("{}/{}", p.addr, p.len)),
-        "countries": c.countries.map(|r| match r {
-            Countries::Allow(c) => json!({"allow": String::from_utf8_lossy(c)}),
-            Countries::Deny(c) => json!({"deny": String::from_utf8_lossy(c)}),
-        }),
-        "origin": t(c.origin),
-        "watermark": c.watermark.map(hex::encode),
-        "tier": c.tier,
-        "data": c.data.map(hex::encode),
-    })
-}
-
-/// Split a token URL (`.../t/<token>/<asset path>`) into token and asset path; a bare token passes through.
-pub fn split_token_url(s: &str) -> (String, Option<String>) {
-    let path = s
-        .split_once("://")
-        .map_or(s, |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]));
-    let path = path.split(['?', '#']).next().unwrap_or("");
-    if let Some(i) = path.find("/t/") {
-        let rest = &path[i + 3..];
-        let (token, asset_path) = rest.split_once('/').unwrap_or((rest, ""));
-        return (token.to_string(), Some(format!("/{asset_path}")));
-    }
-    (s.to_string(), None)
 }
 
 /// Facts of a request to check a token against.
@@ -292,14 +233,5 @@ mod tests {
             check(&ring, Policy::default(), &token, &traversal, now)["reason"],
             "bad_path"
         );
-    }
-
-    #[test]
-    fn token_urls_split() {
-        let (t, p) = split_token_url("https://cdn.example.com/t/abc_-/demo/master.m3u8?x=1");
-        assert_eq!(t, "abc_-");
-        assert_eq!(p.as_deref(), Some("/demo/master.m3u8"));
-        let (t, p) = split_token_url("abc");
-        assert_eq!((t.as_str(), p), ("abc", None));
     }
 }

@@ -4,10 +4,10 @@
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use sharegate_control_plane::offline::split_token_url;
 use sharegate_control_plane::service::auth::{Role, new_key, store_key};
 use sharegate_control_plane::service::{AppState, LinkResponse, ServiceConfig, router};
 use sharegate_control_plane::store::{Log, Ns, open_store};
+use sharegate_control_plane::tokens::split_token_url;
 use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::token::{Claims, Minter, Permissions, Policy, Text, TokenBuf, Verifier};
 use std::sync::Arc;

@@ -606,7 +606,7 @@ async fn mint_link(
     let ip = req
         .ip
         .as_deref()
-        .map(|s| crate::offline::parse_prefix(s).map_err(|e| ApiError::Invalid(format!("ip: {e}"))))
+        .map(|s| crate::tokens::parse_prefix(s).map_err(|e| ApiError::Invalid(format!("ip: {e}"))))
         .transpose()?;
     let codes = |v: &Option<Vec<String>>| {
         v.as_ref().map(|l| {

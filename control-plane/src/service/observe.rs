@@ -25,7 +25,6 @@ pub mod diagnose {
     //! It does not fetch anything from the origin or an edge, and does not change state. Building the revocation
     //! state reads the issued and revocation logs, so it is meant for support requests, not for traffic.
 
-    use crate::offline::claims_json;
     use crate::service::auth::Role;
     use crate::service::error::ApiError;
     use crate::service::revocations::Receipt;
@@ -33,6 +32,7 @@ pub mod diagnose {
     use crate::service::snapshot::build_current_snapshot;
     use crate::service::{AppState, caller, now};
     use crate::store::Ns;
+    use crate::tokens::claims_json;
     use axum::extract::State;
     use axum::http::HeaderMap;
     use axum::routing::post;

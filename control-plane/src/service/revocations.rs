@@ -337,7 +337,7 @@ pub struct LinkRecord {
 async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry, Option<String>), ApiError> {
     // By token (or URL): the signature proves it is ours, and the claims give iat/exp directly.
     if let Some(t) = &req.token {
-        let (token, _) = crate::offline::split_token_url(t);
+        let (token, _) = crate::tokens::split_token_url(t);
         let mut buf = TokenBuf::new();
         let c = Verifier::new(&s.minter.current().ring, s.policy)
             .authenticate(&token, &mut buf)
