@@ -31,6 +31,7 @@ pub use freshness::{FRESHNESS_LEN, FRESHNESS_MAGIC, Freshness, build_freshness, 
 pub use tables::WatermarkRef;
 pub use view::{DeltaView, SnapshotStats, StateSet, StateView};
 
+use crate::token::Claims;
 use core::fmt;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -59,6 +60,25 @@ pub struct Subject<'a> {
     pub asset: Option<&'a [u8]>,
     /// Campaign id, for attribution.
     pub campaign: Option<&'a [u8]>,
+}
+
+impl<'a> Subject<'a> {
+    /// The revocation subject of verified claims: the fields revocation looks at, borrowed from them.
+    ///
+    /// One constructor, so the edge's decision and the control plane's diagnosis ask the state about exactly the
+    /// same fields (a scope forgotten on one side would make them disagree about a revoked token).
+    pub fn from_claims(c: &'a Claims<'_>) -> Self {
+        Subject {
+            token_id: &c.token_id,
+            iat: c.iat,
+            key_id: c.key_id,
+            share: c.share.map(|t| t.as_bytes()),
+            viewer: c.viewer.map(|t| t.as_bytes()),
+            session: c.session.map(|t| t.as_bytes()),
+            asset: c.asset.map(|t| t.as_bytes()),
+            campaign: c.campaign.map(|t| t.as_bytes()),
+        }
+    }
 }
 
 /// The scope a watermark applies to. The codes are part of the encoding and never change.
@@ -248,5 +268,49 @@ impl StateKey {
 impl fmt::Debug for StateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("StateKey(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{Claims, Text};
+
+    #[test]
+    fn subject_from_claims_takes_every_revocation_field() {
+        let c = Claims {
+            key_id: 7,
+            token_id: [9; 12],
+            iat: 100,
+            share: Some(Text::from("sh")),
+            viewer: Some(Text::from("vw")),
+            session: Some(Text::from("se")),
+            asset: Some(Text::from("as")),
+            campaign: Some(Text::from("ca")),
+            // Not revocation scopes: must not leak into the subject.
+            channel: Some(Text::from("ch")),
+            prefix: Some(Text::from("/p")),
+            ..Claims::default()
+        };
+        let s = Subject::from_claims(&c);
+        assert_eq!(
+            s,
+            Subject {
+                token_id: &[9; 12],
+                iat: 100,
+                key_id: 7,
+                share: Some(b"sh"),
+                viewer: Some(b"vw"),
+                session: Some(b"se"),
+                asset: Some(b"as"),
+                campaign: Some(b"ca"),
+            }
+        );
+        let none = Claims::default();
+        let s = Subject::from_claims(&none);
+        assert_eq!(
+            (s.share, s.viewer, s.session, s.asset, s.campaign),
+            (None, None, None, None, None)
+        );
     }
 }
