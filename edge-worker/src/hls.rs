@@ -215,6 +215,57 @@ fn push_param(out: &mut String, name: &str, value: &str) {
     out.push_str(value);
 }
 
+/// The file an origin serving a directory holds for a request path: `/a/a%20b.ts` → `a/a b.ts`, relative to the
+/// origin's root. Percent-escapes are decoded the way an HTTP file server decodes them before it opens a file, so the
+/// native edge's directory origin and the control plane's readiness check (which resolves playlist URIs with
+/// [`resolve`] and then asks this function) name the same file for the same URI.
+///
+/// `None` for a path no file server would map to a file inside its root: a malformed escape, a decoded NUL, a `/`
+/// produced by `%2F` (it would change the segment structure), a segment that decodes to `.` or `..` or is empty (it
+/// would leave the directory it names), or bytes that are not UTF-8. Paths the edge normalised never hit these; the
+/// checks are here because the function is also handed URIs read from playlists.
+pub fn origin_file_path(uri_path: &str) -> Option<String> {
+    let path = uri_path.strip_prefix('/').unwrap_or(uri_path);
+    let mut out = alloc::vec::Vec::with_capacity(path.len());
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        let start = out.len();
+        let bytes = segment.as_bytes();
+        let mut at = 0;
+        while let Some(&b) = bytes.get(at) {
+            if b == b'%' {
+                let hex = bytes.get(at + 1..at + 3)?;
+                let decoded = (hex_digit(*hex.first()?)? << 4) | hex_digit(*hex.get(1)?)?;
+                if decoded == 0 || decoded == b'/' {
+                    return None;
+                }
+                out.push(decoded);
+                at += 3;
+            } else if b == 0 {
+                return None;
+            } else {
+                out.push(b);
+                at += 1;
+            }
+        }
+        if matches!(out.get(start..)?, b"" | b"." | b"..") {
+            return None;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// A URI's place in the playlist, as byte offsets.
 struct Span {
     start: usize,
@@ -519,6 +570,33 @@ mod tests {
     use alloc::vec::Vec;
 
     const HOST: &str = "cdn.example.com";
+
+    #[test]
+    fn origin_file_path_decodes_like_a_file_server() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/a/a%20b.ts", Some("a/a b.ts")),
+            ("/a/plain.ts", Some("a/plain.ts")),
+            ("a/rel.ts", Some("a/rel.ts")),
+            ("/a/%C3%A9t%C3%A9.ts", Some("a/\u{e9}t\u{e9}.ts")),
+            ("/a/%41%62c.ts", Some("a/Abc.ts")),
+            ("/a/x%2Fy.ts", None),
+            ("/a/x%2fy.ts", None),
+            ("/a/nul%00.ts", None),
+            ("/a/nul\0.ts", None),
+            ("/a/%FF.ts", None),
+            ("/a/%C3.ts", None),
+            ("/a/%2E%2E/secret", None),
+            ("/a/%2e/x.ts", None),
+            ("/a//x.ts", None),
+            ("/a/..", None),
+            ("/a/%", None),
+            ("/a/%4", None),
+            ("/a/%zz.ts", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(origin_file_path(path).as_deref(), *want, "{path:?}");
+        }
+    }
 
     /// Every URI with its kind, in visiting order.
     fn visits(playlist: &str) -> Vec<(String, UriKind)> {

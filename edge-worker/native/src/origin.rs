@@ -83,9 +83,14 @@ pub async fn fetch(
     for (i, origin) in origins.iter().enumerate() {
         match origin {
             Origin::Dir(dir) => {
-                // The path is normalised (no dot segments, no encoded slashes), so joining cannot escape `dir`.
-                let file = dir.join(path.trim_start_matches('/'));
-                return Some(match tokio::fs::read(&file).await {
+                // Decoded as a static file server decodes (`a%20b.ts` is the file `a b.ts`), by the same function
+                // the control plane's readiness check uses; a name it refuses (a decoded NUL, `/` or dot segment)
+                // is no file here, like a name the filesystem rejects.
+                let read = match sharegate_edge::hls::origin_file_path(path) {
+                    Some(rel) => tokio::fs::read(dir.join(rel)).await,
+                    None => Err(std::io::Error::from(std::io::ErrorKind::InvalidInput)),
+                };
+                return Some(match read {
                     Ok(body) => Fetched {
                         status: 200,
                         body: Bytes::from(body),
@@ -184,6 +189,19 @@ mod tests {
             deep_long.as_str(),
             "/a/nul\0.ts",
         ] {
+            assert_eq!(status(&dir, p).await, Some(404), "{p:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn request_paths_are_percent_decoded_like_a_file_server() {
+        let r = root("decode");
+        std::fs::write(r.0.join("a/a b.ts"), "seg").unwrap();
+        let dir = [Origin::Dir(r.0.clone())];
+        // The readiness check reads `a%20b.ts` as the file `a b.ts`; so does the directory origin.
+        assert_eq!(status(&dir, "/a/a%20b.ts").await, Some(200));
+        assert_eq!(status(&dir, "/a/a b.ts").await, Some(200));
+        for p in ["/a/a%2Fb.ts", "/a/x%00.ts", "/a/%FF.ts", "/a/%2E%2E/a/master.m3u8"] {
             assert_eq!(status(&dir, p).await, Some(404), "{p:?}");
         }
     }
