@@ -144,6 +144,8 @@ impl fmt::Display for KeyError {
     }
 }
 
+impl core::error::Error for KeyError {}
+
 /// The set of keys an edge or a control plane holds.
 ///
 /// Invariants: ids are unique; at most one `active` and at most one `next` key; a `retiring` key is kept for at

@@ -133,6 +133,9 @@ impl fmt::Display for Reason {
     }
 }
 
+// A reason is also an error, so callers can `?` it into `anyhow`/`thiserror` instead of formatting it by hand.
+impl core::error::Error for Reason {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -380,6 +380,8 @@ impl fmt::Display for MintError {
     }
 }
 
+impl core::error::Error for MintError {}
+
 /// Caller-owned space a token is decoded into, so verification does not allocate.
 pub struct TokenBuf {
     bytes: [u8; MAX_TOKEN_BYTES],
