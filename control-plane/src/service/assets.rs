@@ -82,7 +82,7 @@ pub enum AssetKind {
 }
 
 /// `POST /v1/assets` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Asset id (what tokens name).
@@ -93,6 +93,7 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub kind: AssetKind,
     /// The multivariant playlist's name under the asset (default: the name link URLs use).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub multivariant: Option<String>,
 }
 

@@ -127,18 +127,23 @@ pub fn routes_with(access: MetricsAccess) -> Router<Arc<AppState>> {
 // Audit query
 
 /// `GET /v1/audit` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries at or after this unix second.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<u64>,
     /// Entries at or before this unix second.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub to: Option<u64>,
     /// Entries whose subject contains this.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     /// Entries whose action starts with this.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub action: Option<String>,
     /// Most entries returned (the latest that match), 1..=1000, default 100.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
 }
 

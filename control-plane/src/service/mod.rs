@@ -18,6 +18,19 @@ pub mod revocations;
 pub mod shares;
 pub mod snapshot;
 
+/// The API's request and answer types in one place, for clients that send the service's own types (the
+/// `sharegate` CLI). Each serializes to what the API reads: optional fields left out, not `null`.
+pub mod api {
+    pub use super::assets::{AssetKind, AssetRecord, Problem, RegisterRequest};
+    pub use super::audit_events::{AuditAnswer, AuditQuery, AuditRecord};
+    pub use super::auth::{ApiKeyRecord, Role};
+    pub use super::keys::{KeyInfo, RotationReceipt};
+    pub use super::observe::diagnose::{DiagnoseRequest, Diagnosis};
+    pub use super::revocations::{Receipt, RevocationKind, RevocationReceipt, RevocationRequest};
+    pub use super::shares::{Audience, DeleteParams, ShareRequest, ShareResponse};
+    pub use super::{ApiKeyCreated, ApiKeyRequest, LinkRequest, LinkResponse, LinkSettings};
+}
+
 use crate::store::{Check, Log, Ns, Op, Store};
 use auth::{Caller, Role};
 use axum::extract::State;
@@ -538,34 +551,46 @@ pub(crate) async fn mint_recorded<'a>(
 }
 
 /// `POST /v1/links` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     /// Asset id.
     pub asset: String,
     /// Lifetime, seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
     /// Viewer id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub viewer: Option<String>,
     /// Session id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     /// Share id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub share: Option<String>,
     /// Client IP binding (`addr/len` or an address).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     /// Allowed countries.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_countries: Option<Vec<String>>,
     /// Denied countries.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deny_countries: Option<Vec<String>>,
     /// Embed origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub embed_origin: Option<String>,
     /// Channel.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// Campaign.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
     /// Watermark id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
     /// Entitlement tier.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub entitlement: Option<u8>,
 }
 
@@ -655,33 +680,39 @@ async fn mint_link(
 }
 
 /// `POST /v1/apikeys` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyRequest {
-    /// `minter`, `responder`, `admin` or `auditor`.
-    pub role: String,
+    /// The new key's role.
+    pub role: Role,
     /// A label for listings (default empty). A string: `null` is refused like any other wrong type, as the schema
     /// says, rather than read as "no label".
     #[serde(default)]
     pub label: String,
 }
 
+/// `POST /v1/apikeys` answer: the key itself, shown this once.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiKeyCreated {
+    /// Public id, for listings and the audit log.
+    pub id: String,
+    /// The key (`sg_<role>_...`); only its hash is stored.
+    pub key: String,
+    /// A human label.
+    pub label: String,
+    /// Its role.
+    pub role: Role,
+}
+
 async fn create_api_key(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Json<ApiKeyRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<
-    (
-        StatusCode,
-        axum::Extension<idempotency::ShownOnce>,
-        Json<serde_json::Value>,
-    ),
-    ApiError,
-> {
+) -> Result<(StatusCode, axum::Extension<idempotency::ShownOnce>, Json<ApiKeyCreated>), ApiError> {
     let c = caller(&s, &headers).await?;
     c.require(&[Role::Admin], "manage API keys")?;
     let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
-    let role = Role::parse(&req.role).ok_or_else(|| ApiError::Invalid(format!("unknown role `{}`", req.role)))?;
+    let role = req.role;
     let label = req.label;
     if label.len() > 200 {
         return Err(ApiError::Invalid("label is at most 200 bytes".into()));
@@ -693,7 +724,12 @@ async fn create_api_key(
     Ok((
         StatusCode::CREATED,
         axum::Extension(idempotency::ShownOnce),
-        Json(serde_json::json!({ "key": key, "id": rec.id, "role": role.as_str(), "label": rec.label })),
+        Json(ApiKeyCreated {
+            id: rec.id,
+            key,
+            label: rec.label,
+            role,
+        }),
     ))
 }
 
@@ -729,4 +765,27 @@ async fn disable_api_key(
         }
     }
     Err(ApiError::NotFound("api key"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api::*;
+
+    // A client sending these types must send what the service reads: absent options left out (shares refuse `null`).
+    #[test]
+    fn requests_serialize_to_what_the_service_reads() {
+        let share: ShareRequest =
+            serde_json::from_str(r#"{"asset":"demo","audience":"public"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let wire = serde_json::to_string(&share).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wire, r#"{"asset":"demo","audience":"public"}"#);
+        let link: LinkRequest = serde_json::from_str(r#"{"asset":"demo","ttl":600}"#).unwrap_or_else(|e| panic!("{e}"));
+        let wire = serde_json::to_string(&link).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wire, r#"{"asset":"demo","ttl":600}"#);
+        let rev: RevocationRequest =
+            serde_json::from_str(r#"{"kind":"global","reason":"x"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let wire = serde_json::to_string(&rev).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wire, r#"{"kind":"global","reason":"x"}"#);
+        let key: ApiKeyRequest = serde_json::from_str(r#"{"role":"auditor"}"#).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(key.role, Role::Auditor);
+    }
 }

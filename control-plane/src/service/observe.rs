@@ -59,22 +59,29 @@ pub mod diagnose {
     const MAX_URL_LEN: usize = 8192;
 
     /// `POST /v1/diagnose` body: a link (or a bare token) and what is known about the viewer's request.
-    #[derive(Debug, Deserialize)]
+    #[derive(Debug, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct DiagnoseRequest {
         /// The URL the viewer's player requested (`…/t/<token>/<asset path>` or `…?sg=<token>`).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub url: Option<String>,
         /// A bare token, instead of `url`.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub token: Option<String>,
         /// The viewer's IP address (for IP-bound tokens).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub client_ip: Option<String>,
         /// The viewer's country, ISO 3166-1 alpha-2 (for geo rules).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub country: Option<String>,
         /// The embedding page's origin (for embed-bound tokens).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub origin: Option<String>,
         /// When the request happened, unix seconds (default: now).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub at: Option<u64>,
         /// The asset path to check (default: the URL's, else the token's multivariant playlist).
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub path: Option<String>,
     }
 
@@ -91,18 +98,22 @@ pub mod diagnose {
         pub explanation: String,
         /// The token's claims, if it decodes. When `signature_valid` is false they are unverified: anyone could
         /// have written them.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub claims: Option<serde_json::Value>,
         /// Whether the token's signature checks against a key this deployment holds.
         pub signature_valid: bool,
         /// The refusal looks like a clock off by a few minutes (the viewer's, the edge's or the minter's).
         pub clock_skew_suspected: bool,
         /// The normalised request path (token removed), if it normalises.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub path: Option<String>,
         /// The kind of resource the path names.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub resource: Option<String>,
         /// The time the request was checked at, unix seconds.
         pub at: u64,
         /// The revocation that revoked the token, when one is found.
+        #[serde(skip_serializing_if = "Option::is_none")]
         pub revocation: Option<Receipt>,
         /// What to do or check next.
         pub hints: Vec<String>,

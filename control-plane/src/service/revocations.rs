@@ -98,20 +98,23 @@ impl std::fmt::Display for RevocationKind {
 }
 
 /// `POST /v1/revocations` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
     /// What is revoked; each kind takes its own fields (see [`RevocationRequest::entry_for`]).
     pub kind: RevocationKind,
     /// The scope id (hex token id for `token`, a key id number for `key_id`; none for `global`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
     /// For `token`: the token itself or its URL, instead of `id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Why (kept in the record and the audit log).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Also purge the revoked scope's cached objects at every configured CDN (default `false`). Refused with 422
     /// when no CDN purger is configured, before anything is written.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub purge: bool,
 }
 

@@ -59,7 +59,7 @@ pub enum Audience {
 }
 
 /// `POST /v1/shares` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShareRequest {
     /// Asset id.
@@ -67,20 +67,20 @@ pub struct ShareRequest {
     /// Who may open it.
     pub audience: Audience,
     /// Viewer ids, for `invited`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invited: Vec<String>,
     /// When the share stops working, unix seconds (left out: until deleted).
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
     /// Attribution: channel.
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
     /// Attribution: campaign (also a revocation scope).
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub campaign: Option<String>,
     /// Lifetime of each token it mints, seconds: within the link TTL bounds in force ([`super::link_settings`]), else
     /// the request is refused. Default [`DEFAULT_SHARE_TTL`], brought within those bounds.
-    #[serde(default, deserialize_with = "not_null")]
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
 }
 
@@ -133,10 +133,11 @@ pub struct ShareResponse {
 }
 
 /// `DELETE /v1/shares/{id}` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     /// Why (kept in the revocation receipt); default `share deleted`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
