@@ -270,6 +270,7 @@ impl AdapterSettings {
         if self.trust_forwarded {
             (
                 "header:x-forwarded-for (test harness)",
+                // The harness's country header, named as `contract::headers::TEST_COUNTRY`.
                 "header:x-sharegate-country (test harness)",
             )
         } else {

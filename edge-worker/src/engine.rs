@@ -7,6 +7,7 @@
 //! reproducible from the conformance suite (`tests/conformance/`).
 
 use crate::config::{EdgeConfig, StalePolicy};
+use crate::contract::{self, bodies, headers as names};
 use crate::events::{Event, EventKind};
 use crate::hls::{self, UriKind};
 use crate::watermark;
@@ -22,7 +23,7 @@ use sharegate_shared::token::{
 };
 
 /// The header that carries the reason code on denials (unless switched off).
-pub const REASON_HEADER: &str = "x-sharegate-reason";
+pub const REASON_HEADER: &str = contract::headers::REASON;
 
 /// The methods the edge serves: the `Allow` of a 405 (RFC 9110 §15.5.6 requires it) and the preflight's
 /// `Access-Control-Allow-Methods`.
@@ -202,7 +203,7 @@ impl Allow {
         headers.push(("cache-control", HeaderValue::Static("no-store")));
         OriginFailure {
             status: 503,
-            body: r#"{"error":"origin_unavailable","status":503}"#,
+            body: bodies::ORIGIN_UNAVAILABLE,
             headers,
         }
     }
@@ -211,7 +212,7 @@ impl Allow {
     pub fn bad_playlist(&self) -> OriginFailure {
         OriginFailure {
             status: 502,
-            body: r#"{"error":"bad_playlist","status":502}"#,
+            body: bodies::BAD_PLAYLIST,
             headers: self.headers.clone(),
         }
     }
@@ -410,10 +411,7 @@ impl Engine {
             "access-control-allow-origin",
             HeaderValue::Shared(self.cors_origin.clone()),
         ));
-        headers.push((
-            "access-control-expose-headers",
-            HeaderValue::Static("x-sharegate-reason, content-length, content-range"),
-        ));
+        headers.push(("access-control-expose-headers", HeaderValue::Static(names::EXPOSED)));
         if self.config.cors_origin != "*" {
             headers.push(("vary", HeaderValue::Static("Origin")));
         }
@@ -605,12 +603,11 @@ impl Engine {
         }
         let mut cache_tags = Vec::with_capacity(2);
         let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        cache_tags.push(format!(
-            "sg-asset-{}",
-            claims.asset.map_or(first_segment, |a| a.as_str())
+        cache_tags.push(contract::tags::asset(
+            claims.asset.map_or(first_segment, |a| a.as_str()),
         ));
         if let Some(s) = claims.share {
-            cache_tags.push(format!("sg-share-{s}"));
+            cache_tags.push(contract::tags::share(s.as_str()));
         }
         Decision::Allow(alloc::boxed::Box::new(Allow {
             origin_path,

@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod adapter;
 pub mod config;
+pub mod contract;
 pub mod engine;
 pub mod events;
 pub mod held;

@@ -180,7 +180,11 @@ impl TestControlPlane {
             loop {
                 let r = self.http.get(&seg).send().await?;
                 if r.status() == 403 {
-                    ensure!(r.headers()["x-sharegate-reason"] == "revoked", "{:?}", r.headers());
+                    ensure!(
+                        r.headers()[sharegate_edge::contract::headers::REASON] == "revoked",
+                        "{:?}",
+                        r.headers()
+                    );
                     break;
                 }
                 ensure!(r.status() == 200, "revocation {i}: {}", r.status());
@@ -239,7 +243,7 @@ pub fn percentiles(sorted: &[Duration]) -> String {
 /// An edge's `GET /_sharegate/status`.
 pub async fn edge_status(http: &reqwest::Client, base: &str) -> Result<Value> {
     Ok(http
-        .get(format!("{base}/_sharegate/status"))
+        .get(format!("{base}{}", sharegate_edge::contract::paths::STATUS))
         .send()
         .await?
         .json()

@@ -635,7 +635,7 @@ pub async fn run_case_http(
         extra.push(("x-forwarded-for".to_string(), ip.clone()));
     }
     if let Some(c) = &req.country {
-        extra.push(("x-sharegate-country".to_string(), c.clone()));
+        extra.push((sharegate_edge::contract::headers::TEST_COUNTRY.to_string(), c.clone()));
     }
     if let Some(o) = origin {
         o.clear();

@@ -127,7 +127,7 @@ impl StateServer {
                         return status(StatusCode::SERVICE_UNAVAILABLE);
                     };
                     let held = headers
-                        .get("x-sharegate-generation")
+                        .get(sharegate_edge::contract::headers::GENERATION)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<u64>().ok());
                     if held == Some(generation) {

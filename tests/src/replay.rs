@@ -184,10 +184,12 @@ fn answer(s: &Inner, h: &HeaderMap) -> (StatusCode, Vec<u8>) {
     let now = now32();
     s.last_honest.store(now, Ordering::SeqCst);
     let held = h
-        .get("x-sharegate-generation")
+        .get(sharegate_edge::contract::headers::GENERATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let signed = h.get("x-sharegate-freshness").is_some_and(|v| v == "1");
+    let signed = h
+        .get(sharegate_edge::contract::headers::FRESHNESS)
+        .is_some_and(|v| v == sharegate_edge::contract::headers::FRESHNESS_SIGNED);
     match held {
         Some(GENERATION) if signed => (StatusCode::OK, build_freshness(GENERATION, now, &key()).to_vec()),
         Some(GENERATION) => (StatusCode::NOT_MODIFIED, Vec::new()),
@@ -254,7 +256,7 @@ pub async fn run(base: &str, cp: &ReplayControlPlane, push: Option<PushTarget<'_
     let link = format!("{base}/t/{}/a/seg.ts", token()?);
     let status = |http: reqwest::Client| async move {
         let v: serde_json::Value = http
-            .get(format!("{base}/_sharegate/status"))
+            .get(format!("{base}{}", sharegate_edge::contract::paths::STATUS))
             .send()
             .await?
             .json()
@@ -318,7 +320,7 @@ pub async fn run(base: &str, cp: &ReplayControlPlane, push: Option<PushTarget<'_
         let code = r.status().as_u16();
         let reason = r
             .headers()
-            .get("x-sharegate-reason")
+            .get(sharegate_edge::contract::headers::REASON)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();

@@ -16,13 +16,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Settings that live in the Secret Store, never in the Config Store (as in `edge-worker/fastly/src/stores.rs`).
-pub const SECRET_NAMES: [&str; 4] = [
-    "SHAREGATE_SIGNING_KEYS",
-    "SHAREGATE_STATE_KEY",
-    "SHAREGATE_WATERMARK_KEY",
-    "SHAREGATE_EDGE_TOKEN",
-];
+/// Settings that live in the Secret Store, never in the Config Store, and the stores' names: the app's own.
+pub use sharegate_edge::contract::fastly::{CONFIG_STORE, SECRET_NAMES, SECRET_STORE, STATE_KV_STORE};
 
 /// The package directory.
 pub fn package_dir() -> PathBuf {
@@ -142,9 +137,9 @@ pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&s
         out.push(format!("url = {}", toml_str(first)));
         out.push("first_byte_timeout_ms = 2000".into());
     }
-    out.push("[local_server.config_stores.sharegate_config]".into());
+    out.push(format!("[local_server.config_stores.{CONFIG_STORE}]"));
     out.push("format = \"inline-toml\"".into());
-    out.push("[local_server.config_stores.sharegate_config.contents]".into());
+    out.push(format!("[local_server.config_stores.{CONFIG_STORE}.contents]"));
     for (k, v) in settings.iter().filter(|(k, _)| !SECRET_NAMES.contains(&k.as_str())) {
         out.push(format!("{k} = {}", toml_str(v)));
     }
@@ -154,13 +149,13 @@ pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&s
         .filter(|(k, _)| SECRET_NAMES.contains(&k.as_str()))
         .map(|(k, v)| format!("{{ key = {}, data = {} }}", toml_str(k), toml_str(v)))
         .collect();
-    out.push(format!("sharegate_secrets = [{}]", secrets.join(", ")));
+    out.push(format!("{SECRET_STORE} = [{}]", secrets.join(", ")));
     out.push("[local_server.kv_stores]".into());
     let entries: Vec<String> = kv
         .iter()
         .map(|(k, f)| format!("{{ key = {}, file = {} }}", toml_str(k), toml_str(&f.to_string_lossy())))
         .collect();
-    out.push(format!("sharegate_state_kv = [{}]", entries.join(", ")));
+    out.push(format!("{STATE_KV_STORE} = [{}]", entries.join(", ")));
     Ok(out.join("\n") + "\n")
 }
 
@@ -197,7 +192,15 @@ impl Viceroy {
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg(wasm);
         // Any HTTP answer means the app is being served.
-        let p = RuntimeProcess::spawn("viceroy", cmd, dir, port, "/_sharegate/ready", Duration::from_secs(60)).await?;
+        let p = RuntimeProcess::spawn(
+            "viceroy",
+            cmd,
+            dir,
+            port,
+            sharegate_edge::contract::paths::READY,
+            Duration::from_secs(60),
+        )
+        .await?;
         Ok(Viceroy(p))
     }
 }

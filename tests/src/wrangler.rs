@@ -15,12 +15,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Settings that are Worker secrets (`wrangler secret put`), so `.dev.vars` locally, never `[vars]`.
-pub const SECRET_NAMES: [&str; 4] = [
-    "SHAREGATE_SIGNING_KEYS",
-    "SHAREGATE_STATE_KEY",
-    "SHAREGATE_WATERMARK_KEY",
-    "SHAREGATE_EDGE_TOKEN",
-];
+pub const SECRET_NAMES: [&str; 4] = sharegate_edge::contract::settings::SECRETS;
 
 /// Build the worker (scripts/build-cloudflare.sh) once per test process.
 pub fn build_worker() -> Result<()> {
@@ -172,7 +167,7 @@ impl WranglerDev {
             cmd,
             dir,
             port,
-            "/_sharegate/status",
+            sharegate_edge::contract::paths::STATUS,
             Duration::from_secs(90),
         )
         .await?;

@@ -102,7 +102,7 @@ impl ClientSources {
     pub fn test_harness() -> Self {
         ClientSources {
             ip_header: Some(HeaderName::from_static("x-forwarded-for")),
-            country_header: Some(HeaderName::from_static("x-sharegate-country")),
+            country_header: Some(HeaderName::from_static(sharegate_edge::contract::headers::TEST_COUNTRY)),
             trusted_proxies: Vec::new(),
         }
     }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use origin::{Fetched, Origin};
 use sharegate_edge::adapter::parse_range;
 use sharegate_edge::config::parse_signing_keys;
+use sharegate_edge::contract;
 use sharegate_edge::engine::{Allow, Decision};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::{EdgeConfig, Engine};
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where internal endpoints live; asset paths must not start with it.
-pub const INTERNAL_PREFIX: &str = "/_sharegate/";
+pub const INTERNAL_PREFIX: &str = contract::paths::INTERNAL_PREFIX;
 
 /// Settings of the native server (the engine's own settings are in [`EdgeConfig`]).
 #[derive(Debug, Clone)]
@@ -200,9 +201,9 @@ impl Edge {
 /// The router: internal endpoints and the catch-all edge handler.
 pub fn router(edge: Arc<Edge>) -> Router {
     Router::new()
-        .route("/_sharegate/state", post(push_state))
-        .route("/_sharegate/keys", post(push_keys))
-        .route("/_sharegate/status", get(status))
+        .route(contract::paths::STATE, post(push_state))
+        .route(contract::paths::KEYS, post(push_keys))
+        .route(contract::paths::STATUS, get(status))
         .fallback(handle)
         .with_state(edge)
 }
@@ -252,9 +253,9 @@ pub async fn pull_once(edge: &Edge) -> Result<(), String> {
     };
     let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
     if let Some(g) = edge.generation() {
-        req = req.header("x-sharegate-generation", g.to_string());
+        req = req.header(contract::headers::GENERATION, g.to_string());
     }
-    req = req.header("x-sharegate-freshness", "1");
+    req = req.header(contract::headers::FRESHNESS, contract::headers::FRESHNESS_SIGNED);
     if let Some(t) = &edge.opts.edge_token {
         req = req.bearer_auth(t);
     }
@@ -635,7 +636,7 @@ async fn serve_allowed(
     if !a.cache_tags.is_empty()
         && let Ok(v) = HeaderValue::from_str(&a.cache_tags.join(" "))
     {
-        r.headers_mut().insert("surrogate-key", v);
+        r.headers_mut().insert(contract::headers::SURROGATE_KEY, v);
     }
     set_headers(&mut r, &a.headers);
     r
