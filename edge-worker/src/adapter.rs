@@ -155,27 +155,7 @@ impl AdapterSettings {
     }
 }
 
-/// A single byte range `bytes=a-b`, `bytes=a-` or `bytes=-n` over `len` bytes: `None` when the header is absent in
-/// effect (not a single byte range: serve the whole body), `Some(Err(()))` when unsatisfiable (416).
-pub fn parse_range(v: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
-    let spec = v.strip_prefix("bytes=")?;
-    if spec.contains(',') || len == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let r = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            if n == 0 {
-                return Some(Err(()));
-            }
-            (len.saturating_sub(n), len - 1)
-        }
-        (a, "") => (a.parse().ok()?, len - 1),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len - 1)),
-    };
-    Some(if r.0 > r.1 || r.0 >= len { Err(()) } else { Ok(r) })
-}
+pub use crate::response::{parse_range, try_next_origin};
 
 /// The client facts a trusted test harness supplies: the first `X-Forwarded-For` address and an
 /// `X-Sharegate-Country` code (upper-cased). Only used when [`AdapterSettings::trust_forwarded`] is on.
@@ -279,12 +259,6 @@ impl AdapterSettings {
     }
 }
 
-/// Whether an origin status should make the adapter try the next origin (server errors; 404s and the like are
-/// answers).
-pub fn try_next_origin(status: u16) -> bool {
-    status >= 500
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -313,19 +287,6 @@ mod tests {
         let src: &[(&str, &str)] = &[(keys::ORIGIN, "https://o"), (keys::EDGE_TOKEN, "sekrit-token")];
         let d = alloc::format!("{:?}", AdapterSettings::from_source(&src).unwrap());
         assert!(!d.contains("sekrit"), "{d}");
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
-        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
-        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
-        assert_eq!(parse_range("bytes=0-1000", 100), Some(Ok((0, 99))));
-        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=5-1", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=-0", 100), Some(Err(())));
-        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
     }
 
     #[test]

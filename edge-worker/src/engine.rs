@@ -37,6 +37,8 @@ pub enum HeaderValue {
     Static(&'static str),
     /// A value from the configuration.
     Shared(alloc::sync::Arc<str>),
+    /// A value made for this response (the origin's `Content-Type`, a `Content-Range`, the cache tags).
+    Owned(String),
 }
 
 impl core::ops::Deref for HeaderValue {
@@ -45,6 +47,7 @@ impl core::ops::Deref for HeaderValue {
         match self {
             HeaderValue::Static(s) => s,
             HeaderValue::Shared(s) => s,
+            HeaderValue::Owned(s) => s,
         }
     }
 }

@@ -267,10 +267,90 @@ pub fn decide(engine: &crate::Engine, held: Option<&Held>, req: &crate::Request<
     }
 }
 
+/// The headers of a request to the control plane's state endpoint from an edge holding generation `since` (0:
+/// none): the generation, so the answer is what follows it, and the ask for a signed freshness message when current.
+pub fn state_request_headers(since: u64) -> Vec<(&'static str, alloc::string::String)> {
+    use crate::contract::headers;
+    let mut h = Vec::with_capacity(2);
+    if since != 0 {
+        h.push((headers::GENERATION, alloc::format!("{since}")));
+    }
+    h.push((headers::FRESHNESS, headers::FRESHNESS_SIGNED.into()));
+    h
+}
+
+/// What the state endpoint's status says to do with its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateReply {
+    /// 200: the body is a snapshot, a delta or a signed freshness message; [`offer`] it.
+    Offer,
+    /// 204/304 from a control plane that predates signed freshness: unsigned, so replayable; it confirms nothing
+    /// and the held state ages towards the stale policy.
+    Unconfirmed,
+    /// Anything else: the refresh failed.
+    Failed(u16),
+}
+
+impl StateReply {
+    /// Read a status.
+    pub fn of(status: u16) -> Self {
+        match status {
+            200 => StateReply::Offer,
+            204 | 304 => StateReply::Unconfirmed,
+            s => StateReply::Failed(s),
+        }
+    }
+}
+
+impl fmt::Display for StateReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateReply::Offer => f.write_str("state answer"),
+            StateReply::Unconfirmed => {
+                f.write_str("the control plane answered an unsigned 304: state not confirmed fresh")
+            }
+            StateReply::Failed(s) => write!(f, "state endpoint answered {s}"),
+        }
+    }
+}
+
+/// Whether a pulled answer that [`offer`] refused calls for fetching the whole state (asking as an edge that holds
+/// nothing) and offering that: a delta that does not chain onto the held generation (one was missed), or word that a
+/// newer generation exists. Every edge does so, so it stays exact and live rather than failing until the next pull
+/// happens to bring a snapshot. An edge that already asked as holding nothing (`since == 0`) does not ask again.
+pub fn needs_snapshot(refused: &OfferError, since: u64) -> bool {
+    since != 0 && matches!(refused, OfferError::Gap { .. } | OfferError::Behind { .. })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reading_a_state_answer() {
+        assert_eq!(StateReply::of(200), StateReply::Offer);
+        assert_eq!(StateReply::of(304), StateReply::Unconfirmed);
+        assert_eq!(StateReply::of(204), StateReply::Unconfirmed);
+        assert_eq!(StateReply::of(503), StateReply::Failed(503));
+        assert_eq!(
+            state_request_headers(0),
+            alloc::vec![("x-sharegate-freshness", "1".into())]
+        );
+        assert_eq!(
+            state_request_headers(7),
+            alloc::vec![
+                ("x-sharegate-generation", "7".into()),
+                ("x-sharegate-freshness", "1".into())
+            ]
+        );
+        let gap = OfferError::Gap { held: 3, base: 4 };
+        let behind = OfferError::Behind { held: 3, current: 5 };
+        assert!(needs_snapshot(&gap, 3) && needs_snapshot(&behind, 3));
+        assert!(!needs_snapshot(&gap, 0));
+        assert!(!needs_snapshot(&OfferError::Older { held: 3, offered: 2 }, 3));
+        assert!(!needs_snapshot(&OfferError::Invalid("mac"), 3));
+    }
     use sharegate_shared::revocation::{
         DeltaParams, IssuedToken, RevokedToken, SnapshotParams, build_delta, build_freshness, build_snapshot,
     };

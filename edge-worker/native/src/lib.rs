@@ -482,6 +482,7 @@ fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Head
         let value = match v {
             V::Static(s) => Some(HeaderValue::from_static(s)),
             V::Shared(s) => HeaderValue::from_str(s).ok(),
+            V::Owned(s) => HeaderValue::from_str(s).ok(),
         };
         if let Some(value) = value {
             resp.headers_mut().insert(*k, value);
