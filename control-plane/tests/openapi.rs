@@ -3,7 +3,8 @@
 //! and `GET /v1/openapi.yaml` serves the file byte for byte.
 //!
 //! Routes are read from the source at test time: every `.route("<path>", <method router>)` call in the files under
-//! `src/service/`, and for each handler the roles its `require(&[Role::…])` names (or `require_edge`, or nothing).
+//! `src/service/`, and for each handler the roles its permission names (`Authorized<P>` or `authorize::<P>`, looked up
+//! in `auth.rs`'s `permissions!` table), or `require_edge`, or nothing.
 #![allow(clippy::unwrap_used)]
 
 use axum::body::Body;
@@ -160,7 +161,29 @@ fn fn_body(code: &str, name: &str) -> Option<String> {
     Some(rest[..len].to_string())
 }
 
+/// The roles of a permission type, as the `permissions!` table in `src/service/auth.rs` lists them
+/// (`MintLinks: [Minter] => "mint links";`).
+fn permission_roles(name: &str) -> BTreeSet<String> {
+    let code = code_of(&manifest_dir().join("src/service/auth.rs"));
+    let line = code
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name}: [")))
+        .unwrap_or_else(|| panic!("permission `{name}` is not in auth.rs's permissions! table"));
+    let list = &line[line.find('[').unwrap() + 1..line.find(']').unwrap()];
+    list.split(',')
+        .map(|r| r.trim().to_ascii_lowercase())
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
 fn auth_of(body: &str) -> Auth {
+    // `Authorized<Permission>` in the signature, or `authorize::<Permission>(…)` where the key is optional.
+    for marker in ["Authorized<", "authorize::<"] {
+        if let Some(i) = body.find(marker) {
+            let rest = &body[i + marker.len()..];
+            return Auth::Roles(permission_roles(rest[..rest.find('>').unwrap()].trim()));
+        }
+    }
     if let Some(i) = body.find(".require(&[") {
         let list = &body[i + ".require(&[".len()..];
         let list = &list[..list.find(']').unwrap()];
@@ -393,7 +416,7 @@ fn documents_each_operations_auth() {
                     responses.contains("401") && responses.contains("403"),
                     "{id}: document 401 and 403"
                 );
-                assert_eq!(&x_roles, want, "{id}: x-roles differ from the handler's require()");
+                assert_eq!(&x_roles, want, "{id}: x-roles differ from the handler's permission");
                 assert!(x_roles.is_subset(&roles));
                 let desc = op["description"].as_str().unwrap_or_default();
                 for role in want {

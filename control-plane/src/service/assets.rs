@@ -13,13 +13,13 @@
 //! outside the asset's directory, where the token's scope would deny it). It does not decode media, check
 //! EXT-X-KEY URIs (key servers usually need their own credentials) or follow low-latency part and preload hints.
 
-use super::auth::Role;
+use super::auth::{CheckAssets, ReadAssets, RegisterAssets};
 use super::error::ApiError;
-use super::{AppState, audit, caller, now};
+use super::extract::{Authorized, JsonBody};
+use super::{AppState, audit, now};
 use crate::store::Ns;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::{self, StreamExt};
@@ -175,12 +175,9 @@ pub async fn ensure_ready(s: &AppState, asset: &str) -> Result<(), ApiError> {
 
 async fn register(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<RegisterRequest>, JsonRejection>,
+    c: Authorized<RegisterAssets>,
+    JsonBody(req): JsonBody<RegisterRequest>,
 ) -> Result<(StatusCode, Json<AssetRecord>), ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin], "register assets")?;
-    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     if !valid_asset_id(&req.id) {
         return Err(ApiError::Invalid(
             "an asset id is 1 to 64 characters of A-Z a-z 0-9 - . _ ~, and not `.` or `..`".into(),
@@ -216,28 +213,24 @@ async fn register(
         s.store.put(Ns::Assets, &rec.id, &bytes).await?;
     }
     s.invalidate_hot(Ns::Assets, &rec.id);
-    audit(&s, &c, &headers, "assets.register", &rec.id, "ok").await?;
+    audit(&s, &c, "assets.register", &rec.id, "ok").await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(rec)))
 }
 
 async fn get_asset(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: Authorized<ReadAssets>,
 ) -> Result<Json<AssetRecord>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin, Role::Minter, Role::Auditor], "read assets")?;
     Ok(Json(load(&s, &id).await?.ok_or(ApiError::NotFound("asset"))?))
 }
 
 async fn recheck(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    c: Authorized<CheckAssets>,
 ) -> Result<Json<AssetRecord>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin], "check assets")?;
     let before = s.store.get(Ns::Assets, &id).await?.ok_or(ApiError::NotFound("asset"))?;
     let mut rec = decode(&before)?;
     let origin = Origin::parse(&rec.origin).map_err(|e| ApiError::Internal(format!("stored origin: {e}")))?;
@@ -263,7 +256,7 @@ async fn recheck(
         ));
     }
     s.invalidate_hot(Ns::Assets, &id);
-    audit(&s, &c, &headers, "assets.check", &rec.id, "ok").await?;
+    audit(&s, &c, "assets.check", &rec.id, "ok").await?;
     Ok(Json(rec))
 }
 

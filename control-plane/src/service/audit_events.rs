@@ -35,13 +35,13 @@
 //! overflow series per kind × reason, [`MAX_EDGES`] + 1 dropped series, the seven folded series and the latency
 //! histogram (whose labels are route templates, a fixed method set and status codes).
 
-use super::auth::Role;
+use super::auth::{ReadAuditLog, ReadMetrics, Role};
 use super::error::ApiError;
+use super::extract::{Authorized, QueryParams, authorize};
 use super::keys::require_edge;
-use super::{AppState, AuditEntry, caller, now};
+use super::{AppState, AuditEntry, now};
 use crate::store::{Check, GENESIS, Log, MAX_PAGE, Ns, Op, StoreError, verify_chain_from};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{FromFnLayer, Next};
 use axum::response::{IntoResponse, Response};
@@ -206,12 +206,9 @@ pub struct AuditAnswer {
 
 async fn audit_query(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    q: Result<Query<AuditQuery>, QueryRejection>,
+    _: Authorized<ReadAuditLog>,
+    QueryParams(q): QueryParams<AuditQuery>,
 ) -> Result<Json<AuditAnswer>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Auditor, Role::Admin], "read the audit log")?;
-    let Query(q) = q.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_AUDIT_LIMIT {
         return Err(ApiError::Invalid(format!("limit must be 1..={MAX_AUDIT_LIMIT}")));
@@ -825,8 +822,7 @@ fn render_histograms(out: &mut String) {
 
 async fn metrics(s: Arc<AppState>, headers: HeaderMap, access: MetricsAccess) -> Result<Response, ApiError> {
     if access == MetricsAccess::ApiKey {
-        let c = caller(&s, &headers).await?;
-        c.require(&[Role::Auditor, Role::Admin], "read metrics")?;
+        authorize::<ReadMetrics>(&s, &headers).await?;
     }
     let mut events = Vec::new();
     let mut dropped = Vec::new();

@@ -64,6 +64,8 @@ pub struct Caller {
     pub key_id: String,
     /// Role.
     pub role: Role,
+    /// The request's `x-request-id`, if it sent one (audited with what it did).
+    pub request_id: Option<String>,
 }
 
 impl Caller {
@@ -78,6 +80,69 @@ impl Caller {
             need: roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
         })
     }
+}
+
+/// What an endpoint needs of its caller: the roles that may call it and how a refusal names the call. Each
+/// endpoint's permission is a type (below), so a handler's signature says who may call it
+/// (`Authorized<MintLinks>`, see [`super::extract::Authorized`]).
+pub trait Permission {
+    /// Roles that may.
+    const ROLES: &'static [Role];
+    /// What is attempted, as the 403 message says it ("role `x` may not <action>").
+    const ACTION: &'static str;
+}
+
+/// Declares one uninhabited marker type per permission.
+macro_rules! permissions {
+    ($($(#[$doc:meta])* $name:ident: [$($role:ident),+] => $action:literal;)*) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub enum $name {}
+        impl Permission for $name {
+            const ROLES: &'static [Role] = &[$(Role::$role),+];
+            const ACTION: &'static str = $action;
+        }
+    )*};
+}
+
+// The role matrix, one line per endpoint (docs/openapi.yaml's `x-roles` say the same; tests/auth_matrix.rs checks).
+permissions! {
+    /// `POST /v1/links`.
+    MintLinks: [Minter] => "mint links";
+    /// `POST /v1/apikeys`, `DELETE /v1/apikeys/{id}`.
+    ManageApiKeys: [Admin] => "manage API keys";
+    /// `GET /v1/apikeys`.
+    ListApiKeys: [Admin, Auditor] => "list API keys";
+    /// `GET /v1/settings`.
+    ReadSettings: [Admin, Auditor] => "read settings";
+    /// `PUT /v1/settings`.
+    ChangeSettings: [Admin] => "change settings";
+    /// `POST /v1/assets`.
+    RegisterAssets: [Admin] => "register assets";
+    /// `GET /v1/assets/{id}`.
+    ReadAssets: [Admin, Minter, Auditor] => "read assets";
+    /// `POST /v1/assets/{id}/check`.
+    CheckAssets: [Admin] => "check assets";
+    /// `GET /v1/audit`.
+    ReadAuditLog: [Auditor, Admin] => "read the audit log";
+    /// `GET /metrics` (unless metrics are public).
+    ReadMetrics: [Auditor, Admin] => "read metrics";
+    /// `POST /v1/keys/rotate`.
+    RotateKeys: [Responder] => "rotate signing keys";
+    /// `GET /v1/keys`.
+    ListKeys: [Responder, Admin, Auditor] => "list signing keys";
+    /// `POST /v1/revocations`.
+    Revoke: [Responder] => "revoke";
+    /// `GET /v1/revocations/{id}`.
+    ReadRevocations: [Responder, Auditor] => "read revocations";
+    /// `POST /v1/shares`.
+    ManageShares: [Minter] => "manage shares";
+    /// `GET /v1/shares/{id}`.
+    ReadShares: [Minter, Auditor] => "read shares";
+    /// `DELETE /v1/shares/{id}`.
+    DeleteShares: [Minter, Responder] => "delete shares";
+    /// `POST /v1/diagnose`.
+    Diagnose: [Responder, Auditor, Minter] => "diagnose links";
 }
 
 /// The store key of an API key: the hex SHA-256 of the whole key string.
@@ -130,6 +195,7 @@ pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Cal
     Ok(Caller {
         key_id: rec.id,
         role: rec.role,
+        request_id: None,
     })
 }
 

@@ -18,11 +18,12 @@
 //! What this module does not do: `AppState.minter` is keyed once at startup, so minting with the rotated key needs
 //! [`RotatingMinter`] in the state (see its docs). Secrets never appear in responses, errors or logs.
 
-use super::auth::Role;
+use super::auth::{ListKeys, RotateKeys};
 use super::error::ApiError;
+use super::extract::Authorized;
 use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
 use super::revocations::Push;
-use super::{AppState, audit, caller, now};
+use super::{AppState, audit, now};
 use crate::store::{Check, Ns, Op};
 use arc_swap::ArcSwap;
 use axum::Extension;
@@ -375,11 +376,9 @@ fn summary(ring: &KeyRing) -> (KeyId, Option<KeyId>, Vec<KeyId>) {
 
 async fn rotate(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    c: Authorized<RotateKeys>,
     scope: Option<Extension<Scope>>,
 ) -> Result<Json<RotationReceipt>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Responder], "rotate signing keys")?;
     let master = s.master_key.ok_or_else(|| ApiError::Refused(NO_MASTER_KEY.into()))?;
     let now = now();
     let max_ttl = max_ttl(&s);
@@ -408,7 +407,7 @@ async fn rotate(
             action: &r.action,
             now,
         };
-        return finish_rotation(&s, &c, &headers, done, scope.as_ref()).await.map(Json);
+        return finish_rotation(&s, &c, done, scope.as_ref()).await.map(Json);
     }
     let (prev_bytes, prev) = match load_stored(&s).await? {
         Some((b, r)) => (Some(b), r),
@@ -499,7 +498,7 @@ async fn rotate(
         action,
         now,
     };
-    finish_rotation(&s, &c, &headers, done, scope.as_ref()).await.map(Json)
+    finish_rotation(&s, &c, done, scope.as_ref()).await.map(Json)
 }
 
 /// A rotation whose ring is durable (or that changed nothing), still to be published, marked and audited.
@@ -516,7 +515,6 @@ struct Rotated<'a> {
 async fn finish_rotation(
     s: &AppState,
     c: &super::auth::Caller,
-    headers: &HeaderMap,
     r: Rotated<'_>,
     scope: Option<&Scope>,
 ) -> Result<RotationReceipt, ApiError> {
@@ -556,7 +554,7 @@ async fn finish_rotation(
         "active={active} next={}",
         next.map_or("-".to_string(), |n| n.to_string())
     );
-    audit(s, c, headers, &format!("keys.rotate.{action}"), &subject, "ok").await?;
+    audit(s, c, &format!("keys.rotate.{action}"), &subject, "ok").await?;
     tracing::info!(action, active, next, version = stored.version, "signing keys rotated");
     let receipt = RotationReceipt {
         action: action.into(),
@@ -587,9 +585,7 @@ fn commit_record(r: &RotationReceipt, finished: bool) -> Result<Vec<u8>, ApiErro
     serde_json::to_vec(&Record { receipt: r, finished }).map_err(internal)
 }
 
-async fn list(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Responder, Role::Admin, Role::Auditor], "list signing keys")?;
+async fn list(State(s): State<Arc<AppState>>, _: Authorized<ListKeys>) -> Result<Json<serde_json::Value>, ApiError> {
     let max_ttl = u64::from(max_ttl(&s));
     let info = |id, state: &str, since: u64, published| {
         let retiring = state == "retiring";

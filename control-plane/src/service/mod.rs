@@ -10,6 +10,7 @@ pub mod audit_events;
 pub mod auth;
 pub mod edge_state;
 pub mod error;
+pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod observe;
@@ -32,12 +33,13 @@ pub mod api {
 }
 
 use crate::store::{Check, Log, Ns, Op, Store};
-use auth::{Caller, Role};
+use auth::{Caller, ChangeSettings, ListApiKeys, ManageApiKeys, MintLinks, ReadSettings, Role};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
+use extract::{Authorized, JsonBody};
 use serde::{Deserialize, Serialize};
 use sharegate_shared::keys::KeyRing;
 use sharegate_shared::token::{Claims, Countries, Permissions, Policy, Text};
@@ -274,7 +276,6 @@ pub struct AuditEntry {
 pub(crate) async fn audit(
     s: &AppState,
     c: &Caller,
-    headers: &HeaderMap,
     action: &str,
     subject: &str,
     outcome: &str,
@@ -286,10 +287,7 @@ pub(crate) async fn audit(
         action: action.into(),
         subject: subject.into(),
         outcome: outcome.into(),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        request_id: c.request_id.clone(),
     };
     let bytes = serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
     s.store.append_chained(Log::Audit, &bytes).await?;
@@ -419,20 +417,18 @@ pub async fn link_settings(s: &AppState) -> Result<LinkSettings, ApiError> {
     })
 }
 
-async fn get_settings(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<LinkSettings>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin, Role::Auditor], "read settings")?;
+async fn get_settings(
+    State(s): State<Arc<AppState>>,
+    _: Authorized<ReadSettings>,
+) -> Result<Json<LinkSettings>, ApiError> {
     Ok(Json(link_settings(&s).await?))
 }
 
 async fn put_settings(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<LinkSettings>, axum::extract::rejection::JsonRejection>,
+    c: Authorized<ChangeSettings>,
+    JsonBody(new): JsonBody<LinkSettings>,
 ) -> Result<Json<LinkSettings>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin], "change settings")?;
-    let Json(new) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     if new.min_ttl == 0 || new.min_ttl > new.max_ttl || new.max_ttl > s.policy.max_ttl {
         return Err(ApiError::Invalid(format!(
             "need 0 < min_ttl <= max_ttl <= {} (the token policy's maximum)",
@@ -447,7 +443,7 @@ async fn put_settings(
     let bytes = serde_json::to_vec(&new).map_err(|e| ApiError::Internal(e.to_string()))?;
     s.store.put(Ns::Settings, "links", &bytes).await?;
     s.invalidate_hot(Ns::Settings, "links");
-    audit(&s, &c, &headers, "settings.update", "links", "ok").await?;
+    audit(&s, &c, "settings.update", "links", "ok").await?;
     Ok(Json(new))
 }
 
@@ -609,12 +605,9 @@ pub struct LinkResponse {
 
 async fn mint_link(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<LinkRequest>, axum::extract::rejection::JsonRejection>,
+    c: Authorized<MintLinks>,
+    JsonBody(req): JsonBody<LinkRequest>,
 ) -> Result<Json<LinkResponse>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Minter], "mint links")?;
-    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     // Links only for registered assets whose last readiness check found nothing wrong.
     assets::ensure_ready(&s, &req.asset).await?;
     let bounds = link_settings(&s).await?;
@@ -669,7 +662,7 @@ async fn mint_link(
         ..Claims::default()
     };
     let (token, claims) = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), None, build).await?;
-    audit(&s, &c, &headers, "links.mint", &req.asset, "ok").await?;
+    audit(&s, &c, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {
         url: format!("{base}/t/{token}/{}/{}", req.asset, s.config.multivariant_name),
@@ -706,12 +699,9 @@ pub struct ApiKeyCreated {
 
 async fn create_api_key(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<ApiKeyRequest>, axum::extract::rejection::JsonRejection>,
+    c: Authorized<ManageApiKeys>,
+    JsonBody(req): JsonBody<ApiKeyRequest>,
 ) -> Result<(StatusCode, axum::Extension<idempotency::ShownOnce>, Json<ApiKeyCreated>), ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin], "manage API keys")?;
-    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let role = req.role;
     let label = req.label;
     if label.len() > 200 {
@@ -719,7 +709,7 @@ async fn create_api_key(
     }
     let (key, rec) = auth::new_key(role, &label, now())?;
     auth::store_key(s.store.as_ref(), &key, &rec).await?;
-    audit(&s, &c, &headers, "apikeys.create", &rec.id, "ok").await?;
+    audit(&s, &c, "apikeys.create", &rec.id, "ok").await?;
     // The key is shown once, here; only its hash is stored (and the idempotency layer keeps no copy of this answer).
     Ok((
         StatusCode::CREATED,
@@ -735,10 +725,8 @@ async fn create_api_key(
 
 async fn list_api_keys(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _: Authorized<ListApiKeys>,
 ) -> Result<Json<Vec<auth::ApiKeyRecord>>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin, Role::Auditor], "list API keys")?;
     let mut out = Vec::new();
     for (_, v) in s.store.scan(Ns::ApiKeys, "").await? {
         out.push(serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?);
@@ -748,11 +736,9 @@ async fn list_api_keys(
 
 async fn disable_api_key(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     axum::extract::Path(id): axum::extract::Path<String>,
+    c: Authorized<ManageApiKeys>,
 ) -> Result<Json<auth::ApiKeyRecord>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Admin], "manage API keys")?;
     for (hash, v) in s.store.scan(Ns::ApiKeys, "").await? {
         let mut rec: auth::ApiKeyRecord =
             serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?;
@@ -760,7 +746,7 @@ async fn disable_api_key(
             rec.disabled = true;
             let bytes = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
             s.store.put(Ns::ApiKeys, &hash, &bytes).await?;
-            audit(&s, &c, &headers, "apikeys.disable", &id, "ok").await?;
+            audit(&s, &c, "apikeys.disable", &id, "ok").await?;
             return Ok(Json(rec));
         }
     }

@@ -25,16 +25,16 @@ pub mod diagnose {
     //! It does not fetch anything from the origin or an edge, and does not change state. Building the revocation
     //! state reads the issued and revocation logs, so it is meant for support requests, not for traffic.
 
-    use crate::service::auth::Role;
+    use crate::service::auth::Diagnose;
     use crate::service::error::ApiError;
+    use crate::service::extract::{Authorized, JsonBody};
     use crate::service::revocations::Receipt;
     use crate::service::shares::ShareRecord;
     use crate::service::snapshot::build_current_snapshot;
-    use crate::service::{AppState, caller, now};
+    use crate::service::{AppState, now};
     use crate::store::Ns;
     use crate::tokens::claims_json;
     use axum::extract::State;
-    use axum::http::HeaderMap;
     use axum::routing::post;
     use axum::{Json, Router};
     use serde::{Deserialize, Serialize};
@@ -527,12 +527,9 @@ pub mod diagnose {
 
     async fn diagnose(
         State(s): State<Arc<AppState>>,
-        headers: HeaderMap,
-        body: Result<Json<DiagnoseRequest>, axum::extract::rejection::JsonRejection>,
+        _: Authorized<Diagnose>,
+        JsonBody(req): JsonBody<DiagnoseRequest>,
     ) -> Result<Json<Diagnosis>, ApiError> {
-        let c = caller(&s, &headers).await?;
-        c.require(&[Role::Responder, Role::Auditor, Role::Minter], "diagnose links")?;
-        let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
         let client_ip = req
             .client_ip
             .as_deref()

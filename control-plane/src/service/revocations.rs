@@ -10,14 +10,15 @@
 //! purge jobs are written in that same transaction, so a purge is never acknowledged and then lost, and the
 //! receipt (`purges`) shows each job's current status whenever it is read back.
 
-use super::auth::Role;
+use super::auth::{ReadRevocations, Revoke};
 use super::error::ApiError;
+use super::extract::{Authorized, JsonBody};
 use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
-use super::{AppState, audit, caller};
+use super::{AppState, audit};
 use crate::purge::{JobStatus, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use sharegate_shared::revocation::{RevokedToken, ScopeKind, Watermark};
@@ -380,13 +381,10 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry,
 
 pub(super) async fn create(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    c: Authorized<Revoke>,
     scope: Option<Extension<Scope>>,
-    body: Result<Json<RevocationRequest>, axum::extract::rejection::JsonRejection>,
+    JsonBody(req): JsonBody<RevocationRequest>,
 ) -> Result<(StatusCode, Json<RevocationReceipt>), ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Responder], "revoke")?;
-    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     // A purge that cannot be carried out is refused before anything is written: acknowledging the revocation
     // while silently dropping its purge would break "revoke-and-purge is one act".
     let outbox = match &s.outbox {
@@ -428,7 +426,7 @@ pub(super) async fn create(
                 subject: &subject,
                 purges: &r.purges,
             };
-            finish_committed(&s, &c, &headers, &mut r.receipt, done).await?;
+            finish_committed(&s, &c, &mut r.receipt, done).await?;
         }
         refresh_purges(&s, &mut r).await?;
         return Ok((StatusCode::OK, Json(r)));
@@ -639,7 +637,7 @@ pub(super) async fn create(
     crate::crash::point("revocation.after_publish");
     // Audit, then mark the record finished: a crash between the two audits the call twice on retry, never not at
     // all.
-    audit_revocation(&s, &c, &headers, &receipt).await?;
+    audit_revocation(&s, &c, &receipt).await?;
     s.store
         .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &purges, true)?)
         .await?;
@@ -694,7 +692,6 @@ pub(crate) struct Finish<'a> {
 pub(crate) async fn finish_committed(
     s: &AppState,
     c: &super::auth::Caller,
-    headers: &HeaderMap,
     receipt: &mut Receipt,
     done: Finish<'_>,
 ) -> Result<(), ApiError> {
@@ -708,7 +705,7 @@ pub(crate) async fn finish_committed(
     let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
     let at = u32::try_from(receipt.at).unwrap_or(u32::MAX);
     receipt.pushed = super::edge_state::publish(s, receipt.generation, &entry, at).await?;
-    audit(s, c, headers, done.action, done.subject, "ok").await?;
+    audit(s, c, done.action, done.subject, "ok").await?;
     s.store
         .put(Ns::Revocations, &receipt.id, &record_bytes(receipt, done.purges, true)?)
         .await?;
@@ -725,23 +722,16 @@ pub(crate) async fn backoff(attempt: u32) {
 }
 
 /// The audit entry of a revocation: action `revocations.create`, subject `kind:target`.
-async fn audit_revocation(
-    s: &AppState,
-    c: &super::auth::Caller,
-    headers: &HeaderMap,
-    receipt: &Receipt,
-) -> Result<(), ApiError> {
+async fn audit_revocation(s: &AppState, c: &super::auth::Caller, receipt: &Receipt) -> Result<(), ApiError> {
     let subject = format!("{}:{}", receipt.kind, receipt.target);
-    audit(s, c, headers, "revocations.create", &subject, "ok").await
+    audit(s, c, "revocations.create", &subject, "ok").await
 }
 
 pub(super) async fn get(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: Authorized<ReadRevocations>,
 ) -> Result<Json<RevocationReceipt>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Responder, Role::Auditor], "read revocations")?;
     let rec = s
         .store
         .get(Ns::Revocations, &id)

@@ -23,12 +23,13 @@
 //! What it does not do: rate-limit opens (put that in the proxy or CDN in front of `/s/`), or audit each open (that
 //! is viewer traffic; every open is in the issued log and the link records instead).
 
-use super::auth::Role;
+use super::auth::{DeleteShares, ManageShares, ReadShares};
 use super::error::ApiError;
+use super::extract::{Authorized, JsonBody, QueryParams};
 use super::revocations::{Finish, LogEntry, Receipt, backoff, finish_committed, is_finished, record_bytes};
-use super::{AppState, audit, caller, now};
+use super::{AppState, audit, now};
 use crate::store::{Check, Log, Ns, Op};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -225,12 +226,9 @@ fn share_claims<'a>(share: &'a ShareRecord, viewer: Option<&'a str>, token_id: [
 
 async fn create(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Json<ShareRequest>, axum::extract::rejection::JsonRejection>,
+    c: Authorized<ManageShares>,
+    JsonBody(req): JsonBody<ShareRequest>,
 ) -> Result<(StatusCode, Json<ShareResponse>), ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Minter], "manage shares")?;
-    let Json(req) = body.map_err(|e| ApiError::Invalid(e.body_text()))?;
     let now = now();
     let iat = now32(now)?;
     // The bounds `POST /v1/links` enforces (the run-time settings, capped by the token policy), enforced the same
@@ -299,17 +297,15 @@ async fn create(
     if !s.store.put_if_absent(Ns::Shares, &share.id, &bytes).await? {
         return Err(ApiError::Conflict("share id collision; retry".into()));
     }
-    audit(&s, &c, &headers, "shares.create", &share.id, "ok").await?;
+    audit(&s, &c, "shares.create", &share.id, "ok").await?;
     Ok((StatusCode::CREATED, Json(response(&s, share, None))))
 }
 
 async fn read(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
+    _: Authorized<ReadShares>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Minter, Role::Auditor], "read shares")?;
     if !well_formed_id(&id) {
         return Err(ApiError::NotFound("share"));
     }
@@ -319,13 +315,10 @@ async fn read(
 
 async fn delete(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    params: Result<Query<DeleteParams>, axum::extract::rejection::QueryRejection>,
+    c: Authorized<DeleteShares>,
+    QueryParams(params): QueryParams<DeleteParams>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let c = caller(&s, &headers).await?;
-    c.require(&[Role::Minter, Role::Responder], "delete shares")?;
-    let Query(params) = params.map_err(|e| ApiError::Invalid(e.body_text()))?;
     if params.reason.as_ref().is_some_and(|r| r.len() > 1000) {
         return Err(ApiError::Invalid("reason is at most 1000 bytes".into()));
     }
@@ -357,7 +350,7 @@ async fn delete(
                     subject: &id,
                     purges: &[],
                 };
-                finish_committed(&s, &c, &headers, &mut receipt, done).await?;
+                finish_committed(&s, &c, &mut receipt, done).await?;
             }
             return Ok(Json(response(&s, share, Some(receipt))));
         }
@@ -445,7 +438,7 @@ async fn delete(
         crate::crash::point("share_delete.after_publish");
         // Audit, then mark the record finished: after a crash between the two the retry audits again, never not at
         // all.
-        audit(&s, &c, &headers, "shares.delete", &id, "ok").await?;
+        audit(&s, &c, "shares.delete", &id, "ok").await?;
         s.store
             .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &[], true)?)
             .await?;
