@@ -26,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -q -p sharegate-control-plane --bin sharegate
+cargo build --release -q -p sharegate
 BIN=$PWD/target/release/sharegate
 BASELINE_BIN=${BASELINE_BIN:-}
 

@@ -15,7 +15,7 @@ runtime=${1:-}
 CP=${SHAREGATE_CP:-http://127.0.0.1:7700}
 [[ $runtime == cloudflare || $runtime == fastly ]] || { echo "usage: $0 cloudflare|fastly" >&2; exit 2; }
 [[ -f .sharegate/edge.token && -f .sharegate/state.key ]] ||
-    { echo "no .sharegate/: start the control plane first (cargo run --release -p sharegate-control-plane --bin sharegate -- dev)" >&2; exit 1; }
+    { echo "no .sharegate/: start the control plane first (cargo run --release -p sharegate -- dev)" >&2; exit 1; }
 token=$(cat .sharegate/edge.token)
 state_key=$(cat .sharegate/state.key)
 keys=$(curl -fsS -H "Authorization: Bearer $token" "$CP/v1/edge/keys") ||

@@ -2,17 +2,28 @@
 //!
 //! These are what `sharegate demo`, `sharegate keygen` and `sharegate token ...` run. The signing key comes from
 //! `SHAREGATE_SIGNING_KEY` (64 hex digits) and `SHAREGATE_KEY_ID`, never from a flag, so it stays out of shell
-//! history and process listings.
+//! history and process listings. Nothing here is recorded anywhere: a control plane never hears of these tokens.
 
-use crate::tokens::{claims_json, parse_prefix};
+use crate::cli::{DemoArgs, MintArgs, TokenCmd, VerifyArgs};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
+use sharegate_control_plane::tokens::{claims_json, parse_prefix, split_token_url};
 use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
 use sharegate_shared::token::{
     Claims, Countries, Minter, Permissions, Policy, RequestFacts, TokenBuf, Verifier, decode_unverified,
 };
 use sharegate_shared::{Reason, normalize_path};
 use std::net::IpAddr;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Unix seconds now.
+pub fn now() -> Result<u64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_secs())
+}
 
 /// 32 bytes from the OS CSPRNG.
 pub fn random_secret() -> Result<SecretKey> {
@@ -186,6 +197,160 @@ pub fn check(ring: &KeyRing, policy: Policy, token: &str, req: &CheckRequest, no
                    "unverified_claims": claims})
         }
     }
+}
+
+/// `sharegate keygen`: a new signing key, 64 hex digits.
+pub fn keygen() -> Result<ExitCode> {
+    println!("{}", hex::encode(random_secret()?.expose()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sharegate token mint|verify|inspect`. Verify and inspect exit 1 when the token does not pass, for scripts.
+pub fn token(cmd: TokenCmd) -> Result<ExitCode> {
+    match cmd {
+        TokenCmd::Mint(a) => token_mint(a),
+        TokenCmd::Verify(a) => token_verify(a),
+        TokenCmd::Inspect { token } => Ok(token_inspect(&token)),
+    }
+}
+
+fn token_mint(a: MintArgs) -> Result<ExitCode> {
+    let ring = ring_from_env(a.policy.max_ttl)?;
+    let policy = a.policy.policy();
+    let url_base = a.base_url.clone();
+    let req = MintRequest::from(a);
+    let (token, claims) = mint(&ring, policy, &req, now()?)?;
+    let url = match (url_base, &req.asset) {
+        (Some(base), Some(asset)) => Some(format!("{}/t/{token}/{asset}/master.m3u8", base.trim_end_matches('/'))),
+        _ => None,
+    };
+    let out = json!({"token": token, "url": url, "claims": claims});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_verify(a: VerifyArgs) -> Result<ExitCode> {
+    let ring = ring_from_env(a.policy.max_ttl)?;
+    let (token, url_path) = split_token_url(&a.token);
+    let req = CheckRequest {
+        path: a.path.or(url_path).context("give --path or a token URL")?,
+        ip: a.ip,
+        country: a.country,
+        origin: a.origin,
+    };
+    let at = match a.at {
+        Some(t) => t,
+        None => now()?,
+    };
+    let out = check(&ring, a.policy.policy(), &token, &req, at);
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if out["decision"] == "allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn token_inspect(token: &str) -> ExitCode {
+    let (token, _) = split_token_url(token);
+    let mut buf = TokenBuf::new();
+    match decode_unverified(&token, &mut buf) {
+        Ok(c) => {
+            let out = json!({"signature": "NOT CHECKED", "claims": claims_json(&c)});
+            // A `Value` always renders; the compact form is the fallback of a fallback.
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(r) => {
+            println!("{}", json!({"error": r.as_str()}));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl From<MintArgs> for MintRequest {
+    fn from(a: MintArgs) -> Self {
+        MintRequest {
+            asset: a.asset,
+            prefix: a.prefix,
+            ttl: a.ttl,
+            nbf_delay: 0,
+            share: a.share,
+            viewer: a.viewer,
+            session: a.session,
+            campaign: a.campaign,
+            channel: a.channel,
+            ip: a.ip,
+            allow_countries: a.allow_countries,
+            deny_countries: a.deny_countries,
+            origin: a.origin,
+            watermark: a.watermark,
+            tier: a.tier,
+            download: a.download,
+        }
+    }
+}
+
+/// `sharegate demo`: a link for the demo asset under a throwaway key, what the edge decides for it and for hostile
+/// requests, and with `--serve` a native edge that plays it.
+pub async fn demo(a: DemoArgs) -> Result<ExitCode> {
+    let (ring, token) = demo_decisions(&a.base_url)?;
+    if a.serve {
+        crate::edge::serve_demo(&ring, &token, a.edge_addr, &a.media).await?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn demo_decisions(base_url: &str) -> Result<(KeyRing, String)> {
+    let policy = Policy::default();
+    let ring = KeyRing::with_active(1, random_secret()?, policy.max_ttl);
+    let now = now()?;
+    let req = MintRequest {
+        asset: Some("demo".into()),
+        ttl: 600,
+        viewer: Some("viewer-1".into()),
+        channel: Some("demo".into()),
+        ..MintRequest::default()
+    };
+    let (token, claims) = mint(&ring, policy, &req, now)?;
+    let base = base_url.trim_end_matches('/');
+    println!("sharegate demo: a throwaway key (id 1), asset `demo`, 10 minute link\n");
+    println!("link:   {base}/t/{token}/demo/master.m3u8");
+    println!(
+        "token:  {} characters; claims: {}\n",
+        token.len(),
+        serde_json::to_string(&claims)?
+    );
+    let mut tampered = token.clone().into_bytes();
+    tampered[token.len() / 2] = if tampered[token.len() / 2] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered)?;
+    let cases: [(&str, &str, &str, u64); 6] = [
+        ("multivariant playlist", &token, "/demo/master.m3u8", now),
+        ("segment", &token, "/demo/v0/seg_000.ts", now),
+        ("tampered token", &tampered, "/demo/v0/seg_000.ts", now),
+        ("other asset", &token, "/other/master.m3u8", now),
+        ("path traversal", &token, "/demo/../other/master.m3u8", now),
+        ("11 minutes later", &token, "/demo/v0/seg_000.ts", now + 660),
+    ];
+    println!("{:<24} {:<30} {:<6} reason", "request", "path", "status");
+    for (what, tok, path, at) in cases {
+        let req = CheckRequest {
+            path: path.into(),
+            ..CheckRequest::default()
+        };
+        let out = check(&ring, policy, tok, &req, at);
+        println!(
+            "{:<24} {:<30} {:<6} {}",
+            what,
+            path,
+            out["status"],
+            out["reason"].as_str().unwrap_or("-")
+        );
+    }
+    Ok((ring, token))
 }
 
 #[cfg(test)]

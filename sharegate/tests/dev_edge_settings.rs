@@ -4,73 +4,15 @@
 //! in a file that was never written, and the help texts name only docs that exist (item 9).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Dev {
-    child: Child,
-    lines: Vec<String>,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &std::path::Path, api: u16, edge: u16, env: &[(&str, &str)]) -> Dev {
-    let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo-media");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sharegate"))
-        .args(["dev", "--data-dir", data.to_str().unwrap()])
-        .args([
-            "--api-addr",
-            &format!("127.0.0.1:{api}"),
-            "--edge-addr",
-            &format!("127.0.0.1:{edge}"),
-        ])
-        .args(["--origin", media.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for line in out.lines() {
-        let line = line.unwrap();
-        let done = line.contains("health:");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    Dev { child, lines }
-}
-
-fn key(dev: &Dev, role: &str) -> String {
-    let l = dev
-        .lines
-        .iter()
-        .find(|l| l.contains(&format!("{role} API key")))
-        .unwrap_or_else(|| panic!("no {role} key in {:#?}", dev.lines));
-    l.rsplit(' ').next().unwrap().to_string()
-}
+use common::{Dev, free_port};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_edge_honours_the_edge_settings() {
     let dir = tempfile::tempdir().unwrap();
     let (api, edge) = (free_port(), free_port());
-    let dev = start(
+    let dev = Dev::start(
         dir.path(),
         api,
         edge,
@@ -101,7 +43,7 @@ async fn dev_edge_honours_the_edge_settings() {
         .unwrap();
     assert_eq!(status["country_source"], "header:cf-ipcountry", "{status}");
 
-    let minter = key(&dev, "minter");
+    let minter = dev.key("minter");
     let link: serde_json::Value = http
         .post(format!("http://127.0.0.1:{api}/v1/links"))
         .bearer_auth(&minter)
@@ -140,17 +82,14 @@ async fn dev_edge_honours_the_edge_settings() {
 
 #[test]
 fn help_names_only_docs_that_exist() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = common::repo_root();
     for args in [
         &["--help"][..],
         &["edge", "--help"],
         &["dev", "--help"],
         &["serve", "--help"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_sharegate"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = common::sharegate().args(args).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         for word in text.split(|c: char| c.is_whitespace() || "()[],;:\"'`".contains(c)) {
             if word.starts_with("docs/") {

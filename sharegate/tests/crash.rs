@@ -22,7 +22,12 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+// The one `redis-server` harness of the workspace's tests lives with the control plane's tests; the binary's tests
+// borrow it rather than keep a second copy.
+#[path = "../../control-plane/tests/common/mod.rs"]
+mod control_plane_common;
 
+use common::free_port;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sharegate_control_plane::crash::POINTS;
@@ -34,7 +39,7 @@ use sharegate_shared::revocation::{DeltaView, StateSet, StateView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,14 +56,6 @@ const SIGABRT: i32 = 6;
 const SIGKILL: i32 = 9;
 /// Named-point cases run at once per backend.
 const PARALLEL_CASES: usize = 4;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -146,7 +143,7 @@ impl Site {
             let n = self.starts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let log = self.dir.path().join(format!("serve-{n}.log"));
             let port = free_port();
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_sharegate"));
+            let mut cmd = common::sharegate();
             cmd.args(["serve", "--data-dir", data.to_str().unwrap()])
                 .args(["--api-addr", &format!("127.0.0.1:{port}")])
                 .args(["--store", &self.store_url])
@@ -885,7 +882,7 @@ async fn named_crash_points_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn named_crash_points_redis() {
-    let server = common::RedisServer::start();
+    let server = control_plane_common::RedisServer::start();
     named_points(Some(server.url())).await;
 }
 
@@ -1107,7 +1104,7 @@ async fn kill_9_during_revocation_burst_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_revocation_burst_redis() {
-    let server = common::RedisServer::start();
+    let server = control_plane_common::RedisServer::start();
     let s = seed();
     // On Redis another replica may take the retries (the issue saw 409 forever there too).
     let rounds: Vec<_> = (0..BURST_ROUNDS)

@@ -2,67 +2,11 @@
 //! request denied; then restart the process on the same data directory and see the revocation still enforced.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{Dev, free_port};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Dev {
-    child: Child,
-    lines: Vec<String>,
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(data: &std::path::Path, api: u16, edge: u16) -> Dev {
-    let media = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/demo-media");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sharegate"))
-        .args(["dev", "--data-dir", data.to_str().unwrap()])
-        .args([
-            "--api-addr",
-            &format!("127.0.0.1:{api}"),
-            "--edge-addr",
-            &format!("127.0.0.1:{edge}"),
-        ])
-        .args(["--origin", media.to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let mut lines = Vec::new();
-    for line in out.lines() {
-        let line = line.unwrap();
-        let done = line.contains("health:");
-        lines.push(line);
-        if done {
-            break;
-        }
-    }
-    Dev { child, lines }
-}
-
-fn key(dev: &Dev, role: &str) -> String {
-    let l = dev
-        .lines
-        .iter()
-        .find(|l| l.contains(&format!("{role} API key")))
-        .unwrap();
-    l.rsplit(' ').next().unwrap().to_string()
-}
 
 fn ffmpeg_reads(url: &str) -> bool {
     Command::new("ffmpeg")
@@ -92,8 +36,8 @@ async fn dev_mint_play_revoke_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (api, edge) = (free_port(), free_port());
     let http = reqwest::Client::new();
-    let dev = start(dir.path(), api, edge);
-    let (minter, responder) = (key(&dev, "minter"), key(&dev, "responder"));
+    let dev = Dev::start(dir.path(), api, edge, &[]);
+    let (minter, responder) = (dev.key("minter"), dev.key("responder"));
     let link: serde_json::Value = serde_json::from_str(
         &http
             .post(format!("http://127.0.0.1:{api}/v1/links"))
@@ -131,7 +75,7 @@ async fn dev_mint_play_revoke_restart() {
     // Restart on the same data directory: the revocation is durable and the edge gets it back from the control
     // plane before it serves (until then it fails closed, never open).
     drop(dev);
-    let dev = start(dir.path(), api, edge);
+    let dev = Dev::start(dir.path(), api, edge, &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, reason) = status_of(&http, &seg).await;
@@ -147,7 +91,7 @@ async fn dev_mint_play_revoke_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A new link from the restarted system plays.
-    let minter = key(&dev, "minter");
+    let minter = dev.key("minter");
     let link: serde_json::Value = serde_json::from_str(
         &http
             .post(format!("http://127.0.0.1:{api}/v1/links"))

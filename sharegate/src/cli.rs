@@ -1,0 +1,711 @@
+//! The command line: what `sharegate` accepts, and how the API commands' flags become the service's own requests.
+//!
+//! The subcommands, flags, defaults and accepted values are a contract with scripts (README, "The `sharegate`
+//! command"): renaming one breaks someone's automation. The value enums here mirror the library's wire enums
+//! ([`RevocationKind`], [`Role`], [`Audience`]) because the library does not depend on clap; the `From` impls are the
+//! one place the two meet, and the tests pin every wire name.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use sharegate_control_plane::service::audit_events::AuditQuery;
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::service::observe::diagnose::DiagnoseRequest;
+use sharegate_control_plane::service::revocations::{RevocationKind, RevocationRequest};
+use sharegate_control_plane::service::shares::{Audience, ShareRequest};
+use sharegate_control_plane::service::{ApiKeyRequest, LinkRequest};
+use sharegate_shared::token::Policy;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sharegate",
+    version,
+    about = "Secure share links for HLS video, enforced at the CDN edge"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Mint a link for the demo asset with a throwaway key, then show what the edge decides for it and for
+    /// tampered, expired, out-of-scope and traversal requests.
+    Demo(DemoArgs),
+    /// Print a new random signing key (64 hex digits) for SHAREGATE_SIGNING_KEY.
+    Keygen,
+    /// Offline token tools; the key comes from SHAREGATE_SIGNING_KEY and SHAREGATE_KEY_ID.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Run the control plane (API on --api-addr, embedded store in --data-dir, or Redis with --store redis://…).
+    Serve(ServeArgs),
+    /// Run the whole system on one machine: control plane, native edge and the demo asset `demo`.
+    Dev(DevArgs),
+    /// Mint a link through the API (SHAREGATE_API_KEY with role minter).
+    Mint(ClientMint),
+    /// Revoke through the API (role responder): a token, share, viewer, session, asset, campaign, key id, or all.
+    Revoke(ClientRevoke),
+    /// Create an API key through the API (role admin); the key is printed once.
+    Apikeys(ClientApikeys),
+    /// Create a stable share link (role minter).
+    Share(ClientShare),
+    /// Say what the edge would decide for a link or token, and why (roles responder, auditor, minter).
+    Diagnose(ClientDiagnose),
+    /// Signing keys: `rotate` (role responder) or `list`.
+    #[command(subcommand)]
+    Keys(ClientKeys),
+    /// Read the audit log (role auditor), with the hash chain verified.
+    Audit(ClientAudit),
+    /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
+    /// (docs/edge.md, "Settings"): SHAREGATE_SIGNING_KEYS is required.
+    Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The CDN base URL to print links under.
+    #[arg(long, default_value = "http://127.0.0.1:7701")]
+    pub base_url: String,
+    /// Also run a native edge serving the demo asset, so the links play (ffplay, ffprobe, a browser with hls.js).
+    #[arg(long)]
+    pub serve: bool,
+    /// Address of the demo edge.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub edge_addr: SocketAddr,
+    /// Directory holding the demo asset (`<dir>/demo/master.m3u8`).
+    #[arg(long, default_value = "deploy/demo-media")]
+    pub media: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Data directory (embedded store, secret files).
+    #[arg(long, default_value = ".sharegate")]
+    pub data_dir: PathBuf,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub api_addr: SocketAddr,
+    /// Store: empty for the embedded store, or redis://host:port.
+    #[arg(long, default_value = "")]
+    pub store: String,
+    /// Base URL of the edge, used in link URLs.
+    #[arg(long, default_value = "http://127.0.0.1:7701")]
+    pub edge_url: String,
+    /// A native edge to push revocations to (repeatable).
+    #[arg(long = "push-edge")]
+    pub push_edges: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct DevArgs {
+    /// Data directory (embedded store, secret files).
+    #[arg(long, default_value = ".sharegate")]
+    pub data_dir: PathBuf,
+    /// API address.
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    pub api_addr: SocketAddr,
+    /// Edge address.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub edge_addr: SocketAddr,
+    /// Origin of the media (a directory or an http(s) URL); the demo asset by default.
+    #[arg(long, default_value = "deploy/demo-media")]
+    pub origin: String,
+}
+
+#[derive(Args)]
+pub struct ApiArgs {
+    /// Control-plane URL.
+    #[arg(long, default_value = "http://127.0.0.1:7700")]
+    pub api: String,
+}
+
+#[derive(Args)]
+pub struct ClientMint {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Asset id.
+    #[arg(long)]
+    pub asset: String,
+    /// Lifetime, seconds.
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    #[arg(long)]
+    pub viewer: Option<String>,
+    #[arg(long)]
+    pub share: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long)]
+    pub campaign: Option<String>,
+    /// Client IP binding.
+    #[arg(long)]
+    pub ip: Option<String>,
+}
+
+/// What `sharegate revoke --kind` names; the wire names of [`RevocationKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Token,
+    Share,
+    Viewer,
+    Session,
+    Asset,
+    Campaign,
+    // clap would spell it `key-id`; the API and the documented command say `key_id`.
+    #[value(name = "key_id")]
+    KeyId,
+    Global,
+}
+
+impl From<KindArg> for RevocationKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Token => RevocationKind::Token,
+            KindArg::Share => RevocationKind::Share,
+            KindArg::Viewer => RevocationKind::Viewer,
+            KindArg::Session => RevocationKind::Session,
+            KindArg::Asset => RevocationKind::Asset,
+            KindArg::Campaign => RevocationKind::Campaign,
+            KindArg::KeyId => RevocationKind::KeyId,
+            KindArg::Global => RevocationKind::Global,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ClientRevoke {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// What to revoke.
+    #[arg(long, value_enum)]
+    pub kind: KindArg,
+    /// The scope id (hex token id for tokens).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// A token or link URL (for --kind token).
+    #[arg(long)]
+    pub token: Option<String>,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Idempotency key, so a retried command does not revoke twice.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    /// Also purge the CDN caches (needs CDN purgers configured on the control plane).
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// What `sharegate apikeys --role` names; the wire names of [`Role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Minter,
+    Responder,
+    Admin,
+    Auditor,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Minter => Role::Minter,
+            RoleArg::Responder => Role::Responder,
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ClientApikeys {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The new key's role.
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    #[arg(long)]
+    pub label: Option<String>,
+}
+
+/// What `sharegate share --audience` names; the wire names of [`Audience`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AudienceArg {
+    Public,
+    // clap would spell it `signed-in`; the API says `signed_in`.
+    #[value(name = "signed_in")]
+    SignedIn,
+    Invited,
+}
+
+impl From<AudienceArg> for Audience {
+    fn from(a: AudienceArg) -> Self {
+        match a {
+            AudienceArg::Public => Audience::Public,
+            AudienceArg::SignedIn => Audience::SignedIn,
+            AudienceArg::Invited => Audience::Invited,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ClientShare {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long)]
+    pub asset: String,
+    /// Who may open it.
+    #[arg(long, value_enum, default_value = "public")]
+    pub audience: AudienceArg,
+    /// Invited viewer ids (repeatable) for --audience invited.
+    #[arg(long = "invite")]
+    pub invited: Vec<String>,
+    /// Share expiry, unix seconds.
+    #[arg(long)]
+    pub expires_at: Option<u64>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    #[arg(long)]
+    pub campaign: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ClientDiagnose {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// A link URL or a token.
+    pub target: String,
+    #[arg(long)]
+    pub client_ip: Option<String>,
+    #[arg(long)]
+    pub country: Option<String>,
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// As of this unix time.
+    #[arg(long)]
+    pub at: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum ClientKeys {
+    /// One rotation step: stage a next key, or promote it once every edge has it.
+    Rotate(ApiArgs),
+    /// Key ids and states (never secrets).
+    List(ApiArgs),
+}
+
+#[derive(Args)]
+pub struct ClientAudit {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[arg(long)]
+    pub from: Option<u64>,
+    #[arg(long)]
+    pub to: Option<u64>,
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[arg(long)]
+    pub action: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EdgeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    pub edge_addr: SocketAddr,
+    /// An origin: a directory or an http(s) base URL. Repeat for failover order.
+    #[arg(long = "origin", required = true)]
+    pub origins: Vec<String>,
+    /// Control-plane URL to pull the revocation state from.
+    #[arg(long)]
+    pub state_url: Option<String>,
+    /// Pull interval, milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub pull_interval_ms: u64,
+    /// Control-plane URL to send edge events to.
+    #[arg(long)]
+    pub events_url: Option<String>,
+    /// Per-origin timeout, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub origin_timeout_ms: u64,
+    /// Segment cache budget, MiB.
+    #[arg(long, default_value_t = 256)]
+    pub cache_mib: u64,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCmd {
+    /// Mint a token and print it with its claims as JSON.
+    Mint(MintArgs),
+    /// Check a token or token URL as the edge would (without revocation); exit 1 when denied.
+    Verify(VerifyArgs),
+    /// Decode a token's claims WITHOUT checking its signature (for support; never trust the output).
+    Inspect {
+        /// A token or a token URL.
+        token: String,
+    },
+}
+
+#[derive(Args)]
+pub struct PolicyArgs {
+    /// Clock leeway, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub leeway: u32,
+    /// Maximum token lifetime, seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub max_ttl: u32,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            leeway: self.leeway,
+            max_ttl: self.max_ttl,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct MintArgs {
+    /// Asset id: the token opens paths under /<asset>/.
+    #[arg(long)]
+    pub asset: Option<String>,
+    /// Path prefix scope (normalised, segment boundary).
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Lifetime, seconds.
+    #[arg(long, default_value_t = 600)]
+    pub ttl: u32,
+    #[arg(long)]
+    pub share: Option<String>,
+    #[arg(long)]
+    pub viewer: Option<String>,
+    #[arg(long)]
+    pub session: Option<String>,
+    #[arg(long)]
+    pub campaign: Option<String>,
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Client IP binding, e.g. 203.0.113.0/24 or 2001:db8::/48.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Allowed countries, e.g. DE,FR.
+    #[arg(long)]
+    pub allow_countries: Option<String>,
+    /// Denied countries.
+    #[arg(long)]
+    pub deny_countries: Option<String>,
+    /// Embed origin, e.g. https://player.example.com.
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Watermark id, hex.
+    #[arg(long)]
+    pub watermark: Option<String>,
+    #[arg(long)]
+    pub tier: Option<u8>,
+    /// Also allow whole-file download.
+    #[arg(long)]
+    pub download: bool,
+    /// Print the link under this base URL (…/t/<token>/<asset>/master.m3u8).
+    #[arg(long)]
+    pub base_url: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// A token, or a token URL (…/t/<token>/<asset path>).
+    pub token: String,
+    /// The asset path requested (taken from the URL when one is given).
+    #[arg(long)]
+    pub path: Option<String>,
+    #[arg(long)]
+    pub ip: Option<IpAddr>,
+    #[arg(long)]
+    pub country: Option<String>,
+    #[arg(long)]
+    pub origin: Option<String>,
+    /// Check as of this unix time instead of now.
+    #[arg(long)]
+    pub at: Option<u64>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The API commands' flags as the service's request types: the CLI cannot send a field the service does not read.
+
+impl ClientMint {
+    pub fn request(&self) -> LinkRequest {
+        LinkRequest {
+            asset: self.asset.clone(),
+            ttl: self.ttl,
+            viewer: self.viewer.clone(),
+            session: None,
+            share: self.share.clone(),
+            ip: self.ip.clone(),
+            allow_countries: None,
+            deny_countries: None,
+            embed_origin: None,
+            channel: self.channel.clone(),
+            campaign: self.campaign.clone(),
+            watermark: None,
+            entitlement: None,
+        }
+    }
+}
+
+impl ClientRevoke {
+    pub fn request(&self) -> RevocationRequest {
+        RevocationRequest {
+            kind: self.kind.into(),
+            id: self.id.clone(),
+            token: self.token.clone(),
+            reason: self.reason.clone(),
+            purge: self.purge,
+        }
+    }
+}
+
+impl ClientApikeys {
+    pub fn request(&self) -> ApiKeyRequest {
+        ApiKeyRequest {
+            role: self.role.into(),
+            // The service's default for a key without a label.
+            label: self.label.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl ClientShare {
+    pub fn request(&self) -> ShareRequest {
+        ShareRequest {
+            asset: self.asset.clone(),
+            audience: self.audience.into(),
+            invited: self.invited.clone(),
+            expires_at: self.expires_at,
+            channel: self.channel.clone(),
+            campaign: self.campaign.clone(),
+            ttl: None,
+        }
+    }
+}
+
+impl ClientDiagnose {
+    pub fn request(&self) -> DiagnoseRequest {
+        // One argument takes either: a URL has a scheme, a token never has `://`.
+        let (url, token) = if self.target.contains("://") {
+            (Some(self.target.clone()), None)
+        } else {
+            (None, Some(self.target.clone()))
+        };
+        DiagnoseRequest {
+            url,
+            token,
+            client_ip: self.client_ip.clone(),
+            country: self.country.clone(),
+            origin: self.origin.clone(),
+            at: self.at,
+            path: None,
+        }
+    }
+}
+
+impl ClientAudit {
+    pub fn query(&self) -> AuditQuery {
+        AuditQuery {
+            from: self.from,
+            to: self.to,
+            subject: self.subject.clone(),
+            action: self.action.clone(),
+            limit: self.limit,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cmd {
+        Cli::try_parse_from(std::iter::once("sharegate").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .cmd
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_kind_role_and_audience_keeps_its_wire_name() {
+        // The CLI's names are the API's: a value enum that drifted from the library's serde names would send a kind
+        // the service refuses.
+        for k in KindArg::value_variants() {
+            let name = k.to_possible_value().unwrap();
+            assert_eq!(name.get_name(), RevocationKind::from(*k).as_str());
+        }
+        assert_eq!(KindArg::value_variants().len(), 8);
+        for r in RoleArg::value_variants() {
+            let name = r.to_possible_value().unwrap();
+            assert_eq!(name.get_name(), Role::from(*r).as_str());
+        }
+        for a in AudienceArg::value_variants() {
+            let name = a.to_possible_value().unwrap();
+            let wire = serde_json::to_value(Audience::from(*a)).unwrap();
+            assert_eq!(wire, name.get_name());
+        }
+    }
+
+    #[test]
+    fn revoke_parses_into_the_services_request() {
+        let Cmd::Revoke(r) = parse(&[
+            "revoke",
+            "--kind",
+            "key_id",
+            "--id",
+            "3",
+            "--reason",
+            "leak",
+            "--purge",
+            "--idempotency-key",
+            "k1",
+        ]) else {
+            panic!("not revoke");
+        };
+        assert_eq!(r.api.api, "http://127.0.0.1:7700");
+        assert_eq!(r.idempotency_key.as_deref(), Some("k1"));
+        let body = serde_json::to_value(r.request()).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"kind": "key_id", "id": "3", "reason": "leak", "purge": true})
+        );
+        // An unknown kind is refused here, before anything is sent.
+        let e = Cli::try_parse_from(["sharegate", "revoke", "--kind", "everything"])
+            .err()
+            .unwrap();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+    }
+
+    #[test]
+    fn mint_share_apikeys_diagnose_and_audit_parse() {
+        let Cmd::Mint(m) = parse(&["mint", "--asset", "demo", "--ttl", "600", "--ip", "192.0.2.0/24"]) else {
+            panic!("not mint");
+        };
+        assert_eq!(
+            serde_json::to_value(m.request()).unwrap(),
+            serde_json::json!({"asset": "demo", "ttl": 600, "ip": "192.0.2.0/24"})
+        );
+
+        let Cmd::Share(s) = parse(&[
+            "share",
+            "--api",
+            "http://cp:7700/",
+            "--asset",
+            "demo",
+            "--audience",
+            "invited",
+            "--invite",
+            "v1",
+            "--invite",
+            "v2",
+        ]) else {
+            panic!("not share");
+        };
+        assert_eq!(s.api.api, "http://cp:7700/");
+        let body = serde_json::to_value(s.request()).unwrap();
+        assert_eq!(body["audience"], "invited");
+        assert_eq!(body["invited"], serde_json::json!(["v1", "v2"]));
+        let Cmd::Share(s) = parse(&["share", "--asset", "demo"]) else {
+            panic!("not share");
+        };
+        assert_eq!(s.audience, AudienceArg::Public);
+        assert!(parse(&["share", "--asset", "demo", "--audience", "signed_in"]).is_share_for(Audience::SignedIn));
+
+        let Cmd::Apikeys(k) = parse(&["apikeys", "--role", "auditor"]) else {
+            panic!("not apikeys");
+        };
+        assert_eq!(
+            serde_json::to_value(k.request()).unwrap(),
+            serde_json::json!({"role": "auditor", "label": ""})
+        );
+
+        let Cmd::Diagnose(d) = parse(&[
+            "diagnose",
+            "https://cdn.example.com/t/abc/demo/master.m3u8",
+            "--at",
+            "5",
+        ]) else {
+            panic!("not diagnose");
+        };
+        let body = serde_json::to_value(d.request()).unwrap();
+        assert_eq!(body["url"], "https://cdn.example.com/t/abc/demo/master.m3u8");
+        assert!(body.get("token").is_none() && body["at"] == 5);
+        let Cmd::Diagnose(d) = parse(&["diagnose", "abc"]) else {
+            panic!("not diagnose");
+        };
+        assert_eq!(d.request().token.as_deref(), Some("abc"));
+
+        let Cmd::Audit(a) = parse(&["audit", "--subject", "a b&c", "--limit", "10"]) else {
+            panic!("not audit");
+        };
+        let q = a.query();
+        assert_eq!((q.subject.as_deref(), q.limit, q.from), (Some("a b&c"), Some(10), None));
+    }
+
+    #[test]
+    fn service_commands_keep_their_defaults() {
+        let Cmd::Dev(d) = parse(&["dev"]) else {
+            panic!("not dev");
+        };
+        assert_eq!(d.data_dir, PathBuf::from(".sharegate"));
+        assert_eq!(d.api_addr.to_string(), "127.0.0.1:7700");
+        assert_eq!(d.edge_addr.to_string(), "127.0.0.1:7701");
+        assert_eq!(d.origin, "deploy/demo-media");
+        let Cmd::Serve(s) = parse(&[
+            "serve",
+            "--store",
+            "redis://r:6379",
+            "--push-edge",
+            "http://e1",
+            "--push-edge",
+            "http://e2",
+        ]) else {
+            panic!("not serve");
+        };
+        assert_eq!(s.store, "redis://r:6379");
+        assert_eq!(s.push_edges, ["http://e1", "http://e2"]);
+        assert_eq!(s.edge_url, "http://127.0.0.1:7701");
+        let Cmd::Edge(e) = parse(&["edge", "--origin", "a", "--origin", "https://b"]) else {
+            panic!("not edge");
+        };
+        assert_eq!(e.origins, ["a", "https://b"]);
+        assert_eq!(
+            (e.pull_interval_ms, e.origin_timeout_ms, e.cache_mib),
+            (1000, 5000, 256)
+        );
+        // `edge` needs an origin.
+        assert!(Cli::try_parse_from(["sharegate", "edge"]).is_err());
+        let Cmd::Token(TokenCmd::Mint(m)) =
+            parse(&["token", "mint", "--asset", "demo", "--download", "--max-ttl", "60"])
+        else {
+            panic!("not token mint");
+        };
+        assert_eq!(
+            (m.ttl, m.download, m.policy.policy().max_ttl, m.policy.leeway),
+            (600, true, 60, 60)
+        );
+        assert!(matches!(parse(&["keys", "rotate"]), Cmd::Keys(ClientKeys::Rotate(_))));
+        assert!(matches!(parse(&["keygen"]), Cmd::Keygen));
+    }
+
+    impl Cmd {
+        fn is_share_for(&self, audience: Audience) -> bool {
+            matches!(self, Cmd::Share(s) if Audience::from(s.audience) == audience)
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Putting the control plane together (`sharegate serve`), and the whole system on one machine (`sharegate dev`):
+//! the store, the secrets, the service's background workers, the listeners, and for `dev` a native edge beside it
+//! and the demo asset registered through the API.
+//!
+//! Secrets come from the environment when set, otherwise from files in the data directory that are created once
+//! with mode 0600: the signing keys (`SHAREGATE_SIGNING_KEYS`, `signing.keys`), the revocation state key
+//! (`SHAREGATE_STATE_KEY`, `state.key`), the edge credential (`SHAREGATE_EDGE_TOKEN`, `edge.token`) and the
+//! bootstrap admin API key (`SHAREGATE_ADMIN_KEY`, `admin.key`). Nothing secret is printed except the path of a
+//! newly created admin key file.
+
+use crate::cli::{DevArgs, ServeArgs};
+use crate::client::ApiClient;
+use crate::edge::{self, DevEdge};
+use anyhow::{Context, Result, anyhow};
+use sharegate_control_plane::service::assets::{AssetRecord, RegisterRequest};
+use sharegate_control_plane::service::auth::{self, Role};
+use sharegate_control_plane::service::{self, AppState, EdgeTarget, ServiceConfig};
+use sharegate_control_plane::store::{Ns, Store, open_store};
+use sharegate_control_plane::{purge, service::keys};
+use sharegate_shared::keys::KeyRing;
+use sharegate_shared::revocation::StateKey;
+use sharegate_shared::token::Policy;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Options of `sharegate serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Data directory (embedded store, secret files).
+    pub data_dir: std::path::PathBuf,
+    /// Store URL: empty for the embedded store, `redis://…` for Redis.
+    pub store_url: String,
+    /// Base URL of the edge, for link URLs.
+    pub edge_base_url: String,
+    /// Native edges to push state to.
+    pub push_edges: Vec<String>,
+    /// Base URL of stable share links (`/s/<id>`), normally this API's public URL.
+    pub share_base_url: String,
+}
+
+/// Read a secret from `env`, else from `file` in the data dir, else create it with `make` (mode 0600).
+pub fn secret(data_dir: &Path, env: &str, file: &str, make: impl FnOnce() -> Result<String>) -> Result<String> {
+    if let Ok(v) = std::env::var(env) {
+        return Ok(v.trim().to_string());
+    }
+    let path = data_dir.join(file);
+    if let Ok(v) = std::fs::read_to_string(&path) {
+        return Ok(v.trim().to_string());
+    }
+    let v = make()?;
+    write_private(&path, &v)?;
+    Ok(v)
+}
+
+fn write_private(path: &Path, value: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(value.as_bytes())?;
+    f.write_all(b"\n")?;
+    Ok(())
+}
+
+fn random_hex() -> Result<String> {
+    Ok(hex::encode(crate::offline::random_secret()?.expose()))
+}
+
+/// Everything `serve` starts with.
+pub struct Started {
+    /// The service state.
+    pub state: Arc<AppState>,
+    /// Path of a newly created admin key file, if one was created now.
+    pub new_admin_key_file: Option<std::path::PathBuf>,
+    /// The signing keys as `id:state:hex` (for an edge started in the same process).
+    pub signing_spec: String,
+    /// The state key (hex), for a co-located edge.
+    pub state_key_hex: String,
+    /// The edge credential, for a co-located edge.
+    pub edge_token: String,
+}
+
+/// Open the store, load or create the secrets, make sure an admin key exists.
+pub async fn start(opts: &ServeOptions) -> Result<Started> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
+    let store = open_store(&opts.store_url, &opts.data_dir)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    let policy = Policy::default();
+    let signing_spec = secret(&opts.data_dir, "SHAREGATE_SIGNING_KEYS", "signing.keys", || {
+        Ok(format!("1:active:{}", random_hex()?))
+    })?;
+    let ring: KeyRing = sharegate_edge::config::parse_signing_keys(&signing_spec, policy.max_ttl)
+        .map_err(|e| anyhow!("signing keys: {e}"))?;
+    let state_key_hex = secret(&opts.data_dir, "SHAREGATE_STATE_KEY", "state.key", random_hex)?;
+    let state_key =
+        sharegate_shared::keys::SecretKey::from_hex(&state_key_hex).map_err(|e| anyhow!("state key: {e}"))?;
+    let edge_token = secret(&opts.data_dir, "SHAREGATE_EDGE_TOKEN", "edge.token", random_hex)?;
+    let config = ServiceConfig {
+        edge_base_url: opts.edge_base_url.clone(),
+        share_base_url: opts.share_base_url.clone(),
+        edges: opts
+            .push_edges
+            .iter()
+            .map(|u| EdgeTarget {
+                url: u.clone(),
+                token: edge_token.clone(),
+            })
+            .collect(),
+        edge_token: Some(edge_token.clone()),
+        ..ServiceConfig::default()
+    };
+    let mut state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))
+        .map_err(|e| anyhow!("{e}"))?;
+    // The master key encrypts rotated signing keys at rest; after a restart the stored active key mints.
+    state.master_key = Some(keys::master_key_from_env_or_file(&opts.data_dir).map_err(|e| anyhow!("master key: {e}"))?);
+    state.minter = keys::RotatingMinter::from_state(&state)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    // CDN purges: jobs live in the service store, so a revocation and its purges commit in one transaction. A half
+    // configuration refuses to start rather than purge only some CDNs.
+    state.outbox = purge::try_outbox_from_env(store.clone()).map_err(|e| anyhow!("purge config: {e}"))?;
+
+    // The bootstrap admin key: from the environment (its hash is stored), or created once into a 0600 file.
+    let mut new_admin_key_file = None;
+    if let Ok(k) = std::env::var("SHAREGATE_ADMIN_KEY") {
+        if store
+            .get(Ns::ApiKeys, &auth::key_hash(&k))
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+            .is_none()
+        {
+            let rec = auth::ApiKeyRecord {
+                id: auth::key_hash(&k)[..12].to_string(),
+                role: Role::Admin,
+                label: "bootstrap (SHAREGATE_ADMIN_KEY)".into(),
+                created_at: service::now(),
+                disabled: false,
+            };
+            auth::store_key(store.as_ref(), &k, &rec)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    } else {
+        let path = opts.data_dir.join("admin.key");
+        if !path.exists() {
+            let (key, rec) = auth::new_key(Role::Admin, "bootstrap", service::now()).map_err(|e| anyhow!("{e}"))?;
+            auth::store_key(store.as_ref(), &key, &rec)
+                .await
+                .map_err(|e| anyhow!("{e}"))?;
+            write_private(&path, &key)?;
+            new_admin_key_file = Some(path);
+        }
+    }
+    let state = Arc::new(state);
+    if let Some(outbox) = &state.outbox {
+        // New revocations wake the worker at once; the tick only paces retries.
+        purge::spawn_outbox_worker(outbox.clone(), std::time::Duration::from_secs(5));
+    }
+    keys::RotatingMinter::spawn_refresh(state.clone(), |s| &s.minter, std::time::Duration::from_secs(1));
+    Ok(Started {
+        state,
+        new_admin_key_file,
+        signing_spec,
+        state_key_hex,
+        edge_token,
+    })
+}
+
+/// `sharegate serve`: the control plane alone, until its listener fails.
+pub async fn serve(a: ServeArgs) -> Result<()> {
+    let opts = ServeOptions {
+        data_dir: a.data_dir,
+        store_url: a.store,
+        edge_base_url: a.edge_url,
+        push_edges: a.push_edges,
+        share_base_url: format!("http://{}", a.api_addr),
+    };
+    let started = start(&opts).await?;
+    if let Some(p) = &started.new_admin_key_file {
+        println!("created the bootstrap admin API key in {} (mode 0600)", p.display());
+    }
+    let listener = tokio::net::TcpListener::bind(a.api_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, store = started.state.store.backend(), "sharegate control plane listening");
+    axum::serve(listener, service::router(started.state)).await?;
+    Ok(())
+}
+
+/// `sharegate dev`: the control plane, a native edge pulling from it and receiving its pushes, and the demo asset
+/// registered through the API; prints this run's API keys and what to try, then runs until Ctrl-C.
+pub async fn dev(a: DevArgs) -> Result<()> {
+    let api_url = format!("http://{}", a.api_addr);
+    let edge_url = format!("http://{}", a.edge_addr);
+    let opts = ServeOptions {
+        data_dir: a.data_dir.clone(),
+        store_url: String::new(),
+        edge_base_url: edge_url.clone(),
+        push_edges: vec![edge_url.clone()],
+        share_base_url: api_url.clone(),
+    };
+    let started = start(&opts).await?;
+    let api = tokio::net::TcpListener::bind(a.api_addr).await?;
+    let edge_listener = tokio::net::TcpListener::bind(a.edge_addr).await?;
+    let dev_edge = DevEdge {
+        signing_spec: &started.signing_spec,
+        state_key_hex: &started.state_key_hex,
+        edge_token: &started.edge_token,
+        api_url: &api_url,
+        origin: &a.origin,
+    };
+    edge::start_dev(&dev_edge, edge_listener)?;
+    let state = started.state.clone();
+    tokio::spawn(async move { axum::serve(api, service::router(state)).await });
+
+    let store = started.state.store.as_ref();
+    let minter = dev_key(store, Role::Minter, "dev").await?;
+    // Register the demo asset (readiness-checked) through the API, as an admin would.
+    let admin = dev_key(store, Role::Admin, "dev (this run)").await?;
+    register_demo(&ApiClient::new(&api_url, admin), &a.origin).await?;
+    let responder = dev_key(store, Role::Responder, "dev (this run)").await?;
+
+    let admin_file = a.data_dir.join("admin.key");
+    println!(
+        "sharegate dev: control plane {api_url}, edge {edge_url}, data in {}",
+        a.data_dir.display()
+    );
+    // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file). A key from
+    // SHAREGATE_ADMIN_KEY is never written to a file, so name none.
+    if std::env::var_os("SHAREGATE_ADMIN_KEY").is_some() {
+        println!("  admin API key: the one in SHAREGATE_ADMIN_KEY (not written to any file)");
+    } else {
+        let admin =
+            std::fs::read_to_string(&admin_file).with_context(|| format!("cannot read {}", admin_file.display()))?;
+        println!(
+            "  admin API key: {}   (kept in {}, mode 0600)",
+            admin.trim(),
+            admin_file.display()
+        );
+    }
+    println!("  API docs: {api_url}/v1/openapi.yaml");
+    println!("  minter API key (this run): {minter}");
+    println!("  mint:    SHAREGATE_API_KEY={minter} sharegate mint --asset demo --ttl 600");
+    println!("  play:    ffplay \"<url printed by mint>\"   (or ffprobe, or hls.js in a browser)");
+    println!("  responder API key (this run): {responder}");
+    println!("  revoke:  SHAREGATE_API_KEY={responder} sharegate revoke --kind token --token \"<link>\" --reason test");
+    println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+/// A new API key of `role` for this run of `sharegate dev`, stored directly (there is no admin to ask yet).
+async fn dev_key(store: &dyn Store, role: Role, label: &str) -> Result<String> {
+    let (key, rec) = auth::new_key(role, label, service::now()).map_err(|e| anyhow!("{e}"))?;
+    auth::store_key(store, &key, &rec).await.map_err(|e| anyhow!("{e}"))?;
+    Ok(key)
+}
+
+/// Register `origin` (a directory or an http(s) URL) as the asset `demo`; fail unless the readiness check passes.
+async fn register_demo(admin: &ApiClient, origin: &str) -> Result<()> {
+    // The service wants an absolute directory; `--origin` is usually relative to the repository root.
+    let origin = if origin.starts_with("http://") || origin.starts_with("https://") {
+        origin.to_string()
+    } else {
+        std::fs::canonicalize(origin)
+            .with_context(|| format!("origin {origin} not found (run from the repository root or pass --origin)"))?
+            .to_string_lossy()
+            .into_owned()
+    };
+    let req = RegisterRequest {
+        id: "demo".into(),
+        origin,
+        kind: Default::default(),
+        multivariant: None,
+    };
+    let answer = admin.register_asset(&req).await?;
+    let ready = answer.status.is_success() && answer.json::<AssetRecord>().is_ok_and(|r| r.ready);
+    if !ready {
+        anyhow::bail!("the demo asset is not ready: {}", answer.body);
+    }
+    Ok(())
+}

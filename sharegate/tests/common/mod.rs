@@ -1,0 +1,84 @@
+//! What the tests that run the `sharegate` binary share: free ports, the repository's demo asset, and a `sharegate dev`
+//! process read up to the point where it has printed its keys.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// A port free now (another process may take it before it is bound: callers that can, retry).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary under test.
+pub fn sharegate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sharegate"))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A `sharegate dev` process, killed and reaped when dropped.
+pub struct Dev {
+    child: Child,
+    /// What it printed up to and including its `health:` line (the last line of its banner).
+    pub lines: Vec<String>,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    /// `sharegate dev` on `data`, the API on `api`, the edge on `edge`, serving the repository's demo asset, with
+    /// `env` added to its environment; returns once it has printed its banner.
+    pub fn start(data: &Path, api: u16, edge: u16, env: &[(&str, &str)]) -> Dev {
+        let media = repo_root().join("deploy/demo-media");
+        let mut child = sharegate()
+            .args(["dev", "--data-dir", data.to_str().unwrap()])
+            .args([
+                "--api-addr",
+                &format!("127.0.0.1:{api}"),
+                "--edge-addr",
+                &format!("127.0.0.1:{edge}"),
+            ])
+            .args(["--origin", media.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for line in out.lines() {
+            let line = line.unwrap();
+            let done = line.contains("health:");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        Dev { child, lines }
+    }
+
+    /// The API key of `role` it printed.
+    pub fn key(&self, role: &str) -> String {
+        let l = self
+            .lines
+            .iter()
+            .find(|l| l.contains(&format!("{role} API key")))
+            .unwrap_or_else(|| panic!("no {role} key in {:#?}", self.lines));
+        l.rsplit(' ').next().unwrap().to_string()
+    }
+}
