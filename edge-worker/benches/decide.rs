@@ -6,25 +6,15 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{KeyInit, Mac};
 use sharegate_edge::engine::{Decision, Request, StateInput};
 use sharegate_edge::{EdgeConfig, Engine};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::{
-    IssuedToken, RevokedToken, ScopeKind, SnapshotParams, StateKey, StateView, Watermark, build_snapshot,
-};
-use sharegate_shared::token::{Claims, IpPrefix, Minter, Permissions, Policy};
+use sharegate_shared::revocation::{StateKey, StateView};
+use sharegate_shared::token::{Minter, Policy};
 use std::hint::black_box;
 
-const NOW: u32 = 1_800_000_000;
+// The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
+#[path = "../../shared/testkit.rs"]
+mod testkit;
 
-fn id(i: u64) -> [u8; 12] {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF;
-    let mut out = [0u8; 12];
-    for chunk in out.chunks_mut(4) {
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        chunk.copy_from_slice(&x.to_le_bytes()[..4]);
-    }
-    out
-}
+const NOW: u32 = 1_800_000_000;
 
 fn bench(c: &mut Criterion) {
     let signing = [0x42u8; 32];
@@ -41,57 +31,12 @@ fn bench(c: &mut Criterion) {
     } else {
         10_000
     };
-    let issued: Vec<IssuedToken> = (0..n_issued)
-        .map(|i| IssuedToken {
-            id: id(i),
-            iat: NOW - 100,
-            exp: NOW + 3600,
-        })
-        .collect();
-    let revoked: Vec<RevokedToken> = (0..n_issued)
-        .step_by(10)
-        .map(|i| RevokedToken {
-            id: id(i),
-            iat: NOW - 100,
-            exp: NOW + 3600,
-        })
-        .collect();
-    let watermarks: Vec<Watermark> = (0..1000)
-        .map(|i| Watermark::new(ScopeKind::Viewer, format!("viewer-{i}").as_bytes(), NOW - 50))
-        .collect();
-    let params = SnapshotParams {
-        generation: 1,
-        built_at: NOW,
-        cutoff: NOW,
-        expire_before: NOW - 60,
-        max_token_lifetime: 86_400,
-    };
-    let state = build_snapshot(
-        &params,
-        issued.iter().copied(),
-        &revoked,
-        &watermarks,
-        &StateKey::new([0x33; 32]),
-    )
-    .unwrap();
+    let state = testkit::edge_snapshot(n_issued, NOW, NOW + 3600, &StateKey::new([0x33; 32]));
     let view = StateView::open(&state).unwrap();
 
     // A live, unrevoked token (id 1 is not among every tenth).
-    let ring = KeyRing::with_active(1, SecretKey::new(signing), 86_400);
-    let claims = Claims {
-        token_id: id(1),
-        iat: NOW - 100,
-        nbf: NOW - 100,
-        exp: NOW + 3500,
-        permissions: Permissions::PLAYBACK,
-        asset: Some("demo-asset-0001".into()),
-        share: Some("sh_8f3a2b1c".into()),
-        viewer: Some("v_1234567890".into()),
-        channel: Some("email".into()),
-        campaign: Some("spring-26".into()),
-        ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
-        ..Claims::default()
-    };
+    let ring = testkit::ring(signing);
+    let claims = testkit::typical_claims(testkit::mixed_id(1), NOW - 100, NOW + 3500);
     let minter = Minter::new(&ring, Policy::default()).unwrap();
     let token = minter.mint(&claims).unwrap();
     let signed_len = minter.signed_len(&claims).unwrap();

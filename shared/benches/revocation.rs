@@ -12,6 +12,11 @@ use sharegate_shared::revocation::{
 };
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use testkit::Rng;
+
+// The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
+#[path = "../testkit.rs"]
+mod testkit;
 
 const FULL_ISSUED: usize = 10_000_000;
 const FULL_REVOKED: usize = 100_000;
@@ -28,26 +33,6 @@ fn scale() -> (usize, usize) {
 }
 const NOW: u32 = 1_700_000_000;
 const CUTOFF: u32 = NOW - 60;
-
-/// splitmix64, for reproducible random ids without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn id(&mut self) -> [u8; 12] {
-        let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&self.next().to_le_bytes());
-        id[8..].copy_from_slice(&self.next().to_le_bytes()[..4]);
-        id
-    }
-}
 
 struct World {
     issued: Vec<IssuedToken>,

@@ -6,34 +6,22 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hmac::{Hmac, KeyInit, Mac};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::{
-    Claims, IpPrefix, Minter, Permissions, Policy, RequestFacts, Resource, TAG_LEN, TokenBuf, Verifier,
-};
+use sharegate_shared::token::{Claims, Minter, Policy, RequestFacts, Resource, TAG_LEN, TokenBuf, Verifier};
 use std::hint::black_box;
+
+// The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
+#[path = "../testkit.rs"]
+mod testkit;
 
 const KEY: [u8; 32] = [0x42; 32];
 const T0: u32 = 1_800_000_000;
 
 fn typical() -> Claims<'static> {
-    Claims {
-        token_id: [7; 12],
-        iat: T0,
-        nbf: T0,
-        exp: T0 + 3600,
-        permissions: Permissions::PLAYBACK,
-        asset: Some("demo-asset-0001".into()),
-        share: Some("sh_8f3a2b1c".into()),
-        viewer: Some("v_1234567890".into()),
-        channel: Some("email".into()),
-        campaign: Some("spring-26".into()),
-        ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
-        ..Claims::default()
-    }
+    testkit::typical_claims([7; 12], T0, T0 + 3600)
 }
 
 fn bench(c: &mut Criterion) {
-    let ring = KeyRing::with_active(1, SecretKey::new(KEY), 86_400);
+    let ring = testkit::ring(KEY);
     let minter = Minter::new(&ring, Policy::default()).unwrap();
     let verifier = Verifier::new(&ring, Policy::default());
     let token = minter.mint(&typical()).unwrap();

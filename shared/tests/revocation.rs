@@ -6,51 +6,18 @@
 use proptest::prelude::*;
 use sharegate_shared::revocation::{
     ApplyParams, BuildError, DeltaParams, DeltaView, IssuedToken, Revoked, RevokedToken, ScopeKind, SnapshotParams,
-    StateError, StateKey, StateSet, StateView, Subject, Watermark, apply_deltas, build_delta, build_snapshot,
+    StateError, StateKey, StateSet, StateView, Watermark, apply_deltas, build_delta, build_snapshot,
 };
+use testkit::{Rng, bare_subject as subject};
 
-/// splitmix64: a fast deterministic generator, so a million ids cost nothing in a debug build.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn id(&mut self) -> [u8; 12] {
-        let mut id = [0u8; 12];
-        id[..8].copy_from_slice(&self.next().to_le_bytes());
-        id[8..].copy_from_slice(&self.next().to_le_bytes()[..4]);
-        id
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+#[path = "../testkit.rs"]
+mod testkit;
 
 fn key() -> StateKey {
     StateKey::new([7u8; 32])
 }
 
 const NOW: u32 = 1_700_000_000;
-
-fn subject(id: &[u8; 12], iat: u32) -> Subject<'_> {
-    Subject {
-        token_id: id,
-        iat,
-        key_id: 1,
-        share: None,
-        viewer: None,
-        session: None,
-        asset: None,
-        campaign: None,
-    }
-}
 
 fn params(generation: u64, cutoff: u32) -> SnapshotParams {
     SnapshotParams {

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common_token;
+#[path = "../testkit.rs"]
+mod testkit;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -35,20 +37,7 @@ fn verifier() -> Verifier {
 
 /// A typical link: asset scope, share, viewer, channel, campaign and an IPv4 /24 binding.
 fn typical() -> Claims<'static> {
-    Claims {
-        token_id: *b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c",
-        iat: T0,
-        nbf: T0,
-        exp: T0 + 3600,
-        permissions: Permissions::PLAYBACK,
-        asset: Some("demo-asset-0001".into()),
-        share: Some("sh_8f3a2b1c".into()),
-        viewer: Some("v_1234567890".into()),
-        channel: Some("email".into()),
-        campaign: Some("spring-26".into()),
-        ip: IpPrefix::new("203.0.113.0".parse().unwrap(), 24),
-        ..Claims::default()
-    }
+    testkit::typical_claims(*b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c", T0, T0 + 3600)
 }
 
 fn facts(path: &str, now: u64) -> RequestFacts<'_> {

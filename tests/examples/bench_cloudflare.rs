@@ -10,10 +10,13 @@
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::wrangler::WranglerDev;
 use sharegate_e2e::{repo_root, unix_now};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+// Shared bench helpers; included by path (see the header of shared/testkit.rs).
+#[path = "../../shared/testkit.rs"]
+mod testkit;
+use testkit::percentile as pct;
 
 const SIGNING: [u8; 32] = [0x71; 32];
 const STATE: [u8; 32] = [0x72; 32];
@@ -27,11 +30,6 @@ async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Dura
         assert_eq!(body.len(), 100 * 1024);
         out.push(t.elapsed());
     }
-}
-
-fn pct(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -61,19 +59,7 @@ async fn main() {
         .await
         .unwrap();
 
-    let ring = KeyRing::with_active(1, SecretKey::new(SIGNING), 86_400);
-    let token = Minter::new(&ring, Policy::default())
-        .unwrap()
-        .mint(&Claims {
-            token_id: [0x42; 12],
-            iat: now,
-            nbf: now,
-            exp: now + 3600,
-            permissions: Permissions::PLAYBACK,
-            asset: Some("demo".into()),
-            ..Claims::default()
-        })
-        .unwrap();
+    let token = testkit::mint(SIGNING, &testkit::playback_claims([0x42; 12], "demo", now, now + 3600));
     let path = format!("/t/{token}/demo/v0/seg_000.ts");
     let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
     let (w_url, p_url) = (format!("{}{path}", worker.base), format!("{}{path}", passthrough.base));

@@ -6,23 +6,13 @@
 use sharegate_e2e::unix_now;
 use sharegate_edge_native::NativeOptions;
 use sharegate_edge_native::origin::Origin;
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::{
-    IssuedToken, RevokedToken, ScopeKind, SnapshotParams, StateKey, Watermark, build_snapshot,
-};
-use sharegate_shared::token::{Claims, IpPrefix, Minter, Permissions, Policy};
+use sharegate_shared::revocation::StateKey;
+use sharegate_shared::token::{Claims, IpPrefix};
 use std::collections::BTreeMap;
 
-fn id(i: u64) -> [u8; 12] {
-    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xDEAD_BEEF;
-    let mut out = [0u8; 12];
-    for chunk in out.chunks_mut(4) {
-        x ^= x >> 29;
-        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        chunk.copy_from_slice(&x.to_le_bytes()[..4]);
-    }
-    out
-}
+// The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
+#[path = "../../shared/testkit.rs"]
+mod testkit;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -39,39 +29,7 @@ async fn main() {
     let signing = [0x42u8; 32];
     let state_key = [0x33u8; 32];
     let now = u32::try_from(unix_now()).unwrap();
-    let issued: Vec<IssuedToken> = (0..1_000_000u64)
-        .map(|i| IssuedToken {
-            id: id(i),
-            iat: now - 100,
-            exp: now + 7200,
-        })
-        .collect();
-    let revoked: Vec<RevokedToken> = (0..1_000_000u64)
-        .step_by(10)
-        .map(|i| RevokedToken {
-            id: id(i),
-            iat: now - 100,
-            exp: now + 7200,
-        })
-        .collect();
-    let watermarks: Vec<Watermark> = (0..1000)
-        .map(|i| Watermark::new(ScopeKind::Viewer, format!("viewer-{i}").as_bytes(), now - 50))
-        .collect();
-    let params = SnapshotParams {
-        generation: 1,
-        built_at: now,
-        cutoff: now,
-        expire_before: now - 60,
-        max_token_lifetime: 86_400,
-    };
-    let state = build_snapshot(
-        &params,
-        issued.iter().copied(),
-        &revoked,
-        &watermarks,
-        &StateKey::new(state_key),
-    )
-    .unwrap();
+    let state = testkit::edge_snapshot(1_000_000, now, now + 7200, &StateKey::new(state_key));
 
     let mut settings = BTreeMap::new();
     settings.insert(
@@ -89,22 +47,13 @@ async fn main() {
     edge.offer_state(&state).unwrap();
     let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
 
-    let ring = KeyRing::with_active(1, SecretKey::new(signing), 86_400);
+    // The typical link, for the asset this edge serves and a loopback client.
     let claims = Claims {
-        token_id: id(1),
-        iat: now - 100,
-        nbf: now - 100,
-        exp: now + 7000,
-        permissions: Permissions::PLAYBACK,
         asset: Some("bench".into()),
-        share: Some("sh_8f3a2b1c".into()),
-        viewer: Some("v_1234567890".into()),
-        channel: Some("email".into()),
-        campaign: Some("spring-26".into()),
         ip: IpPrefix::new("127.0.0.0".parse().unwrap(), 8),
-        ..Claims::default()
+        ..testkit::typical_claims(testkit::mixed_id(1), now - 100, now + 7000)
     };
-    let token = Minter::new(&ring, Policy::default()).unwrap().mint(&claims).unwrap();
+    let token = testkit::mint(signing, &claims);
     std::fs::write(&token_file, &token).unwrap();
     eprintln!("bench edge on {addr}, state generation 1 ({} bytes)", state.len());
     sharegate_edge_native::serve(edge, listener).await.unwrap();

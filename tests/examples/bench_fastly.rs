@@ -16,10 +16,14 @@
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::unix_now;
 use sharegate_e2e::viceroy::{Viceroy, app_wasm, build_app, package_dir, passthrough_wasm};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::{Claims, Minter, Permissions, Policy};
+use sharegate_shared::token::Claims;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+// Shared bench helpers; included by path (see the header of shared/testkit.rs).
+#[path = "../../shared/testkit.rs"]
+mod testkit;
+use testkit::percentile as pct;
 
 const SIGNING: [u8; 32] = [0x73; 32];
 const STATE: [u8; 32] = [0x74; 32];
@@ -47,11 +51,6 @@ async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Dura
 }
 
 type Phases = BTreeMap<String, Vec<f64>>;
-
-fn pct(v: &mut [Duration], q: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 * q) as usize).min(v.len() - 1)]
-}
 
 fn median_us(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -110,20 +109,13 @@ async fn main() {
     let passthrough = Viceroy::start_wasm(&passthrough_wasm(), &uncached, &[]).await.unwrap();
     let cached = Viceroy::start_wasm(&app_wasm(), &cached, &[]).await.unwrap();
 
-    let ring = KeyRing::with_active(1, SecretKey::new(SIGNING), 86_400);
-    let token = Minter::new(&ring, Policy::default())
-        .unwrap()
-        .mint(&Claims {
-            token_id: [0x42; 12],
-            iat: now,
-            nbf: now,
-            exp: now + 3600,
-            permissions: Permissions::PLAYBACK,
-            asset: Some("demo".into()),
+    let token = testkit::mint(
+        SIGNING,
+        &Claims {
             share: Some("bench".into()),
-            ..Claims::default()
-        })
-        .unwrap();
+            ..testkit::playback_claims([0x42; 12], "demo", now, now + 3600)
+        },
+    );
     let path = format!("/t/{token}/demo/v0/seg_000.ts");
     let client = reqwest::Client::builder().pool_max_idle_per_host(4).build().unwrap();
     let urls: Vec<String> = [&app, &passthrough, &cached]
