@@ -2,15 +2,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use serde_json::{Value, json};
-use sharegate_shared::token::{Claims, Countries, IpPrefix, Permissions};
+use sharegate_shared::token::{Claims, Countries, IpPrefix, OwnedClaims, OwnedCountries, Permissions};
 use std::net::IpAddr;
-
-/// Owned storage that JSON claims borrow from.
-pub struct Owned {
-    pub strs: Vec<String>,
-    pub blobs: Vec<Vec<u8>>,
-    pub countries: Vec<u8>,
-}
 
 pub fn claims_to_json(c: &Claims<'_>) -> Value {
     let mut v = json!({
@@ -61,52 +54,45 @@ pub fn claims_to_json(c: &Claims<'_>) -> Value {
     v
 }
 
-/// Parse the JSON form into owned parts, then borrow claims from them with [`claims_from`].
-pub fn owned_from_json(v: &Value) -> Owned {
-    let keys = [
-        "asset", "prefix", "share", "viewer", "session", "campaign", "channel", "origin",
-    ];
-    let strs = keys
-        .iter()
-        .map(|k| v.get(*k).and_then(Value::as_str).unwrap_or("").to_string())
-        .collect();
+/// Parse the JSON form into owned claims; borrow them with [`OwnedClaims::as_claims`]. An empty or absent field is
+/// no claim.
+pub fn claims_from_json(v: &Value) -> OwnedClaims {
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+    };
     let blob = |k: &str| {
         v.get(k)
             .and_then(Value::as_str)
             .map(|h| hex::decode(h).unwrap())
-            .unwrap_or_default()
+            .filter(|b| !b.is_empty())
     };
-    let mut countries = Vec::new();
-    if let Some(obj) = v.get("countries") {
-        let list = obj.get("allow").or_else(|| obj.get("deny")).unwrap();
-        for c in list.as_array().unwrap() {
-            countries.extend_from_slice(c.as_str().unwrap().as_bytes());
+    let countries = v.get("countries").map(|obj| {
+        let (allow, list) = match obj.get("allow") {
+            Some(list) => (true, list),
+            None => (false, obj.get("deny").unwrap()),
+        };
+        let codes: Vec<u8> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| c.as_str().unwrap().bytes())
+            .collect();
+        if allow {
+            OwnedCountries::Allow(codes)
+        } else {
+            OwnedCountries::Deny(codes)
         }
-    }
-    Owned {
-        strs,
-        blobs: vec![blob("watermark"), blob("data")],
-        countries,
-    }
-}
-
-pub fn claims_from<'a>(v: &Value, o: &'a Owned) -> Claims<'a> {
-    let s = |i: usize| (!o.strs[i].is_empty()).then_some(o.strs[i].as_str().into());
-    let b = |i: usize| (!o.blobs[i].is_empty()).then_some(o.blobs[i].as_slice());
+    });
     let mut token_id = [0u8; 12];
     token_id.copy_from_slice(&hex::decode(v["token_id"].as_str().unwrap()).unwrap());
     let ip = v.get("ip").and_then(Value::as_str).map(|s| {
         let (a, l) = s.split_once('/').unwrap();
         IpPrefix::new(a.parse::<IpAddr>().unwrap(), l.parse().unwrap()).unwrap()
     });
-    let countries = v.get("countries").map(|obj| {
-        if obj.get("allow").is_some() {
-            Countries::Allow(&o.countries)
-        } else {
-            Countries::Deny(&o.countries)
-        }
-    });
-    Claims {
+    OwnedClaims {
         minor: 0,
         key_id: v["key_id"].as_u64().unwrap() as u16,
         token_id,
@@ -114,18 +100,18 @@ pub fn claims_from<'a>(v: &Value, o: &'a Owned) -> Claims<'a> {
         nbf: v["nbf"].as_u64().unwrap() as u32,
         exp: v["exp"].as_u64().unwrap() as u32,
         permissions: Permissions(v["permissions"].as_u64().unwrap() as u8),
-        asset: s(0),
-        prefix: s(1),
-        share: s(2),
-        viewer: s(3),
-        session: s(4),
-        campaign: s(5),
-        channel: s(6),
-        origin: s(7),
+        asset: text("asset"),
+        prefix: text("prefix"),
+        share: text("share"),
+        viewer: text("viewer"),
+        session: text("session"),
+        campaign: text("campaign"),
+        channel: text("channel"),
+        origin: text("origin"),
         ip,
         countries,
-        watermark: b(0),
+        watermark: blob("watermark"),
         tier: v.get("tier").and_then(Value::as_u64).map(|t| t as u8),
-        data: b(1),
+        data: blob("data"),
     }
 }

@@ -7,7 +7,7 @@ mod testkit;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common_token::{claims_from, claims_to_json, owned_from_json};
+use common_token::{claims_from_json, claims_to_json};
 use hmac::{Hmac, KeyInit, Mac};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -275,8 +275,8 @@ fn vectors_mint_and_verify() {
     assert!(valid.len() >= 4);
     for case in valid {
         let name = case["name"].as_str().unwrap();
-        let owned = owned_from_json(&case["claims"]);
-        let expected = claims_from(&case["claims"], &owned);
+        let owned = claims_from_json(&case["claims"]);
+        let expected = owned.as_claims();
         let token = case["token"].as_str().unwrap();
         if case.get("verify_only").is_none() {
             // Mint side: the same claims give byte-for-byte the same token.
@@ -292,6 +292,8 @@ fn vectors_mint_and_verify() {
         let mut got_norm = got.clone();
         got_norm.minor = 0;
         assert_eq!(got_norm, expected, "{name}");
+        // Decoded claims survive the owned form unchanged (what the edge keeps past the token buffer).
+        assert_eq!(got.to_owned_claims().as_claims(), got, "{name}");
     }
     let invalid = file["invalid"].as_array().unwrap();
     let mut seen = std::collections::BTreeSet::new();
@@ -835,6 +837,14 @@ proptest! {
         let mut buf = TokenBuf::new();
         let got = verifier().authenticate(&t, &mut buf).unwrap();
         prop_assert_eq!(got, c);
+    }
+
+    /// The owned form holds every claim: borrowing it back gives the same claims, and it mints the same token.
+    #[test]
+    fn owned_claims_round_trip((c,) in arb_claims()) {
+        let owned = c.to_owned_claims();
+        prop_assert_eq!(owned.as_claims(), c.clone());
+        prop_assert_eq!(minter().mint(&owned.as_claims()).unwrap(), minter().mint(&c).unwrap());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! borrow from it. A [`Verifier`] is keyed once (one pre-keyed HMAC state per key) and reused for every request.
 //!
 //! The parts, each in its own file, from the bottom up:
-//! - `types`: what a token says ([`Claims`], [`Permissions`], [`Text`], [`Countries`], [`IpPrefix`]) and what a
-//!   request brings ([`RequestFacts`], [`Resource`]);
+//! - `types`: what a token says ([`Claims`], [`Permissions`], [`Text`], [`Countries`], [`IpPrefix`]; [`OwnedClaims`]
+//!   when it must outlive its buffer) and what a request brings ([`RequestFacts`], [`Resource`]);
 //! - `wire`: the claims record as bytes — the format constants, one syntax check per claim shared by encoder and
 //!   decoder, encoding and the strict decoder;
 //! - `base64`: the URL-safe text form, canonical (one spelling per token);
@@ -25,5 +25,8 @@ mod wire;
 
 pub use mac::{Minter, Verifier, decode_unverified};
 pub use policy::{DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Policy};
-pub use types::{Claims, Countries, IpPrefix, MintError, Permissions, RequestFacts, Resource, Text, TokenBuf};
+pub use types::{
+    Claims, Countries, IpPrefix, MintError, OwnedClaims, OwnedCountries, Permissions, RequestFacts, Resource, Text,
+    TokenBuf,
+};
 pub use wire::{HEADER_LEN, MAX_TOKEN_BYTES, MAX_TOKEN_CHARS, TAG_LEN, TOKEN_ID_LEN, VERSION_MAJOR, VERSION_MINOR};

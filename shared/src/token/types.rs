@@ -3,6 +3,8 @@
 
 use super::wire::{MAX_TOKEN_BYTES, TOKEN_ID_LEN};
 use crate::keys::KeyId;
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::IpAddr;
 
@@ -268,6 +270,154 @@ pub struct Claims<'a> {
     pub data: Option<&'a [u8]>,
 }
 
+/// The owned form of [`Claims`]: the same fields, holding their bytes, for claims that must outlive the token buffer
+/// they were decoded into or the strings they were built from (a session seed kept in a playlist plan, claims parsed
+/// from a file). [`OwnedClaims::as_claims`] borrows a [`Claims`] back, so minting, policy checks and revocation
+/// take either form through one type.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct OwnedClaims {
+    /// See [`Claims::minor`].
+    pub minor: u8,
+    /// See [`Claims::key_id`].
+    pub key_id: KeyId,
+    /// See [`Claims::token_id`].
+    pub token_id: [u8; TOKEN_ID_LEN],
+    /// See [`Claims::iat`].
+    pub iat: u32,
+    /// See [`Claims::nbf`].
+    pub nbf: u32,
+    /// See [`Claims::exp`].
+    pub exp: u32,
+    /// See [`Claims::permissions`].
+    pub permissions: Permissions,
+    /// See [`Claims::asset`].
+    pub asset: Option<String>,
+    /// See [`Claims::prefix`].
+    pub prefix: Option<String>,
+    /// See [`Claims::share`].
+    pub share: Option<String>,
+    /// See [`Claims::viewer`].
+    pub viewer: Option<String>,
+    /// See [`Claims::session`].
+    pub session: Option<String>,
+    /// See [`Claims::campaign`].
+    pub campaign: Option<String>,
+    /// See [`Claims::channel`].
+    pub channel: Option<String>,
+    /// See [`Claims::ip`].
+    pub ip: Option<IpPrefix>,
+    /// See [`Claims::countries`].
+    pub countries: Option<OwnedCountries>,
+    /// See [`Claims::origin`].
+    pub origin: Option<String>,
+    /// See [`Claims::watermark`].
+    pub watermark: Option<Vec<u8>>,
+    /// See [`Claims::tier`].
+    pub tier: Option<u8>,
+    /// See [`Claims::data`].
+    pub data: Option<Vec<u8>>,
+}
+
+/// The owned form of [`Countries`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OwnedCountries {
+    /// Only these countries (consecutive upper-case alpha-2 pairs).
+    Allow(Vec<u8>),
+    /// Every country but these.
+    Deny(Vec<u8>),
+}
+
+impl OwnedCountries {
+    /// The borrowed rule.
+    pub fn as_countries(&self) -> Countries<'_> {
+        match self {
+            OwnedCountries::Allow(c) => Countries::Allow(c),
+            OwnedCountries::Deny(c) => Countries::Deny(c),
+        }
+    }
+}
+
+impl From<Countries<'_>> for OwnedCountries {
+    fn from(c: Countries<'_>) -> Self {
+        match c {
+            Countries::Allow(c) => OwnedCountries::Allow(c.to_vec()),
+            Countries::Deny(c) => OwnedCountries::Deny(c.to_vec()),
+        }
+    }
+}
+
+// Text claims are visible ASCII once validated, and a `Text` can only be built from a `&str` or by the decoder, so
+// holding them as `String` loses nothing.
+fn owned_text(t: Option<Text<'_>>) -> Option<String> {
+    t.map(|t| String::from(t.as_str()))
+}
+
+fn text(s: &Option<String>) -> Option<Text<'_>> {
+    s.as_deref().map(Text::from)
+}
+
+impl Claims<'_> {
+    /// Copy these claims into an [`OwnedClaims`] (allocates one buffer per present text or byte claim).
+    pub fn to_owned_claims(&self) -> OwnedClaims {
+        OwnedClaims {
+            minor: self.minor,
+            key_id: self.key_id,
+            token_id: self.token_id,
+            iat: self.iat,
+            nbf: self.nbf,
+            exp: self.exp,
+            permissions: self.permissions,
+            asset: owned_text(self.asset),
+            prefix: owned_text(self.prefix),
+            share: owned_text(self.share),
+            viewer: owned_text(self.viewer),
+            session: owned_text(self.session),
+            campaign: owned_text(self.campaign),
+            channel: owned_text(self.channel),
+            ip: self.ip,
+            countries: self.countries.map(OwnedCountries::from),
+            origin: owned_text(self.origin),
+            watermark: self.watermark.map(<[u8]>::to_vec),
+            tier: self.tier,
+            data: self.data.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+impl From<&Claims<'_>> for OwnedClaims {
+    fn from(c: &Claims<'_>) -> Self {
+        c.to_owned_claims()
+    }
+}
+
+impl OwnedClaims {
+    /// Borrow these claims as [`Claims`], to mint, check or look up without copying.
+    pub fn as_claims(&self) -> Claims<'_> {
+        Claims {
+            minor: self.minor,
+            key_id: self.key_id,
+            token_id: self.token_id,
+            iat: self.iat,
+            nbf: self.nbf,
+            exp: self.exp,
+            permissions: self.permissions,
+            asset: text(&self.asset),
+            prefix: text(&self.prefix),
+            share: text(&self.share),
+            viewer: text(&self.viewer),
+            session: text(&self.session),
+            campaign: text(&self.campaign),
+            channel: text(&self.channel),
+            ip: self.ip,
+            countries: self.countries.as_ref().map(OwnedCountries::as_countries),
+            origin: text(&self.origin),
+            watermark: self.watermark.as_deref(),
+            tier: self.tier,
+            data: self.data.as_deref(),
+        }
+    }
+}
+
 /// The facts of one request that a token is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
@@ -326,5 +476,50 @@ impl TokenBuf {
 impl Default for TokenBuf {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn every_claim() -> Claims<'static> {
+        Claims {
+            minor: 1,
+            key_id: 9,
+            token_id: [3; TOKEN_ID_LEN],
+            iat: 10,
+            nbf: 11,
+            exp: 12,
+            permissions: Permissions::PLAYBACK,
+            asset: Some("a".into()),
+            prefix: Some("/p/".into()),
+            share: Some("s".into()),
+            viewer: Some("v".into()),
+            session: Some("se".into()),
+            campaign: Some("c".into()),
+            channel: Some("ch".into()),
+            ip: IpPrefix::new(IpAddr::from([10, 0, 0, 0]), 8),
+            countries: Some(Countries::Deny(b"FRDE")),
+            origin: Some("https://x.example".into()),
+            watermark: Some(&[1, 2]),
+            tier: Some(3),
+            data: Some(&[4]),
+        }
+    }
+
+    #[test]
+    fn owned_claims_round_trip() {
+        for c in [every_claim(), Claims::default()] {
+            let owned = c.to_owned_claims();
+            assert_eq!(owned.as_claims(), c);
+            assert_eq!(OwnedClaims::from(&c), owned);
+        }
+        let allow = Claims {
+            countries: Some(Countries::Allow(b"US")),
+            ..every_claim()
+        };
+        assert_eq!(allow.to_owned_claims().as_claims(), allow);
     }
 }
