@@ -87,9 +87,7 @@ pub struct Started {
 /// Open the store, load or create the secrets, make sure an admin key exists.
 pub async fn start(opts: &ServeOptions) -> Result<Started> {
     std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
-    let store = open_store(&opts.store_url, &opts.data_dir)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    let store = open_store(&opts.store_url, &opts.data_dir).await?;
     let policy = Policy::default();
     let signing_spec = secret(&opts.data_dir, "SHAREGATE_SIGNING_KEYS", "signing.keys", || {
         Ok(format!("1:active:{}", random_hex()?))
@@ -97,8 +95,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     let ring: KeyRing = sharegate_edge::config::parse_signing_keys(&signing_spec, policy.max_ttl)
         .map_err(|e| anyhow!("signing keys: {e}"))?;
     let state_key_hex = secret(&opts.data_dir, "SHAREGATE_STATE_KEY", "state.key", random_hex)?;
-    let state_key =
-        sharegate_shared::keys::SecretKey::from_hex(&state_key_hex).map_err(|e| anyhow!("state key: {e}"))?;
+    let state_key = sharegate_shared::keys::SecretKey::from_hex(&state_key_hex).context("state key")?;
     let edge_token = secret(&opts.data_dir, "SHAREGATE_EDGE_TOKEN", "edge.token", random_hex)?;
     let config = ServiceConfig {
         edge_base_url: opts.edge_base_url.clone(),
@@ -114,13 +111,10 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         edge_token: Some(edge_token.clone()),
         ..ServiceConfig::default()
     };
-    let mut state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))
-        .map_err(|e| anyhow!("{e}"))?;
+    let mut state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))?;
     // The master key encrypts rotated signing keys at rest; after a restart the stored active key mints.
     state.master_key = Some(keys::master_key_from_env_or_file(&opts.data_dir).map_err(|e| anyhow!("master key: {e}"))?);
-    state.minter = keys::RotatingMinter::from_state(&state)
-        .await
-        .map_err(|e| anyhow!("{e}"))?;
+    state.minter = keys::RotatingMinter::from_state(&state).await?;
     // CDN purges: jobs live in the service store, so a revocation and its purges commit in one transaction. A half
     // configuration refuses to start rather than purge only some CDNs.
     state.outbox = purge::try_outbox_from_env(store.clone()).map_err(|e| anyhow!("purge config: {e}"))?;
@@ -128,12 +122,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     // The bootstrap admin key: from the environment (its hash is stored), or created once into a 0600 file.
     let mut new_admin_key_file = None;
     if let Ok(k) = std::env::var("SHAREGATE_ADMIN_KEY") {
-        if store
-            .get(Ns::ApiKeys, &auth::key_hash(&k))
-            .await
-            .map_err(|e| anyhow!("{e}"))?
-            .is_none()
-        {
+        if store.get(Ns::ApiKeys, &auth::key_hash(&k)).await?.is_none() {
             let rec = auth::ApiKeyRecord {
                 id: auth::key_hash(&k)[..12].to_string(),
                 role: Role::Admin,
@@ -141,17 +130,13 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
                 created_at: service::now(),
                 disabled: false,
             };
-            auth::store_key(store.as_ref(), &k, &rec)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            auth::store_key(store.as_ref(), &k, &rec).await?;
         }
     } else {
         let path = opts.data_dir.join("admin.key");
         if !path.exists() {
-            let (key, rec) = auth::new_key(Role::Admin, "bootstrap", service::now()).map_err(|e| anyhow!("{e}"))?;
-            auth::store_key(store.as_ref(), &key, &rec)
-                .await
-                .map_err(|e| anyhow!("{e}"))?;
+            let (key, rec) = auth::new_key(Role::Admin, "bootstrap", service::now())?;
+            auth::store_key(store.as_ref(), &key, &rec).await?;
             write_private(&path, &key)?;
             new_admin_key_file = Some(path);
         }
@@ -254,8 +239,8 @@ pub async fn dev(a: DevArgs) -> Result<()> {
 
 /// A new API key of `role` for this run of `sharegate dev`, stored directly (there is no admin to ask yet).
 async fn dev_key(store: &dyn Store, role: Role, label: &str) -> Result<String> {
-    let (key, rec) = auth::new_key(role, label, service::now()).map_err(|e| anyhow!("{e}"))?;
-    auth::store_key(store, &key, &rec).await.map_err(|e| anyhow!("{e}"))?;
+    let (key, rec) = auth::new_key(role, label, service::now())?;
+    auth::store_key(store, &key, &rec).await?;
     Ok(key)
 }
 

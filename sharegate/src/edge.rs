@@ -149,7 +149,7 @@ pub async fn serve_demo(
     ]);
     let config = EdgeConfig::from_source(&settings).map_err(|e| anyhow!("{e}"))?;
     let mut buf = TokenBuf::new();
-    let claims = decode_unverified(token, &mut buf).map_err(|r| anyhow!("{r}"))?;
+    let claims = decode_unverified(token, &mut buf)?;
     let issued = [IssuedToken {
         id: claims.token_id,
         iat: claims.iat,
@@ -164,14 +164,14 @@ pub async fn serve_demo(
         max_token_lifetime: 86_400,
     };
     let key = StateKey::new(*state_key.expose());
-    let snapshot = build_snapshot(&params, issued, &[], &[], &key).map_err(|e| anyhow!("{e}"))?;
+    let snapshot = build_snapshot(&params, issued, &[], &[], &key)?;
     let opts = NativeOptions {
         origins: vec![Origin::Dir(media.to_path_buf())],
         ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let edge = Edge::new(config, opts);
-    edge.offer_state(&snapshot).map_err(|e| anyhow!("{e}"))?;
+    edge.offer_state(&snapshot)?;
     let refresher = Arc::clone(&edge);
     // The edge measures the state's age from signed times only: vouch for generation 1 anew every 5 s.
     tokio::spawn(async move {

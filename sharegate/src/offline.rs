@@ -43,7 +43,7 @@ pub fn random_token_id() -> Result<[u8; 12]> {
 pub fn ring_from_env(max_ttl: u32) -> Result<KeyRing> {
     let hex = std::env::var("SHAREGATE_SIGNING_KEY")
         .context("SHAREGATE_SIGNING_KEY is not set (64 hex digits; `sharegate keygen` makes one)")?;
-    let secret = SecretKey::from_hex(&hex).map_err(|e| anyhow!("SHAREGATE_SIGNING_KEY: {e}"))?;
+    let secret = SecretKey::from_hex(&hex).context("SHAREGATE_SIGNING_KEY")?;
     let id: KeyId = match std::env::var("SHAREGATE_KEY_ID") {
         Ok(s) => s.parse().context("SHAREGATE_KEY_ID must be an integer 0..=65535")?,
         Err(_) => 1,
@@ -98,7 +98,7 @@ fn country_codes(list: &str) -> Vec<u8> {
 
 /// Mint a token for `req` at `now` with a fresh random id. Returns the token and its claims as JSON.
 pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Result<(String, Value)> {
-    let minter = Minter::new(ring, policy).map_err(|e| anyhow!("key ring: {e}"))?;
+    let minter = Minter::new(ring, policy).context("key ring")?;
     let iat = u32::try_from(now).context("clock beyond 2106")?;
     let nbf = iat.checked_add(req.nbf_delay).context("nbf overflows")?;
     let exp = nbf.checked_add(req.ttl).context("exp overflows")?;
@@ -145,9 +145,9 @@ pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Resu
         tier: req.tier,
         ..Claims::default()
     };
-    let token = minter.mint(&claims).map_err(|e| anyhow!("cannot mint: {e}"))?;
+    let token = minter.mint(&claims).context("cannot mint")?;
     let mut buf = TokenBuf::new();
-    let decoded = decode_unverified(&token, &mut buf).map_err(|r| anyhow!("minted token does not decode: {r}"))?;
+    let decoded = decode_unverified(&token, &mut buf).context("minted token does not decode")?;
     Ok((token.clone(), claims_json(&decoded)))
 }
 
