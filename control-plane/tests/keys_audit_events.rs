@@ -507,7 +507,7 @@ async fn audit_query_filters_and_detects_tampering() {
         let e = AuditEntry {
             at,
             actor: "k1".into(),
-            role: "minter".into(),
+            role: Some(Role::Minter),
             action: "links.mint".into(),
             subject: asset.into(),
             outcome: "ok".into(),

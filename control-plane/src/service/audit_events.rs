@@ -178,7 +178,7 @@ impl AuditRecord {
             hash: hex::encode(hash),
             at: e.at,
             actor: e.actor,
-            role: Role::parse(&e.role),
+            role: e.role,
             action: e.action,
             subject: e.subject,
             outcome: e.outcome,

@@ -261,8 +261,10 @@ pub struct AuditEntry {
     pub at: u64,
     /// API key id.
     pub actor: String,
-    /// Role.
-    pub role: String,
+    /// Role; none for a caller without a valid key. Written `none` then: the chain's bytes are what entries always
+    /// were.
+    #[serde(with = "role_or_none")]
+    pub role: Option<Role>,
     /// Action (`links.mint`, `revocations.create`, ...).
     pub action: String,
     /// Subject (asset, token id, share id, ...).
@@ -283,7 +285,7 @@ pub(crate) async fn audit(
     let e = AuditEntry {
         at: now(),
         actor: c.key_id.clone(),
-        role: c.role.as_str().into(),
+        role: Some(c.role),
         action: action.into(),
         subject: subject.into(),
         outcome: outcome.into(),
@@ -338,7 +340,7 @@ async fn audit_failures(
             entries.push(AuditEntry {
                 at,
                 actor: "anonymous".into(),
-                role: "none".into(),
+                role: None,
                 action: "refused calls".into(),
                 subject: String::new(),
                 outcome: format!("suppressed:{suppressed}"),
@@ -353,9 +355,7 @@ async fn audit_failures(
         actor: caller
             .as_ref()
             .map_or_else(|| "anonymous".to_string(), |c| c.key_id.clone()),
-        role: caller
-            .as_ref()
-            .map_or_else(|| "none".to_string(), |c| c.role.as_str().to_string()),
+        role: caller.as_ref().map(|c| c.role),
         action: format!("{method} {path}"),
         subject: path,
         outcome: format!("refused:{}", resp.status().as_u16()),
@@ -372,6 +372,20 @@ async fn audit_failures(
         }
     }
     resp
+}
+
+/// [`AuditEntry::role`] on the wire: a role's name, or `none`; any stored value that is not a role reads as none.
+mod role_or_none {
+    use super::Role;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(role: &Option<Role>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(role.map_or("none", Role::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Role>, D::Error> {
+        Ok(Role::parse(&String::deserialize(d)?))
+    }
 }
 
 /// How often an anonymous refused call is audited in full (see `audit_failures`).

@@ -28,7 +28,7 @@ pub mod diagnose {
     use crate::service::auth::Diagnose;
     use crate::service::error::ApiError;
     use crate::service::extract::{Authorized, JsonBody};
-    use crate::service::revocations::Receipt;
+    use crate::service::revocations::{Receipt, RevocationKind};
     use crate::service::shares::ShareRecord;
     use crate::service::snapshot::build_current_snapshot;
     use crate::service::{AppState, now};
@@ -85,11 +85,21 @@ pub mod diagnose {
         pub path: Option<String>,
     }
 
+    /// What the edge would answer.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Verdict {
+        /// It would serve the request.
+        Allow,
+        /// It would refuse it.
+        Deny,
+    }
+
     /// The answer.
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct Diagnosis {
         /// `allow` or `deny`: what the edge would answer.
-        pub decision: String,
+        pub decision: Verdict,
         /// The HTTP status the edge would give.
         pub status: u16,
         /// The edge's reason code (`ok` when allowed).
@@ -491,12 +501,17 @@ pub mod diagnose {
 
     /// The receipt of the revocation that revoked the token: same kind and target; for a watermark, the earliest one
     /// at or after the token's issue (a watermark covers tokens issued at or before it).
-    async fn find_receipt(s: &AppState, kind: &str, target: &str, iat: u32) -> Result<Option<Receipt>, ApiError> {
+    async fn find_receipt(
+        s: &AppState,
+        kind: RevocationKind,
+        target: &str,
+        iat: u32,
+    ) -> Result<Option<Receipt>, ApiError> {
         let mut best: Option<Receipt> = None;
         for (_, v) in s.store.scan(Ns::Revocations, "").await? {
             let r: Receipt =
                 serde_json::from_slice(&v).map_err(|e| ApiError::Internal(format!("revocation record: {e}")))?;
-            if r.kind != kind || r.target != target || (kind != "token" && r.at < u64::from(iat)) {
+            if r.kind != kind || r.target != target || (kind != RevocationKind::Token && r.at < u64::from(iat)) {
                 continue;
             }
             if best.as_ref().is_none_or(|b| r.at < b.at) {
@@ -530,6 +545,69 @@ pub mod diagnose {
         _: Authorized<Diagnose>,
         JsonBody(req): JsonBody<DiagnoseRequest>,
     ) -> Result<Json<Diagnosis>, ApiError> {
+        let input = read_input(&req, &s.config.multivariant_name)?;
+        // The edge's decision, from the same engine and the current revocation state.
+        let (_, state_bytes) = build_current_snapshot(&s).await?;
+        let view = StateView::open(&state_bytes).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
+        let (status, reason) = edge_answer(&s, &input, &view);
+
+        // The rest is explanation: the same facts the edge looked at, decoded for people.
+        let normalized = normalize_path(&input.target.asset_path).map(|p| p.into_owned());
+        let resource = normalized
+            .as_ref()
+            .ok()
+            .map(|p| classify(p, &s.config.multivariant_name));
+        let edge_base = s.config.edge_base_url.trim_end_matches('/').to_string();
+        let ctx = Ctx {
+            at: input.at,
+            path: normalized.as_deref().ok(),
+            resource,
+            client_ip: input.client_ip,
+            country: input.country,
+            origin: input.origin.as_deref(),
+            leeway: s.policy.leeway,
+            max_ttl: s.policy.max_ttl,
+            edge_base: &edge_base,
+        };
+        let token = input.target.token.as_deref().unwrap_or("");
+        let mut buf = TokenBuf::new();
+        let decoded = decode_unverified(token, &mut buf).ok();
+        let mut vbuf = TokenBuf::new();
+        let signature_valid = Verifier::new(&s.minter.current().ring, s.policy)
+            .authenticate(token, &mut vbuf)
+            .is_ok();
+        let mut notes = Notes::default();
+        let explanation = explain(&s, &input.target, &ctx, reason, decoded.as_ref(), &view, &mut notes).await?;
+        Ok(Json(Diagnosis {
+            decision: if reason.is_none() {
+                Verdict::Allow
+            } else {
+                Verdict::Deny
+            },
+            status,
+            reason: reason.map_or("ok", Reason::as_str).into(),
+            explanation,
+            claims: decoded.as_ref().map(claims_json),
+            signature_valid,
+            clock_skew_suspected: notes.skew,
+            path: normalized.ok(),
+            resource: resource.map(|r| resource_name(r).into()),
+            at: input.at,
+            revocation: notes.revocation,
+            hints: notes.hints,
+        }))
+    }
+
+    /// The request to replay, read from the body and checked.
+    struct Input {
+        target: Target,
+        client_ip: Option<IpAddr>,
+        country: Option<[u8; 2]>,
+        origin: Option<String>,
+        at: u64,
+    }
+
+    fn read_input(req: &DiagnoseRequest, multivariant: &str) -> Result<Input, ApiError> {
         let client_ip = req
             .client_ip
             .as_deref()
@@ -541,85 +619,67 @@ pub mod diagnose {
             .transpose()?;
         let country = req.country.as_deref().map(parse_country).transpose()?;
         let at = req.at.unwrap_or_else(now);
-        let t = target(&req, &s.config.multivariant_name)?;
-        if t.token.as_ref().is_some_and(|tok| tok.len() > MAX_TOKEN_CHARS * 2) {
+        let target = target(req, multivariant)?;
+        if target.token.as_ref().is_some_and(|tok| tok.len() > MAX_TOKEN_CHARS * 2) {
             return Err(ApiError::Invalid(
                 "the token is far longer than any sharegate token".into(),
             ));
         }
+        Ok(Input {
+            target,
+            client_ip,
+            country,
+            origin: req.origin.clone(),
+            at,
+        })
+    }
 
-        // The edge's decision, from the same engine and the current revocation state.
-        let (_, state_bytes) = build_current_snapshot(&s).await?;
-        let view = StateView::open(&state_bytes).map_err(|e| ApiError::Internal(format!("state: {e}")))?;
-        let engine = Engine::new(edge_config(&s));
+    /// What the edge would answer: its status, and the reason when it refuses.
+    fn edge_answer(s: &AppState, input: &Input, view: &StateView<'_>) -> (u16, Option<Reason>) {
+        let engine = Engine::new(edge_config(s));
+        let t = &input.target;
         let edge_req = Request {
             method: "GET",
             host: &t.host,
             path: &t.raw_path,
             query: t.query.as_deref(),
-            origin: req.origin.as_deref(),
-            client_ip,
-            country,
+            origin: input.origin.as_deref(),
+            client_ip: input.client_ip,
+            country: input.country,
             ..Request::default()
         };
-        let (allowed, status, reason) = match engine.decide(&edge_req, at, StateInput::fresh(&view)) {
-            Decision::Allow(_) | Decision::Preflight(_) => (true, 200, None),
-            Decision::Deny(d) => (false, d.status, Some(d.reason)),
-        };
+        match engine.decide(&edge_req, input.at, StateInput::fresh(view)) {
+            Decision::Allow(_) | Decision::Preflight(_) => (200, None),
+            Decision::Deny(d) => (d.status, Some(d.reason)),
+        }
+    }
 
-        // The rest is explanation: the same facts the edge looked at, decoded for people.
-        let normalized = normalize_path(&t.asset_path).map(|p| p.into_owned());
-        let resource = normalized
-            .as_ref()
-            .ok()
-            .map(|p| classify(p, &s.config.multivariant_name));
-        let edge_base = s.config.edge_base_url.trim_end_matches('/').to_string();
-        let ctx = Ctx {
-            at,
-            path: normalized.as_deref().ok(),
-            resource,
-            client_ip,
-            country,
-            origin: req.origin.as_deref(),
-            leeway: s.policy.leeway,
-            max_ttl: s.policy.max_ttl,
-            edge_base: &edge_base,
-        };
-        let mut hints = Vec::new();
-        let mut skew = false;
-        let mut revocation = None;
-        let token = t.token.as_deref().unwrap_or("");
-        let mut buf = TokenBuf::new();
-        let decoded = decode_unverified(token, &mut buf).ok();
-        let mut vbuf = TokenBuf::new();
-        let signature_valid = Verifier::new(&s.minter.current().ring, s.policy)
-            .authenticate(token, &mut vbuf)
-            .is_ok();
-        let explanation = match (reason, &decoded) {
-            (None, Some(c)) => {
-                let left = u64::from(c.exp).saturating_sub(at);
-                if left < 300 {
-                    hints.push(format!(
-                        "it expires in {}: a player starting now may be cut off",
-                        fmt_span(left)
-                    ));
-                }
-                format!(
-                    "the edge would serve this {} request: the token (id {}, key {}) for {} is valid until {} ({} \
-                     left) and not revoked",
-                    resource.map_or("", resource_name),
-                    hex::encode(c.token_id),
-                    c.key_id,
-                    c.asset
-                        .map_or_else(|| "its path scope".into(), |a| format!("asset {a}")),
-                    fmt_time(u64::from(c.exp)),
-                    fmt_span(left)
-                )
-            }
+    /// What the explanation found besides its sentence.
+    #[derive(Default)]
+    struct Notes {
+        hints: Vec<String>,
+        skew: bool,
+        revocation: Option<Receipt>,
+    }
+
+    /// The sentence for the edge's answer (`reason` none: allowed), with hints, a skew suspicion and the revocation
+    /// that revoked the token written to `notes`.
+    async fn explain(
+        s: &AppState,
+        t: &Target,
+        ctx: &Ctx<'_>,
+        reason: Option<Reason>,
+        decoded: Option<&Claims<'_>>,
+        view: &StateView<'_>,
+        notes: &mut Notes,
+    ) -> Result<String, ApiError> {
+        let hints = &mut notes.hints;
+        Ok(match (reason, decoded) {
+            (None, Some(c)) => explain_allowed(c, ctx, hints),
             (None, None) => "the edge would serve this request".into(),
             (Some(Reason::MissingToken), _) => {
                 if let Some(id) = t.asset_path.strip_prefix("/s/") {
-                    hints.push(share_hint(&s, id.trim_end_matches('/'), at).await?);
+                    hints.push(share_hint(s, id.trim_end_matches('/'), ctx.at).await?);
                     "this is a share link, not a token URL: viewers open it and are redirected to a token URL".into()
                 } else {
                     "the URL carries no token: a playable link has /t/<token>/ in its path (or ?sg=<token>)".into()
@@ -628,7 +688,7 @@ pub mod diagnose {
             (Some(Reason::BadPath), _) => format!(
                 "the path is not acceptable to the edge ({}): no `..` or `.` segments, no encoded slashes, no double \
                  slashes",
-                normalized.as_ref().err().map_or("bad path", |e| e.as_str())
+                normalize_path(&t.asset_path).err().map_or("bad path", |e| e.as_str())
             ),
             (Some(Reason::Malformed), _) => {
                 hints.push("check the link was copied whole: mail and chat apps sometimes cut long URLs".into());
@@ -644,99 +704,111 @@ pub mod diagnose {
                 format!(
                     "the token names signing key {}, which this deployment does not hold (it holds {}): the key was \
                      retired and removed, or the token comes from another environment",
-                    c.as_ref().map_or_else(|| "?".into(), |c| c.key_id.to_string()),
+                    c.map_or_else(|| "?".into(), |c| c.key_id.to_string()),
                     held.join(", ")
                 )
             }
-            (Some(Reason::BadSignature), c) => {
-                hints.push("the claims shown were decoded without verification: anyone could have written them".into());
-                hints.push(
-                    "if the link was copied by hand or through another tool, check it was not altered; a token \
-                     from another environment (staging, production) is signed with another key"
-                        .into(),
-                );
-                // Say what else would be wrong, so a support agent does not fix the signature only to hit expiry.
-                if let (Some(c), Some(path), Some(resource)) = (c, ctx.path, resource) {
-                    let facts = RequestFacts {
-                        path,
-                        resource,
-                        now: at,
-                        client_ip,
-                        country,
-                        origin: req.origin.as_deref(),
-                    };
-                    if let Err(r) = s.policy.check(c, &facts)
-                        && let Some((text, _)) = explain_claims(r, c, &ctx, &mut Vec::new())
-                    {
-                        hints.push(format!("apart from the signature, it would also be refused: {text}"));
-                    }
-                }
-                "bad signature: the token was altered or signed with another key".into()
-            }
+            (Some(Reason::BadSignature), c) => explain_bad_signature(s, c, ctx, hints),
             (Some(Reason::Revoked), Some(c)) => {
-                let subject = Subject {
-                    token_id: &c.token_id,
-                    iat: c.iat,
-                    key_id: c.key_id,
-                    share: c.share.map(|t| t.as_bytes()),
-                    viewer: c.viewer.map(|t| t.as_bytes()),
-                    session: c.session.map(|t| t.as_bytes()),
-                    asset: c.asset.map(|t| t.as_bytes()),
-                    campaign: c.campaign.map(|t| t.as_bytes()),
-                };
-                let (kind, target, scope) = match view.is_revoked(&subject) {
-                    Revoked::Watermark(k) => {
-                        let target = scope_target(k, c);
-                        let scope = match k {
-                            ScopeKind::Global => "every token issued before then".to_string(),
-                            ScopeKind::KeyId => format!("every token signed with key {target} before then"),
-                            k => format!("every token of {} {target} issued before then", k.as_str()),
-                        };
-                        (k.as_str(), target, scope)
-                    }
-                    _ => ("token", hex::encode(c.token_id), "this token".to_string()),
-                };
-                revocation = find_receipt(&s, kind, &target, c.iat).await?;
-                match &revocation {
-                    Some(r) => {
-                        let mut text = format!(
-                            "revoked by {} at {} for reason {} (revocation {})",
-                            r.by,
-                            fmt_time(r.at),
-                            r.reason
-                                .as_deref()
-                                .map_or_else(|| "(none given)".into(), |x| format!("{x:?}")),
-                            r.id
-                        );
-                        let _ = write!(text, "; it covers {scope}");
-                        text
-                    }
-                    None => format!("revoked ({scope}); no matching revocation record was found"),
-                }
+                let (text, receipt) = explain_revoked(s, c, view).await?;
+                notes.revocation = receipt;
+                text
             }
-            (Some(r), Some(c)) => match explain_claims(r, c, &ctx, &mut hints) {
-                Some((text, sk)) => {
-                    skew = sk;
+            (Some(r), Some(c)) => match explain_claims(r, c, ctx, hints) {
+                Some((text, skew)) => {
+                    notes.skew = skew;
                     text
                 }
                 None => format!("the edge refuses this request: {r}"),
             },
             (Some(r), None) => format!("the edge refuses this request: {r}"),
+        })
+    }
+
+    fn explain_allowed(c: &Claims<'_>, ctx: &Ctx<'_>, hints: &mut Vec<String>) -> String {
+        let left = u64::from(c.exp).saturating_sub(ctx.at);
+        if left < 300 {
+            hints.push(format!(
+                "it expires in {}: a player starting now may be cut off",
+                fmt_span(left)
+            ));
+        }
+        format!(
+            "the edge would serve this {} request: the token (id {}, key {}) for {} is valid until {} ({} left) and \
+             not revoked",
+            ctx.resource.map_or("", resource_name),
+            hex::encode(c.token_id),
+            c.key_id,
+            c.asset
+                .map_or_else(|| "its path scope".into(), |a| format!("asset {a}")),
+            fmt_time(u64::from(c.exp)),
+            fmt_span(left)
+        )
+    }
+
+    fn explain_bad_signature(s: &AppState, c: Option<&Claims<'_>>, ctx: &Ctx<'_>, hints: &mut Vec<String>) -> String {
+        hints.push("the claims shown were decoded without verification: anyone could have written them".into());
+        hints.push(
+            "if the link was copied by hand or through another tool, check it was not altered; a token from another \
+             environment (staging, production) is signed with another key"
+                .into(),
+        );
+        // Say what else would be wrong, so a support agent does not fix the signature only to hit expiry.
+        if let (Some(c), Some(path), Some(resource)) = (c, ctx.path, ctx.resource) {
+            let facts = RequestFacts {
+                path,
+                resource,
+                now: ctx.at,
+                client_ip: ctx.client_ip,
+                country: ctx.country,
+                origin: ctx.origin,
+            };
+            if let Err(r) = s.policy.check(c, &facts)
+                && let Some((text, _)) = explain_claims(r, c, ctx, &mut Vec::new())
+            {
+                hints.push(format!("apart from the signature, it would also be refused: {text}"));
+            }
+        }
+        "bad signature: the token was altered or signed with another key".into()
+    }
+
+    /// Which revocation covers the token (the state says which kind: the token itself or a scope's watermark) and
+    /// the receipt of it, if one is found.
+    async fn explain_revoked(
+        s: &AppState,
+        c: &Claims<'_>,
+        view: &StateView<'_>,
+    ) -> Result<(String, Option<Receipt>), ApiError> {
+        let (kind, target, scope) = match view.is_revoked(&Subject::from_claims(c)) {
+            Revoked::Watermark(k) => {
+                let target = scope_target(k, c);
+                let scope = match k {
+                    ScopeKind::Global => "every token issued before then".to_string(),
+                    ScopeKind::KeyId => format!("every token signed with key {target} before then"),
+                    k => format!("every token of {} {target} issued before then", k.as_str()),
+                };
+                (RevocationKind::from(k), target, scope)
+            }
+            _ => (RevocationKind::Token, hex::encode(c.token_id), "this token".to_string()),
         };
-        Ok(Json(Diagnosis {
-            decision: if allowed { "allow" } else { "deny" }.into(),
-            status,
-            reason: reason.map_or("ok", Reason::as_str).into(),
-            explanation,
-            claims: decoded.as_ref().map(claims_json),
-            signature_valid,
-            clock_skew_suspected: skew,
-            path: normalized.ok(),
-            resource: resource.map(|r| resource_name(r).into()),
-            at,
-            revocation,
-            hints,
-        }))
+        let receipt = find_receipt(s, kind, &target, c.iat).await?;
+        let text = match &receipt {
+            Some(r) => {
+                let mut text = format!(
+                    "revoked by {} at {} for reason {} (revocation {})",
+                    r.by,
+                    fmt_time(r.at),
+                    r.reason
+                        .as_deref()
+                        .map_or_else(|| "(none given)".into(), |x| format!("{x:?}")),
+                    r.id
+                );
+                let _ = write!(text, "; it covers {scope}");
+                text
+            }
+            None => format!("revoked ({scope}); no matching revocation record was found"),
+        };
+        Ok((text, receipt))
     }
 
     #[cfg(test)]

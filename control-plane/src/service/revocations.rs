@@ -86,12 +86,6 @@ impl From<ScopeKind> for RevocationKind {
     }
 }
 
-impl PartialEq<&str> for RevocationKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 impl std::fmt::Display for RevocationKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
