@@ -17,18 +17,18 @@ use sharegate_control_plane::service::auth::{self, Role};
 use sharegate_control_plane::service::{self, AppState, EdgeTarget, ServiceConfig};
 use sharegate_control_plane::store::{Ns, Store, open_store};
 use sharegate_control_plane::{purge, service::keys};
-use sharegate_shared::keys::KeyRing;
+use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::revocation::StateKey;
 use sharegate_shared::token::Policy;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Options of `sharegate serve`.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Data directory (embedded store, secret files).
-    pub data_dir: std::path::PathBuf,
+    pub data_dir: PathBuf,
     /// Store URL: empty for the embedded store, `redis://…` for Redis.
     pub store_url: String,
     /// Base URL of the edge, for link URLs.
@@ -40,7 +40,7 @@ pub struct ServeOptions {
 }
 
 /// Read a secret from `env`, else from `file` in the data dir, else create it with `make` (mode 0600).
-pub fn secret(data_dir: &Path, env: &str, file: &str, make: impl FnOnce() -> Result<String>) -> Result<String> {
+fn secret(data_dir: &Path, env: &str, file: &str, make: impl FnOnce() -> Result<String>) -> Result<String> {
     if let Ok(v) = std::env::var(env) {
         return Ok(v.trim().to_string());
     }
@@ -75,7 +75,7 @@ pub struct Started {
     /// The service state.
     pub state: Arc<AppState>,
     /// Path of a newly created admin key file, if one was created now.
-    pub new_admin_key_file: Option<std::path::PathBuf>,
+    pub new_admin_key_file: Option<PathBuf>,
     /// The signing keys as `id:state:hex` (for an edge started in the same process).
     pub signing_spec: String,
     /// The state key (hex), for a co-located edge.
@@ -84,19 +84,42 @@ pub struct Started {
     pub edge_token: String,
 }
 
-/// Open the store, load or create the secrets, make sure an admin key exists.
+/// The secrets a control plane starts with (see the module header for where each comes from).
+struct Secrets {
+    /// The signing keys as `id:state:hex`.
+    signing_spec: String,
+    ring: KeyRing,
+    /// The revocation state key, hex.
+    state_key_hex: String,
+    state_key: StateKey,
+    /// The edge credential.
+    edge_token: String,
+}
+
+fn load_secrets(data_dir: &Path, policy: Policy) -> Result<Secrets> {
+    let signing_spec = secret(data_dir, "SHAREGATE_SIGNING_KEYS", "signing.keys", || {
+        Ok(format!("1:active:{}", random_hex()?))
+    })?;
+    let ring = sharegate_edge::config::parse_signing_keys(&signing_spec, policy.max_ttl)
+        .map_err(|e| anyhow!("signing keys: {e}"))?;
+    let state_key_hex = secret(data_dir, "SHAREGATE_STATE_KEY", "state.key", random_hex)?;
+    let state_key = SecretKey::from_hex(&state_key_hex).context("state key")?;
+    let edge_token = secret(data_dir, "SHAREGATE_EDGE_TOKEN", "edge.token", random_hex)?;
+    Ok(Secrets {
+        signing_spec,
+        ring,
+        state_key_hex,
+        state_key: StateKey::new(*state_key.expose()),
+        edge_token,
+    })
+}
+
+/// Open the store, load or create the secrets, make sure an admin key exists, start the background workers.
 pub async fn start(opts: &ServeOptions) -> Result<Started> {
     std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
     let store = open_store(&opts.store_url, &opts.data_dir).await?;
     let policy = Policy::default();
-    let signing_spec = secret(&opts.data_dir, "SHAREGATE_SIGNING_KEYS", "signing.keys", || {
-        Ok(format!("1:active:{}", random_hex()?))
-    })?;
-    let ring: KeyRing = sharegate_edge::config::parse_signing_keys(&signing_spec, policy.max_ttl)
-        .map_err(|e| anyhow!("signing keys: {e}"))?;
-    let state_key_hex = secret(&opts.data_dir, "SHAREGATE_STATE_KEY", "state.key", random_hex)?;
-    let state_key = sharegate_shared::keys::SecretKey::from_hex(&state_key_hex).context("state key")?;
-    let edge_token = secret(&opts.data_dir, "SHAREGATE_EDGE_TOKEN", "edge.token", random_hex)?;
+    let secrets = load_secrets(&opts.data_dir, policy)?;
     let config = ServiceConfig {
         edge_base_url: opts.edge_base_url.clone(),
         share_base_url: opts.share_base_url.clone(),
@@ -105,42 +128,21 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
             .iter()
             .map(|u| EdgeTarget {
                 url: u.clone(),
-                token: edge_token.clone(),
+                token: secrets.edge_token.clone(),
             })
             .collect(),
-        edge_token: Some(edge_token.clone()),
+        edge_token: Some(secrets.edge_token.clone()),
         ..ServiceConfig::default()
     };
-    let mut state = AppState::new(store.clone(), config, &ring, policy, StateKey::new(*state_key.expose()))?;
+    let mut state = AppState::new(store.clone(), config, &secrets.ring, policy, secrets.state_key)?;
     // The master key encrypts rotated signing keys at rest; after a restart the stored active key mints.
     state.master_key = Some(keys::master_key_from_env_or_file(&opts.data_dir).map_err(|e| anyhow!("master key: {e}"))?);
     state.minter = keys::RotatingMinter::from_state(&state).await?;
     // CDN purges: jobs live in the service store, so a revocation and its purges commit in one transaction. A half
     // configuration refuses to start rather than purge only some CDNs.
     state.outbox = purge::try_outbox_from_env(store.clone()).map_err(|e| anyhow!("purge config: {e}"))?;
+    let new_admin_key_file = bootstrap_admin(store.as_ref(), &opts.data_dir).await?;
 
-    // The bootstrap admin key: from the environment (its hash is stored), or created once into a 0600 file.
-    let mut new_admin_key_file = None;
-    if let Ok(k) = std::env::var("SHAREGATE_ADMIN_KEY") {
-        if store.get(Ns::ApiKeys, &auth::key_hash(&k)).await?.is_none() {
-            let rec = auth::ApiKeyRecord {
-                id: auth::key_hash(&k)[..12].to_string(),
-                role: Role::Admin,
-                label: "bootstrap (SHAREGATE_ADMIN_KEY)".into(),
-                created_at: service::now(),
-                disabled: false,
-            };
-            auth::store_key(store.as_ref(), &k, &rec).await?;
-        }
-    } else {
-        let path = opts.data_dir.join("admin.key");
-        if !path.exists() {
-            let (key, rec) = auth::new_key(Role::Admin, "bootstrap", service::now())?;
-            auth::store_key(store.as_ref(), &key, &rec).await?;
-            write_private(&path, &key)?;
-            new_admin_key_file = Some(path);
-        }
-    }
     let state = Arc::new(state);
     if let Some(outbox) = &state.outbox {
         // New revocations wake the worker at once; the tick only paces retries.
@@ -150,10 +152,37 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     Ok(Started {
         state,
         new_admin_key_file,
-        signing_spec,
-        state_key_hex,
-        edge_token,
+        signing_spec: secrets.signing_spec,
+        state_key_hex: secrets.state_key_hex,
+        edge_token: secrets.edge_token,
     })
+}
+
+/// The bootstrap admin key: from `SHAREGATE_ADMIN_KEY` (its hash is stored), or created once into a 0600 file in
+/// the data directory, whose path is returned when it was created now.
+async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>> {
+    if let Ok(k) = std::env::var("SHAREGATE_ADMIN_KEY") {
+        let hash = auth::key_hash(&k);
+        if store.get(Ns::ApiKeys, &hash).await?.is_none() {
+            let rec = auth::ApiKeyRecord {
+                id: hash.chars().take(12).collect(),
+                role: Role::Admin,
+                label: "bootstrap (SHAREGATE_ADMIN_KEY)".into(),
+                created_at: service::now(),
+                disabled: false,
+            };
+            auth::store_key(store, &k, &rec).await?;
+        }
+        return Ok(None);
+    }
+    let path = data_dir.join("admin.key");
+    if path.exists() {
+        return Ok(None);
+    }
+    let (key, rec) = auth::new_key(Role::Admin, "bootstrap", service::now())?;
+    auth::store_key(store, &key, &rec).await?;
+    write_private(&path, &key)?;
+    Ok(Some(path))
 }
 
 /// `sharegate serve`: the control plane alone, until its listener fails.
