@@ -12,6 +12,7 @@ use sharegate_shared::revocation::{
     IssuedToken, RevokedToken, ScopeKind, SnapshotParams, StateKey, Subject, Watermark, build_snapshot,
 };
 use sharegate_shared::token::{Claims, IpPrefix, Minter, Permissions, Policy};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -101,6 +102,19 @@ pub fn ring(secret: [u8; 32]) -> KeyRing {
 pub fn mint(secret: [u8; 32], claims: &Claims<'_>) -> String {
     let minter = Minter::new(&ring(secret), Policy::default()).expect("the ring has an active key");
     minter.mint(claims).expect("valid claims")
+}
+
+/// An edge's settings for the benches: [`ring`]`(signing)`'s key as `SHAREGATE_SIGNING_KEYS` and the state key as
+/// `SHAREGATE_STATE_KEY`; add the rest (origin, state URL, ...) per bench.
+pub fn edge_settings(signing: [u8; 32], state_key: [u8; 32]) -> BTreeMap<String, String> {
+    let hex = |b: [u8; 32]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    BTreeMap::from([
+        (
+            "SHAREGATE_SIGNING_KEYS".to_string(),
+            format!("1:active:{}", hex(signing)),
+        ),
+        ("SHAREGATE_STATE_KEY".to_string(), hex(state_key)),
+    ])
 }
 
 /// The revocation subject of a bare token (key 1, no scope ids): what revocation sees of a token id and its `iat`.

@@ -18,12 +18,8 @@ const NOW: u32 = 1_800_000_000;
 
 fn bench(c: &mut Criterion) {
     let signing = [0x42u8; 32];
-    let keys = format!("1:active:{}", hex::encode(signing));
-    let settings: &[(&str, &str)] = &[
-        ("SHAREGATE_SIGNING_KEYS", &keys),
-        ("SHAREGATE_STATE_KEY", &"33".repeat(32)),
-    ];
-    let engine = Engine::new(EdgeConfig::from_source(&settings).unwrap());
+    let state_key = [0x33u8; 32];
+    let engine = Engine::new(EdgeConfig::from_source(&testkit::edge_settings(signing, state_key)).unwrap());
 
     // The full state under `cargo bench`; a small one when only listed or run once as a test.
     let n_issued = if std::env::args().any(|a| a == "--bench") {
@@ -31,7 +27,7 @@ fn bench(c: &mut Criterion) {
     } else {
         10_000
     };
-    let state = testkit::edge_snapshot(n_issued, NOW, NOW + 3600, &StateKey::new([0x33; 32]));
+    let state = testkit::edge_snapshot(n_issued, NOW, NOW + 3600, &StateKey::new(state_key));
     let view = StateView::open(&state).unwrap();
 
     // A live, unrevoked token (id 1 is not among every tenth).

@@ -10,7 +10,6 @@
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
 use sharegate_e2e::wrangler::WranglerDev;
 use sharegate_e2e::{repo_root, unix_now};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 // Shared bench helpers; included by path (see the header of shared/testkit.rs).
@@ -46,12 +45,7 @@ async fn main() {
         .await
         .unwrap();
 
-    let mut settings = BTreeMap::new();
-    settings.insert(
-        "SHAREGATE_SIGNING_KEYS".to_string(),
-        format!("1:active:{}", hex::encode(SIGNING)),
-    );
-    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(STATE));
+    let mut settings = testkit::edge_settings(SIGNING, STATE);
     settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
     settings.insert("SHAREGATE_STATE_URL".to_string(), state_server.url.clone());
     let worker = WranglerDev::start(&settings).await.unwrap();

@@ -8,7 +8,6 @@ use sharegate_edge_native::NativeOptions;
 use sharegate_edge_native::origin::Origin;
 use sharegate_shared::revocation::StateKey;
 use sharegate_shared::token::{Claims, IpPrefix};
-use std::collections::BTreeMap;
 
 // The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
 #[path = "../../shared/testkit.rs"]
@@ -31,12 +30,7 @@ async fn main() {
     let now = u32::try_from(unix_now()).unwrap();
     let state = testkit::edge_snapshot(1_000_000, now, now + 7200, &StateKey::new(state_key));
 
-    let mut settings = BTreeMap::new();
-    settings.insert(
-        "SHAREGATE_SIGNING_KEYS".to_string(),
-        format!("1:active:{}", hex::encode(signing)),
-    );
-    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(state_key));
+    let mut settings = testkit::edge_settings(signing, state_key);
     settings.insert("SHAREGATE_STATE_MAX_AGE".to_string(), "86400".to_string());
     let opts = NativeOptions {
         origins: vec![Origin::Dir(origin.into())],

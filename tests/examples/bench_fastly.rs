@@ -69,12 +69,7 @@ async fn main() {
     std::fs::write(dir.path().join("demo/v0/seg_000.ts"), &segment).unwrap();
     let origin = StaticOrigin::start(dir.path().to_path_buf()).await.unwrap();
 
-    let mut settings = BTreeMap::new();
-    settings.insert(
-        "SHAREGATE_SIGNING_KEYS".to_string(),
-        format!("1:active:{}", hex::encode(SIGNING)),
-    );
-    settings.insert("SHAREGATE_STATE_KEY".to_string(), hex::encode(STATE));
+    let mut settings = testkit::edge_settings(SIGNING, STATE);
     settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
     settings.insert("SHAREGATE_SEGMENT_TTL".to_string(), "0".to_string());
     // State sizes for the timing build; the latency comparison uses the first.
