@@ -5,10 +5,9 @@
 //! The native server takes the same settings as command-line flags; on a CDN they come from `[vars]`/secrets
 //! (Cloudflare) or the Config/Secret Store (Fastly), so one parser keeps their meaning identical.
 
-use crate::config::{ConfigError, ConfigSource};
+use crate::config::{ConfigError, ConfigSource, flag, num, url, valid_url};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::net::IpAddr;
 
 /// Setting names of the adapters (documented in `docs/edge.md`).
 pub mod keys {
@@ -72,36 +71,9 @@ impl core::fmt::Debug for AdapterSettings {
     }
 }
 
-fn valid_url(u: &str) -> bool {
-    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
-    rest.is_some_and(|r| {
-        let host = r.split('/').next().unwrap_or("");
-        !host.is_empty() && r.bytes().all(|b| b.is_ascii_graphic())
-    })
-}
-
 impl AdapterSettings {
     /// Parse the adapter settings from `src` (the same source as [`crate::EdgeConfig::from_source`]).
     pub fn from_source(src: &dyn ConfigSource) -> Result<Self, ConfigError> {
-        fn num<T: core::str::FromStr>(src: &dyn ConfigSource, key: &'static str, default: T) -> Result<T, ConfigError> {
-            match src.get(key) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| ConfigError {
-                    key,
-                    problem: "must be a non-negative integer in range",
-                }),
-            }
-        }
-        let url = |key: &'static str| -> Result<Option<String>, ConfigError> {
-            match src.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
-                None => Ok(None),
-                Some(v) if valid_url(&v) => Ok(Some(v)),
-                Some(_) => Err(ConfigError {
-                    key,
-                    problem: "must be an http:// or https:// URL",
-                }),
-            }
-        };
         let mut origins = Vec::new();
         for o in src
             .get(keys::ORIGIN)
@@ -124,16 +96,7 @@ impl AdapterSettings {
                 problem: "not set",
             });
         }
-        let trust_forwarded = match src.get(keys::TRUST_FORWARDED).as_deref().map(str::trim) {
-            None | Some("false" | "0" | "no" | "off") => false,
-            Some("true" | "1" | "yes" | "on") => true,
-            Some(_) => {
-                return Err(ConfigError {
-                    key: keys::TRUST_FORWARDED,
-                    problem: "must be true or false",
-                });
-            }
-        };
+        let trust_forwarded = flag(src, keys::TRUST_FORWARDED, false)?;
         let state_refresh_ms = num(src, keys::STATE_REFRESH_MS, 1000u32)?;
         if state_refresh_ms == 0 {
             return Err(ConfigError {
@@ -143,8 +106,8 @@ impl AdapterSettings {
         }
         Ok(AdapterSettings {
             origins,
-            state_url: url(keys::STATE_URL)?,
-            events_url: url(keys::EVENTS_URL)?,
+            state_url: url(src, keys::STATE_URL)?,
+            events_url: url(src, keys::EVENTS_URL)?,
             edge_token: src.get(keys::EDGE_TOKEN).filter(|t| !t.is_empty()),
             state_refresh_ms,
             segment_ttl: num(src, keys::SEGMENT_TTL, 86_400)?,
@@ -157,22 +120,7 @@ impl AdapterSettings {
 
 pub use crate::response::{parse_range, try_next_origin};
 
-/// The client facts a trusted test harness supplies: the first `X-Forwarded-For` address and an
-/// `X-Sharegate-Country` code (upper-cased). Only used when [`AdapterSettings::trust_forwarded`] is on.
-pub fn forwarded_facts(xff: Option<&str>, country: Option<&str>) -> (Option<IpAddr>, Option<[u8; 2]>) {
-    let ip = xff
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    (ip, country.and_then(country_code))
-}
-
-/// A two-letter country code, upper-cased; anything else is `None`.
-pub fn country_code(c: &str) -> Option<[u8; 2]> {
-    let b: [u8; 2] = c.trim().as_bytes().try_into().ok()?;
-    b.iter()
-        .all(u8::is_ascii_alphabetic)
-        .then(|| b.map(|x| x.to_ascii_uppercase()))
-}
+pub use crate::client::{country_code, forwarded_facts};
 
 /// The path and query of a request target, absolute (`http://host/path?q`) or origin-form (`/path?q`), untouched:
 /// no decoding and no dot-segment resolution (the engine refuses `..` and `%2e%2e` itself). A fragment is dropped.
@@ -331,15 +279,5 @@ mod tests {
             settings.client_sources("cf-connecting-ip", "cf.country"),
             ("cf-connecting-ip", "cf.country")
         );
-    }
-
-    #[test]
-    fn forwarded() {
-        assert_eq!(
-            forwarded_facts(Some("203.0.113.9, 10.0.0.1"), Some("de")),
-            (Some("203.0.113.9".parse().unwrap()), Some(*b"DE"))
-        );
-        assert_eq!(forwarded_facts(Some("nope"), Some("DEU")), (None, None));
-        assert_eq!(country_code("1A"), None);
     }
 }

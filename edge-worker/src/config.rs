@@ -50,6 +50,54 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
+/// A number setting (`default` when unset). Every edge setting that is a number is read by this one function, so
+/// they accept and refuse the same spellings everywhere.
+pub fn num<T: core::str::FromStr>(src: &dyn ConfigSource, key: &'static str, default: T) -> Result<T, ConfigError> {
+    match src.get(key) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| ConfigError {
+            key,
+            problem: "must be a non-negative integer in range",
+        }),
+    }
+}
+
+/// A true/false setting (`default` when unset): `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`.
+pub fn flag(src: &dyn ConfigSource, key: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(key).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError {
+            key,
+            problem: "must be true or false",
+        }),
+    }
+}
+
+/// An `http://` or `https://` URL setting, trimmed; `None` when unset or empty.
+pub fn url(src: &dyn ConfigSource, key: &'static str) -> Result<Option<String>, ConfigError> {
+    match src.get(key).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) if valid_url(&v) => Ok(Some(v)),
+        Some(_) => Err(ConfigError {
+            key,
+            problem: "must be an http:// or https:// URL",
+        }),
+    }
+}
+
+/// Whether `u` is an `http://` or `https://` URL with a host and nothing but visible ASCII.
+pub fn valid_url(u: &str) -> bool {
+    let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| {
+        let host = r.split('/').next().unwrap_or("");
+        !host.is_empty() && r.bytes().all(|b| b.is_ascii_graphic())
+    })
+}
+
 /// What to do when the revocation state is older than its hard limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StalePolicy {
@@ -218,26 +266,6 @@ pub fn parse_signing_keys(v: &str, max_ttl: u32) -> Result<KeyRing, ConfigError>
 impl EdgeConfig {
     /// Parse every setting from `src`, with the documented defaults.
     pub fn from_source(src: &dyn ConfigSource) -> Result<Self, ConfigError> {
-        fn num<T: core::str::FromStr>(src: &dyn ConfigSource, key: &'static str, default: T) -> Result<T, ConfigError> {
-            match src.get(key) {
-                None => Ok(default),
-                Some(v) => v.trim().parse().map_err(|_| ConfigError {
-                    key,
-                    problem: "must be a non-negative integer in range",
-                }),
-            }
-        }
-        fn flag(src: &dyn ConfigSource, key: &'static str, default: bool) -> Result<bool, ConfigError> {
-            match src.get(key).as_deref().map(str::trim) {
-                None => Ok(default),
-                Some("true" | "1" | "yes" | "on") => Ok(true),
-                Some("false" | "0" | "no" | "off") => Ok(false),
-                Some(_) => Err(ConfigError {
-                    key,
-                    problem: "must be true or false",
-                }),
-            }
-        }
         let text = |key: &str, default: &str| src.get(key).unwrap_or_else(|| default.to_string());
         let policy = Policy {
             leeway: num(src, keys::LEEWAY, 60)?,

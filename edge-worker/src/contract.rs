@@ -3,8 +3,9 @@
 //! keeps its settings. The edge adapters, the control plane and the tests use these constants instead of retyping
 //! the literals, so renaming one is a one-line change that the compiler carries everywhere.
 //!
-//! Setting names live beside their parsers: [`crate::config::keys`] (the engine's) and [`crate::adapter::keys`] (the
-//! adapters'); they are re-exported in [`settings`].
+//! Setting names live beside their parsers: [`crate::config::keys`] (the engine's), [`crate::adapter::keys`] (the
+//! adapters') and [`crate::client::keys`] (where the client's address and country come from); they are re-exported
+//! in [`settings`].
 
 /// HTTP header names (lower case, as HTTP/2 writes them).
 pub mod headers {
@@ -99,6 +100,7 @@ pub mod fastly {
 /// Every edge setting name, by the parser that reads it (see `docs/edge-config.md`).
 pub mod settings {
     pub use crate::adapter::keys as adapter;
+    pub use crate::client::keys as client;
     pub use crate::config::keys as engine;
 
     /// The secret settings: Worker secrets on Cloudflare, the Secret Store on Fastly, never printed anywhere.

@@ -16,6 +16,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod adapter;
+pub mod client;
 pub mod config;
 pub mod contract;
 pub mod engine;

@@ -19,14 +19,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, 
 use axum::routing::{get, post};
 use bytes::Bytes;
 use origin::{Fetched, Origin};
-use sharegate_edge::adapter::parse_range;
-use sharegate_edge::config::parse_signing_keys;
+use sharegate_edge::config::{ConfigError, ConfigSource, num, parse_signing_keys, url};
 use sharegate_edge::contract;
-use sharegate_edge::engine::{Allow, Decision};
+use sharegate_edge::engine::{Allow, Decision, OriginFailure};
 use sharegate_edge::events::{Event, EventBatch};
+use sharegate_edge::held;
+use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader};
 use sharegate_edge::{EdgeConfig, Engine};
-use sharegate_shared::token::Resource;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -73,6 +73,62 @@ impl Default for NativeOptions {
             client_sources: client::ClientSources::default(),
         }
     }
+}
+
+/// The native edge's own setting names (the rest are the engine's, the adapters' and the client sources'; all are
+/// listed in `docs/edge-config.md`).
+pub mod keys {
+    /// The control plane's edge keys endpoint (`https://cp.example.com/v1/edge/keys`): signing keys are pulled.
+    pub const KEYS_URL: &str = "SHAREGATE_KEYS_URL";
+    /// Milliseconds one origin may take before the next is tried (5000).
+    pub const ORIGIN_TIMEOUT_MS: &str = "SHAREGATE_ORIGIN_TIMEOUT_MS";
+    /// MiB of segments kept in memory (256).
+    pub const CACHE_MIB: &str = "SHAREGATE_CACHE_MIB";
+}
+
+impl NativeOptions {
+    /// Read the native edge's settings from `src` through the same parsers as every edge's (`SHAREGATE_ORIGIN`
+    /// here also takes directories), with [`NativeOptions::default`]'s values for what is unset. The engine's
+    /// settings are [`EdgeConfig::from_source`]; [`settings`] reads both.
+    pub fn from_source(src: &dyn ConfigSource) -> Result<Self, ConfigError> {
+        use sharegate_edge::adapter::keys as cdn;
+        let d = NativeOptions::default();
+        let ms = |key, default: Duration| -> Result<Duration, ConfigError> {
+            let ms = num(src, key, u64::try_from(default.as_millis()).unwrap_or(u64::MAX))?;
+            if ms == 0 {
+                return Err(ConfigError {
+                    key,
+                    problem: "must be at least 1",
+                });
+            }
+            Ok(Duration::from_millis(ms))
+        };
+        Ok(NativeOptions {
+            origins: src
+                .get(cdn::ORIGIN)
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(Origin::parse)
+                .collect(),
+            origin_timeout: ms(keys::ORIGIN_TIMEOUT_MS, d.origin_timeout)?,
+            cache_bytes: num(src, keys::CACHE_MIB, d.cache_bytes >> 20)?.saturating_mul(1 << 20),
+            playlist_ttl: Duration::from_secs(num(src, cdn::PLAYLIST_TTL, d.playlist_ttl.as_secs())?),
+            state_url: url(src, cdn::STATE_URL)?,
+            keys_url: url(src, keys::KEYS_URL)?,
+            pull_interval: ms(cdn::STATE_REFRESH_MS, d.pull_interval)?,
+            edge_token: src.get(cdn::EDGE_TOKEN).filter(|t| !t.trim().is_empty()),
+            events_url: url(src, cdn::EVENTS_URL)?,
+            client_sources: client::ClientSources::from_source(src)?,
+        })
+    }
+}
+
+/// Every setting of a native edge from one source (the process environment for `sharegate edge`, the dev
+/// composition's map for `sharegate dev`, a map in tests): the engine's and the server's, one parser each.
+pub fn settings(src: &dyn ConfigSource) -> Result<(EdgeConfig, NativeOptions), ConfigError> {
+    Ok((EdgeConfig::from_source(src)?, NativeOptions::from_source(src)?))
 }
 
 /// The running edge: engine, state, cache, event batch.
@@ -185,6 +241,26 @@ impl Edge {
         self.events.lock().ok()?.take_json(&edge_id)
     }
 
+    /// The object for an allowed request: from the in-memory cache (a hash probe, no future to poll on the hot
+    /// path), else from the origins, kept when the engine's rules say the CDN may keep it.
+    async fn fetch(&self, a: &Allow) -> Option<Arc<Fetched>> {
+        let cache = if a.is_playlist() {
+            &self.playlists
+        } else {
+            &self.segments
+        };
+        if let Some(f) = cache.get(&a.cache_key) {
+            return Some(f);
+        }
+        let f = Arc::new(origin::fetch(&self.opts.origins, &self.client, self.opts.origin_timeout, a).await?);
+        // Only 200s, and never what the engine says no cache may keep (blocking LL-HLS reloads); how long is the
+        // caches' own lifetime.
+        if f.status == 200 && a.cdn_ttl(0, 0).is_some() {
+            cache.insert(a.cache_key.clone(), Arc::clone(&f));
+        }
+        Some(f)
+    }
+
     fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(want) = self.opts.edge_token.as_deref() else {
             return false;
@@ -245,32 +321,47 @@ pub fn spawn_background(edge: &Arc<Edge>) {
 }
 
 /// Pull the state once: the control plane answers 200 with a snapshot or delta newer than the generation we send,
-/// or, when we are current, a signed freshness message (asked for with `x-sharegate-freshness: 1`). A bare 304
-/// (a control plane from before signed freshness) keeps the state but vouches for nothing, so the state ages.
+/// or, when we are current, a signed freshness message. A bare 304 (a control plane from before signed freshness)
+/// keeps the state but vouches for nothing, so the state ages. A delta that does not chain onto what is held (or word
+/// that a newer generation exists) is followed by a fetch of the whole state, as on every edge.
 pub async fn pull_once(edge: &Edge) -> Result<(), String> {
-    let Some(url) = edge.opts.state_url.as_deref() else {
+    let since = edge.generation().unwrap_or(0);
+    let Some(bytes) = pull_state(edge, since).await? else {
         return Ok(());
     };
-    let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
-    if let Some(g) = edge.generation() {
-        req = req.header(contract::headers::GENERATION, g.to_string());
+    match edge.offer_state(&bytes) {
+        Err(e) if held::needs_snapshot(&e, since) => {
+            let Some(whole) = pull_state(edge, 0).await? else {
+                return Ok(());
+            };
+            edge.offer_state(&whole).map(drop).map_err(|e| e.to_string())
+        }
+        offered => offered.map(drop).map_err(|e| e.to_string()),
     }
-    req = req.header(contract::headers::FRESHNESS, contract::headers::FRESHNESS_SIGNED);
+}
+
+/// One answer of the state endpoint for an edge holding `since`: the bytes to offer, or `None` when it confirmed
+/// nothing.
+async fn pull_state(edge: &Edge, since: u64) -> Result<Option<Bytes>, String> {
+    let Some(url) = edge.opts.state_url.as_deref() else {
+        return Ok(None);
+    };
+    let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
+    for (name, value) in held::state_request_headers(since) {
+        req = req.header(name, value);
+    }
     if let Some(t) = &edge.opts.edge_token {
         req = req.bearer_auth(t);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;
-    match resp.status().as_u16() {
+    match held::StateReply::of(resp.status().as_u16()) {
+        held::StateReply::Offer => resp.bytes().await.map(Some).map_err(|e| e.to_string()),
         // Unsigned, so replayable: it cannot count as freshness.
-        304 | 204 => {
-            tracing::warn!("state endpoint answered an unsigned 304: the state is not confirmed fresh");
-            Ok(())
+        r @ held::StateReply::Unconfirmed => {
+            tracing::warn!("{r}");
+            Ok(None)
         }
-        200 => {
-            let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-            edge.offer_state(&bytes).map(|_| ()).map_err(|e| e.to_string())
-        }
-        s => Err(format!("state endpoint answered {s}")),
+        r @ held::StateReply::Failed(_) => Err(r.to_string()),
     }
 }
 
@@ -409,18 +500,6 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
     json_response(StatusCode::OK, body)
 }
 
-/// The client's address and country, and whether the request came through a trusted proxy (see
-/// `ClientSources::vouched`).
-fn client_facts(edge: &Edge, req: &Request<Body>) -> (Option<IpAddr>, Option<[u8; 2]>, bool) {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-    let sources = &edge.opts.client_sources;
-    let (ip, country) = sources.facts(peer, req.headers());
-    // A configured country header that is missing (or unreadable) means the request did not come through the
-    // proxy as configured: no country source for it, not "unknown country" (which passes every deny list).
-    let vouched = sources.vouched(peer) && (sources.country_header.is_none() || country.is_some());
-    (ip, country, vouched)
-}
-
 /// The engine settings for a request that has no country source (it bypassed the trusted proxy).
 fn sourceless(config: &EdgeConfig) -> EdgeConfig {
     let mut c = config.clone();
@@ -465,180 +544,107 @@ fn announce_sources(config: &EdgeConfig, sources: &client::ClientSources) {
     }
 }
 
-/// The engine's answer to an origin failure.
-fn failure(f: &sharegate_edge::engine::OriginFailure) -> Response<Body> {
-    let mut r = json_response(
-        StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        f.body.to_string(),
-    );
-    set_headers(&mut r, &f.headers);
-    r
-}
-
-fn set_headers(resp: &mut Response<Body>, headers: &sharegate_edge::engine::Headers) {
+/// A response with `status`, `headers` (in order: a later one replaces an earlier one of the same name) and `body`.
+fn respond(status: u16, headers: &sharegate_edge::engine::Headers, body: Body) -> Response<Body> {
     use sharegate_edge::engine::HeaderValue as V;
+    let mut r = Response::new(body);
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (k, v) in headers {
-        // Constants need no validation or copy; configured values were checked when the config was parsed.
+        // Constants need no validation or copy; configured values were checked when the config was parsed, and a
+        // value that is no header value (an origin's odd Content-Type) is left out.
         let value = match v {
             V::Static(s) => Some(HeaderValue::from_static(s)),
             V::Shared(s) => HeaderValue::from_str(s).ok(),
             V::Owned(s) => HeaderValue::from_str(s).ok(),
         };
         if let Some(value) = value {
-            resp.headers_mut().insert(*k, value);
+            r.headers_mut().insert(*k, value);
         }
     }
+    r
+}
+
+/// The engine's answer to an origin failure.
+fn failure(f: &OriginFailure) -> Response<Body> {
+    let mut r = respond(f.status, &f.headers, Body::from(f.body));
+    r.headers_mut()
+        .entry(header::CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    r
 }
 
 async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<Body> {
-    let (client_ip, country, vouched) = client_facts(&edge, &req);
+    let h = req.headers();
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let client = client::facts(&edge.opts.client_sources, peer, h);
     // A request that bypassed the trusted proxy has no country source: country rules are refused for it (or follow
     // the lenient rule, if chosen), rather than read as "unknown country", which passes every deny list.
-    let engine = if vouched {
+    let engine = if client.vouched {
         edge.engine.load_full()
     } else {
         edge.sourceless.load_full()
     };
-    let h = req.headers();
     let text = |name: header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
-    let host = text(header::HOST).unwrap_or("");
     let ereq = sharegate_edge::Request {
         method: req.method().as_str(),
-        host,
+        host: text(header::HOST).unwrap_or(""),
         path: req.uri().path(),
         query: req.uri().query(),
         cookie: text(header::COOKIE),
         origin: text(header::ORIGIN),
         referer: text(header::REFERER),
-        client_ip,
-        country,
+        client_ip: client.ip,
+        country: client.country,
     };
     let now = now_secs();
-    let held = edge.held.load_full();
-    let decision = sharegate_edge::held::decide(&engine, held.as_deref(), &ereq, now);
-    let head = req.method() == Method::HEAD;
-    let range = text(header::RANGE).map(str::to_string);
+    let decision = sharegate_edge::held::decide(&engine, edge.held.load().as_deref(), &ereq, now);
+    let ask = ClientAsk {
+        head: req.method() == Method::HEAD,
+        range: text(header::RANGE),
+    };
     match decision {
-        Decision::Preflight(headers) => {
-            let mut r = Response::new(Body::empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            set_headers(&mut r, &headers);
-            r
-        }
+        Decision::Preflight(headers) => respond(204, &headers, Body::empty()),
         Decision::Deny(d) => {
             edge.record(d.event);
-            let mut r = Response::new(if head { Body::empty() } else { Body::from(d.body) });
-            *r.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::FORBIDDEN);
-            set_headers(&mut r, &d.headers);
-            r
+            let body = if ask.head { Body::empty() } else { Body::from(d.body) };
+            respond(d.status, &d.headers, body)
         }
         Decision::Allow(mut a) => {
             edge.record(a.event.take());
-            serve_allowed(&edge, &engine, *a, now, head, range.as_deref()).await
+            serve_allowed(&edge, &engine, &a, now, ask).await
         }
     }
 }
 
-async fn serve_allowed(
-    edge: &Edge,
-    engine: &Engine,
-    a: Allow,
-    now: u64,
-    head: bool,
-    range: Option<&str>,
-) -> Response<Body> {
-    let is_playlist = a.playlist.is_some();
-    let cache = if is_playlist { &edge.playlists } else { &edge.segments };
-    // The sync cache: a lookup is a hash probe, with no future to poll on the hot path.
-    let fetched = match cache.get(&a.cache_key) {
-        Some(f) => Some(f),
-        None => {
-            let f = origin::fetch(
-                &edge.opts.origins,
-                &edge.client,
-                edge.opts.origin_timeout,
-                &a.origin_path,
-                a.origin_query.as_deref(),
-            )
-            .await
-            .map(Arc::new);
-            // Blocking LL-HLS reloads (with _HLS_msn) are per-request by nature; cache only plain objects.
-            if let Some(f) = &f
-                && f.status == 200
-                && a.origin_query.is_none()
-            {
-                cache.insert(a.cache_key.clone(), Arc::clone(f));
-            }
-            f
-        }
-    };
-    let Some(f) = fetched else {
+/// Fetch (through the in-memory cache), ask the engine, move the bytes.
+async fn serve_allowed(edge: &Edge, engine: &Engine, a: &Allow, now: u64, ask: ClientAsk<'_>) -> Response<Body> {
+    let Some(f) = edge.fetch(a).await else {
         return failure(&a.origin_unavailable(engine.config().reason_header));
     };
-    let mut body = f.body.clone();
-    if f.status == 200
-        && let Some(plan) = &a.playlist
-    {
-        let rewritten = std::str::from_utf8(&f.body)
-            .ok()
-            .and_then(|text| engine.rewrite_playlist(plan, text, now).ok());
-        match rewritten {
-            Some(t) => body = Bytes::from(t),
-            None => return failure(&a.bad_playlist()),
-        }
-    }
-    let len = body.len() as u64;
-    let mut status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_GATEWAY);
-    let mut content_range = None;
-    if f.status == 200
-        && a.resource != Resource::MultivariantPlaylist
-        && a.resource != Resource::MediaPlaylist
-        && let Some(r) = range.and_then(|r| parse_range(r, len))
-    {
-        match r {
-            Ok((s, e)) => {
-                body = body.slice(s as usize..=e as usize);
-                status = StatusCode::PARTIAL_CONTENT;
-                content_range = Some(format!("bytes {s}-{e}/{len}"));
-            }
-            Err(()) => {
-                let mut r = Response::new(Body::empty());
-                *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-                set_headers(&mut r, &a.headers);
-                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
-                    r.headers_mut().insert(header::CONTENT_RANGE, v);
-                }
-                return r;
+    let origin = OriginAnswer {
+        status: f.status,
+        length: Some(f.body.len() as u64),
+        content_type: f.content_type.as_deref(),
+        cache_control: f.cache_control.as_deref(),
+        content_range: None,
+        sliceable: true,
+    };
+    let mut plan = a.respond(ask, &origin, TagHeader::SurrogateKey);
+    let body = match &plan.body {
+        BodyPlan::Whole => Body::from(f.body.clone()),
+        BodyPlan::Slice { start, end } => {
+            let range = usize::try_from(*start).ok().zip(usize::try_from(*end).ok());
+            // The plan's range lies within the body it was planned from; the guard only keeps a slip from panicking.
+            match range.filter(|(_, e)| *e < f.body.len()) {
+                Some((s, e)) => Body::from(f.body.slice(s..=e)),
+                None => Body::from(f.body.clone()),
             }
         }
-    }
-    let body_len = body.len();
-    let mut r = Response::new(if head { Body::empty() } else { Body::from(body) });
-    // HEAD: say how long the body would be (hyper fills it in itself for full bodies).
-    *r.status_mut() = status;
-    if let Some(ct) = f.content_type.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
-    }
-    if head {
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
-    }
-    r.headers_mut()
-        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if let Some(cr) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        r.headers_mut().insert(header::CONTENT_RANGE, cr);
-    }
-    if let Some(v) = a
-        .cache_control(f.cache_control.as_deref())
-        .and_then(|cc| HeaderValue::from_str(cc).ok())
-    {
-        r.headers_mut().insert(header::CACHE_CONTROL, v);
-    }
-    if !a.cache_tags.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&a.cache_tags.join(" "))
-    {
-        r.headers_mut().insert(contract::headers::SURROGATE_KEY, v);
-    }
-    set_headers(&mut r, &a.headers);
-    r
+        BodyPlan::Rewrite(_) => match plan.finish_rewrite(engine, &f.body, now) {
+            Ok(bytes) => Body::from(bytes),
+            Err(bad) => return failure(&bad),
+        },
+        BodyPlan::Empty => Body::empty(),
+    };
+    respond(plan.status, &plan.headers, body)
 }

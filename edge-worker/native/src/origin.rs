@@ -1,6 +1,8 @@
 //! Origins: a local directory or HTTP servers, tried in order (failover on 5xx, timeout or connection error).
 
 use bytes::Bytes;
+use sharegate_edge::engine::Allow;
+use sharegate_edge::response::try_next_origin;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,18 +70,13 @@ pub fn no_such_file(e: &std::io::Error) -> bool {
     )
 }
 
-/// Fetch `path` (normalised, token-free) with optional query from the origins in order.
+/// Fetch an allowed request's object from the origins in order.
 ///
 /// A directory origin answers 404 for a file that is not there ([`no_such_file`]: definitive, the next origin is not
-/// asked) and fails over on any other read error; an HTTP origin
-/// that fails with 5xx, a timeout or a connection error hands over to the next. `None` when every origin failed.
-pub async fn fetch(
-    origins: &[Origin],
-    client: &reqwest::Client,
-    timeout: Duration,
-    path: &str,
-    query: Option<&str>,
-) -> Option<Fetched> {
+/// asked) and fails over on any other read error; an HTTP origin hands over to the next on a timeout, a connection
+/// error or a status the engine says to move on from ([`try_next_origin`]). `None` when every origin failed.
+pub async fn fetch(origins: &[Origin], client: &reqwest::Client, timeout: Duration, a: &Allow) -> Option<Fetched> {
+    let path = a.origin_path.as_str();
     for (i, origin) in origins.iter().enumerate() {
         match origin {
             Origin::Dir(dir) => {
@@ -111,15 +108,11 @@ pub async fn fetch(
                 });
             }
             Origin::Http(base) => {
-                let url = match query {
-                    Some(q) => format!("{base}{path}?{q}"),
-                    None => format!("{base}{path}"),
-                };
-                let Ok(resp) = client.get(&url).timeout(timeout).send().await else {
+                let Ok(resp) = client.get(a.origin_url(base)).timeout(timeout).send().await else {
                     continue;
                 };
                 let status = resp.status().as_u16();
-                if status >= 500 {
+                if try_next_origin(status) {
                     continue;
                 }
                 let header = |name: &str| {
@@ -165,9 +158,24 @@ mod tests {
         Root(p)
     }
 
+    /// An allowed request for `path` (what the engine hands over; only the origin path and query matter here).
+    fn allow(path: &str) -> Allow {
+        Allow {
+            origin_path: path.to_string(),
+            origin_query: None,
+            cache_key: path.to_string(),
+            resource: sharegate_shared::token::Resource::Segment,
+            headers: Vec::new(),
+            shared_cacheable: true,
+            cache_tags: Vec::new(),
+            playlist: None,
+            event: None,
+        }
+    }
+
     async fn status(origins: &[Origin], path: &str) -> Option<u16> {
         let client = reqwest::Client::new();
-        fetch(origins, &client, Duration::from_secs(1), path, None)
+        fetch(origins, &client, Duration::from_secs(1), &allow(path))
             .await
             .map(|f| f.status)
     }
@@ -212,7 +220,7 @@ mod tests {
         let gone = good.0.join("not-mounted");
         let origins = [Origin::Dir(gone.clone()), Origin::Dir(good.0.clone())];
         let client = reqwest::Client::new();
-        let f = fetch(&origins, &client, Duration::from_secs(1), "/a/master.m3u8", None)
+        let f = fetch(&origins, &client, Duration::from_secs(1), &allow("/a/master.m3u8"))
             .await
             .unwrap();
         assert_eq!((f.status, f.origin_index), (200, 1));
