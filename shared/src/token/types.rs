@@ -230,7 +230,7 @@ impl Countries<'_> {
 pub struct Claims<'a> {
     /// The minor version the token was written with (informational).
     pub minor: u8,
-    /// The key that signed it. Set by the [`Minter`] when minting.
+    /// The key that signed it. Set by the [`Minter`](super::Minter) when minting.
     pub key_id: KeyId,
     /// 96 random bits naming this token (revocation, audit).
     pub token_id: [u8; TOKEN_ID_LEN],
@@ -356,6 +356,8 @@ fn text(s: &Option<String>) -> Option<Text<'_>> {
     s.as_deref().map(Text::from)
 }
 
+// Both directions spell out every field, with no `..` rest: a claim added to `Claims` does not compile here until the
+// owned form carries it too, so the two cannot drift apart.
 impl Claims<'_> {
     /// Copy these claims into an [`OwnedClaims`] (allocates one buffer per present text or byte claim).
     pub fn to_owned_claims(&self) -> OwnedClaims {
@@ -421,7 +423,7 @@ impl OwnedClaims {
 /// The facts of one request that a token is checked against.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
-    /// The request path after [`normalize_path`], without the token.
+    /// The request path after [`normalize_path`](crate::path::normalize_path), without the token.
     pub path: &'a str,
     /// The kind of resource requested.
     pub resource: Resource,
