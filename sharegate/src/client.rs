@@ -107,14 +107,14 @@ impl ApiClient {
 
     /// `GET /v1/audit` (role auditor); the query is encoded by serde, unset fields left out.
     pub async fn audit(&self, query: &AuditQuery) -> Result<Answer> {
-        let req = self.request(Method::GET, "/v1/audit")?.query(query);
-        Self::answer(req, "/v1/audit").await
+        let (req, url) = self.request(Method::GET, "/v1/audit")?;
+        Self::answer(req.query(query), &url).await
     }
 
-    fn request(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder> {
+    fn request(&self, method: Method, path: &str) -> Result<(reqwest::RequestBuilder, Url)> {
         let url = format!("{}{path}", self.base);
         let url = Url::parse(&url).with_context(|| format!("bad API URL {url}"))?;
-        Ok(self.http.request(method, url).bearer_auth(&self.key))
+        Ok((self.http.request(method, url.clone()).bearer_auth(&self.key), url))
     }
 
     async fn send<B: Serialize>(
@@ -124,26 +124,23 @@ impl ApiClient {
         body: Option<&B>,
         idempotency_key: Option<&str>,
     ) -> Result<Answer> {
-        let mut req = self.request(method, path)?;
+        let (mut req, url) = self.request(method, path)?;
         if let Some(body) = body {
             req = req.json(body);
         }
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
         }
-        Self::answer(req, path).await
+        Self::answer(req, &url).await
     }
 
-    async fn answer(req: reqwest::RequestBuilder, path: &str) -> Result<Answer> {
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the API for {path}"))?;
+    async fn answer(req: reqwest::RequestBuilder, url: &Url) -> Result<Answer> {
+        let resp = req.send().await.with_context(|| format!("cannot reach {url}"))?;
         let status = resp.status();
         let body = resp
             .text()
             .await
-            .with_context(|| format!("reading the answer to {path}"))?;
+            .with_context(|| format!("reading the answer of {url}"))?;
         Ok(Answer { status, body })
     }
 }

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use sharegate_control_plane::tokens::{claims_json, parse_prefix, split_token_url};
 use sharegate_shared::keys::{KeyId, KeyRing, SecretKey};
 use sharegate_shared::token::{
-    Claims, Countries, Minter, Permissions, Policy, RequestFacts, TokenBuf, Verifier, decode_unverified,
+    Claims, Minter, OwnedClaims, OwnedCountries, Permissions, Policy, RequestFacts, TokenBuf, Verifier,
+    decode_unverified,
 };
 use sharegate_shared::{Reason, normalize_path};
 use std::net::IpAddr;
@@ -51,43 +52,6 @@ pub fn ring_from_env(max_ttl: u32) -> Result<KeyRing> {
     Ok(KeyRing::with_active(id, secret, max_ttl))
 }
 
-/// What to put in a token: the owned form of [`Claims`], filled from command-line flags.
-#[derive(Debug, Clone, Default)]
-pub struct MintRequest {
-    /// Asset id (first path segment).
-    pub asset: Option<String>,
-    /// Normalised path prefix.
-    pub prefix: Option<String>,
-    /// Lifetime in seconds.
-    pub ttl: u32,
-    /// Delay before it becomes valid, seconds.
-    pub nbf_delay: u32,
-    /// Share id.
-    pub share: Option<String>,
-    /// Viewer id.
-    pub viewer: Option<String>,
-    /// Session id.
-    pub session: Option<String>,
-    /// Campaign.
-    pub campaign: Option<String>,
-    /// Channel.
-    pub channel: Option<String>,
-    /// Client IP binding, `addr/len`.
-    pub ip: Option<String>,
-    /// Allowed countries, comma separated.
-    pub allow_countries: Option<String>,
-    /// Denied countries, comma separated.
-    pub deny_countries: Option<String>,
-    /// Embed origin.
-    pub origin: Option<String>,
-    /// Watermark id (hex).
-    pub watermark: Option<String>,
-    /// Entitlement tier.
-    pub tier: Option<u8>,
-    /// Also allow whole-file download.
-    pub download: bool,
-}
-
 fn country_codes(list: &str) -> Vec<u8> {
     list.split(',')
         .map(str::trim)
@@ -96,54 +60,60 @@ fn country_codes(list: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Mint a token for `req` at `now` with a fresh random id. Returns the token and its claims as JSON.
-pub fn mint(ring: &KeyRing, policy: Policy, req: &MintRequest, now: u64) -> Result<(String, Value)> {
+impl MintArgs {
+    /// What `sharegate token mint`'s flags put in a token: every claim but its id and times, which [`mint`] sets.
+    pub fn claims(&self) -> Result<OwnedClaims> {
+        let countries = match (&self.allow_countries, &self.deny_countries) {
+            (Some(_), Some(_)) => bail!("give either --allow-countries or --deny-countries, not both"),
+            (Some(allow), None) => Some(OwnedCountries::Allow(country_codes(allow))),
+            (None, Some(deny)) => Some(OwnedCountries::Deny(country_codes(deny))),
+            (None, None) => None,
+        };
+        let mut permissions = Permissions::PLAYBACK;
+        if self.download {
+            permissions = permissions.union(Permissions::DOWNLOAD);
+        }
+        Ok(OwnedClaims {
+            permissions,
+            asset: self.asset.clone(),
+            prefix: self.prefix.clone(),
+            share: self.share.clone(),
+            viewer: self.viewer.clone(),
+            session: self.session.clone(),
+            campaign: self.campaign.clone(),
+            channel: self.channel.clone(),
+            ip: self
+                .ip
+                .as_deref()
+                .map(parse_prefix)
+                .transpose()
+                .map_err(|e| anyhow!(e))?,
+            countries,
+            origin: self.origin.clone(),
+            watermark: self
+                .watermark
+                .as_deref()
+                .map(hex::decode)
+                .transpose()
+                .context("--watermark must be hex")?,
+            tier: self.tier,
+            ..OwnedClaims::default()
+        })
+    }
+}
+
+/// Mint a token with `claims`, valid from `now` for `ttl` seconds, under a fresh random id (the id and times in
+/// `claims` are replaced). Returns the token and its claims as JSON.
+pub fn mint(ring: &KeyRing, policy: Policy, claims: &OwnedClaims, ttl: u32, now: u64) -> Result<(String, Value)> {
     let minter = Minter::new(ring, policy).context("key ring")?;
     let iat = u32::try_from(now).context("clock beyond 2106")?;
-    let nbf = iat.checked_add(req.nbf_delay).context("nbf overflows")?;
-    let exp = nbf.checked_add(req.ttl).context("exp overflows")?;
-    let watermark = req
-        .watermark
-        .as_deref()
-        .map(hex::decode)
-        .transpose()
-        .context("--watermark must be hex")?;
-    let allow = req.allow_countries.as_deref().map(country_codes);
-    let deny = req.deny_countries.as_deref().map(country_codes);
-    if allow.is_some() && deny.is_some() {
-        bail!("give either --allow-countries or --deny-countries, not both");
-    }
-    let mut permissions = Permissions::PLAYBACK;
-    if req.download {
-        permissions = permissions.union(Permissions::DOWNLOAD);
-    }
+    let exp = iat.checked_add(ttl).context("exp overflows")?;
     let claims = Claims {
         token_id: random_token_id()?,
         iat,
-        nbf,
+        nbf: iat,
         exp,
-        permissions,
-        asset: req.asset.as_deref().map(Into::into),
-        prefix: req.prefix.as_deref().map(Into::into),
-        share: req.share.as_deref().map(Into::into),
-        viewer: req.viewer.as_deref().map(Into::into),
-        session: req.session.as_deref().map(Into::into),
-        campaign: req.campaign.as_deref().map(Into::into),
-        channel: req.channel.as_deref().map(Into::into),
-        ip: req
-            .ip
-            .as_deref()
-            .map(parse_prefix)
-            .transpose()
-            .map_err(|e| anyhow!(e))?,
-        countries: allow
-            .as_deref()
-            .map(Countries::Allow)
-            .or(deny.as_deref().map(Countries::Deny)),
-        origin: req.origin.as_deref().map(Into::into),
-        watermark: watermark.as_deref(),
-        tier: req.tier,
-        ..Claims::default()
+        ..claims.as_claims()
     };
     let token = minter.mint(&claims).context("cannot mint")?;
     let mut buf = TokenBuf::new();
@@ -216,11 +186,8 @@ pub fn token(cmd: TokenCmd) -> Result<ExitCode> {
 
 fn token_mint(a: MintArgs) -> Result<ExitCode> {
     let ring = ring_from_env(a.policy.max_ttl)?;
-    let policy = a.policy.policy();
-    let url_base = a.base_url.clone();
-    let req = MintRequest::from(a);
-    let (token, claims) = mint(&ring, policy, &req, now()?)?;
-    let url = match (url_base, &req.asset) {
+    let (token, claims) = mint(&ring, a.policy.policy(), &a.claims()?, a.ttl, now()?)?;
+    let url = match (&a.base_url, &a.asset) {
         (Some(base), Some(asset)) => Some(format!("{}/t/{token}/{asset}/master.m3u8", base.trim_end_matches('/'))),
         _ => None,
     };
@@ -271,29 +238,6 @@ fn token_inspect(token: &str) -> ExitCode {
     }
 }
 
-impl From<MintArgs> for MintRequest {
-    fn from(a: MintArgs) -> Self {
-        MintRequest {
-            asset: a.asset,
-            prefix: a.prefix,
-            ttl: a.ttl,
-            nbf_delay: 0,
-            share: a.share,
-            viewer: a.viewer,
-            session: a.session,
-            campaign: a.campaign,
-            channel: a.channel,
-            ip: a.ip,
-            allow_countries: a.allow_countries,
-            deny_countries: a.deny_countries,
-            origin: a.origin,
-            watermark: a.watermark,
-            tier: a.tier,
-            download: a.download,
-        }
-    }
-}
-
 /// `sharegate demo`: a link for the demo asset under a throwaway key, what the edge decides for it and for hostile
 /// requests, and with `--serve` a native edge that plays it.
 pub async fn demo(a: DemoArgs) -> Result<ExitCode> {
@@ -308,14 +252,14 @@ fn demo_decisions(base_url: &str) -> Result<(KeyRing, String)> {
     let policy = Policy::default();
     let ring = KeyRing::with_active(1, random_secret()?, policy.max_ttl);
     let now = now()?;
-    let req = MintRequest {
+    let claims = OwnedClaims {
+        permissions: Permissions::PLAYBACK,
         asset: Some("demo".into()),
-        ttl: 600,
         viewer: Some("viewer-1".into()),
         channel: Some("demo".into()),
-        ..MintRequest::default()
+        ..OwnedClaims::default()
     };
-    let (token, claims) = mint(&ring, policy, &req, now)?;
+    let (token, claims) = mint(&ring, policy, &claims, 600, now)?;
     let base = base_url.trim_end_matches('/');
     println!("sharegate demo: a throwaway key (id 1), asset `demo`, 10 minute link\n");
     println!("link:   {base}/t/{token}/demo/master.m3u8");
@@ -357,18 +301,57 @@ fn demo_decisions(base_url: &str) -> Result<(KeyRing, String)> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `sharegate token mint <flags>` as parsed.
+    fn mint_args(flags: &str) -> MintArgs {
+        let line = format!("sharegate token mint {flags}");
+        match crate::cli::Cli::try_parse_from(line.split_whitespace()).map(|c| c.cmd) {
+            Ok(crate::cli::Cmd::Token(TokenCmd::Mint(a))) => a,
+            _ => panic!("not token mint: {line}"),
+        }
+    }
+
+    #[test]
+    fn token_mint_flags_become_claims() {
+        let c = mint_args("--asset demo --allow-countries de,fr --watermark 0a0b --download --tier 2")
+            .claims()
+            .unwrap();
+        assert_eq!(c.asset.as_deref(), Some("demo"));
+        assert_eq!(c.countries, Some(OwnedCountries::Allow(b"DEFR".to_vec())));
+        assert_eq!(c.watermark, Some(vec![0x0a, 0x0b]));
+        assert_eq!(c.tier, Some(2));
+        assert!(
+            c.permissions
+                .contains(Permissions::PLAYBACK.union(Permissions::DOWNLOAD))
+        );
+        let c = mint_args("--deny-countries US").claims().unwrap();
+        assert_eq!(c.countries, Some(OwnedCountries::Deny(b"US".to_vec())));
+        assert!(!c.permissions.contains(Permissions::DOWNLOAD));
+        // Refused before anything is minted.
+        for bad in [
+            "--allow-countries DE --deny-countries FR",
+            "--watermark xyz",
+            "--ip 300.1.1.1",
+        ] {
+            assert!(mint_args(bad).claims().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn mint_then_check_allows_and_tamper_denies() {
         let ring = KeyRing::with_active(3, random_secret().unwrap(), 86_400);
-        let req = MintRequest {
-            asset: Some("demo".into()),
-            ttl: 600,
-            ip: Some("192.0.2.0/24".into()),
-            ..MintRequest::default()
+        // The claims as `sharegate token mint` reads them from its flags.
+        let args =
+            crate::cli::Cli::try_parse_from("sharegate token mint --asset demo --ttl 600 --ip 192.0.2.0/24".split(' '));
+        let Ok(crate::cli::Cli {
+            cmd: crate::cli::Cmd::Token(TokenCmd::Mint(args)),
+        }) = args
+        else {
+            panic!("not token mint");
         };
         let now = 1_800_000_000;
-        let (token, claims) = mint(&ring, Policy::default(), &req, now).unwrap();
+        let (token, claims) = mint(&ring, Policy::default(), &args.claims().unwrap(), args.ttl, now).unwrap();
         assert_eq!(claims["asset"], "demo");
         let check_req = CheckRequest {
             path: "/demo/v0/seg_000.ts".into(),
