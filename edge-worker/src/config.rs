@@ -388,6 +388,15 @@ mod tests {
     }
 
     #[test]
+    fn edge_errors_are_errors() {
+        // So callers can use `?` into anyhow or thiserror instead of formatting them by hand.
+        fn is_error<E: core::error::Error + Send + Sync + 'static>() {}
+        is_error::<ConfigError>();
+        is_error::<crate::held::OfferError>();
+        is_error::<crate::hls::PlaylistError>();
+    }
+
+    #[test]
     fn errors_name_the_setting_not_the_secret() {
         let bad = "1:active:nothex";
         let src: &[(&str, &str)] = &[(keys::SIGNING_KEYS, bad)];

@@ -380,6 +380,18 @@ fn embed_origin<'r>(req: &Request<'r>) -> Option<&'r str> {
     Some(&r[..end])
 }
 
+/// A phase's refusal: the whole answer, boxed so the phases' results stay small on the allowed path (a denial
+/// allocates its body and headers anyway).
+type Refused = alloc::boxed::Box<Decision>;
+
+/// Where the token and the path it protects were found (phase 2 of [`Engine::decide`]).
+struct Located<'r> {
+    token: &'r str,
+    path: alloc::borrow::Cow<'r, str>,
+    transport: Transport,
+    resource: Resource,
+}
+
 /// The one decision engine. Keyed once (verifier, minter), reused for every request.
 #[derive(Debug, Clone)]
 pub struct Engine {
@@ -463,28 +475,59 @@ impl Engine {
         })
     }
 
-    /// Decide one request.
+    /// A refusal from a phase of [`Engine::decide`].
+    fn refuse(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Refused {
+        alloc::boxed::Box::new(self.deny(reason, detail, now, attribution))
+    }
+
+    /// Decide one request, in the order of `docs/token-format.md`: the method, the token and path, the token's
+    /// signature and claims (scope and bindings), revocation, then the plan of what to fetch and send.
     pub fn decide(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+        if let Some(answered) = self.method_phase(req, now) {
+            return answered;
+        }
+        let found = match self.locate(req, now) {
+            Ok(found) => found,
+            Err(denied) => return *denied,
+        };
+        let mut buf = TokenBuf::new();
+        let claims = match self.verify(req, &found, now, &mut buf) {
+            Ok(c) => c,
+            Err(denied) => return *denied,
+        };
+        let event = match self.revocation_phase(&claims, state, now) {
+            Ok(event) => event,
+            Err(denied) => return *denied,
+        };
+        self.plan(req, &found, &claims, event, now)
+    }
+
+    /// Phase 1: the method. OPTIONS is a preflight, anything but GET/HEAD a 405 saying what is allowed; `None`:
+    /// go on.
+    fn method_phase(&self, req: &Request<'_>, now: u64) -> Option<Decision> {
         match req.method {
-            "GET" | "HEAD" => {}
+            "GET" | "HEAD" => None,
             "OPTIONS" => {
                 let mut h = Vec::with_capacity(6);
                 self.cors(&mut h);
                 h.push(("access-control-allow-methods", HeaderValue::Static(ALLOWED_METHODS)));
                 h.push(("access-control-allow-headers", HeaderValue::Static("range")));
                 h.push(("access-control-max-age", HeaderValue::Static("86400")));
-                return Decision::Preflight(h);
+                Some(Decision::Preflight(h))
             }
             _ => {
                 let mut d = self.deny(Reason::MethodNotAllowed, None, now, Attr::Nothing);
                 if let Decision::Deny(deny) = &mut d {
                     deny.headers.push(("allow", HeaderValue::Static(ALLOWED_METHODS)));
                 }
-                return d;
+                Some(d)
             }
         }
+    }
 
-        // Find the token: path first (the default), then the query parameter, then the cookie.
+    /// Phase 2: find the token (path first, the default; then the query parameter; then the cookie) and normalise
+    /// the path it protects.
+    fn locate<'r>(&self, req: &Request<'r>, now: u64) -> Result<Located<'r>, Refused> {
         let (token, raw_path, transport) = if let Some((t, rest)) = split_path_token(req.path) {
             (Some(t), rest, Transport::Path)
         } else if let Some(t) = query_param(req.query, &self.config.token_param) {
@@ -496,32 +539,45 @@ impl Engine {
                 Transport::Cookie,
             )
         };
-        let path = match normalize_path(raw_path) {
-            Ok(p) => p,
-            Err(e) => return self.deny(Reason::BadPath, Some(e.as_str()), now, Attr::Nothing),
-        };
+        let path =
+            normalize_path(raw_path).map_err(|e| self.refuse(Reason::BadPath, Some(e.as_str()), now, Attr::Nothing))?;
         // No valid token, no attribution: the path is whatever an anonymous caller typed (`/favicon.ico`, random
         // names), and labelling events with it would let anyone grow the control plane's metrics without bound.
         let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return self.deny(Reason::MissingToken, None, now, Attr::Nothing);
+            return Err(self.refuse(Reason::MissingToken, None, now, Attr::Nothing));
         };
         let resource = classify(&path, &self.config.multivariant_name);
-        let facts = RequestFacts {
-            path: &path,
+        Ok(Located {
+            token,
+            path,
+            transport,
             resource,
+        })
+    }
+
+    /// Phase 3: the token's signature, then its claims against the request (time, scope, permissions, IP, country,
+    /// embedding origin).
+    fn verify<'b>(
+        &self,
+        req: &Request<'_>,
+        found: &Located<'_>,
+        now: u64,
+        buf: &'b mut TokenBuf,
+    ) -> Result<Claims<'b>, Refused> {
+        let facts = RequestFacts {
+            path: &found.path,
+            resource: found.resource,
             now,
             client_ip: req.client_ip,
             // Without a source, whatever the adapter passed is not a country anyone vouches for.
             country: req.country.filter(|_| self.config.has_country_source),
             origin: embed_origin(req),
         };
-        let mut buf = TokenBuf::new();
-        let claims = match self.verifier.authenticate(token, &mut buf) {
-            Ok(c) => c,
-            // Unauthenticated: attribute to nothing, neither the path nor claims an attacker wrote.
-            Err(r) => return self.deny(r, None, now, Attr::Nothing),
-        };
-        let attribution = Attr::Claims(&claims);
+        // Unauthenticated: attribute to nothing, neither the path nor claims an attacker wrote.
+        let claims = self
+            .verifier
+            .authenticate(found.token, buf)
+            .map_err(|r| self.refuse(r, None, now, Attr::Nothing))?;
         let checked = self.verifier.policy().check(&claims, &facts);
         // A country rule on an edge that cannot know countries: the lenient rule of §8 would serve a deny-listed
         // link to everyone and refuse an allow-listed one to everyone, so refuse it, saying why, unless the
@@ -531,44 +587,51 @@ impl Engine {
             && !self.config.geo_lenient
             && matches!(checked, Ok(()) | Err(Reason::GeoDenied | Reason::OriginDenied))
         {
-            return self.deny(Reason::GeoUnavailable, None, now, attribution);
+            return Err(self.refuse(Reason::GeoUnavailable, None, now, Attr::Claims(&claims)));
         }
-        if let Err(r) = checked {
-            return self.deny(r, None, now, attribution);
+        match checked {
+            Ok(()) => Ok(claims),
+            Err(r) => Err(self.refuse(r, None, now, Attr::Claims(&claims))),
         }
+    }
 
-        // Revocation, from memory. A stale state follows the configured policy.
+    /// Phase 4: revocation, from memory. A stale state follows the configured policy: refused (fail closed) or
+    /// decided on the token alone and reported (fail open), which is the event this returns.
+    fn revocation_phase(&self, claims: &Claims<'_>, state: StateInput<'_>, now: u64) -> Result<Option<Event>, Refused> {
+        let attribution = Attr::Claims(claims);
         let stale = state.state.is_none() || state.age > u64::from(self.config.state_max_age);
-        let mut event = None;
         if stale && self.config.stale_policy == StalePolicy::FailClosed {
-            return self.deny(Reason::StateStale, None, now, attribution);
+            return Err(self.refuse(Reason::StateStale, None, now, attribution));
         }
-        if stale {
-            event = Some(self.event(EventKind::StateStale, None, now, attribution));
-        }
+        let event = stale.then(|| self.event(EventKind::StateStale, None, now, attribution));
         if let Some(s) = state.state {
-            let subject = Subject {
-                token_id: &claims.token_id,
-                iat: claims.iat,
-                key_id: claims.key_id,
-                share: claims.share.map(|t| t.as_bytes()),
-                viewer: claims.viewer.map(|t| t.as_bytes()),
-                session: claims.session.map(|t| t.as_bytes()),
-                asset: claims.asset.map(|t| t.as_bytes()),
-                campaign: claims.campaign.map(|t| t.as_bytes()),
-            };
-            match s.check(&subject) {
+            match s.check(&Subject::from_claims(claims)) {
                 Revoked::No => {}
-                Revoked::Token => return self.deny(Reason::Revoked, Some("token"), now, attribution),
-                Revoked::Watermark(kind) => return self.deny(Reason::Revoked, Some(kind.as_str()), now, attribution),
+                Revoked::Token => return Err(self.refuse(Reason::Revoked, Some("token"), now, attribution)),
+                Revoked::Watermark(kind) => {
+                    return Err(self.refuse(Reason::Revoked, Some(kind.as_str()), now, attribution));
+                }
             }
         }
+        Ok(event)
+    }
 
-        // Allowed. The origin path and cache key never contain the token.
+    /// Phase 5: the plan of an allowed request: what to fetch (the watermark variant of a segment, the kept LL-HLS
+    /// directives) and cache under which key and tags, the headers, and how to rewrite a playlist. The origin path
+    /// and the cache key never contain the token.
+    fn plan(
+        &self,
+        req: &Request<'_>,
+        found: &Located<'_>,
+        claims: &Claims<'_>,
+        mut event: Option<Event>,
+        now: u64,
+    ) -> Decision {
+        let (path, resource) = (&found.path, found.resource);
         let mut origin_path = path.to_string();
         if resource == Resource::Segment
             && let (Some(key), Some(id)) = (&self.config.watermark_key, claims.watermark)
-            && let Some(v) = watermark::variant_path(key, id, &path)
+            && let Some(v) = watermark::variant_path(key, id, path)
         {
             origin_path = v;
         }
@@ -589,11 +652,11 @@ impl Engine {
             playlist = Some(PlaylistPlan {
                 public_path: path.to_string(),
                 host: req.host.to_string(),
-                transport,
-                token: token.to_string(),
+                transport: found.transport,
+                token: found.token.to_string(),
                 resource,
                 session: self.config.two_tier.map(|_| {
-                    let mut seed = SessionSeed::from_claims(&claims);
+                    let mut seed = SessionSeed::from_claims(claims);
                     if seed.ip.is_none() {
                         seed.ip = self.session_ip(req.client_ip);
                     }
@@ -601,7 +664,7 @@ impl Engine {
                 }),
             });
             if resource == Resource::MultivariantPlaylist && event.is_none() {
-                event = Some(self.event(EventKind::PlaylistOpen, None, now, attribution));
+                event = Some(self.event(EventKind::PlaylistOpen, None, now, Attr::Claims(claims)));
             }
         }
         let mut cache_tags = Vec::with_capacity(2);
