@@ -16,7 +16,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::Ns;
+use crate::store::{Check, Ns, Op};
 use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -65,6 +65,23 @@ pub struct ShownOnce;
 /// `scope` committed (and what it produced).
 pub fn commit_key(scope: &Scope) -> String {
     format!("commit:{}", scope.key)
+}
+
+/// The check and the write that record a call's commit in the call's own transaction: the record must be absent
+/// (a concurrent run, or one that took over the key too early while the first was alive after all, must not commit
+/// a second time), and is written with the call's effect.
+pub fn commit_guard<'a>(key: &'a str, value: &'a [u8]) -> (Check<'a>, Op<'a>) {
+    (
+        Check::Absent {
+            ns: Ns::Idempotency,
+            key,
+        },
+        Op::Put {
+            ns: Ns::Idempotency,
+            key,
+            value,
+        },
+    )
 }
 
 /// A commit record's value: the request's body hash, then what the handler remembers of its effect.

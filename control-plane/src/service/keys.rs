@@ -21,7 +21,7 @@
 use super::auth::{ListKeys, RotateKeys};
 use super::error::ApiError;
 use super::extract::Authorized;
-use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
+use super::idempotency::{Scope, commit_guard, commit_key, commit_payload, commit_value};
 use super::revocations::Push;
 use super::{AppState, audit, now};
 use crate::store::{Check, Ns, Op};
@@ -470,17 +470,11 @@ async fn rotate(
         }];
         let commit = scope.as_ref().map(|sc| commit_value(sc, &commit)).unwrap_or_default();
         if let Some(k) = &idem {
-            // Absent: a run that took over this key too early (the first one was alive after all) must not
-            // rotate a second time.
-            checks.push(Check::Absent {
-                ns: Ns::Idempotency,
-                key: k,
-            });
-            ops.push(Op::Put {
-                ns: Ns::Idempotency,
-                key: k,
-                value: &commit,
-            });
+            // A run that took over this key too early (the first one was alive after all) must not rotate a
+            // second time.
+            let (check, op) = commit_guard(k, &commit);
+            checks.push(check);
+            ops.push(op);
         }
         crate::crash::point("key_rotate.before_commit");
         if s.store.atomic(&checks, &ops).await?.is_none() {

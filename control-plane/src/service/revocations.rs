@@ -13,9 +13,9 @@
 use super::auth::{ReadRevocations, Revoke};
 use super::error::ApiError;
 use super::extract::{Authorized, JsonBody};
-use super::idempotency::{Scope, commit_key, commit_payload, commit_value};
+use super::idempotency::{Scope, commit_guard, commit_key, commit_payload, commit_value};
 use super::{AppState, audit};
-use crate::purge::{JobStatus, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
+use crate::purge::{JobStatus, Outbox, OutboxStore, PurgeJob, PurgeRequest, Revoked, StoreOutbox};
 use crate::store::{Check, Log, Ns, Op};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -379,202 +379,285 @@ pub(super) async fn create(
     scope: Option<Extension<Scope>>,
     JsonBody(req): JsonBody<RevocationRequest>,
 ) -> Result<(StatusCode, Json<RevocationReceipt>), ApiError> {
-    // A purge that cannot be carried out is refused before anything is written: acknowledging the revocation
-    // while silently dropping its purge would break "revoke-and-purge is one act".
-    let outbox = match &s.outbox {
-        Some(o) if req.purge && o.has_targets() => Some(o.clone()),
-        _ if req.purge => {
-            return Err(ApiError::Refused(
-                "purge requested but no CDN purger is configured (SHAREGATE_CF_ZONE_ID + SHAREGATE_CF_API_TOKEN \
-                 or SHAREGATE_FASTLY_SERVICE_ID + SHAREGATE_FASTLY_API_KEY); nothing was revoked — retry without \
-                 \"purge\" to revoke only"
-                    .into(),
-            ));
-        }
-        _ => None,
-    };
+    let outbox = purge_outbox(&s, req.purge)?;
     let now = s.now();
     let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
-    // The commit record of this call's idempotency key, written with the revocation: a call retried after a crash
-    // (the middleware let its lapsed lease be taken over) answers with the first receipt instead of revoking twice.
-    // Checked before the request is interpreted: a token revocation whose signing key has since been pruned must
-    // still get its receipt.
+    // A call retried after a crash (the middleware let its lapsed lease be taken over) answers with the first
+    // receipt instead of revoking twice. Checked before the request is interpreted: a token revocation whose
+    // signing key has since been pruned must still get its receipt.
     let scope = scope.map(|Extension(sc)| sc);
-    let idem = scope.as_ref().map(commit_key);
-    if let (Some(k), Some(sc)) = (&idem, &scope)
-        && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
+    if let Some(sc) = &scope
+        && let Some(r) = replay_committed(&s, &c, sc).await?
     {
-        let id = String::from_utf8_lossy(commit_payload(sc, &prev)?).to_string();
-        let rec = s
-            .store
-            .get(Ns::Revocations, &id)
-            .await?
-            .ok_or(ApiError::NotFound("revocation"))?;
-        let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
-        if !is_finished(&rec) {
-            // The first run committed, then stopped before it had published and audited (its process died):
-            // finish the call as that run would have.
-            let subject = format!("{}:{}", r.receipt.kind, r.receipt.target);
-            let done = Finish {
-                action: "revocations.create",
-                subject: &subject,
-                purges: &r.purges,
-            };
-            finish_committed(&s, &c, &mut r.receipt, done).await?;
-        }
-        refresh_purges(&s, &mut r).await?;
         return Ok((StatusCode::OK, Json(r)));
     }
-    let mut token_share = None;
     // Watermarks cover every token minted before now, re-mints past the horizon included.
     let through = super::snapshot::watermark_through(&s, now32).await?;
-    let entry = match req.kind {
-        RevocationKind::Token => {
-            if req.token.is_some() == req.id.is_some() {
-                return Err(ApiError::InvalidScope(
-                    "a `token` revocation takes exactly one of `token` (the token or its URL) and `id` (its 24-hex \
-                     token id)"
-                        .into(),
-                ));
-            }
-            let (entry, share) = token_entry(&s, &req).await?;
-            token_share = share;
-            entry
-        }
-        RevocationKind::Global => {
-            // Refused rather than ignored: a caller who sent an id meant a narrower scope, and "everything" is the
-            // one revocation that cannot be made narrower afterwards.
-            if req.id.is_some() || req.token.is_some() {
-                return Err(ApiError::InvalidScope(
-                    "a `global` revocation revokes every token and takes no `id` or `token`; to revoke one scope, \
-                     name its kind (share, viewer, session, asset, campaign, key_id)"
-                        .into(),
-                ));
-            }
-            LogEntry {
-                kind: RevocationKind::Global,
-                id: String::new(),
-                iat: 0,
-                exp: 0,
-                through,
-            }
-        }
-        k => {
-            if req.token.is_some() {
-                return Err(ApiError::InvalidScope(format!(
-                    "`token` is only for `token` revocations; a `{k}` revocation takes an `id`"
-                )));
-            }
-            let id = req
-                .id
-                .clone()
-                .filter(|i| !i.is_empty() && i.len() <= 255)
-                .ok_or_else(|| ApiError::InvalidScope(format!("a `{k}` revocation needs an `id` of 1 to 255 bytes")))?;
-            if k == RevocationKind::KeyId && id.parse::<u16>().is_err() {
-                return Err(ApiError::InvalidScope("a key id is a number 0..=65535".into()));
-            }
-            LogEntry {
-                kind: k,
-                id,
-                iat: 0,
-                exp: 0,
-                through,
-            }
-        }
+    let (entry, token_share) = req.entry_for(&s, through).await?;
+    let mut receipt = new_receipt(&entry, req.reason.clone(), now, &c.key_id)?;
+    let purge = PurgePlan::new(&s, outbox, &receipt.id, &entry, token_share.as_deref())?;
+    commit(&s, &entry, &mut receipt, &purge, scope.as_ref()).await?;
+    purge.after_commit(&receipt.id).await?;
+    let subject = format!("{}:{}", receipt.kind, receipt.target);
+    let done = Finish {
+        action: "revocations.create",
+        subject: &subject,
+        purges: &purge.statuses,
+        after_publish: Some("revocation.after_publish"),
     };
+    publish_and_finish(&s, &c, &mut receipt, &entry, now32, done).await?;
+    // The statuses as planned (all pending): the worker may already be sending, and the next `GET` shows that.
+    Ok((
+        StatusCode::CREATED,
+        Json(RevocationReceipt {
+            receipt,
+            purges: purge.statuses,
+        }),
+    ))
+}
+
+/// The purge outbox, when the request asks for a purge. A purge that cannot be carried out is refused before
+/// anything is written: acknowledging the revocation while silently dropping its purge would break
+/// "revoke-and-purge is one act".
+fn purge_outbox(s: &AppState, purge: bool) -> Result<Option<Arc<Outbox>>, ApiError> {
+    match &s.outbox {
+        Some(o) if purge && o.has_targets() => Ok(Some(o.clone())),
+        _ if purge => Err(ApiError::Refused(
+            "purge requested but no CDN purger is configured (SHAREGATE_CF_ZONE_ID + SHAREGATE_CF_API_TOKEN or \
+             SHAREGATE_FASTLY_SERVICE_ID + SHAREGATE_FASTLY_API_KEY); nothing was revoked — retry without \
+             \"purge\" to revoke only"
+                .into(),
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// The receipt of this call's idempotency key if a first run committed it, finishing that run's publish and audit
+/// if it stopped after its commit (its process died).
+async fn replay_committed(
+    s: &AppState,
+    c: &super::auth::Caller,
+    sc: &Scope,
+) -> Result<Option<RevocationReceipt>, ApiError> {
+    let Some(prev) = s.store.get(Ns::Idempotency, &commit_key(sc)).await? else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(commit_payload(sc, &prev)?).to_string();
+    let (rec, mut r) = load_receipt(s, &id).await?;
+    if !is_finished(&rec) {
+        let subject = format!("{}:{}", r.receipt.kind, r.receipt.target);
+        let done = Finish {
+            action: "revocations.create",
+            subject: &subject,
+            purges: &r.purges,
+            after_publish: None,
+        };
+        finish_committed(s, c, &mut r.receipt, done).await?;
+    }
+    refresh_purges(s, &mut r).await?;
+    Ok(Some(r))
+}
+
+/// A stored revocation record, as bytes (they say whether its call finished) and as a receipt.
+async fn load_receipt(s: &AppState, id: &str) -> Result<(Vec<u8>, RevocationReceipt), ApiError> {
+    let rec = s
+        .store
+        .get(Ns::Revocations, id)
+        .await?
+        .ok_or(ApiError::NotFound("revocation"))?;
+    let r = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((rec, r))
+}
+
+impl RevocationRequest {
+    /// The log entry this request makes (watermarks at `through`), after checking the fields fit the kind; for a
+    /// token, also the token's share (what a purge drops).
+    async fn entry_for(&self, s: &AppState, through: u32) -> Result<(LogEntry, Option<String>), ApiError> {
+        let watermark = |kind, id| LogEntry {
+            kind,
+            id,
+            iat: 0,
+            exp: 0,
+            through,
+        };
+        match self.kind {
+            RevocationKind::Token => {
+                if self.token.is_some() == self.id.is_some() {
+                    return Err(ApiError::InvalidScope(
+                        "a `token` revocation takes exactly one of `token` (the token or its URL) and `id` (its \
+                         24-hex token id)"
+                            .into(),
+                    ));
+                }
+                token_entry(s, self).await
+            }
+            RevocationKind::Global => {
+                // Refused rather than ignored: a caller who sent an id meant a narrower scope, and "everything" is
+                // the one revocation that cannot be made narrower afterwards.
+                if self.id.is_some() || self.token.is_some() {
+                    return Err(ApiError::InvalidScope(
+                        "a `global` revocation revokes every token and takes no `id` or `token`; to revoke one \
+                         scope, name its kind (share, viewer, session, asset, campaign, key_id)"
+                            .into(),
+                    ));
+                }
+                Ok((watermark(RevocationKind::Global, String::new()), None))
+            }
+            k => {
+                if self.token.is_some() {
+                    return Err(ApiError::InvalidScope(format!(
+                        "`token` is only for `token` revocations; a `{k}` revocation takes an `id`"
+                    )));
+                }
+                let id = self
+                    .id
+                    .clone()
+                    .filter(|i| !i.is_empty() && i.len() <= 255)
+                    .ok_or_else(|| {
+                        ApiError::InvalidScope(format!("a `{k}` revocation needs an `id` of 1 to 255 bytes"))
+                    })?;
+                if k == RevocationKind::KeyId && id.parse::<u16>().is_err() {
+                    return Err(ApiError::InvalidScope("a key id is a number 0..=65535".into()));
+                }
+                Ok((watermark(k, id), None))
+            }
+        }
+    }
+}
+
+/// A new receipt (fresh random id) for a log entry made at `now` by API key `by`; its generation is set when it
+/// commits ([`write_durably`]).
+pub(crate) fn new_receipt(entry: &LogEntry, reason: Option<String>, now: u64, by: &str) -> Result<Receipt, ApiError> {
     let mut rid = [0u8; 8];
     getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
-    let mut receipt = Receipt {
+    Ok(Receipt {
         id: format!("rev_{}", hex::encode(rid)),
         kind: entry.kind,
         target: entry.id.clone(),
-        reason: req.reason.clone(),
+        reason,
         at: now,
-        by: c.key_id.clone(),
+        by: by.to_string(),
         through: (entry.kind != RevocationKind::Token).then_some(entry.through),
         generation: 0,
         pushed: Vec::new(),
-    };
-    let log_bytes = serde_json::to_vec(&entry).map_err(|e| ApiError::Internal(e.to_string()))?;
-    // The purge jobs, planned (not yet written) under the new revocation id: one per CDN and API call.
-    let purge_request = outbox.as_ref().map(|_| {
-        revoked_scope(&entry, token_share.as_deref()).map_or_else(PurgeRequest::default, |scope| {
-            PurgeRequest::for_revocation(&scope, &cdn_hosts(&s.config.edge_base_url))
+    })
+}
+
+/// A revocation's CDN purge, planned (not yet written) under its id before the commit: one job per CDN and API
+/// call.
+struct PurgePlan {
+    outbox: Option<Arc<Outbox>>,
+    request: Option<PurgeRequest>,
+    jobs: Vec<PurgeJob>,
+    statuses: Vec<PurgeStatus>,
+    /// Whether the jobs go into the revocation's transaction: when the outbox reads them from this store (the
+    /// production wiring); an outbox over another store gets them through `enqueue` right after the commit.
+    in_transaction: bool,
+    /// The job records that transaction writes, by key.
+    records: Vec<(String, Vec<u8>)>,
+}
+
+impl PurgePlan {
+    fn new(
+        s: &AppState,
+        outbox: Option<Arc<Outbox>>,
+        rid: &str,
+        entry: &LogEntry,
+        token_share: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let request = outbox.as_ref().map(|_| {
+            revoked_scope(entry, token_share).map_or_else(PurgeRequest::default, |scope| {
+                PurgeRequest::for_revocation(&scope, &cdn_hosts(&s.config.edge_base_url))
+            })
+        });
+        let jobs = match (&outbox, &request) {
+            (Some(o), Some(request)) => o.plan(rid, request, std::time::SystemTime::now()),
+            _ => Vec::new(),
+        };
+        let statuses = jobs.iter().map(PurgeStatus::from).collect();
+        let in_transaction = outbox.as_ref().is_some_and(|o| o.shares_store(&s.store));
+        let records = if in_transaction {
+            jobs.iter()
+                .map(|j| StoreOutbox::record(j).map(|bytes| (j.id.clone(), bytes)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        Ok(PurgePlan {
+            outbox,
+            request,
+            jobs,
+            statuses,
+            in_transaction,
+            records,
         })
-    });
-    let jobs = match (&outbox, &purge_request) {
-        (Some(o), Some(request)) => o.plan(&receipt.id, request, std::time::SystemTime::now()),
-        _ => Vec::new(),
-    };
-    let purges: Vec<PurgeStatus> = jobs.iter().map(PurgeStatus::from).collect();
-    // Jobs go into this transaction when the outbox reads them from this store (the production wiring); an
-    // outbox over another store gets them through `enqueue` right after the commit instead.
-    let in_transaction = outbox.as_ref().is_some_and(|o| o.shares_store(&s.store));
-    let job_records = if in_transaction {
-        jobs.iter()
-            .map(|j| StoreOutbox::record(j).map(|bytes| (j.id.as_str(), bytes)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-    } else {
-        Vec::new()
-    };
-    // Durable before acknowledged: record, log entry, generation and purge jobs in one transaction. The record names
-    // its generation already: the transaction only commits if the generation is still the one read just before, so
-    // a receipt read back after a crash is as complete as the first answer would have been.
-    // Every lost race means another revocation committed, so a burst drains one commit per round; the deadline
-    // (not a count) keeps a burst of hundreds from failing its tail.
+    }
+
+    /// Once the revocation is durable: wake the worker for jobs written with it, or write them now.
+    async fn after_commit(&self, rid: &str) -> Result<(), ApiError> {
+        let (Some(o), Some(request)) = (&self.outbox, &self.request) else {
+            return Ok(());
+        };
+        if self.jobs.is_empty() {
+            return Ok(());
+        }
+        if self.in_transaction {
+            // Already durable; only wake the worker so the purge goes out now rather than at its next tick.
+            o.notify();
+            return Ok(());
+        }
+        tracing::warn!(
+            revocation = %rid,
+            "purge outbox is not over the service store; purge jobs written after the revocation"
+        );
+        o.enqueue(rid, request, std::time::SystemTime::now())
+            .await
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "revocation {rid} is recorded, but its purge jobs could not be stored: {e}"
+                ))
+            })?;
+        Ok(())
+    }
+}
+
+/// Make a `POST /v1/revocations` durable before it is acknowledged: [`write_durably`] with the call's commit
+/// record and its purge jobs. Every lost race means another revocation committed, so a burst drains one commit per
+/// round; the deadline (not a count) keeps a burst of hundreds from failing its tail.
+async fn commit(
+    s: &AppState,
+    entry: &LogEntry,
+    receipt: &mut Receipt,
+    purge: &PurgePlan,
+    scope: Option<&Scope>,
+) -> Result<(), ApiError> {
+    let idem = scope.map(commit_key);
+    let commit = scope
+        .map(|sc| commit_value(sc, receipt.id.as_bytes()))
+        .unwrap_or_default();
+    let mut checks = Vec::new();
+    let mut ops = Vec::new();
+    if let Some(k) = &idem {
+        let (check, op) = commit_guard(k, &commit);
+        checks.push(check);
+        ops.push(op);
+    }
+    for (key, value) in &purge.records {
+        // Fresh random revocation id, so these keys cannot exist yet: no `Absent` check needed.
+        ops.push(Op::Put {
+            ns: StoreOutbox::NS,
+            key,
+            value,
+        });
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut attempt = 0u32;
-    let results = loop {
+    loop {
         attempt += 1;
-        let before = s.store.counter("state_generation").await?;
-        receipt.generation = before + 1;
-        let placeholder = record_bytes(&receipt, &purges, false)?;
-        let commit = scope
-            .as_ref()
-            .map(|sc| commit_value(sc, receipt.id.as_bytes()))
-            .unwrap_or_default();
-        let mut checks = vec![Check::CounterAtMost {
-            counter: "state_generation",
-            value: before,
-        }];
-        let mut ops = vec![
-            Op::Append {
-                log: Log::Revocations,
-                value: &log_bytes,
-            },
-            Op::Incr {
-                counter: "state_generation",
-                by: 1,
-            },
-            Op::Put {
-                ns: Ns::Revocations,
-                key: &receipt.id,
-                value: &placeholder,
-            },
-        ];
-        if let Some(k) = &idem {
-            checks.push(Check::Absent {
-                ns: Ns::Idempotency,
-                key: k,
-            });
-            ops.push(Op::Put {
-                ns: Ns::Idempotency,
-                key: k,
-                value: &commit,
-            });
-        }
-        for (key, value) in &job_records {
-            // Fresh random revocation id, so these keys cannot exist yet: no `Absent` check needed.
-            ops.push(Op::Put {
-                ns: StoreOutbox::NS,
-                key,
-                value,
-            });
-        }
         crate::crash::point("revocation.before_commit");
-        if let Some(r) = s.store.atomic(&checks, &ops).await? {
-            break r;
+        if write_durably(s, entry, receipt, &purge.statuses, &checks, &ops).await? {
+            break;
         }
         if let Some(k) = &idem
             && s.store.get(Ns::Idempotency, k).await?.is_some()
@@ -591,52 +674,71 @@ pub(super) async fn create(
             )));
         }
         backoff(attempt).await;
-    };
-    crate::crash::point("revocation.after_commit");
-    let (seq, generation) = (results[0], results[1]);
-    if seq != generation {
-        return Err(ApiError::Internal(format!(
-            "revocation log seq {seq} and generation {generation} diverged"
-        )));
     }
-    if generation != receipt.generation {
+    crate::crash::point("revocation.after_commit");
+    Ok(())
+}
+
+/// The state generation counter: one step per revocation log entry.
+const GENERATION: &str = "state_generation";
+
+/// One attempt at making a revocation durable, shared by `POST /v1/revocations` and share deletion: its log entry,
+/// the next state generation and its record (unfinished, naming that generation) in one transaction, with the
+/// caller's own `checks` and `ops`. The transaction only commits if the generation is still the one read just
+/// before, so a receipt read back after a crash is as complete as the first answer would have been. False when a
+/// check failed (another revocation took the generation, or one of the caller's).
+pub(crate) async fn write_durably(
+    s: &AppState,
+    entry: &LogEntry,
+    receipt: &mut Receipt,
+    purges: &[PurgeStatus],
+    checks: &[Check<'_>],
+    ops: &[Op<'_>],
+) -> Result<bool, ApiError> {
+    let log_bytes = serde_json::to_vec(entry).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let before = s.store.counter(GENERATION).await?;
+    receipt.generation = before + 1;
+    let placeholder = record_bytes(receipt, purges, false)?;
+    let checks: Vec<Check<'_>> = [Check::CounterAtMost {
+        counter: GENERATION,
+        value: before,
+    }]
+    .into_iter()
+    .chain(checks.iter().copied())
+    .collect();
+    let ops: Vec<Op<'_>> = [
+        Op::Append {
+            log: Log::Revocations,
+            value: &log_bytes,
+        },
+        Op::Incr {
+            counter: GENERATION,
+            by: 1,
+        },
+        Op::Put {
+            ns: Ns::Revocations,
+            key: &receipt.id,
+            value: &placeholder,
+        },
+    ]
+    .into_iter()
+    .chain(ops.iter().copied())
+    .collect();
+    let Some(results) = s.store.atomic(&checks, &ops).await? else {
+        return Ok(false);
+    };
+    let [seq, generation, ..] = results[..] else {
+        return Err(ApiError::Internal(
+            "the revocation transaction returned too few results".into(),
+        ));
+    };
+    if seq != generation || generation != receipt.generation {
         return Err(ApiError::Internal(format!(
-            "revocation committed at generation {generation}, expected {}",
+            "revocation log seq {seq}, generation {generation} and receipt generation {} diverged",
             receipt.generation
         )));
     }
-    if let (Some(o), Some(request)) = (&outbox, &purge_request)
-        && !jobs.is_empty()
-    {
-        if in_transaction {
-            // Already durable; only wake the worker so the purge goes out now rather than at its next tick.
-            o.notify();
-        } else {
-            tracing::warn!(
-                revocation = %receipt.id,
-                "purge outbox is not over the service store; purge jobs written after the revocation"
-            );
-            o.enqueue(&receipt.id, request, std::time::SystemTime::now())
-                .await
-                .map_err(|e| {
-                    ApiError::Internal(format!(
-                        "revocation {} is recorded, but its purge jobs could not be stored: {e}",
-                        receipt.id
-                    ))
-                })?;
-        }
-    }
-    // Publish: a one-entry delta to every configured edge. Edges that miss it catch up at their next pull.
-    receipt.pushed = super::edge_state::publish(&s, generation, &entry, now32).await?;
-    crate::crash::point("revocation.after_publish");
-    // Audit, then mark the record finished: a crash between the two audits the call twice on retry, never not at
-    // all.
-    audit_revocation(&s, &c, &receipt).await?;
-    s.store
-        .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &purges, true)?)
-        .await?;
-    // The statuses as planned (all pending): the worker may already be sending, and the next `GET` shows that.
-    Ok((StatusCode::CREATED, Json(RevocationReceipt { receipt, purges })))
+    Ok(true)
 }
 
 /// The stored record: the receipt with its purges, so a later read knows there are purges to look up, and whether
@@ -678,6 +780,8 @@ pub(crate) struct Finish<'a> {
     pub subject: &'a str,
     /// The record's purges, kept in it.
     pub purges: &'a [PurgeStatus],
+    /// The crash point between publishing and auditing, on a first run (the crash tests stop there).
+    pub after_publish: Option<&'static str>,
 }
 
 /// Finish a revocation (or share deletion) whose call committed and then stopped before publishing and auditing
@@ -698,7 +802,24 @@ pub(crate) async fn finish_committed(
         .ok_or_else(|| ApiError::Internal(format!("revocation log has no entry {}", receipt.generation)))?;
     let entry: LogEntry = serde_json::from_slice(&entry).map_err(|e| ApiError::Internal(format!("log entry: {e}")))?;
     let at = u32::try_from(receipt.at).unwrap_or(u32::MAX);
-    receipt.pushed = super::edge_state::publish(s, receipt.generation, &entry, at).await?;
+    publish_and_finish(s, c, receipt, &entry, at, done).await
+}
+
+/// What follows a revocation's commit, on a first run and on a retry alike: publish its one-entry delta to every
+/// configured edge (edges that miss it catch up at their next pull), vouching for time `at`; audit; then mark the
+/// record finished. A crash between the last two audits the call twice on retry, never not at all.
+pub(crate) async fn publish_and_finish(
+    s: &AppState,
+    c: &super::auth::Caller,
+    receipt: &mut Receipt,
+    entry: &LogEntry,
+    at: u32,
+    done: Finish<'_>,
+) -> Result<(), ApiError> {
+    receipt.pushed = super::edge_state::publish(s, receipt.generation, entry, at).await?;
+    if let Some(point) = done.after_publish {
+        crate::crash::point(point);
+    }
     audit(s, c, done.action, done.subject, "ok").await?;
     s.store
         .put(Ns::Revocations, &receipt.id, &record_bytes(receipt, done.purges, true)?)
@@ -715,23 +836,12 @@ pub(crate) async fn backoff(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
-/// The audit entry of a revocation: action `revocations.create`, subject `kind:target`.
-async fn audit_revocation(s: &AppState, c: &super::auth::Caller, receipt: &Receipt) -> Result<(), ApiError> {
-    let subject = format!("{}:{}", receipt.kind, receipt.target);
-    audit(s, c, "revocations.create", &subject, "ok").await
-}
-
 pub(super) async fn get(
     State(s): State<Arc<AppState>>,
     Path(id): Path<String>,
     _: Authorized<ReadRevocations>,
 ) -> Result<Json<RevocationReceipt>, ApiError> {
-    let rec = s
-        .store
-        .get(Ns::Revocations, &id)
-        .await?
-        .ok_or(ApiError::NotFound("revocation"))?;
-    let mut r: RevocationReceipt = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (_, mut r) = load_receipt(&s, &id).await?;
     refresh_purges(&s, &mut r).await?;
     Ok(Json(r))
 }

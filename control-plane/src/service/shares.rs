@@ -26,9 +26,11 @@
 use super::auth::{DeleteShares, ManageShares, ReadShares};
 use super::error::ApiError;
 use super::extract::{Authorized, JsonBody, QueryParams};
-use super::revocations::{Finish, LogEntry, Receipt, backoff, finish_committed, is_finished, record_bytes};
+use super::revocations::{
+    Finish, LogEntry, Receipt, backoff, finish_committed, is_finished, new_receipt, publish_and_finish, write_durably,
+};
 use super::{AppState, audit, now};
-use crate::store::{Check, Log, Ns, Op};
+use crate::store::{Check, Ns, Op};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -349,6 +351,7 @@ async fn delete(
                     action: "shares.delete",
                     subject: &id,
                     purges: &[],
+                    after_publish: None,
                 };
                 finish_committed(&s, &c, &mut receipt, done).await?;
             }
@@ -356,8 +359,6 @@ async fn delete(
         }
         let now = s.now();
         let through = super::snapshot::watermark_through(&s, now32(now)?).await?;
-        let mut rid = [0u8; 8];
-        getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
         // The same log entry and receipt `POST /v1/revocations` writes for `{"kind":"share"}`: tokens of this share
         // issued at or before `through` are revoked, and the edge state is rebuilt from this log alone.
         let entry = LogEntry {
@@ -367,81 +368,36 @@ async fn delete(
             exp: 0,
             through,
         };
-        // The receipt names its generation in the same transaction (checked to be the next one), as revocations do.
-        let before = s.store.counter("state_generation").await?;
-        let mut receipt = Receipt {
-            id: format!("rev_{}", hex::encode(rid)),
-            kind: entry.kind,
-            target: id.clone(),
-            reason: Some(params.reason.clone().unwrap_or_else(|| "share deleted".into())),
-            at: now,
-            by: c.key_id.clone(),
-            through: Some(through),
-            generation: before + 1,
-            pushed: Vec::new(),
-        };
+        let reason = params.reason.clone().unwrap_or_else(|| "share deleted".into());
+        let mut receipt = new_receipt(&entry, Some(reason), now, &c.key_id)?;
         share.deleted_at = Some(now);
         share.revocation = Some(receipt.id.clone());
-        let (log_bytes, placeholder, updated) =
-            (to_json(&entry)?, record_bytes(&receipt, &[], false)?, to_json(&share)?);
-        // Durable before acknowledged: log entry, generation, receipt and the deleted share in one transaction.
+        let updated = to_json(&share)?;
+        // Durable before acknowledged: the revocation and the deleted share in one transaction, if the share is
+        // still what was read.
         crate::crash::point("share_delete.before_commit");
-        let results = s
-            .store
-            .atomic(
-                &[
-                    Check::Equals {
-                        ns: Ns::Shares,
-                        key: &id,
-                        value: &current,
-                    },
-                    Check::CounterAtMost {
-                        counter: "state_generation",
-                        value: before,
-                    },
-                ],
-                &[
-                    Op::Append {
-                        log: Log::Revocations,
-                        value: &log_bytes,
-                    },
-                    Op::Incr {
-                        counter: "state_generation",
-                        by: 1,
-                    },
-                    Op::Put {
-                        ns: Ns::Revocations,
-                        key: &receipt.id,
-                        value: &placeholder,
-                    },
-                    Op::Put {
-                        ns: Ns::Shares,
-                        key: &id,
-                        value: &updated,
-                    },
-                ],
-            )
-            .await?;
-        let Some(results) = results else {
+        let unchanged = Check::Equals {
+            ns: Ns::Shares,
+            key: &id,
+            value: &current,
+        };
+        let deleted = Op::Put {
+            ns: Ns::Shares,
+            key: &id,
+            value: &updated,
+        };
+        if !write_durably(&s, &entry, &mut receipt, &[], &[unchanged], &[deleted]).await? {
             backoff(attempt).await;
             continue;
-        };
-        crate::crash::point("share_delete.after_commit");
-        let (seq, generation) = (results[0], results[1]);
-        if seq != generation || generation != receipt.generation {
-            return Err(ApiError::Internal(format!(
-                "revocation log seq {seq}, generation {generation} and receipt generation {} diverged",
-                receipt.generation
-            )));
         }
-        receipt.pushed = super::edge_state::publish(&s, generation, &entry, through).await?;
-        crate::crash::point("share_delete.after_publish");
-        // Audit, then mark the record finished: after a crash between the two the retry audits again, never not at
-        // all.
-        audit(&s, &c, "shares.delete", &id, "ok").await?;
-        s.store
-            .put(Ns::Revocations, &receipt.id, &record_bytes(&receipt, &[], true)?)
-            .await?;
+        crate::crash::point("share_delete.after_commit");
+        let done = Finish {
+            action: "shares.delete",
+            subject: &id,
+            purges: &[],
+            after_publish: Some("share_delete.after_publish"),
+        };
+        publish_and_finish(&s, &c, &mut receipt, &entry, through, done).await?;
         return Ok(Json(response(&s, share, Some(receipt))));
     }
     Err(ApiError::Store(crate::store::StoreError::Contention(
