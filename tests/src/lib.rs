@@ -392,7 +392,13 @@ pub fn check(minted: &Minted, expect: &Value, resp: &HttpResponse) -> Result<()>
     }
     if let Some(f) = expect.get("body_file").and_then(Value::as_str) {
         let path = conformance_dir().join("origin").join(minted.expand(f));
-        let want = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+        let mut want = std::fs::read(&path).with_context(|| format!("{}", path.display()))?;
+        // `body_range: [first, last]`: the bytes a byte range asks for (both inclusive, as Content-Range counts).
+        if let Some(r) = expect.get("body_range").and_then(Value::as_array) {
+            let at = |i: usize| r.get(i).and_then(Value::as_u64).and_then(|v| usize::try_from(v).ok());
+            let (first, last) = at(0).zip(at(1)).context("body_range is [first, last]")?;
+            want = want.get(first..=last).context("body_range outside body_file")?.to_vec();
+        }
         if resp.body != want {
             bail!("body differs from {}: {body}", path.display());
         }
@@ -586,6 +592,69 @@ pub fn ffprobe_duration(url: &str) -> Option<f64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// The answer the engine plans for a decision, played out in memory against the suite's origin directory: what
+/// every adapter must send (status, the engine's headers, the body it plans), with no runtime in between. A missing
+/// file is the origin's 404. The runtime's own `Content-Length` of a GET body is added as a runtime adds it.
+pub fn engine_answer(
+    engine: &sharegate_edge::Engine,
+    decision: sharegate_edge::Decision,
+    r: &HttpRequest,
+    now: u64,
+) -> HttpResponse {
+    use sharegate_edge::Decision;
+    use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader};
+    let head = r.method == "HEAD";
+    let to_map = |headers: &sharegate_edge::engine::Headers| -> BTreeMap<String, String> {
+        headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let (status, mut headers, body) = match decision {
+        Decision::Preflight(h) => (204, to_map(&h), Vec::new()),
+        Decision::Deny(d) => (
+            d.status,
+            to_map(&d.headers),
+            if head { Vec::new() } else { d.body.into_bytes() },
+        ),
+        Decision::Allow(a) => {
+            let file = sharegate_edge::hls::origin_file_path(&a.origin_path)
+                .and_then(|rel| std::fs::read(conformance_dir().join("origin").join(rel)).ok());
+            let origin = OriginAnswer {
+                status: if file.is_some() { 200 } else { 404 },
+                length: Some(file.as_ref().map_or(0, |f| f.len() as u64)),
+                sliceable: true,
+                ..OriginAnswer::default()
+            };
+            let file = file.unwrap_or_default();
+            let range = r.headers.iter().find(|(k, _)| k == "range").map(|(_, v)| v.as_str());
+            let mut plan = a.respond(ClientAsk { head, range }, &origin, TagHeader::SurrogateKey);
+            let body = match &plan.body {
+                BodyPlan::Whole => file,
+                BodyPlan::Slice { start, end } => file
+                    .get(usize::try_from(*start).unwrap_or(usize::MAX)..=usize::try_from(*end).unwrap_or(0))
+                    .unwrap_or_default()
+                    .to_vec(),
+                BodyPlan::Rewrite(_) => match plan.finish_rewrite(engine, &file, now) {
+                    Ok(b) => b,
+                    Err(f) => {
+                        return HttpResponse {
+                            status: f.status,
+                            headers: to_map(&f.headers),
+                            body: f.body.as_bytes().to_vec(),
+                        };
+                    }
+                },
+                BodyPlan::Empty => Vec::new(),
+            };
+            (plan.status, to_map(&plan.headers), body)
+        }
+    };
+    if !head && status != 204 {
+        headers
+            .entry("content-length".into())
+            .or_insert_with(|| body.len().to_string());
+    }
+    HttpResponse { status, headers, body }
 }
 
 /// A native edge running in this process on an ephemeral loopback port.
