@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Dev, free_port};
+use common::{Dev, free_port, get_json, mint_link};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_edge_honours_the_edge_settings() {
@@ -32,30 +32,11 @@ async fn dev_edge_honours_the_edge_settings() {
     assert!(!admin_line.contains("admin.key"), "{admin_line}");
     assert!(!dir.path().join("admin.key").exists());
 
-    let status: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{edge}/_sharegate/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let status = get_json(&http, &format!("http://127.0.0.1:{edge}/_sharegate/status")).await;
     assert_eq!(status["country_source"], "header:cf-ipcountry", "{status}");
 
     let minter = dev.key("minter");
-    let link: serde_json::Value = http
-        .post(format!("http://127.0.0.1:{api}/v1/links"))
-        .bearer_auth(&minter)
-        .header("content-type", "application/json")
-        .body(r#"{"asset":"demo","ttl":600}"#)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .map(|t| serde_json::from_str(&t).unwrap())
-        .unwrap();
+    let link = mint_link(&http, api, &minter, r#"{"asset":"demo","ttl":600}"#).await;
     let url = link["url"].as_str().unwrap();
     let token = url.split("/t/").nth(1).unwrap().split('/').next().unwrap();
     let master = http.get(url).send().await.unwrap();

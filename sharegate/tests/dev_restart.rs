@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Dev, free_port};
+use common::{Dev, free_port, mint_link};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -38,20 +38,7 @@ async fn dev_mint_play_revoke_restart() {
     let http = reqwest::Client::new();
     let dev = Dev::start(dir.path(), api, edge, &[]);
     let (minter, responder) = (dev.key("minter"), dev.key("responder"));
-    let link: serde_json::Value = serde_json::from_str(
-        &http
-            .post(format!("http://127.0.0.1:{api}/v1/links"))
-            .bearer_auth(&minter)
-            .header("content-type", "application/json")
-            .body(r#"{"asset":"demo","ttl":600}"#)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let link = mint_link(&http, api, &minter, r#"{"asset":"demo","ttl":600}"#).await;
     let url = link["url"].as_str().unwrap().to_string();
     let u = url.clone();
     assert!(
@@ -92,20 +79,7 @@ async fn dev_mint_play_revoke_restart() {
     }
     // A new link from the restarted system plays.
     let minter = dev.key("minter");
-    let link: serde_json::Value = serde_json::from_str(
-        &http
-            .post(format!("http://127.0.0.1:{api}/v1/links"))
-            .bearer_auth(&minter)
-            .header("content-type", "application/json")
-            .body(r#"{"asset":"demo"}"#)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let link = mint_link(&http, api, &minter, r#"{"asset":"demo"}"#).await;
     let seg2 = link["url"].as_str().unwrap().replace("master.m3u8", "v0/seg_001.ts");
     assert_eq!(status_of(&http, &seg2).await.0, 200);
 }

@@ -82,3 +82,26 @@ impl Dev {
         l.rsplit(' ').next().unwrap().to_string()
     }
 }
+
+/// `POST /v1/links` on the API at `api` with `body`, as `minter` would send it; the answer's JSON.
+pub async fn mint_link(http: &reqwest::Client, api: u16, minter: &str, body: &str) -> serde_json::Value {
+    let answer = http
+        .post(format!("http://127.0.0.1:{api}/v1/links"))
+        .bearer_auth(minter)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    json_of(answer).await
+}
+
+/// `GET url`; the answer's JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> serde_json::Value {
+    json_of(http.get(url).send().await.unwrap()).await
+}
+
+async fn json_of(answer: reqwest::Response) -> serde_json::Value {
+    let text = answer.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
