@@ -240,3 +240,54 @@ async fn bad_pushes_are_refused_and_change_nothing() {
     );
     assert_eq!(edge.edge.generation(), Some(5));
 }
+
+/// A delta that does not chain onto the held generation (one was missed) is followed by a fetch of the whole state,
+/// as on Cloudflare and Fastly: the edge ends exact and live instead of failing until a later pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_gap_fetches_the_whole_state() {
+    let now = u32::try_from(unix_now()).unwrap();
+    // The edge holds generation 1; the control plane answers it with a delta from 2 to 3 (it missed 2), and anyone
+    // who asks without a generation with the snapshot of 3.
+    let gap = build_delta(
+        &DeltaParams {
+            base_generation: 2,
+            generation: 3,
+            built_at: now,
+        },
+        &[],
+        &[],
+        &StateKey::new(SK),
+    )
+    .unwrap();
+    let whole = snapshot(3);
+    let asked: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen = Arc::clone(&asked);
+    let cp = Router::new().route(
+        "/v1/edge/state",
+        get(move |h: HeaderMap| {
+            let (gap, whole, seen) = (gap.clone(), whole.clone(), Arc::clone(&seen));
+            async move {
+                let since = h
+                    .get("x-sharegate-generation")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                seen.lock().unwrap().push(since.clone());
+                match since.as_deref() {
+                    Some("1") => (StatusCode::OK, gap),
+                    _ => (StatusCode::OK, whole),
+                }
+            }
+        }),
+    );
+    let cp = spawn(cp).await;
+    let opts = NativeOptions {
+        origins: vec![Origin::Dir(std::env::temp_dir())],
+        state_url: Some(format!("{cp}/v1/edge/state")),
+        ..NativeOptions::default()
+    };
+    let edge = start_native_edge(&settings(), opts).await.unwrap();
+    edge.edge.offer_state(&snapshot(1)).unwrap();
+    pull_once(&edge.edge).await.unwrap();
+    assert_eq!(edge.edge.generation(), Some(3));
+    assert_eq!(*asked.lock().unwrap(), [Some("1".to_string()), None]);
+}

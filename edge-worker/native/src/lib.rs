@@ -648,3 +648,57 @@ async fn serve_allowed(edge: &Edge, engine: &Engine, a: &Allow, now: u64, ask: C
     };
     respond(plan.status, &plan.headers, body)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn native_settings_come_from_the_one_parser() {
+        let src: &[(&str, &str)] = &[];
+        let d = NativeOptions::from_source(&src).unwrap();
+        let def = NativeOptions::default();
+        assert_eq!(
+            (d.origin_timeout, d.cache_bytes, d.playlist_ttl, d.pull_interval),
+            (def.origin_timeout, def.cache_bytes, def.playlist_ttl, def.pull_interval)
+        );
+        assert!(d.origins.is_empty() && d.state_url.is_none() && d.edge_token.is_none());
+
+        let src: &[(&str, &str)] = &[
+            ("SHAREGATE_ORIGIN", "/srv/media, https://o.example.com/"),
+            ("SHAREGATE_STATE_URL", "https://cp.example.com/v1/edge/state"),
+            ("SHAREGATE_EDGE_TOKEN", "t"),
+            ("SHAREGATE_STATE_REFRESH_MS", "250"),
+            (keys::ORIGIN_TIMEOUT_MS, "1500"),
+            (keys::CACHE_MIB, "8"),
+            (client::keys::COUNTRY_HEADER, "CF-IPCountry"),
+        ];
+        let o = NativeOptions::from_source(&src).unwrap();
+        assert_eq!(
+            o.origins,
+            [
+                Origin::Dir("/srv/media".into()),
+                Origin::Http("https://o.example.com".into())
+            ]
+        );
+        assert_eq!(o.pull_interval, Duration::from_millis(250));
+        assert_eq!(o.origin_timeout, Duration::from_millis(1500));
+        assert_eq!(o.cache_bytes, 8 << 20);
+        assert_eq!(o.edge_token.as_deref(), Some("t"));
+        assert!(o.client_sources.has_country());
+
+        // The same refusals, naming the setting, as on every edge.
+        for (k, v) in [
+            ("SHAREGATE_STATE_URL", "cp.example.com"),
+            ("SHAREGATE_STATE_REFRESH_MS", "0"),
+            (keys::ORIGIN_TIMEOUT_MS, "soon"),
+            (client::keys::TRUSTED_PROXIES, "10.0.0.0/33"),
+        ] {
+            let src: &[(&str, &str)] = &[(k, v)];
+            assert_eq!(NativeOptions::from_source(&src).unwrap_err().key, k, "{k}={v}");
+        }
+        let src: &[(&str, &str)] = &[];
+        assert_eq!(settings(&src).unwrap_err().key, "SHAREGATE_SIGNING_KEYS");
+    }
+}
