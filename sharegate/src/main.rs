@@ -18,7 +18,7 @@ mod offline;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{Cli, ClientKeys, Cmd};
+use cli::{ApiArgs, Cli, ClientKeys, Cmd};
 use client::{Answer, ApiClient};
 use std::process::ExitCode;
 
@@ -31,37 +31,37 @@ fn main() -> Result<ExitCode> {
 
 async fn run(cmd: Cmd) -> Result<ExitCode> {
     match cmd {
-        Cmd::Serve(a) => {
-            init_tracing();
-            compose::serve(a).await.map(|()| ExitCode::SUCCESS)
-        }
-        Cmd::Dev(a) => {
-            init_tracing();
-            compose::dev(a).await.map(|()| ExitCode::SUCCESS)
-        }
-        Cmd::Edge(a) => {
-            init_tracing();
-            edge::run(a).await.map(|()| ExitCode::SUCCESS)
-        }
-        Cmd::Mint(m) => Ok(print(ApiClient::from_env(&m.api.api)?.mint_link(&m.request()).await?)),
+        Cmd::Serve(a) => long_running(compose::serve(a)).await,
+        Cmd::Dev(a) => long_running(compose::dev(a)).await,
+        Cmd::Edge(a) => long_running(edge::run(a)).await,
+        Cmd::Mint(m) => api(&m.api, async |c| c.mint_link(&m.request()).await).await,
         Cmd::Revoke(r) => {
-            let client = ApiClient::from_env(&r.api.api)?;
-            Ok(print(client.revoke(&r.request(), r.idempotency_key.as_deref()).await?))
+            let key = r.idempotency_key.as_deref();
+            api(&r.api, async |c| c.revoke(&r.request(), key).await).await
         }
-        Cmd::Apikeys(k) => Ok(print(
-            ApiClient::from_env(&k.api.api)?.create_api_key(&k.request()).await?,
-        )),
-        Cmd::Share(s) => Ok(print(
-            ApiClient::from_env(&s.api.api)?.create_share(&s.request()).await?,
-        )),
-        Cmd::Diagnose(d) => Ok(print(ApiClient::from_env(&d.api.api)?.diagnose(&d.request()).await?)),
-        Cmd::Keys(ClientKeys::Rotate(a)) => Ok(print(ApiClient::from_env(&a.api)?.rotate_keys().await?)),
-        Cmd::Keys(ClientKeys::List(a)) => Ok(print(ApiClient::from_env(&a.api)?.list_keys().await?)),
-        Cmd::Audit(q) => Ok(print(ApiClient::from_env(&q.api.api)?.audit(&q.query()).await?)),
+        Cmd::Apikeys(k) => api(&k.api, async |c| c.create_api_key(&k.request()).await).await,
+        Cmd::Share(s) => api(&s.api, async |c| c.create_share(&s.request()).await).await,
+        Cmd::Diagnose(d) => api(&d.api, async |c| c.diagnose(&d.request()).await).await,
+        Cmd::Keys(ClientKeys::Rotate(a)) => api(&a, async |c| c.rotate_keys().await).await,
+        Cmd::Keys(ClientKeys::List(a)) => api(&a, async |c| c.list_keys().await).await,
+        Cmd::Audit(q) => api(&q.api, async |c| c.audit(&q.query()).await).await,
         Cmd::Demo(a) => offline::demo(a).await,
         Cmd::Keygen => offline::keygen(),
         Cmd::Token(t) => offline::token(t),
     }
+}
+
+/// A server command (`serve`, `dev`, `edge`): with tracing, until it fails or is interrupted.
+async fn long_running(server: impl Future<Output = Result<()>>) -> Result<ExitCode> {
+    init_tracing();
+    server.await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An API command: one call with the key from `SHAREGATE_API_KEY`, its answer printed.
+async fn api(args: &ApiArgs, call: impl AsyncFnOnce(&ApiClient) -> Result<Answer>) -> Result<ExitCode> {
+    let client = ApiClient::from_env(&args.api)?;
+    Ok(print(call(&client).await?))
 }
 
 /// Print the API's answer; an error status fails the command (the JSON error printed says why, the exit status tells
