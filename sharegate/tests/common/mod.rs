@@ -72,14 +72,15 @@ impl Dev {
         Dev { child, lines }
     }
 
-    /// The API key of `role` it printed.
+    /// The API key of `role` it printed (keys are `sg_<role>_…`; the admin line also names its file).
     pub fn key(&self, role: &str) -> String {
-        let l = self
-            .lines
+        self.lines
             .iter()
-            .find(|l| l.contains(&format!("{role} API key")))
-            .unwrap_or_else(|| panic!("no {role} key in {:#?}", self.lines));
-        l.rsplit(' ').next().unwrap().to_string()
+            .filter(|l| l.contains(&format!("{role} API key")))
+            .flat_map(|l| l.split_whitespace())
+            .find(|w| w.starts_with("sg_"))
+            .unwrap_or_else(|| panic!("no {role} key in {:#?}", self.lines))
+            .to_string()
     }
 }
 
