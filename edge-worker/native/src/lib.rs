@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 pub const INTERNAL_PREFIX: &str = contract::paths::INTERNAL_PREFIX;
 
 /// Settings of the native server (the engine's own settings are in [`EdgeConfig`]).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NativeOptions {
     /// Origins, tried in order.
     pub origins: Vec<Origin>,
@@ -56,6 +56,24 @@ pub struct NativeOptions {
     pub events_url: Option<String>,
     /// Where the client's address and country come from (default: the TCP peer, and no country).
     pub client_sources: client::ClientSources,
+}
+
+impl std::fmt::Debug for NativeOptions {
+    /// Everything but the bearer credential, which is a secret (the edge's own `Debug` prints its options).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeOptions")
+            .field("origins", &self.origins)
+            .field("origin_timeout", &self.origin_timeout)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("playlist_ttl", &self.playlist_ttl)
+            .field("state_url", &self.state_url)
+            .field("keys_url", &self.keys_url)
+            .field("pull_interval", &self.pull_interval)
+            .field("edge_token", &self.edge_token.as_ref().map(|_| "<set>"))
+            .field("events_url", &self.events_url)
+            .field("client_sources", &self.client_sources)
+            .finish()
+    }
 }
 
 impl Default for NativeOptions {
@@ -668,7 +686,7 @@ mod tests {
         let src: &[(&str, &str)] = &[
             ("SHAREGATE_ORIGIN", "/srv/media, https://o.example.com/"),
             ("SHAREGATE_STATE_URL", "https://cp.example.com/v1/edge/state"),
-            ("SHAREGATE_EDGE_TOKEN", "t"),
+            ("SHAREGATE_EDGE_TOKEN", "sekrit-token"),
             ("SHAREGATE_STATE_REFRESH_MS", "250"),
             (keys::ORIGIN_TIMEOUT_MS, "1500"),
             (keys::CACHE_MIB, "8"),
@@ -685,7 +703,7 @@ mod tests {
         assert_eq!(o.pull_interval, Duration::from_millis(250));
         assert_eq!(o.origin_timeout, Duration::from_millis(1500));
         assert_eq!(o.cache_bytes, 8 << 20);
-        assert_eq!(o.edge_token.as_deref(), Some("t"));
+        assert_eq!(o.edge_token.as_deref(), Some("sekrit-token"));
         assert!(o.client_sources.has_country());
 
         // The same refusals, naming the setting, as on every edge.
@@ -700,5 +718,7 @@ mod tests {
         }
         let src: &[(&str, &str)] = &[];
         assert_eq!(settings(&src).unwrap_err().key, "SHAREGATE_SIGNING_KEYS");
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("sekrit") && shown.contains("<set>"), "{shown}");
     }
 }
