@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod observe;
 pub mod openapi;
+pub mod readiness;
 pub mod revocations;
 pub mod shares;
 pub mod snapshot;
