@@ -19,7 +19,7 @@ use sharegate_shared::Reason;
 use sharegate_shared::path::normalize_path;
 use sharegate_shared::revocation::{Revoked, StateSet, StateView, Subject};
 use sharegate_shared::token::{
-    Claims, Countries, IpPrefix, Minter, Permissions, RequestFacts, Resource, Text, TokenBuf, Verifier,
+    Claims, IpPrefix, Minter, Permissions, RequestFacts, Resource, Text, TokenBuf, Verifier,
 };
 
 /// The header that carries the reason code on denials (unless switched off).
@@ -232,28 +232,9 @@ pub enum Decision {
     Preflight(Headers),
 }
 
-/// The claims a session token inherits, owned so the plan outlives the request's token buffer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionSeed {
-    token_id: [u8; 12],
-    iat: u32,
-    nbf: u32,
-    exp: u32,
-    permissions: Permissions,
-    asset: Option<String>,
-    prefix: Option<String>,
-    share: Option<String>,
-    viewer: Option<String>,
-    session: Option<String>,
-    campaign: Option<String>,
-    channel: Option<String>,
-    ip: Option<IpPrefix>,
-    countries: Option<(bool, Vec<u8>)>,
-    origin: Option<String>,
-    watermark: Option<Vec<u8>>,
-    tier: Option<u8>,
-    data: Option<Vec<u8>>,
-}
+/// The claims a session token inherits: the presented token's, owned so the plan outlives the request's token
+/// buffer (shared's one owned form of claims).
+pub type SessionSeed = sharegate_shared::token::OwnedClaims;
 
 /// How to rewrite a playlist body once it is fetched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,38 +255,6 @@ pub struct PlaylistPlan {
 
 fn owned(t: Option<Text<'_>>) -> Option<String> {
     t.map(|t| t.as_str().to_string())
-}
-
-fn text(s: &Option<String>) -> Option<Text<'_>> {
-    s.as_deref().map(Text::from)
-}
-
-impl SessionSeed {
-    fn from_claims(c: &Claims<'_>) -> Self {
-        SessionSeed {
-            token_id: c.token_id,
-            iat: c.iat,
-            nbf: c.nbf,
-            exp: c.exp,
-            permissions: c.permissions,
-            asset: owned(c.asset),
-            prefix: owned(c.prefix),
-            share: owned(c.share),
-            viewer: owned(c.viewer),
-            session: owned(c.session),
-            campaign: owned(c.campaign),
-            channel: owned(c.channel),
-            ip: c.ip,
-            countries: c.countries.map(|r| match r {
-                Countries::Allow(v) => (true, v.to_vec()),
-                Countries::Deny(v) => (false, v.to_vec()),
-            }),
-            origin: owned(c.origin),
-            watermark: c.watermark.map(<[u8]>::to_vec),
-            tier: c.tier,
-            data: c.data.map(<[u8]>::to_vec),
-        }
-    }
 }
 
 /// The resource kind a normalised path names, by file name: the multivariant name, other `.m3u8` files, init
@@ -656,7 +605,7 @@ impl Engine {
                 token: found.token.to_string(),
                 resource,
                 session: self.config.two_tier.map(|_| {
-                    let mut seed = SessionSeed::from_claims(claims);
+                    let mut seed = claims.to_owned_claims();
                     if seed.ip.is_none() {
                         seed.ip = self.session_ip(req.client_ip);
                     }
@@ -706,33 +655,11 @@ impl Engine {
     /// issue time, so revoking the share token (by id or any watermark) also revokes every session token from it.
     fn session_token(&self, seed: &SessionSeed, permissions: Permissions, exp: u32) -> Option<String> {
         let minter = self.minter.as_ref()?;
-        let countries = seed.countries.as_ref().map(|(allow, c)| {
-            if *allow {
-                Countries::Allow(c)
-            } else {
-                Countries::Deny(c)
-            }
-        });
+        // The minter writes its own key id and the current format version, whatever the seed carried.
         let claims = Claims {
-            token_id: seed.token_id,
-            iat: seed.iat,
-            nbf: seed.nbf,
             exp,
             permissions,
-            asset: text(&seed.asset),
-            prefix: text(&seed.prefix),
-            share: text(&seed.share),
-            viewer: text(&seed.viewer),
-            session: text(&seed.session),
-            campaign: text(&seed.campaign),
-            channel: text(&seed.channel),
-            ip: seed.ip,
-            countries,
-            origin: text(&seed.origin),
-            watermark: seed.watermark.as_deref(),
-            tier: seed.tier,
-            data: seed.data.as_deref(),
-            ..Claims::default()
+            ..seed.as_claims()
         };
         minter.mint(&claims).ok()
     }
@@ -864,6 +791,7 @@ impl Attribution {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use sharegate_shared::token::Countries;
 
     #[test]
     fn resource_classification() {
