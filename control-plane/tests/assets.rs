@@ -3,77 +3,27 @@
 //! counts requests in flight to prove the check's concurrency bound), the auth matrix, and `ensure_ready`.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
+mod common;
+
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, Request, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt;
+use common::service::{call, key_of as key, world_with};
 use sharegate_control_plane::service::assets::ensure_ready;
-use sharegate_control_plane::service::readiness::CHECK_CONCURRENCY;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
+use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::error::ApiError;
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::Policy;
+use sharegate_control_plane::service::readiness::CHECK_CONCURRENCY;
+use sharegate_control_plane::service::{AppState, ServiceConfig};
+use sharegate_control_plane::store::Log;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use tower::ServiceExt;
 
+/// The common service, without the `demo` asset (these tests register their own).
 async fn setup() -> (axum::Router, Arc<AppState>, Vec<(Role, String)>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = Arc::new(
-        AppState::new(
-            store.clone(),
-            ServiceConfig::default(),
-            &ring,
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push((role, key));
-    }
-    (router(state.clone()), state, keys, dir)
-}
-
-fn key(keys: &[(Role, String)], role: Role) -> &str {
-    &keys.iter().find(|(r, _)| *r == role).unwrap().1
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    let w = world_with(ServiceConfig::default(), |_| {}).await;
+    (w.app, w.state, w.keys, w.dir)
 }
 
 async fn register(app: &axum::Router, admin: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {

@@ -3,111 +3,16 @@
 //! TTLs bounded like link TTLs. Through the service router in-process (`oneshot`).
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+mod common;
+
+use axum::http::{HeaderMap, StatusCode};
+use common::service::{World, send, world};
 use serde_yaml_ng::Value as Yaml;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::Policy;
-use std::sync::Arc;
-use tower::ServiceExt;
-
-struct World {
-    app: axum::Router,
-    state: Arc<AppState>,
-    keys: Vec<(Role, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl World {
-    fn key(&self, role: Role) -> &str {
-        &self.keys.iter().find(|(r, _)| *r == role).unwrap().1
-    }
-}
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::store::Log;
 
 async fn setup() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let state = Arc::new(
-        AppState::new(
-            store.clone(),
-            ServiceConfig::default(),
-            &KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400),
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push((role, key));
-    }
-    // A tiny ready VOD for asset `demo`, registered through the API (shares need a ready asset).
-    let media = dir.path().join("media");
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = media.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    let w = World {
-        app: router(state.clone()),
-        state,
-        keys,
-        _dir: dir,
-    };
-    let body = serde_json::json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
-    let (s, _, b) = send(&w, "POST", "/v1/assets", Some(w.key(Role::Admin)), &[], &body).await;
-    assert_eq!((s, b["ready"].as_bool()), (StatusCode::CREATED, Some(true)), "{b}");
-    w
-}
-
-async fn send(
-    w: &World,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (StatusCode, HeaderMap, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = w
-        .app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    world().await
 }
 
 fn doc() -> Yaml {
@@ -123,7 +28,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 async fn share_links_can_be_followed_from_another_origin() {
     let w = setup().await;
     let (s, _, share) = send(
-        &w,
+        &w.app,
         "POST",
         "/v1/shares",
         Some(w.key(Role::Minter)),
@@ -138,7 +43,7 @@ async fn share_links_can_be_followed_from_another_origin() {
     // The preflight a player's fetch may send: answered without minting anything or looking the share up.
     let issued = w.state.store.last_seq(Log::Issued).await.unwrap();
     let (s, h, _) = send(
-        &w,
+        &w.app,
         "OPTIONS",
         &format!("/s/{id}"),
         None,
@@ -159,12 +64,12 @@ async fn share_links_can_be_followed_from_another_origin() {
     assert_eq!(w.state.store.last_seq(Log::Issued).await.unwrap(), issued);
 
     // The redirect, and a refusal a player must be able to read.
-    let (s, h, _) = send(&w, "GET", &format!("/s/{id}"), None, &player, "").await;
+    let (s, h, _) = send(&w.app, "GET", &format!("/s/{id}"), None, &player, "").await;
     assert_eq!(s, StatusCode::FOUND);
     assert_eq!(header(&h, "access-control-allow-origin"), Some("*"));
     assert_eq!(header(&h, "access-control-allow-credentials"), None);
     assert_eq!(header(&h, "cache-control"), Some("no-store"));
-    let (s, h, b) = send(&w, "GET", "/s/sh_0000000000000000", None, &player, "").await;
+    let (s, h, b) = send(&w.app, "GET", "/s/sh_0000000000000000", None, &player, "").await;
     assert_eq!((s, b["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
     assert_eq!(header(&h, "access-control-allow-origin"), Some("*"));
 
@@ -180,10 +85,10 @@ async fn share_links_can_be_followed_from_another_origin() {
 async fn refused_calls_are_audited_with_a_role_the_schema_allows() {
     let w = setup().await;
     // A call without a key, and one with an unknown key: both audited as refusals, by a caller with no role.
-    let (s, _, _) = send(&w, "POST", "/v1/links", None, &[], r#"{"asset":"demo"}"#).await;
+    let (s, _, _) = send(&w.app, "POST", "/v1/links", None, &[], r#"{"asset":"demo"}"#).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _, _) = send(
-        &w,
+        &w.app,
         "POST",
         "/v1/links",
         Some("sg_minter_nope"),
@@ -192,7 +97,7 @@ async fn refused_calls_are_audited_with_a_role_the_schema_allows() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let (s, _, b) = send(&w, "GET", "/v1/audit", Some(w.key(Role::Auditor)), &[], "").await;
+    let (s, _, b) = send(&w.app, "GET", "/v1/audit", Some(w.key(Role::Auditor)), &[], "").await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
     let d = doc();
@@ -227,7 +132,7 @@ async fn null_is_refused_where_the_schema_says_a_type() {
     let w = setup().await;
     let admin = w.key(Role::Admin).to_string();
     let (s, _, b) = send(
-        &w,
+        &w.app,
         "POST",
         "/v1/apikeys",
         Some(&admin),
@@ -242,13 +147,21 @@ async fn null_is_refused_where_the_schema_says_a_type() {
     );
     assert!(b["message"].as_str().unwrap().contains("label"), "{b}");
     // Left out, it is the empty label the answer's schema (a string) promises.
-    let (s, _, b) = send(&w, "POST", "/v1/apikeys", Some(&admin), &[], r#"{"role":"auditor"}"#).await;
+    let (s, _, b) = send(
+        &w.app,
+        "POST",
+        "/v1/apikeys",
+        Some(&admin),
+        &[],
+        r#"{"role":"auditor"}"#,
+    )
+    .await;
     assert_eq!((s, b["label"].as_str()), (StatusCode::CREATED, Some("")), "{b}");
 
     let minter = w.key(Role::Minter).to_string();
     for field in ["channel", "campaign", "expires_at", "ttl"] {
         let body = format!(r#"{{"asset":"demo","audience":"public","{field}":null}}"#);
-        let (s, _, b) = send(&w, "POST", "/v1/shares", Some(&minter), &[], &body).await;
+        let (s, _, b) = send(&w.app, "POST", "/v1/shares", Some(&minter), &[], &body).await;
         assert_eq!(
             (s, b["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_request")),
@@ -272,7 +185,7 @@ async fn share_ttls_are_bounded_like_link_ttls() {
     let minter = w.key(Role::Minter).to_string();
     // An admin narrows the link TTL bounds at run time.
     let (s, _, b) = send(
-        &w,
+        &w.app,
         "PUT",
         "/v1/settings",
         Some(w.key(Role::Admin)),
@@ -283,7 +196,7 @@ async fn share_ttls_are_bounded_like_link_ttls() {
     assert_eq!(s, StatusCode::OK, "{b}");
     for ttl in [3600, 300] {
         let (s, _, link) = send(
-            &w,
+            &w.app,
             "POST",
             "/v1/links",
             Some(&minter),
@@ -293,7 +206,7 @@ async fn share_ttls_are_bounded_like_link_ttls() {
         .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "link ttl {ttl}: {link}");
         let body = format!(r#"{{"asset":"demo","audience":"public","ttl":{ttl}}}"#);
-        let (s, _, share) = send(&w, "POST", "/v1/shares", Some(&minter), &[], &body).await;
+        let (s, _, share) = send(&w.app, "POST", "/v1/shares", Some(&minter), &[], &body).await;
         assert_eq!(
             (s, share["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_request")),
@@ -305,7 +218,7 @@ async fn share_ttls_are_bounded_like_link_ttls() {
         );
     }
     let (s, _, share) = send(
-        &w,
+        &w.app,
         "POST",
         "/v1/shares",
         Some(&minter),

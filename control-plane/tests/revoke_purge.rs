@@ -10,25 +10,21 @@
 mod common;
 
 use common::cdn_fakes::*;
+use common::service::{app_state, register_demo, send, world_with, write_demo};
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sharegate_control_plane::purge::{
     CloudflarePurger, FastlyPurger, JobStatus, MemoryOutboxStore, Outbox, OutboxConfig, OutboxStore, PurgeTarget,
     StoreOutbox, spawn_outbox_worker,
 };
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
+use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, Ns, Store, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::token::Policy;
-use tower::ServiceExt;
+use sharegate_control_plane::store::{Log, Ns, Store};
 
 // ---------------------------------------------------------------------------------------------------------------
 // The service
@@ -64,62 +60,26 @@ struct Svc {
     _dir: tempfile::TempDir,
 }
 
-/// As `tests/service.rs`: embedded store, one key per role, a ready `demo` asset; links point at
-/// `https://cdn.example.com` (the CDN host an asset purge names). `make_outbox` gets the store the service uses.
+/// The common service with a ready `demo` asset; links point at `https://cdn.example.com` (the CDN host an asset
+/// purge names). `make_outbox` gets the store the service uses.
 async fn setup(make_outbox: impl FnOnce(&Arc<dyn Store>) -> Option<Arc<Outbox>>) -> Svc {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
     let config = ServiceConfig {
         edge_base_url: "https://cdn.example.com".into(),
         ..ServiceConfig::default()
     };
-    let mut state = AppState::new(
-        store.clone(),
-        config,
-        &ring,
-        Policy::default(),
-        sharegate_shared::revocation::StateKey::new([9; 32]),
-    )
-    .unwrap();
-    state.outbox = make_outbox(&store);
-    let state = Arc::new(state);
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push(key);
-    }
-    let app = router(state.clone());
-    let media = dir.path().join("media");
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = media.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    let body = json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
-    let (s, b) = call(&app, "POST", "/v1/assets", &keys[2], &body, None).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(b["ready"], true, "{b}");
+    let w = world_with(config, |state| state.outbox = make_outbox(&state.store)).await;
+    write_demo(&w.media());
+    register_demo(&w.app, w.key(Role::Admin), &w.media()).await;
     Svc {
-        app,
-        state,
-        minter: keys[0].clone(),
-        responder: keys[1].clone(),
-        _dir: dir,
+        minter: w.key(Role::Minter).to_string(),
+        responder: w.key(Role::Responder).to_string(),
+        app: w.app,
+        state: w.state,
+        _dir: w.dir,
     }
 }
 
+/// A call with `key`, and an idempotency key if given.
 async fn call(
     app: &Router,
     method: &str,
@@ -128,22 +88,9 @@ async fn call(
     body: &str,
     idempotency_key: Option<&str>,
 ) -> (StatusCode, Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {key}"));
-    if let Some(k) = idempotency_key {
-        req = req.header("idempotency-key", k);
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let idem: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    let (s, _, b) = send(app, method, uri, Some(key), &idem, body).await;
+    (s, b)
 }
 
 impl Svc {
@@ -370,14 +317,7 @@ async fn pending_purge_survives_a_restart() {
     // Both the old and the new service answer with the confirmed purge: the status lives in the store.
     let r = svc.receipt(&id).await;
     assert_eq!(purge_for(&r, "cloudflare:")["status"], "done", "{r}");
-    let mut state2 = AppState::new(
-        store,
-        ServiceConfig::default(),
-        &KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400),
-        Policy::default(),
-        sharegate_shared::revocation::StateKey::new([9; 32]),
-    )
-    .unwrap();
+    let mut state2 = app_state(store, ServiceConfig::default());
     state2.outbox = Some(after);
     let app2 = router(Arc::new(state2));
     let (s, r) = call(&app2, "GET", &format!("/v1/revocations/{id}"), &svc.responder, "", None).await;

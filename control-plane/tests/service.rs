@@ -1,88 +1,21 @@
 //! The control-plane router in-process (`oneshot`, no socket): health, the auth matrix, and minting.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, LinkResponse, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, open_store, verify_chain};
+mod common;
+
+use axum::http::StatusCode;
+use common::service::{call, send, world};
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::service::{AppState, LinkResponse};
+use sharegate_control_plane::store::{Log, verify_chain};
 use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::token::{Policy, TokenBuf, Verifier};
 use std::sync::Arc;
-use tower::ServiceExt;
 
+/// The common service with `demo` registered, taken apart.
 async fn setup() -> (axum::Router, Arc<AppState>, Vec<(Role, String)>, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = Arc::new(
-        AppState::new(
-            store.clone(),
-            ServiceConfig::default(),
-            &ring,
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push((role, key));
-    }
-    let app = router(state.clone());
-    // A tiny ready VOD for asset `demo`, registered through the API.
-    let media = dir.path().join("media");
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = media.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    let admin = keys.iter().find(|(r, _)| *r == Role::Admin).unwrap().1.clone();
-    let body = serde_json::json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
-    let (s, b) = call(&app, "POST", "/v1/assets", Some(&admin), &body).await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
-    assert_eq!(b["ready"], true, "{b}");
-    (app, state, keys, dir)
-}
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    body: &str,
-) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let resp = app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
+    let w = world().await;
+    (w.app, w.state, w.keys, w.dir)
 }
 
 #[tokio::test]
@@ -263,24 +196,19 @@ async fn revocations_are_durable_numbered_idempotent_and_role_scoped() {
 async fn idempotency_key_returns_the_first_receipt() {
     let (app, state, keys, _dir) = setup().await;
     let responder = keys.iter().find(|(k, _)| *k == Role::Responder).unwrap().1.clone();
-    let send = |app: axum::Router| {
-        let responder = responder.clone();
-        async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/v1/revocations")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {responder}"))
-                .header("idempotency-key", "incident-42")
-                .body(Body::from(r#"{"kind":"viewer","id":"v-9"}"#))
-                .unwrap();
-            let resp = app.oneshot(req).await.unwrap();
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()
-        }
+    let revoke = || {
+        send(
+            &app,
+            "POST",
+            "/v1/revocations",
+            Some(&responder),
+            &[("idempotency-key", "incident-42")],
+            r#"{"kind":"viewer","id":"v-9"}"#,
+        )
     };
-    let a = send(app.clone()).await;
-    let b = send(app.clone()).await;
+    let (_, _, a) = revoke().await;
+    let (_, _, b) = revoke().await;
+    assert!(a["id"].is_string(), "{a}");
     assert_eq!(a["id"], b["id"]);
     assert_eq!(state.store.counter("state_generation").await.unwrap(), 1);
 }
@@ -289,32 +217,26 @@ async fn idempotency_key_returns_the_first_receipt() {
 async fn idempotency_keys_cover_every_mutating_call() {
     let (app, state, keys, _dir) = setup().await;
     let minter = keys.iter().find(|(k, _)| *k == Role::Minter).unwrap().1.clone();
-    let send = |body: &'static str, idem: &'static str| {
-        let app = app.clone();
-        let minter = minter.clone();
+    // (status, whether it was a replay, body)
+    let mint = |body: &'static str, idem: &'static str| {
+        let (app, minter) = (app.clone(), minter.clone());
         async move {
-            let req = Request::builder()
-                .method("POST")
-                .uri("/v1/links")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {minter}"))
-                .header("idempotency-key", idem)
-                .body(Body::from(body))
-                .unwrap();
-            let resp = app.oneshot(req).await.unwrap();
-            let status = resp.status();
-            let replay = resp.headers().contains_key("idempotent-replay");
-            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-            (
-                status,
-                replay,
-                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            let (s, h, b) = send(
+                &app,
+                "POST",
+                "/v1/links",
+                Some(&minter),
+                &[("idempotency-key", idem)],
+                body,
             )
+            .await;
+            (s, h.contains_key("idempotent-replay"), b)
         }
     };
-    let (s1, r1, a) = send(r#"{"asset":"demo"}"#, "k1").await;
-    let (s2, r2, b) = send(r#"{"asset":"demo"}"#, "k1").await;
+    let (s1, r1, a) = mint(r#"{"asset":"demo"}"#, "k1").await;
+    let (s2, r2, b) = mint(r#"{"asset":"demo"}"#, "k1").await;
     assert_eq!((s1, r1, s2, r2), (StatusCode::OK, false, StatusCode::OK, true));
+    assert!(a["token"].is_string(), "{a}");
     assert_eq!(a["token"], b["token"], "a retry returns the first link");
     assert_eq!(
         state
@@ -325,12 +247,12 @@ async fn idempotency_keys_cover_every_mutating_call() {
             .len(),
         1
     );
-    let (s3, _, c) = send(r#"{"asset":"demo","ttl":900}"#, "k1").await;
+    let (s3, _, c) = mint(r#"{"asset":"demo","ttl":900}"#, "k1").await;
     assert_eq!((s3, c["error"].as_str()), (StatusCode::CONFLICT, Some("conflict")));
     // A failed call is not remembered: the same key may be retried.
-    let (s4, _, _) = send(r#"{"asset":"nope"}"#, "k2").await;
+    let (s4, _, _) = mint(r#"{"asset":"nope"}"#, "k2").await;
     assert_eq!(s4, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s5, _, _) = send(r#"{"asset":"demo"}"#, "k2").await;
+    let (s5, _, _) = mint(r#"{"asset":"demo"}"#, "k2").await;
     assert_eq!(s5, StatusCode::OK);
 }
 

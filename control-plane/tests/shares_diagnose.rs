@@ -1,125 +1,23 @@
 //! Shares (stable links that redirect to a fresh token URL) and diagnosis, through the router in-process.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, LinkResponse, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, Ns, open_store};
+mod common;
+
+use axum::http::{HeaderMap, StatusCode};
+use common::service::{World, call, ring, send, world};
+use sharegate_control_plane::service::LinkResponse;
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::store::{Log, Ns};
 use sharegate_control_plane::tokens::split_token_url;
 use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::token::{Claims, Minter, Permissions, Policy, Text, TokenBuf, Verifier};
-use std::sync::Arc;
-use tower::ServiceExt;
-
-struct World {
-    app: axum::Router,
-    state: Arc<AppState>,
-    keys: Vec<(Role, String)>,
-    dir: tempfile::TempDir,
-}
-
-impl World {
-    fn key(&self, role: Role) -> &str {
-        &self.keys.iter().find(|(r, _)| *r == role).unwrap().1
-    }
-}
-
-fn ring() -> KeyRing {
-    KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400)
-}
 
 async fn setup() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let state = Arc::new(
-        AppState::new(
-            store.clone(),
-            ServiceConfig::default(),
-            &ring(),
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push((role, key));
-    }
-    let w = World {
-        app: router(state.clone()),
-        state,
-        keys,
-        dir,
-    };
-    // A tiny ready VOD for asset `demo`, registered through the API (links and shares need a ready asset).
-    let media = w.dir.path().join("media");
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = media.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-    let body = serde_json::json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
-    let (s, b) = call(&w, "POST", "/v1/assets", Some(w.key(Role::Admin)), &body).await;
-    assert_eq!((s, b["ready"].as_bool()), (StatusCode::CREATED, Some(true)), "{b}");
-    w
-}
-
-/// One request; extra headers as (name, value).
-async fn send(
-    w: &World,
-    method: &str,
-    uri: &str,
-    key: Option<&str>,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (StatusCode, HeaderMap, serde_json::Value) {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = w
-        .app
-        .clone()
-        .oneshot(req.body(Body::from(body.to_string())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
-    )
-}
-
-async fn call(w: &World, method: &str, uri: &str, key: Option<&str>, body: &str) -> (StatusCode, serde_json::Value) {
-    let (s, _, b) = send(w, method, uri, key, &[], body).await;
-    (s, b)
+    world().await
 }
 
 async fn create_share(w: &World, body: &str) -> serde_json::Value {
-    let (s, b) = call(w, "POST", "/v1/shares", Some(w.key(Role::Minter)), body).await;
+    let (s, b) = call(&w.app, "POST", "/v1/shares", Some(w.key(Role::Minter)), body).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     b
 }
@@ -127,14 +25,14 @@ async fn create_share(w: &World, body: &str) -> serde_json::Value {
 /// Open a share as a viewer; returns the status, the token of the redirect (if any) and the body.
 async fn open(w: &World, id: &str, viewer: Option<&str>) -> (StatusCode, Option<String>, HeaderMap, serde_json::Value) {
     let headers: Vec<(&str, &str)> = viewer.map(|v| ("x-sharegate-viewer", v)).into_iter().collect();
-    let (s, h, b) = send(w, "GET", &format!("/s/{id}"), None, &headers, "").await;
+    let (s, h, b) = send(&w.app, "GET", &format!("/s/{id}"), None, &headers, "").await;
     let token = h.get("location").map(|l| split_token_url(l.to_str().unwrap()).0);
     (s, token, h, b)
 }
 
 async fn diagnose(w: &World, body: serde_json::Value) -> serde_json::Value {
     let (s, b) = call(
-        w,
+        &w.app,
         "POST",
         "/v1/diagnose",
         Some(w.key(Role::Responder)),
@@ -146,7 +44,7 @@ async fn diagnose(w: &World, body: serde_json::Value) -> serde_json::Value {
 }
 
 async fn mint(w: &World, body: &str) -> LinkResponse {
-    let (s, b) = call(w, "POST", "/v1/links", Some(w.key(Role::Minter)), body).await;
+    let (s, b) = call(&w.app, "POST", "/v1/links", Some(w.key(Role::Minter)), body).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     serde_json::from_value(b).unwrap()
 }
@@ -202,7 +100,7 @@ async fn a_share_redirects_each_open_to_a_fresh_token_url() {
 
     // Readable by minters and auditors.
     for role in [Role::Minter, Role::Auditor] {
-        let (s, b) = call(&w, "GET", &format!("/v1/shares/{id}"), Some(w.key(role)), "").await;
+        let (s, b) = call(&w.app, "GET", &format!("/v1/shares/{id}"), Some(w.key(role)), "").await;
         assert_eq!(s, StatusCode::OK, "{b}");
         assert_eq!(
             (b["id"].as_str(), b["audience"].as_str()),
@@ -275,7 +173,7 @@ async fn audiences_decide_who_may_open() {
 
     // Shares that could never be opened are refused when created: an unregistered asset (422, as for links)...
     let (s, b) = call(
-        &w,
+        &w.app,
         "POST",
         "/v1/shares",
         Some(w.key(Role::Minter)),
@@ -301,7 +199,7 @@ async fn audiences_decide_who_may_open() {
         format!(r#"{{"asset":"demo","audience":"public","expires_at":{past}}}"#),
         "{".to_string(),
     ] {
-        let (s, b) = call(&w, "POST", "/v1/shares", Some(w.key(Role::Minter)), &body).await;
+        let (s, b) = call(&w.app, "POST", "/v1/shares", Some(w.key(Role::Minter)), &body).await;
         assert_eq!(
             (s, b["error"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_request")),
@@ -358,7 +256,7 @@ async fn deleting_a_share_revokes_its_tokens() {
     let before = w.state.store.counter("state_generation").await.unwrap();
 
     let (s, b) = call(
-        &w,
+        &w.app,
         "DELETE",
         &format!("/v1/shares/{id}"),
         Some(w.key(Role::Responder)),
@@ -389,7 +287,7 @@ async fn deleting_a_share_revokes_its_tokens() {
     assert!(entry["through"].as_u64().unwrap() >= now() - 5);
     // The same receipt is readable where every revocation is.
     let (s, r) = call(
-        &w,
+        &w.app,
         "GET",
         &format!("/v1/revocations/{rev_id}"),
         Some(w.key(Role::Auditor)),
@@ -400,9 +298,23 @@ async fn deleting_a_share_revokes_its_tokens() {
 
     // The link is dead, the record stays for the auditors, and a second delete changes nothing.
     assert_eq!(open(&w, id, None).await.0, StatusCode::NOT_FOUND);
-    let (s, b) = call(&w, "GET", &format!("/v1/shares/{id}"), Some(w.key(Role::Auditor)), "").await;
+    let (s, b) = call(
+        &w.app,
+        "GET",
+        &format!("/v1/shares/{id}"),
+        Some(w.key(Role::Auditor)),
+        "",
+    )
+    .await;
     assert_eq!((s, b["revocation"].as_str()), (StatusCode::OK, Some(rev_id.as_str())));
-    let (s, b) = call(&w, "DELETE", &format!("/v1/shares/{id}"), Some(w.key(Role::Minter)), "").await;
+    let (s, b) = call(
+        &w.app,
+        "DELETE",
+        &format!("/v1/shares/{id}"),
+        Some(w.key(Role::Minter)),
+        "",
+    )
+    .await;
     assert_eq!(
         (s, b["revocation_receipt"]["id"].as_str()),
         (StatusCode::OK, Some(rev_id.as_str()))
@@ -423,7 +335,7 @@ async fn deleting_a_share_revokes_its_tokens() {
     );
 
     let (s, _) = call(
-        &w,
+        &w.app,
         "DELETE",
         "/v1/shares/sh_0000000000000000",
         Some(w.key(Role::Minter)),
@@ -542,7 +454,7 @@ async fn diagnosis_names_the_revocation_and_the_wrong_asset() {
     let w = setup().await;
     let link = mint(&w, r#"{"asset":"demo","ttl":600}"#).await;
     let (s, receipt) = call(
-        &w,
+        &w.app,
         "POST",
         "/v1/revocations",
         Some(w.key(Role::Responder)),
@@ -565,7 +477,7 @@ async fn diagnosis_names_the_revocation_and_the_wrong_asset() {
     // A campaign watermark: the receipt is found by scope, not by token.
     let camp = mint(&w, r#"{"asset":"demo","ttl":600,"campaign":"spring"}"#).await;
     let (_, receipt) = call(
-        &w,
+        &w.app,
         "POST",
         "/v1/revocations",
         Some(w.key(Role::Responder)),
@@ -626,7 +538,7 @@ async fn diagnosis_names_the_revocation_and_the_wrong_asset() {
         serde_json::json!({ "token": other.token, "country": "USA" }).to_string(),
         serde_json::json!({ "token": other.token, "bogus": 1 }).to_string(),
     ] {
-        let (s, b) = call(&w, "POST", "/v1/diagnose", Some(w.key(Role::Auditor)), &body).await;
+        let (s, b) = call(&w.app, "POST", "/v1/diagnose", Some(w.key(Role::Auditor)), &body).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
     }
 }
@@ -683,20 +595,20 @@ async fn every_keyed_route_checks_key_and_role() {
         ("DELETE", &item, "", &[Role::Minter, Role::Responder]),
     ];
     for (method, uri, body, allowed) in routes {
-        let (s, b) = call(&w, method, uri, None, body).await;
+        let (s, b) = call(&w.app, method, uri, None, body).await;
         assert_eq!(
             (s, b["error"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("unauthenticated")),
             "{method} {uri}"
         );
-        let (s, b) = call(&w, method, uri, Some("sg_minter_not-a-real-key"), body).await;
+        let (s, b) = call(&w.app, method, uri, Some("sg_minter_not-a-real-key"), body).await;
         assert_eq!(
             (s, b["error"].as_str()),
             (StatusCode::UNAUTHORIZED, Some("bad_credential")),
             "{method} {uri}"
         );
         for (role, key) in &w.keys {
-            let (s, b) = call(&w, method, uri, Some(key), body).await;
+            let (s, b) = call(&w.app, method, uri, Some(key), body).await;
             if allowed.contains(role) {
                 assert!(s.is_success(), "{method} {uri} as {role:?}: {s} {b}");
             } else {
@@ -710,6 +622,13 @@ async fn every_keyed_route_checks_key_and_role() {
     }
     // The viewer route needs no key, and ignores one.
     let other = create_share(&w, share_body).await;
-    let (s, _) = call(&w, "GET", &format!("/s/{}", other["id"].as_str().unwrap()), None, "").await;
+    let (s, _) = call(
+        &w.app,
+        "GET",
+        &format!("/s/{}", other["id"].as_str().unwrap()),
+        None,
+        "",
+    )
+    .await;
     assert_eq!(s, StatusCode::FOUND);
 }

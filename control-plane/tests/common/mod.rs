@@ -1,7 +1,9 @@
-//! Test harness shared by the control plane's integration tests: a real `redis-server` started on a free port.
+//! Test harness shared by the control plane's integration tests: the service in-process ([`service`]), strict fakes
+//! of the CDNs' purge APIs ([`cdn_fakes`]) and a real `redis-server` started on a free port ([`RedisServer`]).
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod cdn_fakes;
+pub mod service;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
