@@ -90,7 +90,13 @@ async fn ffmpeg_plays_through_the_worker_and_revocations_are_enforced_within_the
     assert_eq!(r.bytes().await.unwrap(), whole[10..20]);
     let r = http.head(&seg).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], whole.len().to_string().as_str());
     assert!(r.bytes().await.unwrap().is_empty());
+    // HEAD ignores a Range (RFC 9110 §14.2): 200 with the whole length.
+    let r = http.head(&seg).header("range", "bytes=10-19").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], whole.len().to_string().as_str());
+    assert!(r.headers().get("content-range").is_none());
 
     // Revocations through the control plane reach the worker within the freshness window (the bound is functional,
     // not a benchmark: the window plus generous slack for a loaded CI machine).

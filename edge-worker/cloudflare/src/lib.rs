@@ -10,12 +10,14 @@
 #![forbid(unsafe_code)]
 
 use sharegate_edge::adapter::{self, AdapterSettings};
+use sharegate_edge::contract::{bodies, headers as names, paths};
 use sharegate_edge::engine::{Allow, Decision, Headers, OriginFailure};
 use sharegate_edge::events::{Event, EventBatch};
-use sharegate_edge::held::{self, Held, OfferError};
+use sharegate_edge::held::{self, Held, StateReply};
+use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader, try_next_origin};
 use sharegate_edge::{ConfigSource, EdgeConfig, Engine};
-use sharegate_shared::token::Resource;
 use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -77,6 +79,22 @@ fn now_ms() -> u64 {
     js_sys::Date::now() as u64
 }
 
+/// Set the engine's headers, in order (a later one replaces an earlier one of the same name).
+fn set_headers(r: &mut Response, headers: &Headers) -> worker::Result<()> {
+    let h = r.headers_mut();
+    for (k, v) in headers {
+        h.set(k, v)?;
+    }
+    Ok(())
+}
+
+/// A response with the engine's status and headers.
+fn respond(status: u16, headers: &Headers, body: ResponseBody) -> worker::Result<Response> {
+    let mut r = Response::from_body(body)?.with_status(status);
+    set_headers(&mut r, headers)?;
+    Ok(r)
+}
+
 fn json_response(status: u16, body: &str) -> worker::Result<Response> {
     let mut r = Response::from_bytes(body.as_bytes().to_vec())?.with_status(status);
     r.headers_mut().set("content-type", "application/json")?;
@@ -90,51 +108,32 @@ fn failure(f: &OriginFailure) -> worker::Result<Response> {
     Ok(r)
 }
 
-fn set_headers(resp: &mut Response, headers: &Headers) -> worker::Result<()> {
-    let h = resp.headers_mut();
-    for (k, v) in headers {
-        h.set(k, v)?;
-    }
-    Ok(())
-}
-
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let rt = match runtime(&env) {
         Ok(rt) => rt,
         Err(setting) => {
             worker::console_error!("sharegate: configuration error in {setting}");
-            return json_response(500, r#"{"error":"edge_misconfigured","status":500}"#);
+            return json_response(500, bodies::MISCONFIGURED);
         }
     };
     let url = req.inner().url();
     // The path exactly as received (no URL-library re-parsing).
     let (path, query) = adapter::split_target(&url);
-    if path == "/_sharegate/status" {
+    if path == paths::STATUS {
         return status(&rt);
     }
     let headers = req.headers();
     let header = |name: &str| headers.get(name).ok().flatten();
     let host = header("host").unwrap_or_default();
-    let (client_ip, country) = if rt.settings.trust_forwarded {
-        adapter::forwarded_facts(
-            header("x-forwarded-for").as_deref(),
-            header("x-sharegate-country").as_deref(),
-        )
-    } else {
-        (
-            header("cf-connecting-ip").and_then(|v| v.parse().ok()),
-            req.cf()
-                .and_then(|cf| cf.country())
-                .as_deref()
-                .and_then(adapter::country_code),
-        )
-    };
-    let method = req.method();
-    let cookie = header("cookie");
-    let origin = header("origin");
-    let referer = header("referer");
-    let range = header("range");
+    let (client_ip, country) = client_facts(&rt.settings, &req);
+    let (method, cookie, origin, referer, range) = (
+        req.method(),
+        header("cookie"),
+        header("origin"),
+        header("referer"),
+        header("range"),
+    );
     let ereq = sharegate_edge::Request {
         method: method.as_ref(),
         host: &host,
@@ -146,31 +145,42 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
         client_ip,
         country,
     };
-
     let held = current_state(&rt, &host, &ctx).await;
-    let now = now_ms();
-    let decision = held::decide(&rt.engine, held.as_deref(), &ereq, now / 1000);
-    match decision {
-        Decision::Preflight(h) => {
-            let mut r = Response::empty()?.with_status(204);
-            set_headers(&mut r, &h)?;
-            Ok(r)
-        }
+    let now = now_ms() / 1000;
+    let head = method == Method::Head;
+    match held::decide(&rt.engine, held.as_deref(), &ereq, now) {
+        Decision::Preflight(h) => respond(204, &h, ResponseBody::Empty),
         Decision::Deny(d) => {
             record(&rt, &ctx, d.event);
-            let mut r = if method == Method::Head {
-                Response::empty()?
+            let body = if head {
+                ResponseBody::Empty
             } else {
-                Response::from_bytes(d.body.into_bytes())?
-            }
-            .with_status(d.status);
-            set_headers(&mut r, &d.headers)?;
-            Ok(r)
+                ResponseBody::Body(d.body.into_bytes())
+            };
+            respond(d.status, &d.headers, body)
         }
         Decision::Allow(mut a) => {
             record(&rt, &ctx, a.event.take());
-            serve_allowed(&rt, *a, now / 1000, method == Method::Head, range.as_deref()).await
+            let ask = ClientAsk {
+                head,
+                range: range.as_deref(),
+            };
+            serve_allowed(&rt, &a, ask, now).await
         }
+    }
+}
+
+/// The client's address and country: the platform's (Cloudflare overwrites CF-Connecting-IP and `request.cf`
+/// whatever the client sent), or, for a local test harness only, its headers.
+fn client_facts(settings: &AdapterSettings, req: &Request) -> (Option<IpAddr>, Option<[u8; 2]>) {
+    let header = |name: &str| req.headers().get(name).ok().flatten();
+    if settings.trust_forwarded {
+        let (xff, country) = (header("x-forwarded-for"), header(names::TEST_COUNTRY));
+        adapter::forwarded_facts(xff.as_deref(), country.as_deref())
+    } else {
+        let ip = header("cf-connecting-ip").and_then(|v| v.parse().ok());
+        let country = req.cf().and_then(|cf| cf.country());
+        (ip, country.as_deref().and_then(adapter::country_code))
     }
 }
 
@@ -302,7 +312,7 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
     let answer = state_answer(rt, host, since).await?;
     if answer.bytes.is_empty() {
         // Unsigned, so replayable: it confirms nothing, and the state ages towards the stale policy.
-        return Err("the control plane answered an unsigned 304: state not confirmed fresh".into());
+        return Err(StateReply::Unconfirmed.to_string());
     }
     let key = rt.engine.config().state_key.as_ref();
     let now = now_ms() / 1000;
@@ -310,7 +320,7 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
         Ok((next, _)) => next,
         // A delta that does not chain onto ours (we missed one), or word that a newer generation exists: ask for
         // the whole state.
-        Err(OfferError::Gap { .. } | OfferError::Behind { .. }) if since != 0 => {
+        Err(e) if held::needs_snapshot(&e, since) => {
             let full = state_answer(rt, host, 0).await?;
             held::offer(held.as_deref(), key, &full.bytes, now)
                 .map_err(|e| e.to_string())?
@@ -344,11 +354,11 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
     };
     let half = u64::from(rt.settings.state_refresh_ms) / 2;
     let cache = Cache::open("sharegate-state".to_string()).await;
-    let cache_key = format!("https://{host}/_sharegate/state-cache/{since}");
+    let cache_key = format!("https://{host}{}{since}", paths::STATE_CACHE_PREFIX);
     if let Ok(Some(mut cached)) = cache.get(&cache_key, false).await {
         let at_ms: u64 = cached
             .headers()
-            .get("x-sharegate-at-ms")
+            .get(names::AT_MS)
             .ok()
             .flatten()
             .and_then(|v| v.parse().ok())
@@ -363,13 +373,9 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
         }
     }
     let headers = worker::Headers::new();
-    if since != 0 {
-        headers
-            .set("x-sharegate-generation", &since.to_string())
-            .map_err(|e| e.to_string())?;
+    for (name, value) in held::state_request_headers(since) {
+        headers.set(name, &value).map_err(|e| e.to_string())?;
     }
-    // Ask for the signed freshness message rather than a bare 304 when current.
-    headers.set("x-sharegate-freshness", "1").map_err(|e| e.to_string())?;
     if let Some(t) = &rt.settings.edge_token {
         headers
             .set("authorization", &format!("Bearer {t}"))
@@ -380,16 +386,17 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
     let request = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
     let mut resp = send_within(request, STATE_FETCH_MS).await.map_err(|e| e.to_string())?;
     let at_ms = now_ms();
-    let bytes = match resp.status_code() {
-        200 => resp.bytes().await.map_err(|e| e.to_string())?,
-        304 | 204 => Vec::new(),
-        s => return Err(format!("state endpoint answered {s}")),
+    let bytes = match StateReply::of(resp.status_code()) {
+        StateReply::Offer => resp.bytes().await.map_err(|e| e.to_string())?,
+        // Kept (and cached) as empty: `refresh` refuses it.
+        StateReply::Unconfirmed => Vec::new(),
+        failed @ StateReply::Failed(_) => return Err(failed.to_string()),
     };
     let ttl = half.div_ceil(1000).max(1);
     let mut copy = Response::from_bytes(bytes.clone()).map_err(|e| e.to_string())?;
     let h = copy.headers_mut();
     let _ = h.set("cache-control", &format!("public, max-age={ttl}"));
-    let _ = h.set("x-sharegate-at-ms", &at_ms.to_string());
+    let _ = h.set(names::AT_MS, &at_ms.to_string());
     // Best effort: a failed put only costs the next isolate a fetch.
     let _ = cache.put(&cache_key, copy).await;
     Ok(StateAnswer { bytes })
@@ -475,30 +482,19 @@ async fn flush_events(rt: &Runtime) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Allowed requests: the origin, through the zone cache, without the token.
+// Allowed requests: the origin, through the zone cache, without the token; the engine plans the answer.
 
-/// Fetch `path?query` from the origins in order, through the zone cache (`cf.cacheEverything` with a TTL by
-/// status, and the asset's cache tags so a purge by tag reaches the object). The URL carries no token, so neither
-/// does the cache key.
+/// Fetch the object from the origins in order (`Allow::origin_url`, `try_next_origin`), through the zone cache
+/// (`cf.cacheEverything` for the engine's `cdn_ttl`, and the asset's cache tags so a purge by tag reaches the
+/// object). The URL carries no token, so neither does the cache key.
 async fn origin_fetch(rt: &Runtime, a: &Allow, range: Option<&str>) -> Option<Response> {
-    // Blocking LL-HLS reloads (kept `_HLS_` directives) are per request by nature: not cached, as on the native edge.
-    let ttl = if a.origin_query.is_some() {
-        None
-    } else if a.playlist.is_some() || !a.shared_cacheable {
-        Some(rt.settings.playlist_ttl)
-    } else {
-        Some(rt.settings.segment_ttl)
-    };
+    let ttl = a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl);
     for base in &rt.settings.origins {
-        let url = match &a.origin_query {
-            Some(q) => format!("{base}{}?{q}", a.origin_path),
-            None => format!("{base}{}", a.origin_path),
-        };
-        let Ok(request) = cached_request(&url, ttl, &a.cache_tags, range) else {
+        let Ok(request) = cached_request(&a.origin_url(base), ttl, &a.cache_tags, range) else {
             continue;
         };
         match send_within(request, ORIGIN_FETCH_MS).await {
-            Ok(resp) if !adapter::try_next_origin(resp.status_code()) => return Some(resp),
+            Ok(resp) if !try_next_origin(resp.status_code()) => return Some(resp),
             Ok(resp) => worker::console_warn!("sharegate: origin {base} answered {}", resp.status_code()),
             Err(e) => worker::console_warn!("sharegate: origin {base} failed: {e}"),
         }
@@ -545,71 +541,47 @@ fn cached_request(url: &str, ttl: Option<u32>, tags: &[String], range: Option<&s
 /// whole object streams as a 200, which a client must accept).
 const MAX_SLICE_BYTES: u64 = 16 * 1024 * 1024;
 
-async fn serve_allowed(rt: &Runtime, a: Allow, now: u64, head: bool, range: Option<&str>) -> worker::Result<Response> {
-    let is_playlist = matches!(a.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
-    // Ranges only for media objects: playlists are rewritten whole.
-    let range = range.filter(|_| !is_playlist && !head);
-    let Some(mut origin) = origin_fetch(rt, &a, range).await else {
+/// Fetch, ask the engine for the answer, copy its headers, and move the bytes as it says: segments (and ranges the
+/// zone cache answered) stream through unread; a range the origin ignored is cut from the bounded object; a
+/// playlist is rewritten; HEAD reads no body (except a playlist's, whose rewritten length it states).
+async fn serve_allowed(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> worker::Result<Response> {
+    let Some(mut origin) = origin_fetch(rt, a, a.origin_range(ask)).await else {
         return failure(&a.origin_unavailable(rt.engine.config().reason_header));
     };
-    let status = origin.status_code();
-    let content_type = origin.headers().get("content-type")?;
-    let origin_cc = origin.headers().get("cache-control")?;
-    let origin_len: Option<u64> = origin.headers().get("content-length")?.and_then(|v| v.parse().ok());
-    let mut out_status = status;
-    let mut content_range = origin.headers().get("content-range")?.filter(|_| status == 206);
-    let body = if head {
-        // Headers only: the body is not read (nor buffered).
-        ResponseBody::Empty
-    } else if status == 200 && a.playlist.is_some() {
-        let text = origin.text().await.ok();
-        let rewritten = a
-            .playlist
-            .as_ref()
-            .zip(text)
-            .and_then(|(plan, t)| rt.engine.rewrite_playlist(plan, &t, now).ok());
-        match rewritten {
-            Some(t) => ResponseBody::Body(t.into_bytes()),
-            None => return failure(&a.bad_playlist()),
-        }
-    } else if let (200, Some(range), Some(true)) = (status, range, origin_len.map(|l| l <= MAX_SLICE_BYTES)) {
-        // The origin (or the cache) ignored the range: cut it here, from an object of bounded size.
-        let bytes = origin.bytes().await?;
-        let len = bytes.len() as u64;
-        match adapter::parse_range(range, len) {
-            None => ResponseBody::Body(bytes),
-            Some(Ok((s, e))) => {
-                out_status = 206;
-                content_range = Some(format!("bytes {s}-{e}/{len}"));
-                ResponseBody::Body(bytes[s as usize..=e as usize].to_vec())
-            }
-            Some(Err(())) => {
-                let mut r = Response::empty()?.with_status(416);
-                set_headers(&mut r, &a.headers)?;
-                r.headers_mut().set("content-range", &format!("bytes */{len}"))?;
-                return Ok(r);
-            }
-        }
-    } else {
-        // Segments (and ranges the cache answered) stream straight through: nothing is buffered in the isolate.
-        origin.into_parts().1
+    let h = origin.headers();
+    let (content_type, cache_control) = (h.get("content-type")?, h.get("cache-control")?);
+    let (content_range, length) = (h.get("content-range")?, h.get("content-length")?);
+    let length = length.and_then(|v| v.parse::<u64>().ok());
+    let answer = OriginAnswer {
+        status: origin.status_code(),
+        length,
+        content_type: content_type.as_deref(),
+        cache_control: cache_control.as_deref(),
+        content_range: content_range.as_deref(),
+        sliceable: length.is_some_and(|l| l <= MAX_SLICE_BYTES),
     };
-    let mut r = Response::from_body(body)?.with_status(out_status);
-    let h = r.headers_mut();
-    if let Some(ct) = content_type {
-        h.set("content-type", &ct)?;
-    }
-    h.set("accept-ranges", "bytes")?;
-    if let Some(cr) = content_range {
-        h.set("content-range", &cr)?;
-    }
-    if let Some(cc) = a.cache_control(origin_cc.as_deref()) {
-        h.set("cache-control", cc)?;
-    }
-    if !a.cache_tags.is_empty() {
-        // Cloudflare's purge-by-tag header (comma separated); the same tags went on the origin fetch.
-        h.set("cache-tag", &a.cache_tags.join(","))?;
-    }
-    set_headers(&mut r, &a.headers)?;
-    Ok(r)
+    let mut plan = a.respond(ask, &answer, TagHeader::CacheTag);
+    let body = match &plan.body {
+        BodyPlan::Whole => origin.into_parts().1,
+        BodyPlan::Empty => ResponseBody::Empty,
+        BodyPlan::Slice { start, end } => {
+            let bytes = origin.bytes().await?;
+            let cut = usize::try_from(*start).ok().zip(usize::try_from(*end).ok());
+            match cut.and_then(|(s, e)| bytes.get(s..=e)) {
+                Some(part) => ResponseBody::Body(part.to_vec()),
+                // Shorter than its Content-Length said: a broken origin answer.
+                None => return failure(&a.origin_unavailable(rt.engine.config().reason_header)),
+            }
+        }
+        BodyPlan::Rewrite(_) => {
+            let bytes = origin.bytes().await?;
+            match plan.finish_rewrite(&rt.engine, &bytes, now) {
+                // HEAD: nothing to send (the plan now holds the rewritten length).
+                Ok(_) if ask.head => ResponseBody::Empty,
+                Ok(out) => ResponseBody::Body(out),
+                Err(f) => return failure(&f),
+            }
+        }
+    };
+    respond(plan.status, &plan.headers, body)
 }
