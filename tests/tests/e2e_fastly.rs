@@ -124,7 +124,18 @@ async fn ffmpeg_plays_through_the_app_and_revocations_are_enforced_within_the_wi
     assert_eq!(r.bytes().await.unwrap(), whole[10..20]);
     let r = http.head(&other_seg).send().await.unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], whole.len().to_string().as_str());
     assert!(r.bytes().await.unwrap().is_empty());
+    // HEAD ignores a Range (RFC 9110 §14.2): 200 with the cached object's whole length.
+    let r = http
+        .head(&other_seg)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], whole.len().to_string().as_str());
+    assert!(r.headers().get("content-range").is_none());
     assert_eq!(
         origin.requests(),
         Vec::<String>::new(),

@@ -15,10 +15,13 @@ mod stores;
 use fastly::http::Method;
 use fastly::{Request, Response};
 use sharegate_edge::adapter::{self, AdapterSettings};
+use sharegate_edge::contract::{bodies, headers as names, paths};
 use sharegate_edge::engine::{Decision, Headers, Revocations, StateInput};
 use sharegate_edge::events::{Event, EventBatch};
+use sharegate_edge::response::ClientAsk;
 use sharegate_edge::{EdgeConfig, Engine};
 use sharegate_shared::revocation::StateSet;
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a request builds from the stores.
@@ -90,7 +93,7 @@ fn main() {
         Err(setting) => {
             eprintln!("sharegate: configuration error in {setting}");
             Response::from_status(500)
-                .with_body(r#"{"error":"edge_misconfigured","status":500}"#)
+                .with_body(bodies::MISCONFIGURED)
                 .with_header("content-type", "application/json")
                 .send_to_client();
             return;
@@ -99,43 +102,11 @@ fn main() {
     t.mark("settings");
 
     let uri = raw::client_uri(&req).unwrap_or_else(|| req.get_url_str().to_string());
-    let (path, query) = adapter::split_target(&uri);
-    let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
-    let (client_ip, country) = if rt.settings.trust_forwarded {
-        adapter::forwarded_facts(header("x-forwarded-for"), header("x-sharegate-country"))
-    } else {
-        let ip = req.get_client_ip_addr();
-        let country = ip
-            .and_then(fastly::geo::geo_lookup)
-            .and_then(|g| adapter::country_code(g.country_code()));
-        (ip, country)
-    };
-    let method = req.get_method().clone();
-    let head = method == Method::HEAD;
-    let ereq = sharegate_edge::Request {
-        method: method.as_str(),
-        host: header("host").unwrap_or_default(),
-        path,
-        query,
-        cookie: header("cookie"),
-        origin: header("origin"),
-        referer: header("referer"),
-        client_ip,
-        country,
-    };
-
+    let (ereq, ask) = read_request(&req, &uri, &rt.settings);
     t.mark("request");
 
-    // The state: looked up (one body read); refreshed first if absent or older than the refresh window.
-    let mut current = if rt.settings.state_url.is_some() {
-        state::lookup()
-    } else {
-        state::Current::none()
-    };
     let now = now_ms();
-    if state::refresh_first(&current, &rt.settings, now) {
-        current = state::refresh(&rt.engine, &rt.settings, current, now);
-    }
+    let current = state::for_request(&rt.engine, &rt.settings, now);
     t.mark("state");
     let opened = current.blob.as_deref().and_then(state::open);
     let set = opened.as_ref().and_then(|(s, d)| StateSet::new(*s, d).ok());
@@ -149,7 +120,7 @@ fn main() {
             u64::MAX
         },
     };
-    let decision = if path == "/_sharegate/status" {
+    let decision = if ereq.path == paths::STATUS {
         None
     } else {
         Some(rt.engine.decide(&ereq, now / 1000, input))
@@ -163,7 +134,7 @@ fn main() {
             status(&rt, set.as_ref().map(StateSet::generation), now, current.times.as_of),
             None,
         ),
-        Some(decision) => answer(&rt, decision, head, header("range"), now),
+        Some(decision) => answer(&rt, decision, ask, now),
     };
     t.header(&mut resp);
     resp.send_to_client();
@@ -181,7 +152,7 @@ fn main() {
 /// `state` of `sharegate_state_kv`) and opened in place, per request. Bench builds only; the result is unused.
 #[cfg(feature = "bench-timing")]
 fn kv_state(t: &mut Timings) {
-    if let Ok(Some(store)) = fastly::kv_store::KVStore::open("sharegate_state_kv")
+    if let Ok(Some(store)) = fastly::kv_store::KVStore::open(sharegate_edge::contract::fastly::STATE_KV_STORE)
         && let Ok(mut found) = store.lookup("state")
     {
         let bytes = found.take_body_bytes();
@@ -191,8 +162,50 @@ fn kv_state(t: &mut Timings) {
     t.mark("kv_state");
 }
 
+/// The engine's view of the request (the target as the client sent it, `raw`), and what the client asked of the
+/// answer.
+fn read_request<'r>(
+    req: &'r Request,
+    raw: &'r str,
+    settings: &AdapterSettings,
+) -> (sharegate_edge::Request<'r>, ClientAsk<'r>) {
+    let (path, query) = adapter::split_target(raw);
+    let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
+    let (client_ip, country) = client_facts(settings, req);
+    let method = req.get_method_str();
+    let ereq = sharegate_edge::Request {
+        method,
+        host: header("host").unwrap_or_default(),
+        path,
+        query,
+        cookie: header("cookie"),
+        origin: header("origin"),
+        referer: header("referer"),
+        client_ip,
+        country,
+    };
+    let ask = ClientAsk {
+        head: method == Method::HEAD.as_str(),
+        range: header("range"),
+    };
+    (ereq, ask)
+}
+
+/// The client's address and country: the platform's (the connection Fastly terminated, and its geolocation), or,
+/// for a local test harness only, its headers.
+fn client_facts(settings: &AdapterSettings, req: &Request) -> (Option<IpAddr>, Option<[u8; 2]>) {
+    let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
+    if settings.trust_forwarded {
+        adapter::forwarded_facts(header("x-forwarded-for"), header(names::TEST_COUNTRY))
+    } else {
+        let ip = req.get_client_ip_addr();
+        let geo = ip.and_then(fastly::geo::geo_lookup);
+        (ip, geo.and_then(|g| adapter::country_code(g.country_code())))
+    }
+}
+
 /// The response to a decision, and the event to report.
-fn answer(rt: &Runtime, decision: Decision, head: bool, range: Option<&str>, now_ms: u64) -> (Response, Option<Event>) {
+fn answer(rt: &Runtime, decision: Decision, ask: ClientAsk<'_>, now_ms: u64) -> (Response, Option<Event>) {
     match decision {
         Decision::Preflight(h) => {
             let mut r = Response::from_status(204);
@@ -201,7 +214,7 @@ fn answer(rt: &Runtime, decision: Decision, head: bool, range: Option<&str>, now
         }
         Decision::Deny(d) => {
             let mut r = Response::from_status(d.status);
-            if !head {
+            if !ask.head {
                 r.set_body(d.body);
             }
             set_headers(&mut r, &d.headers);
@@ -209,7 +222,7 @@ fn answer(rt: &Runtime, decision: Decision, head: bool, range: Option<&str>, now
         }
         Decision::Allow(mut a) => {
             let event = a.event.take();
-            (origin::serve(rt, &a, now_ms / 1000, head, range), event)
+            (origin::serve(rt, &a, ask, now_ms / 1000), event)
         }
     }
 }

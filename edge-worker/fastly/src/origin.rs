@@ -1,19 +1,19 @@
-//! Allowed requests: the origin, through the POP's Core Cache, without the token.
+//! Allowed requests: the origin, through the POP's Core Cache, without the token; the engine plans the answer.
 //!
 //! Objects are cached under `sharegate/o<cache key>` (the engine's cache key: origin path plus kept LL-HLS
-//! directives, never a token), with the engine's cache tags as surrogate keys, so the control plane's purge by
-//! `sg-asset-…`/`sg-share-…` reaches them; status and headers ride in the object's user metadata. Concurrent misses
-//! collapse onto one origin fetch. The origin fetch itself is `pass`, so Fastly's readthrough cache keeps no second
-//! copy. Origins are tried in order (backends `origin_0`, `origin_1`, …); a 5xx or a failed connection tries the
-//! next.
+//! directives, never a token) for the engine's `cdn_ttl`, with the engine's cache tags as surrogate keys, so the
+//! control plane's purge by `sg-asset-…`/`sg-share-…` reaches them; status and headers ride in the object's user
+//! metadata. Concurrent misses collapse onto one origin fetch. The origin fetch itself is `pass`, so Fastly's
+//! readthrough cache keeps no second copy. Origins are tried in order (backends `origin_0`, `origin_1`, …); the
+//! engine's `try_next_origin` says when to go on. The answer (status, headers, whole body, a byte range, a rewritten
+//! playlist or none) is `Allow::respond`'s; this module only moves the bytes.
 
 use crate::{Runtime, set_headers};
 use fastly::cache::core::{CacheKey, Found, Transaction};
-use fastly::http::Method;
+use fastly::http::FramingHeadersMode;
 use fastly::{Body, Request, Response};
-use sharegate_edge::adapter;
 use sharegate_edge::engine::{Allow, OriginFailure};
-use sharegate_shared::token::Resource;
+use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader, try_next_origin};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -27,15 +27,18 @@ struct Meta {
     status: u16,
     content_type: Option<String>,
     cache_control: Option<String>,
+    /// The origin's `Content-Length` (not cached: a cached object knows its own length).
+    length: Option<u64>,
 }
 
 impl Meta {
     fn of(resp: &Response) -> Meta {
-        let h = |name: &str| resp.get_header(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let h = |name: &str| resp.get_header(name).and_then(|v| v.to_str().ok());
         Meta {
             status: resp.get_status().as_u16(),
-            content_type: h("content-type"),
-            cache_control: h("cache-control"),
+            content_type: h("content-type").map(str::to_string),
+            cache_control: h("cache-control").map(str::to_string),
+            length: h("content-length").and_then(|v| v.parse().ok()),
         }
     }
 
@@ -55,6 +58,7 @@ impl Meta {
             status,
             content_type: opt(parts.next()),
             cache_control: opt(parts.next()),
+            length: None,
         })
     }
 }
@@ -65,6 +69,41 @@ enum Source {
     Direct(Body),
 }
 
+impl Source {
+    /// The length, when known without reading the body.
+    fn length(&self, meta: &Meta) -> Option<u64> {
+        match self {
+            Source::Cached(found) => found.known_length(),
+            Source::Direct(_) => meta.length,
+        }
+    }
+
+    /// The whole body, streamed.
+    fn whole(self) -> Option<Body> {
+        match self {
+            Source::Cached(found) => found.to_stream().ok(),
+            Source::Direct(body) => Some(body),
+        }
+    }
+
+    /// Bytes `start..=end`: read from the cached object in place, or cut from the origin's body.
+    fn slice(self, start: u64, end: u64) -> Option<Body> {
+        match self {
+            Source::Cached(found) => found.to_stream_from_range(Some(start), Some(end)).ok(),
+            Source::Direct(body) => {
+                let all = body.into_bytes();
+                let (s, e) = (usize::try_from(start).ok()?, usize::try_from(end).ok()?);
+                all.get(s..=e).map(|part| Body::from(part.to_vec()))
+            }
+        }
+    }
+
+    /// The whole body in memory (playlists only).
+    fn bytes(self) -> Option<Vec<u8>> {
+        self.whole().map(Body::into_bytes)
+    }
+}
+
 /// An origin object to answer from.
 type Object = (Meta, Source);
 
@@ -72,16 +111,13 @@ fn direct(mut resp: Response) -> Object {
     (Meta::of(&resp), Source::Direct(resp.take_body()))
 }
 
-/// Fetch `a` from the origins in order. `None` when none answered with something other than a server error.
-fn fetch(rt: &Runtime, a: &Allow, method: Method) -> Option<Response> {
+/// GET `a` from the origins in order. `None` when none answered with something other than a server error. (Always
+/// GET, HEAD included: a HEAD states the GET's length, a playlist's rewritten one too.)
+fn fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
     for (i, base) in rt.settings.origins.iter().enumerate() {
-        let url = match &a.origin_query {
-            Some(q) => format!("{base}{}?{q}", a.origin_path),
-            None => format!("{base}{}", a.origin_path),
-        };
-        let req = Request::new(method.clone(), url.as_str()).with_pass(true);
+        let req = Request::get(a.origin_url(base)).with_pass(true);
         match req.send(backend_name(i)) {
-            Ok(resp) if !adapter::try_next_origin(resp.get_status().as_u16()) => return Some(resp),
+            Ok(resp) if !try_next_origin(resp.get_status().as_u16()) => return Some(resp),
             Ok(resp) => eprintln!("sharegate: origin {base} answered {}", resp.get_status()),
             Err(e) => eprintln!("sharegate: origin {base} failed: {e}"),
         }
@@ -97,7 +133,7 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
         Ok(tx) => tx,
         Err(e) => {
             eprintln!("sharegate: cache lookup failed: {e:?}");
-            return fetch(rt, a, Method::GET).map(direct);
+            return fetch(rt, a).map(direct);
         }
     };
     if !tx.must_insert_or_update()
@@ -106,24 +142,18 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     {
         return Some((meta, Source::Cached(found)));
     }
-    let Some(mut resp) = fetch(rt, a, Method::GET) else {
+    let Some(mut resp) = fetch(rt, a) else {
         let _ = tx.cancel_insert_or_update();
         return None;
     };
     let meta = Meta::of(&resp);
-    let secs = match meta.status {
-        200 => ttl,
-        _ => {
-            let _ = tx.cancel_insert_or_update();
-            return Some(direct(resp));
-        }
-    };
+    if meta.status != 200 {
+        let _ = tx.cancel_insert_or_update();
+        return Some(direct(resp));
+    }
     let mut body = resp.take_body();
     // The cached length must be known for ranges: from Content-Length, else by reading the body first.
-    let declared = resp
-        .get_header("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let (length, buffered) = match declared {
+    let (length, buffered) = match meta.length {
         Some(n) => (n, None),
         None => {
             let mut all = Vec::new();
@@ -132,7 +162,7 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
         }
     };
     let inserted = tx
-        .insert(Duration::from_secs(u64::from(secs)))
+        .insert(Duration::from_secs(u64::from(ttl)))
         .surrogate_keys(a.cache_tags.iter().map(String::as_str))
         .user_metadata(meta.encode())
         .known_length(length)
@@ -176,95 +206,56 @@ fn failure(f: &OriginFailure) -> Response {
     r
 }
 
-/// The response to an allowed request: the object (cached or not), its playlist rewritten, a byte range cut, an
-/// empty body for HEAD, and the headers every adapter sets.
-pub fn serve(rt: &Runtime, a: &Allow, now: u64, head: bool, range: Option<&str>) -> Response {
-    // Blocking LL-HLS reloads (kept `_HLS_` directives) are per request by nature: not cached, as on the other edges.
-    let ttl = if a.origin_query.is_some() {
-        0
-    } else if a.playlist.is_some() || !a.shared_cacheable {
-        rt.settings.playlist_ttl
-    } else {
-        rt.settings.segment_ttl
+/// The response to an allowed request: fetch (through the Core Cache unless the engine says not to keep it), ask
+/// the engine for the answer, copy its headers, and move the bytes as it says.
+pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response {
+    let object = match a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl) {
+        Some(ttl) if ttl > 0 => through_cache(rt, a, ttl),
+        _ => fetch(rt, a).map(direct),
     };
-    let object = if ttl == 0 {
-        // Caching off: ask the origin with the client's method.
-        let method = if head { Method::HEAD } else { Method::GET };
-        fetch(rt, a, method).map(direct)
-    } else {
-        through_cache(rt, a, ttl)
-    };
-    let Some(object) = object else {
+    let Some((mut meta, mut source)) = object else {
         return failure(&a.origin_unavailable(rt.engine.config().reason_header));
     };
-    let (meta, source) = object;
-    let is_playlist = matches!(a.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
-    let mut status = meta.status;
-    let mut content_range = None;
-    let body: Option<Body> = match (status, &a.playlist, range, source) {
-        (200, Some(plan), _, source) => {
-            let bytes = match source {
-                Source::Cached(found) => found.to_stream().ok().map(Body::into_bytes),
-                // HEAD with caching off: the origin sent no body to rewrite, and none is owed.
-                Source::Direct(_) if head => Some(Vec::new()),
-                Source::Direct(b) => Some(b.into_bytes()),
-            };
-            let text = bytes.and_then(|b| String::from_utf8(b).ok());
-            match text.and_then(|t| rt.engine.rewrite_playlist(plan, &t, now).ok()) {
-                Some(t) => Some(Body::from(t)),
-                None => return failure(&a.bad_playlist()),
-            }
-        }
-        // A single byte range of a 200: cut from the cached object (caching off: from the body).
-        (200, None, Some(range), source) if !is_playlist => {
-            let (len, bytes, found) = match source {
-                Source::Cached(found) => (found.known_length().unwrap_or(0), Vec::new(), Some(found)),
-                Source::Direct(b) => {
-                    let all = b.into_bytes();
-                    (all.len() as u64, all, None)
-                }
-            };
-            match (adapter::parse_range(range, len), found) {
-                (None, Some(found)) => found.to_stream().ok(),
-                (None, None) => Some(Body::from(bytes)),
-                (Some(Ok((s, e))), found) => {
-                    status = 206;
-                    content_range = Some(format!("bytes {s}-{e}/{len}"));
-                    match found {
-                        Some(found) => found.to_stream_from_range(Some(s), Some(e)).ok(),
-                        None => bytes.get(s as usize..=e as usize).map(|b| Body::from(b.to_vec())),
-                    }
-                }
-                (Some(Err(())), _) => {
-                    let mut r = Response::from_status(416);
-                    set_headers(&mut r, &a.headers);
-                    r.set_header("content-range", format!("bytes */{len}"));
-                    return r;
-                }
-            }
-        }
-        (_, _, _, Source::Cached(found)) => found.to_stream().ok(),
-        (_, _, _, Source::Direct(b)) => Some(b),
+    // A range over an uncached body of unknown length: read it, so it can be cut.
+    if meta.length.is_none()
+        && a.origin_range(ask).is_some()
+        && let Source::Direct(body) = source
+    {
+        let all = body.into_bytes();
+        meta.length = Some(all.len() as u64);
+        source = Source::Direct(Body::from(all));
+    }
+    let answer = OriginAnswer {
+        status: meta.status,
+        length: source.length(&meta),
+        content_type: meta.content_type.as_deref(),
+        cache_control: meta.cache_control.as_deref(),
+        // No range goes to the origin: ranges are cut here, from the cached object in place.
+        content_range: None,
+        sliceable: true,
     };
-    let mut r = Response::from_status(status);
-    if !head && let Some(b) = body {
+    let mut plan = a.respond(ask, &answer, TagHeader::SurrogateKey);
+    let body = match plan.body {
+        BodyPlan::Whole => source.whole(),
+        BodyPlan::Slice { start, end } => source.slice(start, end),
+        BodyPlan::Empty => None,
+        BodyPlan::Rewrite(_) => {
+            let bytes = source.bytes().unwrap_or_default();
+            match plan.finish_rewrite(&rt.engine, &bytes, now) {
+                Ok(out) => (!ask.head).then(|| Body::from(out)),
+                Err(f) => return failure(&f),
+            }
+        }
+    };
+    let mut r = Response::from_status(plan.status);
+    if let Some(b) = body {
         r.set_body(b);
     }
-    if let Some(ct) = &meta.content_type {
-        r.set_header("content-type", ct);
+    if ask.head {
+        // The plan's Content-Length is the GET's; Fastly would otherwise replace it with the empty body's.
+        r.set_framing_headers_mode(FramingHeadersMode::ManuallyFromHeaders);
     }
-    r.set_header("accept-ranges", "bytes");
-    if let Some(cr) = content_range {
-        r.set_header("content-range", cr);
-    }
-    if let Some(cc) = a.cache_control(meta.cache_control.as_deref()) {
-        r.set_header("cache-control", cc);
-    }
-    if !a.cache_tags.is_empty() {
-        // Fastly's purge key list (space separated): the same keys are on the cached object.
-        r.set_header("surrogate-key", a.cache_tags.join(" "));
-    }
-    set_headers(&mut r, &a.headers);
+    set_headers(&mut r, &plan.headers);
     r
 }
 
@@ -278,6 +269,7 @@ mod tests {
             status: 404,
             content_type: Some("video/mp2t".into()),
             cache_control: None,
+            length: None,
         };
         let d = Meta::decode(&m.encode()).expect("decodes");
         assert_eq!(

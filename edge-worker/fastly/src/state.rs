@@ -27,7 +27,7 @@ use fastly::Request;
 use fastly::cache::core::{CacheKey, Found, Transaction};
 use sharegate_edge::Engine;
 use sharegate_edge::adapter::AdapterSettings;
-use sharegate_edge::held::{self, Held, OfferError};
+use sharegate_edge::held::{self, Held, StateReply};
 use sharegate_shared::revocation::{DeltaView, StateView};
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -215,20 +215,18 @@ pub fn lookup() -> Current {
 fn fetch(settings: &AdapterSettings, since: u64) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let mut req = Request::get(url).with_pass(true);
-    if since != 0 {
-        req.set_header("x-sharegate-generation", since.to_string());
+    for (name, value) in held::state_request_headers(since) {
+        req.set_header(name, value);
     }
-    req.set_header("x-sharegate-freshness", "1");
     if let Some(t) = &settings.edge_token {
         req.set_header("authorization", format!("Bearer {t}"));
     }
     let mut resp = req
         .send(CONTROL_PLANE_BACKEND)
         .map_err(|e| format!("state fetch: {e}"))?;
-    match resp.get_status().as_u16() {
-        200 => Ok(resp.take_body_bytes()),
-        304 | 204 => Err("the control plane answered an unsigned 304: state not confirmed fresh".into()),
-        s => Err(format!("state endpoint answered {s}")),
+    match StateReply::of(resp.get_status().as_u16()) {
+        StateReply::Offer => Ok(resp.take_body_bytes()),
+        refused => Err(refused.to_string()),
     }
 }
 
@@ -309,7 +307,7 @@ fn try_refresh(
             Ok((next, _)) => next,
             // A delta that does not chain onto ours (we missed one, or hold the most deltas), or word that a newer
             // generation exists: the whole state.
-            Err(OfferError::Gap { .. } | OfferError::Behind { .. }) if since != 0 => {
+            Err(e) if held::needs_snapshot(&e, since) => {
                 let full = fetch(settings, 0)?;
                 held::offer(held.as_ref(), key, &full, now)
                     .map_err(|e| e.to_string())?
@@ -401,6 +399,19 @@ fn back_off(tx: Transaction, blob: Option<&[u8]>, times: Times, fresh: Duration,
     if !done {
         eprintln!("sharegate: could not record the failed refresh in the cache");
     }
+}
+
+/// The state one request decides on: looked up (one body read), and refreshed first when absent or not checked for
+/// the whole refresh window. Nothing without a state URL.
+pub fn for_request(engine: &Engine, settings: &AdapterSettings, now_ms: u64) -> Current {
+    if settings.state_url.is_none() {
+        return Current::none();
+    }
+    let current = lookup();
+    if refresh_first(&current, settings, now_ms) {
+        return refresh(engine, settings, current, now_ms);
+    }
+    current
 }
 
 /// Whether the state should be refreshed before deciding: nothing cached, or not checked for the whole refresh

@@ -1,20 +1,10 @@
 //! Settings from the service's stores, through the shared parser: secrets from the Secret Store, everything else
-//! from the Config Store, under the same names as on every other runtime (`docs/edge.md`).
+//! from the Config Store, under the same names as on every other runtime (`docs/edge.md`). The store names and which
+//! settings are secret are the contract's (`sharegate_edge::contract::fastly`).
 
 use fastly::{ConfigStore, SecretStore};
 use sharegate_edge::ConfigSource;
-
-/// Config Store holding the plain settings (`SHAREGATE_ORIGIN`, `SHAREGATE_STATE_URL`, …).
-pub const CONFIG_STORE: &str = "sharegate_config";
-/// Secret Store holding the secrets.
-pub const SECRET_STORE: &str = "sharegate_secrets";
-/// Settings read from the Secret Store, never from the Config Store.
-pub const SECRET_NAMES: [&str; 4] = [
-    "SHAREGATE_SIGNING_KEYS",
-    "SHAREGATE_STATE_KEY",
-    "SHAREGATE_WATERMARK_KEY",
-    "SHAREGATE_EDGE_TOKEN",
-];
+use sharegate_edge::contract::fastly::{CONFIG_STORE, SECRET_NAMES, SECRET_STORE};
 
 /// The two stores, opened once per request.
 pub struct Stores {

@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 use fastly::{Request, Response};
+use sharegate_edge::adapter::keys::ORIGIN;
+use sharegate_edge::contract::fastly::CONFIG_STORE;
 
 fn main() {
     let req = Request::from_client();
-    let origin = fastly::ConfigStore::try_open("sharegate_config")
+    let origin = fastly::ConfigStore::try_open(CONFIG_STORE)
         .ok()
-        .and_then(|c| c.try_get("SHAREGATE_ORIGIN").ok().flatten())
+        .and_then(|c| c.try_get(ORIGIN).ok().flatten())
         .and_then(|o| o.split(',').next().map(|s| s.trim().trim_end_matches('/').to_string()));
     let Some(origin) = origin else {
         Response::from_status(500).send_to_client();
