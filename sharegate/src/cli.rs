@@ -56,8 +56,8 @@ pub enum Cmd {
     Keys(ClientKeys),
     /// Read the audit log (role auditor), with the hash chain verified.
     Audit(ClientAudit),
-    /// Run the native edge server. Engine settings come from SHAREGATE_* environment variables
-    /// (docs/edge.md, "Settings"): SHAREGATE_SIGNING_KEYS is required.
+    /// Run the native edge server. Its settings come from SHAREGATE_* environment variables
+    /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required; a flag given replaces its setting.
     Edge(EdgeArgs),
 }
 
@@ -308,6 +308,8 @@ pub struct ClientAudit {
     pub limit: Option<usize>,
 }
 
+/// `sharegate edge`'s flags. Each one given replaces the setting of the same meaning from the environment
+/// (docs/edge-config.md); the defaults are the settings' defaults.
 #[derive(Args)]
 pub struct EdgeArgs {
     /// Address to listen on.
@@ -316,21 +318,21 @@ pub struct EdgeArgs {
     /// An origin: a directory or an http(s) base URL. Repeat for failover order.
     #[arg(long = "origin", required = true)]
     pub origins: Vec<String>,
-    /// Control-plane URL to pull the revocation state from.
+    /// Control-plane URL to pull the revocation state from [default: SHAREGATE_STATE_URL, else none].
     #[arg(long)]
     pub state_url: Option<String>,
-    /// Pull interval, milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    pub pull_interval_ms: u64,
-    /// Control-plane URL to send edge events to.
+    /// Pull interval, milliseconds [default: SHAREGATE_STATE_REFRESH_MS, else 1000].
+    #[arg(long)]
+    pub pull_interval_ms: Option<u64>,
+    /// Control-plane URL to send edge events to [default: SHAREGATE_EVENTS_URL, else none].
     #[arg(long)]
     pub events_url: Option<String>,
-    /// Per-origin timeout, milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    pub origin_timeout_ms: u64,
-    /// Segment cache budget, MiB.
-    #[arg(long, default_value_t = 256)]
-    pub cache_mib: u64,
+    /// Per-origin timeout, milliseconds [default: SHAREGATE_ORIGIN_TIMEOUT_MS, else 5000].
+    #[arg(long)]
+    pub origin_timeout_ms: Option<u64>,
+    /// Segment cache budget, MiB [default: SHAREGATE_CACHE_MIB, else 256].
+    #[arg(long)]
+    pub cache_mib: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -656,9 +658,10 @@ mod tests {
             panic!("not edge");
         };
         assert_eq!(e.origins, ["a", "https://b"]);
+        // Unset, the environment's settings or their defaults apply (edge::tests).
         assert_eq!(
             (e.pull_interval_ms, e.origin_timeout_ms, e.cache_mib),
-            (1000, 5000, 256)
+            (None, None, None)
         );
         // `edge` needs an origin.
         assert!(Cli::try_parse_from(["sharegate", "edge"]).is_err());

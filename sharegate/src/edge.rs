@@ -2,14 +2,14 @@
 //! `sharegate dev`, and the edge of `sharegate demo --serve`. Kept in one module so a change of the native edge's API
 //! is met here alone.
 //!
-//! The edge's settings are read by the edge's own parsers (`EdgeConfig::from_source`, `ClientSources::from_source`)
-//! from the process environment, as every other edge reads its configuration store: this module adds no setting of
-//! its own, except that a co-located edge takes the control plane's secrets.
+//! The edge's settings are read by the native edge's own entry point (`sharegate_edge_native::settings`: the engine's
+//! and the server's parsers, docs/edge-config.md) from the process environment, as every other edge reads its
+//! configuration store. This module only lays on top what the command line or the composition knows better: the
+//! flags given to `sharegate edge`, and for `sharegate dev` the control plane's secrets, URLs and the origin.
 
 use anyhow::{Context, Result, anyhow};
 use sharegate_edge::EdgeConfig;
 use sharegate_edge::config::{ConfigSource, keys as edge_keys};
-use sharegate_edge_native::client::ClientSources;
 use sharegate_edge_native::origin::Origin;
 use sharegate_edge_native::{Edge, NativeOptions};
 use std::collections::BTreeMap;
@@ -32,25 +32,36 @@ impl ConfigSource for EnvSource {
 
 /// `sharegate edge`: the native edge alone, until the listener fails.
 pub async fn run(a: EdgeArgs) -> Result<()> {
-    let config = EdgeConfig::from_source(&EnvSource).map_err(|e| anyhow!("{e}"))?;
-    let client_sources = ClientSources::from_source(&EnvSource).map_err(|e| anyhow!("{e}"))?;
-    let opts = NativeOptions {
-        origins: a.origins.iter().map(|o| Origin::parse(o)).collect(),
-        origin_timeout: Duration::from_millis(a.origin_timeout_ms),
-        cache_bytes: a.cache_mib * 1024 * 1024,
-        state_url: a.state_url,
-        pull_interval: Duration::from_millis(a.pull_interval_ms),
-        edge_token: std::env::var("SHAREGATE_EDGE_TOKEN").ok(),
-        events_url: a.events_url,
-        client_sources,
-        ..Default::default()
-    };
+    let (config, opts) = edge_settings(&a, &EnvSource)?;
     let listener = tokio::net::TcpListener::bind(a.edge_addr).await?;
     let edge = Edge::new(config, opts);
     sharegate_edge_native::spawn_background(&edge);
     tracing::info!(addr = %listener.local_addr()?, "sharegate edge listening");
     sharegate_edge_native::serve(edge, listener).await?;
     Ok(())
+}
+
+/// The settings of `sharegate edge`: `env`'s, with each flag given in its place.
+fn edge_settings(a: &EdgeArgs, env: &dyn ConfigSource) -> Result<(EdgeConfig, NativeOptions)> {
+    let (config, mut opts) = sharegate_edge_native::settings(env)?;
+    // `--origin` is required, so the flags' origins always replace SHAREGATE_ORIGIN's.
+    opts.origins = a.origins.iter().map(|o| Origin::parse(o)).collect();
+    if let Some(ms) = a.origin_timeout_ms {
+        opts.origin_timeout = Duration::from_millis(ms);
+    }
+    if let Some(mib) = a.cache_mib {
+        opts.cache_bytes = mib.saturating_mul(1024 * 1024);
+    }
+    if let Some(url) = &a.state_url {
+        opts.state_url = Some(url.clone());
+    }
+    if let Some(ms) = a.pull_interval_ms {
+        opts.pull_interval = Duration::from_millis(ms);
+    }
+    if let Some(url) = &a.events_url {
+        opts.events_url = Some(url.clone());
+    }
+    Ok((config, opts))
 }
 
 /// What the edge of `sharegate dev` shares with its control plane.
@@ -70,55 +81,39 @@ pub struct DevEdge<'a> {
 /// Start the edge of `sharegate dev` on `listener`: the control plane's keys, its state pulled every second and
 /// pushed, and every other `SHAREGATE_*` edge setting from the environment, read as `sharegate edge` reads it.
 pub fn start_dev(dev: &DevEdge<'_>, listener: tokio::net::TcpListener) -> Result<()> {
-    let (config, client_sources) = edge_settings_with_secrets(dev.signing_spec, dev.state_key_hex, &EnvSource)?;
-    let api = dev.api_url;
-    let edge = Edge::new(
-        config,
-        NativeOptions {
-            origins: vec![Origin::parse(dev.origin)],
-            state_url: Some(format!("{api}/v1/edge/state")),
-            keys_url: Some(format!("{api}/v1/edge/keys")),
-            events_url: Some(format!("{api}/v1/edge/events")),
-            edge_token: Some(dev.edge_token.to_string()),
-            client_sources,
-            ..Default::default()
-        },
-    );
+    let (config, opts) = dev_settings(dev, &EnvSource)?;
+    let edge = Edge::new(config, opts);
     sharegate_edge_native::spawn_background(&edge);
     tokio::spawn(sharegate_edge_native::serve(edge, listener));
     Ok(())
 }
 
-/// The edge settings of a co-located edge: every `SHAREGATE_*` edge setting from `env`, except the secrets the edge
-/// shares with this control plane (signing keys, state key), which are the control plane's own: an edge with other
-/// keys would refuse every link it mints.
-fn edge_settings_with_secrets(
-    signing_spec: &str,
-    state_key_hex: &str,
-    env: &dyn ConfigSource,
-) -> Result<(EdgeConfig, ClientSources)> {
+/// The settings of `sharegate dev`'s edge: every `SHAREGATE_*` edge setting from `env`, except what it shares with
+/// this control plane, which is the control plane's own: the secrets (an edge with other keys would refuse every link
+/// it mints), the credential, the state, keys and events URLs, and the origin the demo asset was registered with.
+fn dev_settings(dev: &DevEdge<'_>, env: &dyn ConfigSource) -> Result<(EdgeConfig, NativeOptions)> {
     struct WithSecrets<'a> {
         env: &'a dyn ConfigSource,
-        signing_spec: &'a str,
-        state_key_hex: &'a str,
+        dev: &'a DevEdge<'a>,
     }
     impl ConfigSource for WithSecrets<'_> {
         fn get(&self, key: &str) -> Option<String> {
             match key {
-                edge_keys::SIGNING_KEYS => Some(self.signing_spec.to_string()),
-                edge_keys::STATE_KEY => Some(self.state_key_hex.to_string()),
+                edge_keys::SIGNING_KEYS => Some(self.dev.signing_spec.to_string()),
+                edge_keys::STATE_KEY => Some(self.dev.state_key_hex.to_string()),
                 _ => self.env.get(key),
             }
         }
     }
-    let src = WithSecrets {
-        env,
-        signing_spec,
-        state_key_hex,
-    };
-    let config = EdgeConfig::from_source(&src).map_err(|e| anyhow!("edge setting {e}"))?;
-    let sources = ClientSources::from_source(&src).map_err(|e| anyhow!("edge setting {e}"))?;
-    Ok((config, sources))
+    let (config, mut opts) =
+        sharegate_edge_native::settings(&WithSecrets { env, dev }).map_err(|e| anyhow!("edge setting {e}"))?;
+    let api = dev.api_url;
+    opts.origins = vec![Origin::parse(dev.origin)];
+    opts.state_url = Some(format!("{api}/v1/edge/state"));
+    opts.keys_url = Some(format!("{api}/v1/edge/keys"));
+    opts.events_url = Some(format!("{api}/v1/edge/events"));
+    opts.edge_token = Some(dev.edge_token.to_string());
+    Ok((config, opts))
 }
 
 /// The edge of `sharegate demo --serve`: the demo asset under `media`, the demo's key, a revocation state that knows
@@ -199,11 +194,19 @@ pub async fn serve_demo(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn the_dev_edge_reads_every_edge_setting_but_the_shared_secrets() {
         let mine = format!("1:active:{}", "1".repeat(64));
         let state = "3".repeat(64);
+        let dev = |signing_spec| DevEdge {
+            signing_spec,
+            state_key_hex: &state,
+            edge_token: "dev-token",
+            api_url: "http://127.0.0.1:7700",
+            origin: "deploy/demo-media",
+        };
         let env: &[(&str, &str)] = &[
             ("SHAREGATE_TWO_TIER", "true"),
             ("SHAREGATE_SESSION_TTL", "120"),
@@ -212,13 +215,17 @@ mod tests {
             ("SHAREGATE_GEO_LENIENT", "true"),
             ("SHAREGATE_COUNTRY_HEADER", "CF-IPCountry"),
             ("SHAREGATE_CLIENT_IP_HEADER", "X-Real-IP"),
-            // Another key ring in the environment must not replace the control plane's own.
+            ("SHAREGATE_CACHE_MIB", "64"),
+            // Another key ring, credential or control plane in the environment must not replace the dev one's.
             (
                 "SHAREGATE_SIGNING_KEYS",
                 "9:active:9999999999999999999999999999999999999999999999999999999999999999",
             ),
+            ("SHAREGATE_EDGE_TOKEN", "someone-elses"),
+            ("SHAREGATE_STATE_URL", "https://elsewhere.example/v1/edge/state"),
         ];
-        let (c, sources) = edge_settings_with_secrets(&mine, &state, &env).unwrap();
+        let (c, opts) = dev_settings(&dev(&mine), &env).unwrap();
+        let sources = &opts.client_sources;
         assert_eq!(c.two_tier.map(|t| t.session_ttl), Some(120));
         assert_eq!(c.edge_id, "dev-edge-7");
         assert_eq!(c.stale_policy, sharegate_edge::config::StalePolicy::FailOpen);
@@ -226,9 +233,58 @@ mod tests {
         assert_eq!(c.keys.active().map(|k| k.id), Some(1));
         assert_eq!(sources.country_source(), "header:cf-ipcountry");
         assert_eq!(sources.ip_source(), "header:x-real-ip");
+        assert_eq!(opts.cache_bytes, 64 << 20);
+        assert_eq!(opts.edge_token.as_deref(), Some("dev-token"));
+        assert_eq!(opts.state_url.as_deref(), Some("http://127.0.0.1:7700/v1/edge/state"));
+        assert_eq!(opts.keys_url.as_deref(), Some("http://127.0.0.1:7700/v1/edge/keys"));
+        assert_eq!(opts.origins.len(), 1);
         // A bad setting stops the dev edge as it stops `sharegate edge`, naming the setting.
         let bad: &[(&str, &str)] = &[("SHAREGATE_TWO_TIER", "maybe")];
-        let e = edge_settings_with_secrets(&mine, &state, &bad).unwrap_err();
+        let e = dev_settings(&dev(&mine), &bad).unwrap_err();
         assert!(e.to_string().contains("SHAREGATE_TWO_TIER"), "{e}");
+    }
+
+    #[test]
+    fn edge_flags_replace_the_environments_settings() {
+        let keys = format!("1:active:{}", "1".repeat(64));
+        let env: &[(&str, &str)] = &[
+            ("SHAREGATE_SIGNING_KEYS", &keys),
+            ("SHAREGATE_ORIGIN", "https://env-origin.example"),
+            ("SHAREGATE_ORIGIN_TIMEOUT_MS", "700"),
+            ("SHAREGATE_STATE_URL", "https://cp.example/v1/edge/state"),
+            ("SHAREGATE_EDGE_TOKEN", "edge-secret"),
+            ("SHAREGATE_KEYS_URL", "https://cp.example/v1/edge/keys"),
+        ];
+        let args = |line: &str| match crate::cli::Cli::try_parse_from(line.split_whitespace()).map(|c| c.cmd) {
+            Ok(crate::cli::Cmd::Edge(a)) => a,
+            _ => panic!("not edge: {line}"),
+        };
+        // Flags not given: the environment's settings, else the settings' defaults (the flags' old defaults).
+        let (_, opts) = edge_settings(&args("sharegate edge --origin media"), &env).unwrap();
+        assert_eq!(opts.origin_timeout, Duration::from_millis(700));
+        assert_eq!(opts.state_url.as_deref(), Some("https://cp.example/v1/edge/state"));
+        assert_eq!(opts.keys_url.as_deref(), Some("https://cp.example/v1/edge/keys"));
+        assert_eq!(opts.edge_token.as_deref(), Some("edge-secret"));
+        assert_eq!(
+            (opts.cache_bytes, opts.pull_interval),
+            (256 << 20, Duration::from_millis(1000))
+        );
+        assert!(matches!(&opts.origins[..], [Origin::Dir(d)] if d == Path::new("media")));
+        // Flags given: theirs.
+        let line = "sharegate edge --origin https://a.example --origin https://b.example --origin-timeout-ms 900 \
+                    --cache-mib 8 --pull-interval-ms 250 --state-url http://cp:7700/v1/edge/state \
+                    --events-url http://cp:7700/v1/edge/events";
+        let (_, opts) = edge_settings(&args(line), &env).unwrap();
+        assert_eq!(opts.origins.len(), 2);
+        assert_eq!(opts.origin_timeout, Duration::from_millis(900));
+        assert_eq!(
+            (opts.cache_bytes, opts.pull_interval),
+            (8 << 20, Duration::from_millis(250))
+        );
+        assert_eq!(opts.state_url.as_deref(), Some("http://cp:7700/v1/edge/state"));
+        assert_eq!(opts.events_url.as_deref(), Some("http://cp:7700/v1/edge/events"));
+        // The engine's settings are required as before.
+        let none: &[(&str, &str)] = &[];
+        assert!(edge_settings(&args("sharegate edge --origin m"), &none).is_err());
     }
 }

@@ -22,8 +22,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
-// The one `redis-server` harness of the workspace's tests lives with the control plane's tests; the binary's tests
-// borrow it rather than keep a second copy.
+// The control plane tests' harness (the `redis-server` process, the tiny demo VOD) serves these tests too, rather
+// than a second copy of it.
 #[path = "../../control-plane/tests/common/mod.rs"]
 mod control_plane_common;
 
@@ -38,7 +38,7 @@ use sharegate_edge::{EdgeConfig, Engine};
 use sharegate_shared::revocation::{DeltaView, StateSet, StateView};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -273,24 +273,6 @@ struct Fixture {
     share_link: Link,
 }
 
-fn write_media(dir: &Path) {
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = dir.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
-}
-
 async fn mint(http: &reqwest::Client, api: &str, minter: &str) -> Link {
     let v = ok(
         http,
@@ -323,7 +305,7 @@ async fn setup(http: &reqwest::Client, site: &Site, serve: &Serve, links: usize)
         keys.push(v["key"].as_str().unwrap().to_string());
     }
     let [minter, responder, auditor] = <[String; 3]>::try_from(keys).unwrap();
-    write_media(&site.media());
+    control_plane_common::service::write_demo(&site.media());
     let v = ok(
         http,
         Method::POST,
