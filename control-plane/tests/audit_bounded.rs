@@ -2,33 +2,20 @@
 //! refused calls are audited one per window (the rest counted), and caller-chosen text in an entry is clipped.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::StateKey;
-use sharegate_shared::token::Policy;
-use std::sync::Arc;
+use common::service::world_with;
+use sharegate_control_plane::service::ServiceConfig;
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::store::Log;
 use tower::ServiceExt;
 
 #[tokio::test]
 async fn anonymous_refusals_cannot_grow_the_audit_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = AppState::new(
-        store.clone(),
-        ServiceConfig::default(),
-        &ring,
-        Policy::default(),
-        StateKey::new([9; 32]),
-    )
-    .unwrap();
-    let app = router(Arc::new(state));
-    let (minter, rec) = new_key(Role::Minter, "test", 0).unwrap();
-    store_key(store.as_ref(), &minter, &rec).await.unwrap();
+    let w = world_with(ServiceConfig::default(), |_| {}).await;
+    let (app, store, minter) = (&w.app, &w.state.store, w.key(Role::Minter));
     let before = store.last_seq(Log::Audit).await.unwrap();
 
     // A flood of anonymous refused calls: no key, forged keys, long random paths and request ids.

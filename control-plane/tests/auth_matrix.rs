@@ -3,30 +3,15 @@
 //! so a new endpoint cannot skip this check.
 #![allow(clippy::unwrap_used)]
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::open_store;
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::StateKey;
-use sharegate_shared::token::Policy;
-use std::sync::Arc;
-use tower::ServiceExt;
+mod common;
 
+use axum::http::StatusCode;
+use common::service::{send, world_with};
+use sharegate_control_plane::service::ServiceConfig;
+
+/// The status of one call with an `{}` body (enough for every endpoint to get past its caller check).
 async fn status(app: &axum::Router, method: &str, path: &str, auth: Option<&str>) -> StatusCode {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", "application/json");
-    if let Some(a) = auth {
-        req = req.header("authorization", format!("Bearer {a}"));
-    }
-    app.clone()
-        .oneshot(req.body(Body::from("{}")).unwrap())
-        .await
-        .unwrap()
-        .status()
+    send(app, method, path, auth, &[], "{}").await.0
 }
 
 #[tokio::test]
@@ -35,22 +20,12 @@ async fn every_endpoint_refuses_missing_wrong_and_other_role_keys() {
         &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.yaml")).unwrap(),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(1, SecretKey::new([1; 32]), 86_400);
     let config = ServiceConfig {
         edge_token: Some("edge-secret".into()),
         ..ServiceConfig::default()
     };
-    let state = AppState::new(store.clone(), config, &ring, Policy::default(), StateKey::new([2; 32])).unwrap();
-    let app = router(Arc::new(state));
-    let roles = [Role::Minter, Role::Responder, Role::Admin, Role::Auditor];
-    let mut keys = Vec::new();
-    for r in roles {
-        let (k, rec) = new_key(r, "matrix", 0).unwrap();
-        store_key(store.as_ref(), &k, &rec).await.unwrap();
-        keys.push((r, k));
-    }
+    let w = world_with(config, |_| {}).await;
+    let (app, keys) = (&w.app, &w.keys);
     let mut checked = 0;
     for (path, ops) in doc["paths"].as_mapping().unwrap() {
         let path = path.as_str().unwrap().replace("{id}", "x");
@@ -71,17 +46,17 @@ async fn every_endpoint_refuses_missing_wrong_and_other_role_keys() {
             }
             let what = format!("{method} {path}");
             assert_eq!(
-                status(&app, &method, &path, None).await,
+                status(app, &method, &path, None).await,
                 StatusCode::UNAUTHORIZED,
                 "{what}: no key"
             );
             assert_eq!(
-                status(&app, &method, &path, Some("sg_admin_wrong")).await,
+                status(app, &method, &path, Some("sg_admin_wrong")).await,
                 StatusCode::UNAUTHORIZED,
                 "{what}: wrong key"
             );
-            for (role, key) in &keys {
-                let got = status(&app, &method, &path, Some(key)).await;
+            for (role, key) in keys {
+                let got = status(app, &method, &path, Some(key)).await;
                 if edge {
                     assert_eq!(
                         got,

@@ -2,34 +2,21 @@
 //! told the call succeeded (409) instead of getting the key again, and the store holds no copy of it.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::service::world_with;
 use http_body_util::BodyExt;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Ns, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::StateKey;
-use sharegate_shared::token::Policy;
-use std::sync::Arc;
+use sharegate_control_plane::service::ServiceConfig;
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::store::Ns;
 use tower::ServiceExt;
 
 #[tokio::test]
 async fn a_new_api_key_is_not_kept_for_replays() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = AppState::new(
-        store.clone(),
-        ServiceConfig::default(),
-        &ring,
-        Policy::default(),
-        StateKey::new([9; 32]),
-    )
-    .unwrap();
-    let app = router(Arc::new(state));
-    let (admin, rec) = new_key(Role::Admin, "test", 0).unwrap();
-    store_key(store.as_ref(), &admin, &rec).await.unwrap();
+    let w = world_with(ServiceConfig::default(), |_| {}).await;
+    let (app, store, admin) = (&w.app, &w.state.store, w.key(Role::Admin));
     let call = || {
         Request::post("/v1/apikeys")
             .header("authorization", format!("Bearer {admin}"))

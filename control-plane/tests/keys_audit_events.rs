@@ -2,18 +2,21 @@
 //! edges that keys are published to are small local HTTP servers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
+use common::service::{ROLES, api_keys, app_state};
 use http_body_util::BodyExt;
 use sharegate_control_plane::service::audit_events::{self, MetricsAccess};
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
+use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::keys::{self, RING_KEY, RotatingMinter, load_ring, open_ring};
 use sharegate_control_plane::service::{AppState, AuditEntry, EdgeTarget, ServiceConfig};
 use sharegate_control_plane::store::{Log, Ns, open_store};
 use sharegate_edge::config::parse_signing_keys;
 use sharegate_edge::events::{Event, EventBatch, EventKind};
-use sharegate_shared::keys::{KeyRing, KeyState, SecretKey};
+use sharegate_shared::keys::{KeyRing, KeyState};
 use sharegate_shared::token::{Claims, Permissions, Policy, Text, TokenBuf, Verifier};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,7 +25,8 @@ use tower::ServiceExt;
 const MASTER: [u8; 32] = [0x5a; 32];
 const EDGE_TOKEN: &str = "edge-credential-for-tests";
 const PUSH_TOKEN: &str = "push-credential-for-tests";
-const STARTUP_SECRET: [u8; 32] = [7; 32];
+/// The secret of the test ring's startup key.
+const STARTUP_SECRET: [u8; 32] = common::service::SECRET;
 
 struct World {
     /// The routes under test (keys, audit, events, metrics) with the latency layer, built here so the tests do not
@@ -41,28 +45,15 @@ impl World {
 
 async fn world_in(dir: tempfile::TempDir, edges: Vec<EdgeTarget>, master: Option<[u8; 32]>) -> World {
     let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new(STARTUP_SECRET), 86_400);
     let config = ServiceConfig {
         edges,
         edge_token: Some(EDGE_TOKEN.into()),
         ..ServiceConfig::default()
     };
-    let mut state = AppState::new(
-        store.clone(),
-        config,
-        &ring,
-        Policy::default(),
-        sharegate_shared::revocation::StateKey::new([9; 32]),
-    )
-    .unwrap();
+    let mut state = app_state(store.clone(), config);
     state.master_key = master;
     let state = Arc::new(state);
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin, Role::Auditor] {
-        let (key, rec) = new_key(role, "test", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push((role, key));
-    }
+    let keys = api_keys(store.as_ref(), &ROLES).await;
     World {
         app: module_router(state.clone(), MetricsAccess::ApiKey),
         state,
@@ -471,17 +462,7 @@ async fn auth_matrix() {
     // Without a configured edge credential no edge call is accepted.
     let dir = tempfile::tempdir().unwrap();
     let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new(STARTUP_SECRET), 86_400);
-    let state = Arc::new(
-        AppState::new(
-            store,
-            ServiceConfig::default(),
-            &ring,
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
+    let state = Arc::new(app_state(store, ServiceConfig::default()));
     let app = module_router(state.clone(), MetricsAccess::ApiKey);
     let (s, _, _) = raw(
         &app,

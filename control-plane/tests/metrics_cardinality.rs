@@ -3,9 +3,12 @@
 //! in-process (`oneshot`) on the embedded store.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::service::{SECRET, app_state};
 use http_body_util::BodyExt;
 use sharegate_control_plane::service::audit_events::{
     self, MAX_CAMPAIGNS, MAX_CHANNELS, MAX_EDGES, MAX_EVENTS, MAX_EVENTS_KEPT, MAX_SERIES, MetricsAccess,
@@ -23,7 +26,6 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 const EDGE_TOKEN: &str = "edge-credential-for-tests";
-const SECRET: [u8; 32] = [7; 32];
 const KINDS: [&str; 4] = ["deny", "expiry", "playlist_open", "state_stale"];
 
 struct World {
@@ -35,21 +37,11 @@ struct World {
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new(SECRET), 86_400);
     let config = ServiceConfig {
         edge_token: Some(EDGE_TOKEN.into()),
         ..ServiceConfig::default()
     };
-    let state = Arc::new(
-        AppState::new(
-            store,
-            config,
-            &ring,
-            Policy::default(),
-            sharegate_shared::revocation::StateKey::new([9; 32]),
-        )
-        .unwrap(),
-    );
+    let state = Arc::new(app_state(store, config));
     // Two registered assets (the record as `POST /v1/assets` stores it; only its existence matters here).
     for id in ["demo", "trailer"] {
         let rec = serde_json::json!({

@@ -18,8 +18,9 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::service::{api_keys, write_demo};
 use http_body_util::BodyExt;
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
+use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::{AppState, ServiceConfig, router};
 use sharegate_control_plane::store::{ChainedEntry, Check, Log, Ns, Op, Store, StoreError, open_store};
 use sharegate_control_plane::tokens::split_token_url;
@@ -200,28 +201,9 @@ async fn replica(store: Arc<dyn Store>, clock_offset_secs: i64) -> Replica {
 
 /// Keys, a ready asset and a public share, written once through the first replica.
 async fn setup(store: &Arc<dyn Store>, first: &Replica, media: &std::path::Path) -> (Keys, String) {
-    let mut keys = Vec::new();
-    for role in [Role::Minter, Role::Responder, Role::Admin] {
-        let (key, rec) = new_key(role, "model", 0).unwrap();
-        store_key(store.as_ref(), &key, &rec).await.unwrap();
-        keys.push(key);
-    }
-    let [minter, responder, admin] = <[String; 3]>::try_from(keys).unwrap();
-    for (path, body) in [
-        (
-            "demo/master.m3u8",
-            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n",
-        ),
-        (
-            "demo/v0/index.m3u8",
-            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg_000.ts\n#EXT-X-ENDLIST\n",
-        ),
-        ("demo/v0/seg_000.ts", "segment"),
-    ] {
-        let p = media.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, body).unwrap();
-    }
+    let keys = api_keys(store.as_ref(), &[Role::Minter, Role::Responder, Role::Admin]).await;
+    let [minter, responder, admin] = <[(Role, String); 3]>::try_from(keys).unwrap().map(|(_, k)| k);
+    write_demo(media);
     let body = serde_json::json!({"id": "demo", "origin": media.to_str().unwrap()}).to_string();
     let (s, _, b) = send(first, "POST", "/v1/assets", Some(&admin), &[], body).await;
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));

@@ -3,16 +3,16 @@
 //! refused with `400 invalid_scope` and nothing written; an idempotent replay of a `201` answers `200`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use common::service::world_with;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use sharegate_control_plane::service::auth::{Role, new_key, store_key};
-use sharegate_control_plane::service::{AppState, ServiceConfig, router};
-use sharegate_control_plane::store::{Log, Store, open_store};
-use sharegate_shared::keys::{KeyRing, SecretKey};
-use sharegate_shared::revocation::StateKey;
-use sharegate_shared::token::Policy;
+use sharegate_control_plane::service::ServiceConfig;
+use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::store::{Log, Store};
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -24,24 +24,12 @@ struct Svc {
 }
 
 async fn setup() -> Svc {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store("", dir.path()).await.unwrap();
-    let ring = KeyRing::with_active(4, SecretKey::new([7; 32]), 86_400);
-    let state = AppState::new(
-        store.clone(),
-        ServiceConfig::default(),
-        &ring,
-        Policy::default(),
-        StateKey::new([9; 32]),
-    )
-    .unwrap();
-    let (responder, rec) = new_key(Role::Responder, "test", 0).unwrap();
-    store_key(store.as_ref(), &responder, &rec).await.unwrap();
+    let w = world_with(ServiceConfig::default(), |_| {}).await;
     Svc {
-        app: router(Arc::new(state)),
-        store,
-        responder,
-        _dir: dir,
+        responder: w.key(Role::Responder).to_string(),
+        store: w.state.store.clone(),
+        app: w.app,
+        _dir: w.dir,
     }
 }
 
