@@ -40,25 +40,18 @@ pub use outbox::{
 };
 pub use store_outbox::StoreOutbox;
 
-/// Prefix of the cache tag / surrogate key the edge puts on every object of an asset.
-pub const ASSET_TAG_PREFIX: &str = "sg-asset-";
-/// Prefix of the cache tag / surrogate key the edge puts on objects fetched through a share.
-pub const SHARE_TAG_PREFIX: &str = "sg-share-";
+/// Prefixes of the cache tag / surrogate key the edge puts on every object of an asset, and on objects fetched
+/// through a share (defined once, in the edge's contract).
+pub use sharegate_edge::contract::tags::{ASSET_PREFIX as ASSET_TAG_PREFIX, SHARE_PREFIX as SHARE_TAG_PREFIX};
 
 /// How long to wait after a 429 that names no delay. Both CDNs refill their buckets within seconds.
 pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(5);
 /// How long one call to a CDN's API may take before it counts as a transient failure.
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The cache tag of an asset: `sg-asset-<id>`, as the edge sets it in `Cache-Tag` / `Surrogate-Key`.
-pub fn asset_tag(asset_id: &str) -> String {
-    format!("{ASSET_TAG_PREFIX}{asset_id}")
-}
-
-/// The cache tag of a share: `sg-share-<id>`.
-pub fn share_tag(share_id: &str) -> String {
-    format!("{SHARE_TAG_PREFIX}{share_id}")
-}
+/// The cache tag of an asset (`sg-asset-<id>`, as the edge sets it in `Cache-Tag` / `Surrogate-Key`) and of a
+/// share (`sg-share-<id>`).
+pub use sharegate_edge::contract::tags::{asset as asset_tag, share as share_tag};
 
 /// What to remove from a CDN's cache. Each list may be empty; a request with all lists empty purges nothing.
 ///

@@ -88,7 +88,7 @@ impl Caller {
 pub trait Permission {
     /// Roles that may.
     const ROLES: &'static [Role];
-    /// What is attempted, as the 403 message says it ("role `x` may not <action>").
+    /// What is attempted, as the 403 message says it: "role `x` may not *action*".
     const ACTION: &'static str;
 }
 

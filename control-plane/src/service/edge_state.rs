@@ -1,4 +1,4 @@
-//! What edges get: the one-entry deltas pushed after each revocation ([`publish`]) and the state endpoint they
+//! What edges get: the one-entry deltas pushed after each revocation (`publish`) and the state endpoint they
 //! pull from (`GET /v1/edge/state`): the delta to the next generation, a full snapshot when further behind, or,
 //! when current, a signed freshness message (`SGRF`, `sharegate_shared::revocation::build_freshness`).
 //!
@@ -16,6 +16,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sharegate_edge::contract;
 use sharegate_shared::revocation::{DeltaParams, RevokedToken, Watermark, build_delta, build_freshness};
 use std::sync::Arc;
 
@@ -82,7 +83,7 @@ impl PushAnswer {
 async fn push(s: &AppState, edge: &super::EdgeTarget, body: Vec<u8>) -> PushAnswer {
     let sent = s
         .http
-        .post(format!("{}/_sharegate/state", edge.url.trim_end_matches('/')))
+        .post(format!("{}{}", edge.url.trim_end_matches('/'), contract::paths::STATE))
         .bearer_auth(&edge.token)
         .body(body)
         .timeout(std::time::Duration::from_secs(2))
@@ -146,12 +147,12 @@ pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMa
     let as_of = u32::try_from(now()).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     let current = s.store.counter("state_generation").await?;
     let held: Option<u64> = headers
-        .get("x-sharegate-generation")
+        .get(contract::headers::GENERATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let signed = headers
-        .get("x-sharegate-freshness")
-        .is_some_and(|v| v.as_bytes() == b"1");
+        .get(contract::headers::FRESHNESS)
+        .is_some_and(|v| v.as_bytes() == contract::headers::FRESHNESS_SIGNED.as_bytes());
     if held == Some(current) {
         if signed {
             return Ok((

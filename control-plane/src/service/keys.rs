@@ -342,7 +342,11 @@ async fn publish(s: &AppState, ring: &KeyRing) -> Vec<Push> {
     for edge in &s.config.edges {
         let status = s
             .http
-            .post(format!("{}/_sharegate/keys", edge.url.trim_end_matches('/')))
+            .post(format!(
+                "{}{}",
+                edge.url.trim_end_matches('/'),
+                sharegate_edge::contract::paths::KEYS
+            ))
             .bearer_auth(&edge.token)
             .header(header::CONTENT_TYPE, "text/plain")
             .body(spec.clone())

@@ -1,9 +1,13 @@
 //! The control-plane HTTP service (axum): the API backends and responders call, under `/v1`.
 //!
-//! This module holds the router, the shared state and the endpoints built so far: health (`/healthz`,
-//! `/readyz`, no key) and link minting (`POST /v1/links`, role `minter`), with every mint recorded in the issued
-//! log (the input of the edge's revocation filter) before the link is returned, and every call that changes state
-//! appended to the hash-chained audit log. It does not decide requests at the edge (that is `sharegate-edge`).
+//! This module holds the router, the shared state, health (`/healthz`, `/readyz`, no key), link minting
+//! (`POST /v1/links`: every mint is recorded in the issued log, the input of the edge's revocation filter, before the
+//! link is returned), API keys and link settings; each other area is a sub-module with its own routes (assets and
+//! their [`readiness`] check, shares, revocations, signing keys, the edge's state, diagnosis, the audit log with edge
+//! events and metrics, the OpenAPI document). Handlers name the role they need in their signature
+//! ([`extract::Authorized`]); every call that changes state is appended to the hash-chained audit log, refused ones
+//! too. The request and answer types are gathered in [`api`]. It does not decide requests at the edge (that is
+//! `sharegate-edge`).
 
 pub mod assets;
 pub mod audit_events;
@@ -220,7 +224,11 @@ async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json:
     let store = s.store.ping().await.map_err(|e| e.code());
     let mut edges = Vec::new();
     for e in &s.config.edges {
-        let url = format!("{}/_sharegate/status", e.url.trim_end_matches('/'));
+        let url = format!(
+            "{}{}",
+            e.url.trim_end_matches('/'),
+            sharegate_edge::contract::paths::STATUS
+        );
         let ok = s
             .http
             .get(&url)

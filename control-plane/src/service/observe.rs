@@ -1,7 +1,5 @@
-//! Observability for operators and support: why a link fails, in words a support agent can read.
-//!
-//! [`routes`] merges one sub-router per area; today that is [`diagnose`] (`POST /v1/diagnose`). Edge event ingestion
-//! and metrics belong here too, each as a sibling sub-module merged the same way.
+//! Observability for support: why a link fails, in words a support agent can read ([`diagnose`],
+//! `POST /v1/diagnose`). Edge event ingestion, the audit query and metrics are in [`super::audit_events`].
 
 use super::AppState;
 use axum::Router;

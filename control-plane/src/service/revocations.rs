@@ -96,7 +96,7 @@ impl std::fmt::Display for RevocationKind {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RevocationRequest {
-    /// What is revoked; each kind takes its own fields (see [`RevocationRequest::entry_for`]).
+    /// What is revoked; each kind takes its own fields (see `RevocationRequest::entry_for`).
     pub kind: RevocationKind,
     /// The scope id (hex token id for `token`, a key id number for `key_id`; none for `global`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -13,7 +13,7 @@
 //!   token like `POST /v1/links` does (issued log and link record in one transaction), and answers `302 Found` to
 //!   the token URL with `Cache-Control: no-store`, so no cache ever replays one viewer's token to another.
 //!   Every answer, refusals included, has `Access-Control-Allow-Origin: *` and `OPTIONS /s/{id}` answers a CORS
-//!   preflight, so a web player on any origin can follow the link (see [`cors`]).
+//!   preflight, so a web player on any origin can follow the link (see `cors`).
 //!
 //! **Viewer identity.** `signed_in` and `invited` shares read the viewer id from the `x-sharegate-viewer` request
 //! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/` must authenticate
@@ -41,7 +41,7 @@ use sharegate_shared::token::{Claims, Permissions, Text};
 use std::sync::Arc;
 
 /// The header the product's auth proxy sets to the signed-in viewer's id (see the module docs).
-pub const VIEWER_HEADER: &str = "x-sharegate-viewer";
+pub const VIEWER_HEADER: &str = sharegate_edge::contract::headers::VIEWER;
 
 /// Token lifetime when a share does not name one, seconds: short, because every open mints a fresh token.
 pub const DEFAULT_SHARE_TTL: u32 = 600;

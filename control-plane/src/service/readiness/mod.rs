@@ -2,7 +2,7 @@
 //!
 //! It fetches the multivariant playlist from the origin (an HTTP(S) base URL or a local directory), every media
 //! playlist it names, and asks whether every segment and init section exists, with at most [`CHECK_CONCURRENCY`]
-//! requests in flight. Playlists are read through the edge's own HLS reader ([`playlist`]). What it finds is a
+//! requests in flight. Playlists are read through the edge's own HLS reader (the `playlist` module). What it finds is a
 //! list of problems with stable codes: `multivariant_unreachable`, `not_multivariant`, `media_playlist_unreachable`,
 //! `invalid_media_playlist`, `segment_missing`, `missing_endlist`, `target_duration_out_of_profile`,
 //! `segment_count_mismatch`, `too_large` and `unsafe_uri` (a URI with dot segments or other paths the edge's
@@ -608,15 +608,16 @@ mod tests {
 
     #[test]
     fn resolves_inside_the_asset_only() {
-        let origin = Origin::Dir(PathBuf::from("/srv"));
         let http = reqwest::Client::new();
-        let ck = Checker {
+        let checker = |origin| Checker {
             http: &http,
-            origin: &origin,
+            origin,
             id: "demo",
             kind: AssetKind::Vod,
             profile: Profile::default(),
         };
+        let origin = Origin::Dir(PathBuf::from("/srv"));
+        let ck = checker(&origin);
         let base = Loc::File("/demo/v0/index.m3u8".into());
         assert_eq!(ck.resolve(&base, "s0.ts?x=1"), Ok(Loc::File("/demo/v0/s0.ts".into())));
         assert_eq!(ck.resolve(&base, "/demo/s0.ts"), Ok(Loc::File("/demo/s0.ts".into())));
@@ -631,13 +632,7 @@ mod tests {
         ));
 
         let origin = Origin::parse("http://o.example:8080/base/").unwrap_or_else(|e| panic!("{e}"));
-        let ck = Checker {
-            http: &http,
-            origin: &origin,
-            id: "demo",
-            kind: AssetKind::Vod,
-            profile: Profile::default(),
-        };
+        let ck = checker(&origin);
         let top = ck.multivariant_loc("master.m3u8");
         assert_eq!(top.to_string(), "http://o.example:8080/base/demo/master.m3u8");
         assert!(ck.resolve(&top, "v0/i.m3u8").is_ok());
