@@ -72,11 +72,55 @@ struct StoredRing {
     keys: Vec<StoredKey>,
 }
 
+/// Where a key stands, as stored and listed: [`KeyState`] without its time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStage {
+    /// Staged: on the edges, not minting yet.
+    Next,
+    /// Minting.
+    Active,
+    /// Verifying only, until its last token expires.
+    Retiring,
+}
+
+impl From<KeyState> for KeyStage {
+    fn from(s: KeyState) -> Self {
+        match s {
+            KeyState::Next => KeyStage::Next,
+            KeyState::Active => KeyStage::Active,
+            KeyState::Retiring { .. } => KeyStage::Retiring,
+        }
+    }
+}
+
+/// What a rotation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationAction {
+    /// A new key was staged as `next` (published to the edges, not minting yet).
+    Staged,
+    /// The published `next` key became active; a new `next` was staged.
+    Promoted,
+    /// The staged key is not on every edge yet: the ring was published again, nothing changed.
+    Republished,
+}
+
+impl RotationAction {
+    /// The wire name (also the audit action's suffix, `keys.rotate.<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotationAction::Staged => "staged",
+            RotationAction::Promoted => "promoted",
+            RotationAction::Republished => "republished",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredKey {
     id: KeyId,
-    /// `next`, `active` or `retiring`.
-    state: String,
+    state: KeyStage,
     /// For `retiring`: when it stopped minting.
     #[serde(default)]
     since: u64,
@@ -93,8 +137,8 @@ struct StoredKey {
 /// What `POST /v1/keys/rotate` did. Ids and states only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RotationReceipt {
-    /// `staged`, `promoted` or `republished`.
-    pub action: String,
+    /// What the call did.
+    pub action: RotationAction,
     /// The key that mints now.
     pub active: KeyId,
     /// The key staged to mint next (already on the edges that accepted the push).
@@ -112,8 +156,8 @@ pub struct RotationReceipt {
 pub struct KeyInfo {
     /// Key id (tokens name it).
     pub id: KeyId,
-    /// `next`, `active` or `retiring`.
-    pub state: String,
+    /// Where it stands.
+    pub state: KeyStage,
     /// For retiring keys: when they stopped minting.
     pub since: Option<u64>,
     /// For retiring keys: when the last token they signed has expired and they are dropped.
@@ -183,18 +227,12 @@ fn unseal(master: &[u8; 32], k: &StoredKey) -> Result<SecretKey, ApiError> {
     out.map_err(|_| bad())
 }
 
-fn state_of(k: &StoredKey) -> Result<KeyState, ApiError> {
-    Ok(match k.state.as_str() {
-        "next" => KeyState::Next,
-        "active" => KeyState::Active,
-        "retiring" => KeyState::Retiring { since: k.since },
-        other => {
-            return Err(ApiError::Internal(format!(
-                "stored key {} has unknown state `{other}`",
-                k.id
-            )));
-        }
-    })
+fn state_of(k: &StoredKey) -> KeyState {
+    match k.state {
+        KeyStage::Next => KeyState::Next,
+        KeyStage::Active => KeyState::Active,
+        KeyStage::Retiring => KeyState::Retiring { since: k.since },
+    }
 }
 
 fn decode(bytes: &[u8]) -> Result<StoredRing, ApiError> {
@@ -204,8 +242,7 @@ fn decode(bytes: &[u8]) -> Result<StoredRing, ApiError> {
 fn ring_of(stored: &StoredRing, master: &[u8; 32], max_ttl: u32) -> Result<KeyRing, ApiError> {
     let mut ring = KeyRing::new(max_ttl);
     for k in &stored.keys {
-        ring.insert(k.id, state_of(k)?, unseal(master, k)?)
-            .map_err(ring_error)?;
+        ring.insert(k.id, state_of(k), unseal(master, k)?).map_err(ring_error)?;
     }
     Ok(ring)
 }
@@ -268,7 +305,7 @@ fn seed(keys: &KeyRing, master: &[u8; 32], now: u64) -> Result<StoredRing, ApiEr
         };
         out.push(StoredKey {
             id: e.id,
-            state: e.state.as_str().into(),
+            state: e.state.into(),
             since,
             created_at: now,
             published_at: Some(now),
@@ -291,7 +328,7 @@ fn restate(prev: &StoredRing, ring: &KeyRing, master: &[u8; 32], now: u64) -> Re
         };
         let k = match prev.keys.iter().find(|k| k.id == e.id) {
             Some(k) => StoredKey {
-                state: e.state.as_str().into(),
+                state: e.state.into(),
                 since,
                 ..k.clone()
             },
@@ -299,7 +336,7 @@ fn restate(prev: &StoredRing, ring: &KeyRing, master: &[u8; 32], now: u64) -> Re
                 let (nonce, sealed) = seal(master, e.id, &e.secret)?;
                 StoredKey {
                     id: e.id,
-                    state: e.state.as_str().into(),
+                    state: e.state.into(),
                     since,
                     created_at: now,
                     published_at: None,
@@ -386,109 +423,26 @@ async fn rotate(
     let master = s.master_key.ok_or_else(|| ApiError::Refused(NO_MASTER_KEY.into()))?;
     let now = now();
     let max_ttl = max_ttl(&s);
-    // A call retried after a crash (its idempotency lease taken over) whose rotation had committed: rotating again
-    // would advance the ring a second step. Publish what is stored (the edges may have missed it) and answer as the
-    // first call would have.
     let scope = scope.map(|Extension(sc)| sc);
-    let idem = scope.as_ref().map(commit_key);
-    if let (Some(k), Some(sc)) = (&idem, &scope)
-        && let Some(prev) = s.store.get(Ns::Idempotency, k).await?
+    if let Some(sc) = &scope
+        && let Some(r) = replay_rotation(&s, &c, sc, &master, now).await?
     {
-        let prev = commit_payload(sc, &prev)?;
-        let r: RotationReceipt = serde_json::from_slice(prev).map_err(internal)?;
-        if super::revocations::is_finished(prev) {
-            return Ok(Json(r));
-        }
-        // It stopped after its commit: publish, mark and audit as that run would have.
-        let (bytes, stored) = load_stored(&s)
-            .await?
-            .ok_or_else(|| ApiError::Internal("a committed rotation left no key ring".into()))?;
-        let ring = ring_of(&stored, &master, max_ttl)?;
-        let done = Rotated {
-            ring: &ring,
-            stored,
-            written: Some(bytes),
-            action: &r.action,
-            now,
-        };
-        return finish_rotation(&s, &c, done, scope.as_ref()).await.map(Json);
+        return Ok(Json(r));
     }
     let (prev_bytes, prev) = match load_stored(&s).await? {
         Some((b, r)) => (Some(b), r),
         None => (None, seed(&s.keys, &master, now)?),
     };
     let mut ring = ring_of(&prev, &master, max_ttl)?;
-    let pending = prev
-        .keys
-        .iter()
-        .find(|k| k.state == "next")
-        .map(|k| k.published_at.is_some());
-    let action = match pending {
-        Some(true) => {
-            ring.promote(now).map_err(ring_error)?;
-            ring.prune(now);
-            stage_next(&mut ring)?;
-            "promoted"
-        }
-        Some(false) => "republished",
-        None => {
-            ring.prune(now);
-            stage_next(&mut ring)?;
-            "staged"
-        }
-    };
-    let mut stored = prev.clone();
-    let mut written = prev_bytes.clone();
-    if action != "republished" || prev_bytes.is_none() {
+    let action = advance(&mut ring, &prev, now)?;
+    let (stored, written) = if action != RotationAction::Republished || prev_bytes.is_none() {
         // Durable before published: an edge must never hold a key the control plane could lose.
-        stored = restate(&prev, &ring, &master, now)?;
-        let bytes = serde_json::to_vec(&stored).map_err(internal)?;
-        let (active, next, retiring) = summary(&ring);
-        let commit = commit_record(
-            &RotationReceipt {
-                action: action.into(),
-                active,
-                next,
-                retiring,
-                published: Vec::new(),
-                version: stored.version,
-            },
-            false,
-        )?;
-        let check = match prev_bytes.as_deref() {
-            None => Check::Absent {
-                ns: Ns::Keys,
-                key: RING_KEY,
-            },
-            Some(value) => Check::Equals {
-                ns: Ns::Keys,
-                key: RING_KEY,
-                value,
-            },
-        };
-        let mut checks = vec![check];
-        let mut ops = vec![Op::Put {
-            ns: Ns::Keys,
-            key: RING_KEY,
-            value: &bytes,
-        }];
-        let commit = scope.as_ref().map(|sc| commit_value(sc, &commit)).unwrap_or_default();
-        if let Some(k) = &idem {
-            // A run that took over this key too early (the first one was alive after all) must not rotate a
-            // second time.
-            let (check, op) = commit_guard(k, &commit);
-            checks.push(check);
-            ops.push(op);
-        }
-        crate::crash::point("key_rotate.before_commit");
-        if s.store.atomic(&checks, &ops).await?.is_none() {
-            return Err(ApiError::Conflict(
-                "another key rotation ran at the same time; retry".into(),
-            ));
-        }
-        crate::crash::point("key_rotate.after_commit");
-        written = Some(bytes);
-    }
+        let stored = restate(&prev, &ring, &master, now)?;
+        let bytes = commit_ring(&s, prev_bytes.as_deref(), &stored, &ring, action, scope.as_ref()).await?;
+        (stored, Some(bytes))
+    } else {
+        (prev, prev_bytes)
+    };
     let done = Rotated {
         ring: &ring,
         stored,
@@ -499,12 +453,127 @@ async fn rotate(
     finish_rotation(&s, &c, done, scope.as_ref()).await.map(Json)
 }
 
+/// The receipt of this call's idempotency key if a first run committed its rotation (rotating again would
+/// advance the ring a second step). If that run stopped after its commit, first publish what is stored (the edges
+/// may have missed it), mark and audit as it would have.
+async fn replay_rotation(
+    s: &AppState,
+    c: &super::auth::Caller,
+    sc: &Scope,
+    master: &[u8; 32],
+    now: u64,
+) -> Result<Option<RotationReceipt>, ApiError> {
+    let Some(prev) = s.store.get(Ns::Idempotency, &commit_key(sc)).await? else {
+        return Ok(None);
+    };
+    let prev = commit_payload(sc, &prev)?;
+    let r: RotationReceipt = serde_json::from_slice(prev).map_err(internal)?;
+    if super::revocations::is_finished(prev) {
+        return Ok(Some(r));
+    }
+    let (bytes, stored) = load_stored(s)
+        .await?
+        .ok_or_else(|| ApiError::Internal("a committed rotation left no key ring".into()))?;
+    let ring = ring_of(&stored, master, max_ttl(s))?;
+    let done = Rotated {
+        ring: &ring,
+        stored,
+        written: Some(bytes),
+        action: r.action,
+        now,
+    };
+    finish_rotation(s, c, done, Some(sc)).await.map(Some)
+}
+
+/// One step of the rotation: promote a `next` key every edge has and stage a new one, stage one if there is none,
+/// or (a staged key not yet on every edge) change nothing and publish again.
+fn advance(ring: &mut KeyRing, prev: &StoredRing, now: u64) -> Result<RotationAction, ApiError> {
+    let pending = prev
+        .keys
+        .iter()
+        .find(|k| k.state == KeyStage::Next)
+        .map(|k| k.published_at.is_some());
+    Ok(match pending {
+        Some(true) => {
+            ring.promote(now).map_err(ring_error)?;
+            ring.prune(now);
+            stage_next(ring)?;
+            RotationAction::Promoted
+        }
+        Some(false) => RotationAction::Republished,
+        None => {
+            ring.prune(now);
+            stage_next(ring)?;
+            RotationAction::Staged
+        }
+    })
+}
+
+/// Write the new ring if the stored one is still `prev_bytes`, with the call's commit record (unfinished) when it
+/// has an idempotency key; returns the bytes written.
+async fn commit_ring(
+    s: &AppState,
+    prev_bytes: Option<&[u8]>,
+    stored: &StoredRing,
+    ring: &KeyRing,
+    action: RotationAction,
+    scope: Option<&Scope>,
+) -> Result<Vec<u8>, ApiError> {
+    let bytes = serde_json::to_vec(stored).map_err(internal)?;
+    let (active, next, retiring) = summary(ring);
+    let commit = commit_record(
+        &RotationReceipt {
+            action,
+            active,
+            next,
+            retiring,
+            published: Vec::new(),
+            version: stored.version,
+        },
+        false,
+    )?;
+    let unchanged = match prev_bytes {
+        None => Check::Absent {
+            ns: Ns::Keys,
+            key: RING_KEY,
+        },
+        Some(value) => Check::Equals {
+            ns: Ns::Keys,
+            key: RING_KEY,
+            value,
+        },
+    };
+    let mut checks = vec![unchanged];
+    let mut ops = vec![Op::Put {
+        ns: Ns::Keys,
+        key: RING_KEY,
+        value: &bytes,
+    }];
+    let idem = scope.map(commit_key);
+    let commit = scope.map(|sc| commit_value(sc, &commit)).unwrap_or_default();
+    if let Some(k) = &idem {
+        // A run that took over this key too early (the first one was alive after all) must not rotate a second
+        // time.
+        let (check, op) = commit_guard(k, &commit);
+        checks.push(check);
+        ops.push(op);
+    }
+    crate::crash::point("key_rotate.before_commit");
+    if s.store.atomic(&checks, &ops).await?.is_none() {
+        return Err(ApiError::Conflict(
+            "another key rotation ran at the same time; retry".into(),
+        ));
+    }
+    crate::crash::point("key_rotate.after_commit");
+    Ok(bytes)
+}
+
 /// A rotation whose ring is durable (or that changed nothing), still to be published, marked and audited.
 struct Rotated<'a> {
     ring: &'a KeyRing,
     stored: StoredRing,
     written: Option<Vec<u8>>,
-    action: &'a str,
+    action: RotationAction,
     now: u64,
 }
 
@@ -529,12 +598,12 @@ async fn finish_rotation(
     let unpublished = stored
         .keys
         .iter()
-        .any(|k| k.state == "next" && k.published_at.is_none());
+        .any(|k| k.state == KeyStage::Next && k.published_at.is_none());
     if everywhere && unpublished {
         let mut marked = stored.clone();
         marked.version += 1;
         for k in &mut marked.keys {
-            if k.state == "next" {
+            if k.state == KeyStage::Next {
                 k.published_at = Some(now);
             }
         }
@@ -552,10 +621,16 @@ async fn finish_rotation(
         "active={active} next={}",
         next.map_or("-".to_string(), |n| n.to_string())
     );
-    audit(s, c, &format!("keys.rotate.{action}"), &subject, "ok").await?;
-    tracing::info!(action, active, next, version = stored.version, "signing keys rotated");
+    audit(s, c, &format!("keys.rotate.{}", action.as_str()), &subject, "ok").await?;
+    tracing::info!(
+        action = action.as_str(),
+        active,
+        next,
+        version = stored.version,
+        "signing keys rotated"
+    );
     let receipt = RotationReceipt {
-        action: action.into(),
+        action,
         active,
         next,
         retiring,
@@ -563,7 +638,7 @@ async fn finish_rotation(
         version: stored.version,
     };
     if let Some(sc) = scope
-        && action != "republished"
+        && action != RotationAction::Republished
     {
         // Audited: a retry from here on answers from this record alone.
         let record = commit_value(sc, &commit_record(&receipt, true)?);
@@ -585,11 +660,11 @@ fn commit_record(r: &RotationReceipt, finished: bool) -> Result<Vec<u8>, ApiErro
 
 async fn list(State(s): State<Arc<AppState>>, _: Authorized<ListKeys>) -> Result<Json<serde_json::Value>, ApiError> {
     let max_ttl = u64::from(max_ttl(&s));
-    let info = |id, state: &str, since: u64, published| {
-        let retiring = state == "retiring";
+    let info = |id, state: KeyStage, since: u64, published| {
+        let retiring = state == KeyStage::Retiring;
         KeyInfo {
             id,
-            state: state.into(),
+            state,
             since: retiring.then_some(since),
             drop_after: retiring.then_some(since.saturating_add(max_ttl)),
             published,
@@ -602,7 +677,7 @@ async fn list(State(s): State<Arc<AppState>>, _: Authorized<ListKeys>) -> Result
             r.version,
             r.keys
                 .iter()
-                .map(|k| info(k.id, &k.state, k.since, k.published_at.is_some()))
+                .map(|k| info(k.id, k.state, k.since, k.published_at.is_some()))
                 .collect::<Vec<_>>(),
         ),
         None => (
@@ -616,7 +691,7 @@ async fn list(State(s): State<Arc<AppState>>, _: Authorized<ListKeys>) -> Result
                     } else {
                         0
                     };
-                    info(e.id, e.state.as_str(), since, true)
+                    info(e.id, e.state.into(), since, true)
                 })
                 .collect(),
         ),
@@ -829,7 +904,7 @@ mod tests {
         assert!(!sealed.contains(&hex::encode([0xAB; 32])));
         let k = StoredKey {
             id: 7,
-            state: "active".into(),
+            state: KeyStage::Active,
             since: 0,
             created_at: 0,
             published_at: None,

@@ -30,8 +30,8 @@ pub mod api {
     pub use super::assets::{AssetKind, AssetRecord, Problem, RegisterRequest};
     pub use super::audit_events::{AuditAnswer, AuditQuery, AuditRecord};
     pub use super::auth::{ApiKeyRecord, Role};
-    pub use super::keys::{KeyInfo, RotationReceipt};
-    pub use super::observe::diagnose::{DiagnoseRequest, Diagnosis};
+    pub use super::keys::{KeyInfo, KeyStage, RotationAction, RotationReceipt};
+    pub use super::observe::diagnose::{DiagnoseRequest, Diagnosis, Verdict};
     pub use super::revocations::{Receipt, RevocationKind, RevocationReceipt, RevocationRequest};
     pub use super::shares::{Audience, DeleteParams, ShareRequest, ShareResponse};
     pub use super::{ApiKeyCreated, ApiKeyRequest, LinkRequest, LinkResponse, LinkSettings};
