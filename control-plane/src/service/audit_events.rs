@@ -572,16 +572,44 @@ fn too_large() -> Response {
 async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<Response, ApiError> {
     // The credential is checked before the body is read: an unauthenticated caller can't make us buffer it.
     require_edge(&s, req.headers())?;
+    let Some(batch) = read_batch(req).await? else {
+        return Ok(too_large());
+    };
+    let (events, entries) = stamp(batch.events, &batch.edge, now())?;
+    if entries.is_empty() && batch.dropped == 0 {
+        return Ok(accepted(0, 0));
+    }
+    // Labels are decided against the registry as every replica sees it; a batch that registers series commits only
+    // if nobody registered any meanwhile, else it is labelled again (the log and counters are written once).
+    for _ in 0..REGISTRY_ATTEMPTS {
+        let registry = Registry::load(&s).await?;
+        let registered = registered_assets(&s, &registry.assets, &events).await?;
+        let counted = Counted::of(registry, &registered, &events, &batch.edge, batch.dropped);
+        if let Some(results) = counted.commit(&s, &entries).await? {
+            // The entries' appends come first: the last one's result is the newest sequence number.
+            if let Some(&last) = entries.len().checked_sub(1).and_then(|i| results.get(i)) {
+                trim_events(&s, last).await;
+            }
+            return Ok(accepted(entries.len(), batch.dropped));
+        }
+    }
+    Err(ApiError::Store(StoreError::Contention(
+        "the metrics series registry kept changing; resend the batch".into(),
+    )))
+}
+
+/// The batch, if its body is within [`MAX_EVENTS_BODY`] (`None`: too large), checked against the batch limits.
+async fn read_batch(req: Request) -> Result<Option<Batch>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_EVENTS_BODY as u64) {
-        return Ok(too_large());
+        return Ok(None);
     }
     let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_EVENTS_BODY).await else {
-        return Ok(too_large());
+        return Ok(None);
     };
     let batch: Batch =
         serde_json::from_slice(&body).map_err(|e| ApiError::Invalid(format!("malformed event batch: {e}")))?;
@@ -591,8 +619,12 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
     if batch.edge.is_empty() || batch.edge.len() > MAX_FIELD_LEN {
         return Err(ApiError::Invalid(format!("edge must be 1 to {MAX_FIELD_LEN} bytes")));
     }
-    let received_at = now();
-    let mut events = batch.events;
+    Ok(Some(batch))
+}
+
+/// Check each event's fields, name its edge (the batch's, unless it names one) and the time it was received; the
+/// events and their log entries.
+fn stamp(mut events: Vec<WireEvent>, edge: &str, received_at: u64) -> Result<(Vec<WireEvent>, Vec<Vec<u8>>), ApiError> {
     let mut entries = Vec::with_capacity(events.len());
     for (i, e) in events.iter_mut().enumerate() {
         if e.kind.is_empty() || e.kind.len() > MAX_LABEL_LEN {
@@ -610,39 +642,64 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
             )));
         }
         if e.edge.is_none() {
-            e.edge = Some(batch.edge.clone());
+            e.edge = Some(edge.to_string());
         }
         e.received_at = received_at;
         entries.push(serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?);
     }
+    Ok((events, entries))
+}
 
-    if entries.is_empty() && batch.dropped == 0 {
-        return Ok(accepted(0, 0));
-    }
-    // Labels are decided against the registry as every replica sees it; a batch that registers series commits only
-    // if nobody registered any meanwhile, else it is labelled again (the log and counters are written once, below).
-    for _ in 0..REGISTRY_ATTEMPTS {
-        let mut registry = Registry::load(&s).await?;
-        let registered = registered_assets(&s, &registry.assets, &events).await?;
+/// A batch labelled against one reading of the registry: what to add to which counter, and the series it
+/// registers.
+struct Counted {
+    registry: Registry,
+    series: HashMap<String, u64>,
+    folded: Vec<(String, u64)>,
+    /// Newly registered series, as stored keys.
+    new: Vec<String>,
+}
+
+impl Counted {
+    fn of(
+        mut registry: Registry,
+        registered: &HashSet<String>,
+        events: &[WireEvent],
+        edge: &str,
+        dropped: u64,
+    ) -> Counted {
         let before = registry.names.clone();
         let mut folded = BTreeMap::new();
         let mut series: HashMap<String, u64> = HashMap::new();
-        for e in &events {
+        for e in events {
             *series
-                .entry(registry.event_series(e, &registered, &mut folded))
+                .entry(registry.event_series(e, registered, &mut folded))
                 .or_default() += 1;
         }
-        if batch.dropped > 0 {
-            let name = registry.dropped_series(&batch.edge, &mut folded);
-            *series.entry(name).or_default() += batch.dropped;
+        if dropped > 0 {
+            let name = registry.dropped_series(edge, &mut folded);
+            *series.entry(name).or_default() += dropped;
         }
-        let new: Vec<String> = registry
+        let new = registry
             .names
             .difference(&before)
             .map(|n| format!("{SERIES_PREFIX}{n}"))
             .collect();
-        let folded: Vec<(String, u64)> = folded.into_iter().map(|(f, n)| (f.counter(), n)).collect();
-        let next_version = registry
+        let folded = folded.into_iter().map(|(f, n)| (f.counter(), n)).collect();
+        Counted {
+            registry,
+            series,
+            folded,
+            new,
+        }
+    }
+
+    /// Append the entries and add the counts in one transaction (the log and the counters agree, and a failed
+    /// call changed nothing: the edge resends it), registering new series only if the registry is unchanged.
+    /// The transaction's results (the entries' appends first), or `None` if the registry changed: label again.
+    async fn commit(&self, s: &AppState, entries: &[Vec<u8>]) -> Result<Option<Vec<u64>>, ApiError> {
+        let next_version = self
+            .registry
             .version
             .as_deref()
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -650,18 +707,16 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
             .unwrap_or(0)
             .saturating_add(1)
             .to_string();
-
         let mut checks = Vec::new();
-        let mut ops: Vec<Op<'_>> = Vec::with_capacity(entries.len() + series.len() + 2 * new.len() + 8);
+        let mut ops: Vec<Op<'_>> = Vec::with_capacity(entries.len() + self.series.len() + 2 * self.new.len() + 8);
         ops.extend(entries.iter().map(|v| Op::Append {
             log: Log::Events,
             value: v,
         }));
-        let appended = ops.len();
-        ops.extend(series.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
-        ops.extend(folded.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
-        if !new.is_empty() {
-            checks.push(match registry.version.as_deref() {
+        ops.extend(self.series.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
+        ops.extend(self.folded.iter().map(|(name, by)| Op::Incr { counter: name, by: *by }));
+        if !self.new.is_empty() {
+            checks.push(match self.registry.version.as_deref() {
                 Some(v) => Check::Equals {
                     ns: Ns::Settings,
                     key: REGISTRY_VERSION,
@@ -672,7 +727,7 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
                     key: REGISTRY_VERSION,
                 },
             });
-            ops.extend(new.iter().map(|key| Op::Put {
+            ops.extend(self.new.iter().map(|key| Op::Put {
                 ns: Ns::Settings,
                 key,
                 value: b"",
@@ -683,18 +738,8 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
                 value: next_version.as_bytes(),
             });
         }
-        // One transaction: the log and the counters agree, and a failed call changed nothing (the edge resends it).
-        let Some(results) = s.store.atomic(&checks, &ops).await? else {
-            continue;
-        };
-        if let Some(last) = appended.checked_sub(1).and_then(|i| results.get(i)).copied() {
-            trim_events(&s, last).await;
-        }
-        return Ok(accepted(entries.len(), batch.dropped));
+        Ok(s.store.atomic(&checks, &ops).await?)
     }
-    Err(ApiError::Store(StoreError::Contention(
-        "the metrics series registry kept changing; resend the batch".into(),
-    )))
 }
 
 fn accepted(events: usize, dropped: u64) -> Response {
