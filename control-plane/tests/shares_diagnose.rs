@@ -531,6 +531,10 @@ async fn diagnosis_names_the_revocation_and_the_wrong_asset() {
         (Some("malformed"), true),
         "{d}"
     );
+    // The OpenAPI lists these as required (nullable): present as null, never left out.
+    for key in ["claims", "path", "resource", "revocation"] {
+        assert!(d.as_object().is_some_and(|o| o.contains_key(key)), "{key} missing: {d}");
+    }
     for body in [
         "{}".to_string(),
         serde_json::json!({ "url": other.url, "token": other.token }).to_string(),

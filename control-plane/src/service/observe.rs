@@ -106,22 +106,18 @@ pub mod diagnose {
         pub explanation: String,
         /// The token's claims, if it decodes. When `signature_valid` is false they are unverified: anyone could
         /// have written them.
-        #[serde(skip_serializing_if = "Option::is_none")]
         pub claims: Option<serde_json::Value>,
         /// Whether the token's signature checks against a key this deployment holds.
         pub signature_valid: bool,
         /// The refusal looks like a clock off by a few minutes (the viewer's, the edge's or the minter's).
         pub clock_skew_suspected: bool,
         /// The normalised request path (token removed), if it normalises.
-        #[serde(skip_serializing_if = "Option::is_none")]
         pub path: Option<String>,
         /// The kind of resource the path names.
-        #[serde(skip_serializing_if = "Option::is_none")]
         pub resource: Option<String>,
         /// The time the request was checked at, unix seconds.
         pub at: u64,
         /// The revocation that revoked the token, when one is found.
-        #[serde(skip_serializing_if = "Option::is_none")]
         pub revocation: Option<Receipt>,
         /// What to do or check next.
         pub hints: Vec<String>,
