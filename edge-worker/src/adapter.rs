@@ -120,7 +120,7 @@ impl AdapterSettings {
 
 pub use crate::response::{parse_range, try_next_origin};
 
-pub use crate::client::{country_code, forwarded_facts};
+pub use crate::client::country_code;
 
 /// The path and query of a request target, absolute (`http://host/path?q`) or origin-form (`/path?q`), untouched:
 /// no decoding and no dot-segment resolution (the engine refuses `..` and `%2e%2e` itself). A fragment is dropped.

@@ -8,7 +8,8 @@
 //! that proxy sets (`SHAREGATE_CLIENT_IP_HEADER`, `SHAREGATE_COUNTRY_HEADER`) and, so that a client who reaches the
 //! edge directly cannot use them, the proxy's addresses (`SHAREGATE_TRUSTED_PROXIES`): the headers are then believed
 //! only on connections from those addresses. Cloudflare and Fastly take the platform's facts instead, or, for local
-//! test runtimes only, the test harness's headers ([`forwarded_facts`]).
+//! test runtimes only, the test harness's headers ([`ClientSources::cdn`]), through the same reader: the platform's
+//! facts are the [`Peer`].
 
 use crate::config::{ConfigError, ConfigSource};
 use alloc::string::{String, ToString};
@@ -37,6 +38,31 @@ pub struct ClientSources {
     pub country_header: Option<String>,
     /// Peers whose headers are believed; empty: any peer (the edge must then be reachable only through the proxy).
     pub trusted_proxies: Vec<IpPrefix>,
+    /// Which entry of a list-valued address header (`X-Forwarded-For`) is the client.
+    pub ip_entry: ListEntry,
+}
+
+/// Which entry of an address list names the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ListEntry {
+    /// The last: what the trusted proxy next to the edge appended (earlier entries are whatever the client sent).
+    /// Every real deployment behind a proxy.
+    #[default]
+    Last,
+    /// The first: what the sender wrote itself. Only for a local CDN runtime (workerd, Viceroy) driven by the test
+    /// harness, which plays the client and writes the header; should the runtime append its own peer (loopback),
+    /// the harness's entry still comes first.
+    First,
+}
+
+/// What the runtime itself knows of the client: the connection's peer (native), or the platform's client address
+/// and its geolocation (Cloudflare's `CF-Connecting-IP` and `request.cf`, Fastly's client address and geo lookup).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer's (the platform's client) address.
+    pub ip: Option<IpAddr>,
+    /// The platform's country for it, where the platform has one.
+    pub country: Option<[u8; 2]>,
 }
 
 /// What the edge knows of one request's client.
@@ -112,6 +138,7 @@ impl ClientSources {
             ip_header: header(keys::CLIENT_IP_HEADER)?,
             country_header: header(keys::COUNTRY_HEADER)?,
             trusted_proxies,
+            ip_entry: ListEntry::Last,
         })
     }
 
@@ -122,6 +149,21 @@ impl ClientSources {
             ip_header: Some("x-forwarded-for".to_string()),
             country_header: Some(crate::contract::headers::TEST_COUNTRY.to_string()),
             trusted_proxies: Vec::new(),
+            ip_entry: ListEntry::Last,
+        }
+    }
+
+    /// A CDN adapter's sources: the platform's facts ([`Peer`]), or with `trust_forwarded`
+    /// (`SHAREGATE_TRUST_FORWARDED`, local runtimes behind the test harness only) the harness's headers, the
+    /// first `X-Forwarded-For` entry ([`ListEntry::First`]).
+    pub fn cdn(trust_forwarded: bool) -> Self {
+        if trust_forwarded {
+            ClientSources {
+                ip_entry: ListEntry::First,
+                ..ClientSources::test_harness()
+            }
+        } else {
+            ClientSources::default()
         }
     }
 
@@ -145,27 +187,62 @@ impl ClientSources {
     /// missing (or unreadable) means the request did not come through the proxy as configured, so it is not
     /// vouched for.
     pub fn read<'h>(&self, peer: Option<IpAddr>, last: impl Fn(&str) -> Option<&'h str>) -> ClientFacts {
-        let peer = peer.map(unmapped);
-        if !self.trusted_peer(peer) {
-            return ClientFacts {
+        self.read_peer(
+            Peer {
                 ip: peer,
+                country: None,
+            },
+            last,
+        )
+    }
+
+    /// [`ClientSources::read`] with what the runtime knows itself: without a configured country header the
+    /// peer's (platform's) country counts.
+    pub fn read_peer<'h>(&self, peer: Peer, last: impl Fn(&str) -> Option<&'h str>) -> ClientFacts {
+        let ip = peer.ip.map(unmapped);
+        if !self.trusted_peer(ip) {
+            return ClientFacts {
+                ip,
                 country: None,
                 vouched: false,
             };
         }
-        // In a list, the last entry: what the proxy next to us appended. Earlier entries of X-Forwarded-For are
-        // whatever the client sent.
-        let ip = self
+        // Which entry of a list: see ListEntry (the proxy's own, the last, in every real deployment).
+        let entry = |v: &'h str| match self.ip_entry {
+            ListEntry::Last => v.rsplit(',').next(),
+            ListEntry::First => v.split(',').next(),
+        };
+        let from_header = self
             .ip_header
             .as_deref()
             .and_then(&last)
-            .and_then(|v| address(v.rsplit(',').next()?));
-        let country = self.country_header.as_deref().and_then(&last).and_then(country_code);
+            .and_then(entry)
+            .and_then(address);
+        let country = match self.country_header.as_deref() {
+            Some(name) => last(name).and_then(country_code),
+            None => peer.country,
+        };
         ClientFacts {
-            ip: ip.or(peer),
+            ip: from_header.or(ip),
             country,
             vouched: self.country_header.is_none() || country.is_some(),
         }
+    }
+
+    /// [`ClientSources::read_peer`] for a runtime whose header lookup hands out owned copies (`get`: a header's
+    /// value by its lower-case name): only the configured headers are looked up.
+    pub fn read_owned(&self, peer: Peer, get: impl Fn(&str) -> Option<String>) -> ClientFacts {
+        let ip = self.ip_header.as_deref().and_then(&get);
+        let country = self.country_header.as_deref().and_then(&get);
+        self.read_peer(peer, |name| {
+            if Some(name) == self.ip_header.as_deref() {
+                ip.as_deref()
+            } else if Some(name) == self.country_header.as_deref() {
+                country.as_deref()
+            } else {
+                None
+            }
+        })
     }
 
     /// Where the client address comes from, for the status endpoint and the log: `peer` or `header:<name>`.
@@ -181,16 +258,6 @@ impl ClientSources {
             .as_ref()
             .map_or_else(|| "none".into(), |h| alloc::format!("header:{h}"))
     }
-}
-
-/// The client facts a trusted test harness supplies to a CDN adapter running locally: the first `X-Forwarded-For`
-/// address (the harness is the client) and an `X-Sharegate-Country` code. Only used with
-/// `SHAREGATE_TRUST_FORWARDED` on.
-pub fn forwarded_facts(xff: Option<&str>, country: Option<&str>) -> (Option<IpAddr>, Option<[u8; 2]>) {
-    let ip = xff
-        .and_then(|v| v.split(',').next())
-        .and_then(|v| v.trim().parse().ok());
-    (ip, country.and_then(country_code))
 }
 
 /// A two-letter country code, upper-cased; anything else is `None`.
@@ -285,11 +352,29 @@ mod tests {
 
     #[test]
     fn forwarded() {
+        // A CDN behind the test harness: the harness's (first) entry and its country header.
+        let s = ClientSources::cdn(true);
+        let platform = Peer {
+            ip: Some("127.0.0.1".parse().unwrap()),
+            country: None,
+        };
+        let h = [
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+            ("x-sharegate-country", "de"),
+        ];
         assert_eq!(
-            forwarded_facts(Some("203.0.113.9, 10.0.0.1"), Some("de")),
+            pair(s.read_peer(platform, lookup(&h))),
             (Some("203.0.113.9".parse().unwrap()), Some(*b"DE"))
         );
-        assert_eq!(forwarded_facts(Some("nope"), Some("DEU")), (None, None));
+        let bad = [("x-forwarded-for", "nope"), ("x-sharegate-country", "DEU")];
+        assert_eq!(pair(s.read_peer(platform, lookup(&bad))), (platform.ip, None));
         assert_eq!(country_code("1A"), None);
+        // On the real platform: the platform's facts, whatever the client wrote.
+        let s = ClientSources::cdn(false);
+        let platform = Peer {
+            ip: Some("198.51.100.1".parse().unwrap()),
+            country: Some(*b"AT"),
+        };
+        assert_eq!(pair(s.read_peer(platform, lookup(SPOOF))), (platform.ip, Some(*b"AT")));
     }
 }

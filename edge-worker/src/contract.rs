@@ -95,6 +95,15 @@ pub mod fastly {
     pub const STATE_KV_STORE: &str = "sharegate_state_kv";
     /// Settings read from the Secret Store, never from the Config Store.
     pub const SECRET_NAMES: [&str; 4] = super::settings::SECRETS;
+    /// Surrogate key on the app's state objects: purging it makes every POP fetch a whole snapshot.
+    pub const STATE_SURROGATE_KEY: &str = "sg-edge-state";
+    /// The backend that serves `SHAREGATE_STATE_URL` and `SHAREGATE_EVENTS_URL`.
+    pub const CONTROL_PLANE_BACKEND: &str = "control_plane";
+
+    /// The backend of the `i`-th origin of `SHAREGATE_ORIGIN` (`origin_0`, `origin_1`, …).
+    pub fn origin_backend(i: usize) -> alloc::string::String {
+        alloc::format!("origin_{i}")
+    }
 }
 
 /// Every edge setting name, by the parser that reads it (see `docs/edge-config.md`).

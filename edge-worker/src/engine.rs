@@ -128,6 +128,19 @@ pub struct StateInput<'s> {
 }
 
 impl<'s> StateInput<'s> {
+    /// The state an adapter opened, with the age the stale policy reads: seconds since the control plane's signed
+    /// `as_of` (never since the adapter or its cache got it), or unbounded without a state.
+    pub fn opened(state: Option<&'s dyn Revocations>, as_of: u64, now: u64) -> Self {
+        StateInput {
+            age: if state.is_some() {
+                now.saturating_sub(as_of)
+            } else {
+                u64::MAX
+            },
+            state,
+        }
+    }
+
     /// A fresh state.
     pub fn fresh(state: &'s dyn Revocations) -> Self {
         StateInput {

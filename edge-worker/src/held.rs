@@ -246,37 +246,91 @@ impl Held {
 pub fn decide(engine: &crate::Engine, held: Option<&Held>, req: &crate::Request<'_>, now: u64) -> crate::Decision {
     use crate::engine::{Revocations, StateInput};
     match held {
-        Some(h) => {
-            let age = h.age_secs(now);
-            h.with_set(|set| {
-                let input = StateInput {
-                    state: set.map(|s| s as &dyn Revocations),
-                    age,
-                };
-                engine.decide(req, now, input)
-            })
-        }
-        None => engine.decide(
-            req,
-            now,
-            StateInput {
-                state: None,
-                age: u64::MAX,
-            },
-        ),
+        Some(h) => h.with_set(|set| {
+            let input = StateInput::opened(set.map(|s| s as &dyn Revocations), h.as_of, now);
+            engine.decide(req, now, input)
+        }),
+        None => engine.decide(req, now, StateInput::opened(None, 0, now)),
     }
 }
 
+/// `Authorization: Bearer <token>`, the edge's credential on every call to the control plane.
+pub fn bearer(token: Option<&str>) -> Option<(&'static str, alloc::string::String)> {
+    token.map(|t| ("authorization", alloc::format!("Bearer {t}")))
+}
+
 /// The headers of a request to the control plane's state endpoint from an edge holding generation `since` (0:
-/// none): the generation, so the answer is what follows it, and the ask for a signed freshness message when current.
-pub fn state_request_headers(since: u64) -> Vec<(&'static str, alloc::string::String)> {
+/// none): the generation, so the answer is what follows it, the ask for a signed freshness message when current,
+/// and the edge's credential.
+pub fn state_request_headers(since: u64, token: Option<&str>) -> Vec<(&'static str, alloc::string::String)> {
     use crate::contract::headers;
-    let mut h = Vec::with_capacity(2);
+    let mut h = Vec::with_capacity(3);
     if since != 0 {
         h.push((headers::GENERATION, alloc::format!("{since}")));
     }
     h.push((headers::FRESHNESS, headers::FRESHNESS_SIGNED.into()));
+    h.extend(bearer(token));
     h
+}
+
+/// The headers of a batch sent to the control plane's events endpoint: JSON, and the edge's credential.
+pub fn events_request_headers(token: Option<&str>) -> Vec<(&'static str, alloc::string::String)> {
+    let mut h = alloc::vec![("content-type", "application/json".into())];
+    h.extend(bearer(token));
+    h
+}
+
+/// When an adapter that keeps state between requests refreshes it, on the schedule's clock: when it last got a
+/// verified answer (`checked_ms`), never the state's signed age, which only the stale policy reads (a replayed
+/// answer could move the schedule, never the freshness). Pure: the adapter brings the times and does the I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// The freshness window (`SHAREGATE_STATE_REFRESH_MS`), ms.
+    pub window_ms: u64,
+}
+
+/// What [`Schedule::due`] says to do before deciding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// Checked within half the window: decide on what is held.
+    NotYet,
+    /// Between half and the whole window: decide on what is held, refresh after (off the viewer's path).
+    InBackground,
+    /// Nothing held, or not checked for the whole window: refresh, then decide.
+    BeforeDeciding,
+    /// Due, but a refresh failed within the last half window: decide on what is held (the stale policy applies
+    /// once the hard limit passes), so an unreachable control plane does not make every viewer wait for a deadline.
+    BackingOff,
+}
+
+impl Schedule {
+    /// How long a checked state (or a cached state answer) counts as fresh: half the window, at least 1 ms.
+    pub fn fresh_ms(&self) -> u64 {
+        (self.window_ms / 2).max(1)
+    }
+
+    /// What to do at `now_ms`, given when the held state was last checked (`None`: nothing held) and when the last
+    /// refresh failed (`None`: never, or the runtime's cache keeps the back-off itself).
+    pub fn due(&self, checked_ms: Option<u64>, failed_ms: Option<u64>, now_ms: u64) -> Refresh {
+        let age = checked_ms.map_or(u64::MAX, |c| now_ms.saturating_sub(c));
+        if age < self.window_ms / 2 {
+            Refresh::NotYet
+        } else if age < self.window_ms {
+            Refresh::InBackground
+        } else if failed_ms.is_some_and(|f| now_ms.saturating_sub(f) < self.window_ms / 2) {
+            Refresh::BackingOff
+        } else {
+            Refresh::BeforeDeciding
+        }
+    }
+}
+
+/// Whether `next` (just verified) may replace `current` (what the adapter holds now, perhaps installed by another
+/// request meanwhile): never go back, neither to an older generation nor to older evidence for the same one.
+pub fn replaces(current: Option<&Held>, next: &Held) -> bool {
+    current.is_none_or(|cur| {
+        next.generation > cur.generation || (next.generation == cur.generation && next.as_of > cur.as_of)
+    })
 }
 
 /// What the state endpoint's status says to do with its answer.
@@ -334,16 +388,31 @@ mod tests {
         assert_eq!(StateReply::of(204), StateReply::Unconfirmed);
         assert_eq!(StateReply::of(503), StateReply::Failed(503));
         assert_eq!(
-            state_request_headers(0),
+            state_request_headers(0, None),
             alloc::vec![("x-sharegate-freshness", "1".into())]
         );
         assert_eq!(
-            state_request_headers(7),
+            state_request_headers(7, None),
             alloc::vec![
                 ("x-sharegate-generation", "7".into()),
                 ("x-sharegate-freshness", "1".into())
             ]
         );
+        assert_eq!(
+            state_request_headers(0, Some("t0k")),
+            alloc::vec![
+                ("x-sharegate-freshness", "1".into()),
+                ("authorization", "Bearer t0k".into())
+            ]
+        );
+        assert_eq!(
+            events_request_headers(Some("t0k")),
+            alloc::vec![
+                ("content-type", "application/json".into()),
+                ("authorization", "Bearer t0k".into())
+            ]
+        );
+        assert_eq!(events_request_headers(None).len(), 1);
         let gap = OfferError::Gap { held: 3, base: 4 };
         let behind = OfferError::Behind { held: 3, current: 5 };
         assert!(needs_snapshot(&gap, 3) && needs_snapshot(&behind, 3));
@@ -351,6 +420,32 @@ mod tests {
         assert!(!needs_snapshot(&OfferError::Older { held: 3, offered: 2 }, 3));
         assert!(!needs_snapshot(&OfferError::Invalid("mac"), 3));
     }
+    #[test]
+    fn the_refresh_schedule() {
+        let s = Schedule { window_ms: 1000 };
+        assert_eq!(s.fresh_ms(), 500);
+        assert_eq!(Schedule { window_ms: 1 }.fresh_ms(), 1);
+        assert_eq!(s.due(Some(10_000), None, 10_499), Refresh::NotYet);
+        assert_eq!(s.due(Some(10_000), None, 10_500), Refresh::InBackground);
+        assert_eq!(s.due(Some(10_000), None, 11_000), Refresh::BeforeDeciding);
+        assert_eq!(s.due(None, None, 11_000), Refresh::BeforeDeciding);
+        assert_eq!(s.due(Some(10_000), Some(10_800), 11_000), Refresh::BackingOff);
+        assert_eq!(s.due(None, Some(10_500), 11_000), Refresh::BeforeDeciding);
+        // A check time in the future (a clock stepped back) is not "due".
+        assert_eq!(s.due(Some(20_000), None, 11_000), Refresh::NotYet);
+        let h = |generation, as_of| Held {
+            snapshot: Arc::from(&b""[..]),
+            deltas: Vec::new(),
+            generation,
+            as_of,
+        };
+        assert!(replaces(None, &h(1, 1)));
+        assert!(replaces(Some(&h(1, 5)), &h(2, 1)));
+        assert!(replaces(Some(&h(1, 5)), &h(1, 6)));
+        assert!(!replaces(Some(&h(1, 5)), &h(1, 5)));
+        assert!(!replaces(Some(&h(2, 1)), &h(1, 9)));
+    }
+
     use sharegate_shared::revocation::{
         DeltaParams, IssuedToken, RevokedToken, SnapshotParams, build_delta, build_freshness, build_snapshot,
     };

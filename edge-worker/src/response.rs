@@ -19,6 +19,7 @@
 //! HEAD carries the `Content-Length` a GET would (§9.3.2), a rewritten playlist's included. Whether a body is a
 //! playlist is the engine's resource classification, nothing else.
 
+use crate::contract::bodies as names_bodies;
 use crate::contract::headers as names;
 use crate::engine::{Allow, Engine, HeaderValue, Headers, OriginFailure, PlaylistPlan};
 use alloc::boxed::Box;
@@ -61,6 +62,9 @@ pub struct OriginAnswer<'a> {
     /// Whether the adapter can cut a byte range out of this body (it holds it, can seek it, or it is small enough
     /// to buffer). When it cannot, a range is answered with the whole body (a 200, which clients accept).
     pub sliceable: bool,
+    /// Whether the adapter may read a body of unknown `length` whole (it is not kept by a cache that would know its
+    /// length, and the runtime lets an instance hold it): a range over it is then planned as [`BodyPlan::Buffer`].
+    pub bufferable: bool,
 }
 
 /// What to send as the body.
@@ -75,10 +79,23 @@ pub enum BodyPlan {
         /// Last byte.
         end: u64,
     },
-    /// A playlist to rewrite: pass the origin's body to [`ResponsePlan::finish_rewrite`].
+    /// A playlist to rewrite: read the origin's body whole and pass it to [`ResponsePlan::finish`].
     Rewrite(Box<Rewrite>),
+    /// A range over a body of unknown length: read it whole and pass it to [`ResponsePlan::finish`], which cuts
+    /// the range (or answers 416) once the length is known.
+    Buffer(Box<Buffer>),
+    /// These bytes (a denial's or a failure's JSON body, or what [`ResponsePlan::finish`] made).
+    Bytes(Vec<u8>),
     /// No body (HEAD, 416).
     Empty,
+}
+
+/// A range to cut once the body is read, planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Buffer {
+    range: String,
+    /// The decision's own headers, for a 416.
+    decision_headers: Headers,
 }
 
 /// A playlist rewrite, planned.
@@ -166,6 +183,11 @@ impl Allow {
         }
     }
 
+    /// No origin answered: the engine's `503 origin_unavailable`, planned.
+    pub fn unavailable(&self, reason_header: bool, ask: ClientAsk<'_>) -> ResponsePlan {
+        ResponsePlan::failure(self.origin_unavailable(reason_header), ask.head)
+    }
+
     /// Plan the answer from the origin's.
     pub fn respond(&self, ask: ClientAsk<'_>, origin: &OriginAnswer<'_>, tags: TagHeader) -> ResponsePlan {
         let mut status = origin.status;
@@ -185,25 +207,24 @@ impl Allow {
             let range = ask
                 .range
                 .filter(|_| origin.status == 200 && origin.sliceable && !self.is_playlist());
-            match range
-                .zip(origin.length)
-                .and_then(|(r, len)| Some((parse_range(r, len)?, len)))
-            {
-                Some((Ok((start, end)), len)) => {
-                    status = 206;
-                    content_range = Some(HeaderValue::Owned(format!("bytes {start}-{end}/{len}")));
-                    BodyPlan::Slice { start, end }
+            if let Some(r) = range.filter(|_| origin.length.is_none() && origin.bufferable) {
+                BodyPlan::Buffer(Box::new(Buffer {
+                    range: r.into(),
+                    decision_headers: self.headers.clone(),
+                }))
+            } else {
+                match range
+                    .zip(origin.length)
+                    .and_then(|(r, len)| Some((parse_range(r, len)?, len)))
+                {
+                    Some((Ok((start, end)), len)) => {
+                        status = 206;
+                        content_range = Some(HeaderValue::Owned(format!("bytes {start}-{end}/{len}")));
+                        BodyPlan::Slice { start, end }
+                    }
+                    Some((Err(()), len)) => return unsatisfiable(&self.headers, len),
+                    None => BodyPlan::Whole,
                 }
-                Some((Err(()), len)) => {
-                    let mut headers = self.headers.clone();
-                    headers.push(("content-range", HeaderValue::Owned(format!("bytes */{len}"))));
-                    return ResponsePlan {
-                        status: 416,
-                        headers,
-                        body: BodyPlan::Empty,
-                    };
-                }
-                None => BodyPlan::Whole,
             }
         };
         let mut headers = Vec::with_capacity(self.headers.len() + 6);
@@ -241,7 +262,119 @@ impl Allow {
     }
 }
 
+/// A 416 for a body of `len` bytes: the decision's headers and `Content-Range: bytes */<len>` (RFC 9110 §15.5.17).
+fn unsatisfiable(decision_headers: &Headers, len: u64) -> ResponsePlan {
+    let mut headers = decision_headers.clone();
+    headers.push(("content-range", HeaderValue::Owned(format!("bytes */{len}"))));
+    ResponsePlan {
+        status: 416,
+        headers,
+        body: BodyPlan::Empty,
+    }
+}
+
+/// What an adapter does with a decision: send a planned answer, or fetch the object and ask [`Allow::respond`].
+#[derive(Debug)]
+pub enum Step {
+    /// Send this (a preflight, a denial).
+    Answer(ResponsePlan),
+    /// Fetch from the origin, then plan with [`Allow::respond`].
+    Fetch(Box<Allow>),
+}
+
+/// Plan the answer to a decision, and take out the event to report (adapters record it before any I/O).
+pub fn plan(decision: crate::Decision, ask: ClientAsk<'_>) -> (Step, Option<crate::events::Event>) {
+    match decision {
+        crate::Decision::Preflight(headers) => (Step::Answer(ResponsePlan::preflight(headers)), None),
+        crate::Decision::Deny(mut d) => {
+            let event = d.event.take();
+            (Step::Answer(ResponsePlan::denied(d, ask.head)), event)
+        }
+        crate::Decision::Allow(mut a) => {
+            let event = a.event.take();
+            (Step::Fetch(a), event)
+        }
+    }
+}
+
+/// A JSON answer: `headers` with `Content-Type` first (so a decision header could still replace it), the body, or on
+/// HEAD no body and the length a GET would have (RFC 9110 §9.3.2).
+fn json(status: u16, mut headers: Headers, body: Vec<u8>, head: bool) -> ResponsePlan {
+    if !headers.iter().any(|(k, _)| *k == "content-type") {
+        headers.insert(0, ("content-type", HeaderValue::Static("application/json")));
+    }
+    let body = if head {
+        headers.push(("content-length", HeaderValue::Owned(format!("{}", body.len()))));
+        BodyPlan::Empty
+    } else {
+        BodyPlan::Bytes(body)
+    };
+    ResponsePlan { status, headers, body }
+}
+
 impl ResponsePlan {
+    /// A CORS preflight: 204 with the engine's headers.
+    pub fn preflight(headers: Headers) -> Self {
+        ResponsePlan {
+            status: 204,
+            headers,
+            body: BodyPlan::Empty,
+        }
+    }
+
+    /// A denial: its status, headers and JSON body (none on HEAD).
+    pub fn denied(d: crate::engine::Deny, head: bool) -> Self {
+        json(d.status, d.headers, d.body.into_bytes(), head)
+    }
+
+    /// An origin failure (no origin answered, a playlist that cannot be rewritten).
+    pub fn failure(f: OriginFailure, head: bool) -> Self {
+        json(f.status, f.headers, f.body.as_bytes().to_vec(), head)
+    }
+
+    /// A setting could not be parsed: 500 `edge_misconfigured`, the edge serves nothing.
+    pub fn misconfigured(head: bool) -> Self {
+        json(500, Vec::new(), names_bodies::MISCONFIGURED.as_bytes().to_vec(), head)
+    }
+
+    /// For [`BodyPlan::Rewrite`] and [`BodyPlan::Buffer`]: the origin's whole `body`, read. The plan becomes the
+    /// answer to send: its body [`BodyPlan::Bytes`] (the rewritten playlist, the cut range, or the body whole when the
+    /// range is not one to honour), [`BodyPlan::Empty`] on HEAD or a 416, or the engine's `502 bad_playlist`. Other
+    /// plans are left as they are.
+    pub fn finish(&mut self, engine: &Engine, body: Vec<u8>, now: u64) {
+        let head = matches!(&self.body, BodyPlan::Rewrite(r) if r.head);
+        match &self.body {
+            BodyPlan::Rewrite(_) => match self.finish_rewrite(engine, &body, now) {
+                Ok(_) if head => self.body = BodyPlan::Empty,
+                Ok(out) => self.body = BodyPlan::Bytes(out),
+                Err(f) => *self = ResponsePlan::failure(f, head),
+            },
+            BodyPlan::Buffer(b) => {
+                let len = body.len() as u64;
+                match parse_range(&b.range, len) {
+                    Some(Ok((start, end))) => {
+                        self.status = 206;
+                        self.headers.push((
+                            "content-range",
+                            HeaderValue::Owned(format!("bytes {start}-{end}/{len}")),
+                        ));
+                        let cut = usize::try_from(start).ok().zip(usize::try_from(end).ok());
+                        let part = cut.and_then(|(s, e)| body.get(s..=e)).map(<[u8]>::to_vec);
+                        self.body = BodyPlan::Bytes(part.unwrap_or(body));
+                    }
+                    Some(Err(())) => *self = unsatisfiable(&b.decision_headers, len),
+                    None => self.body = BodyPlan::Bytes(body),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the adapter must read the origin's body whole and call [`ResponsePlan::finish`] before sending.
+    pub fn needs_body(&self) -> bool {
+        matches!(self.body, BodyPlan::Rewrite(_) | BodyPlan::Buffer(_))
+    }
+
     /// For [`BodyPlan::Rewrite`]: rewrite the origin's playlist `body` at `now` and return the bytes to send (none
     /// on HEAD, which gets the rewritten length as `Content-Length` instead). A body that is not a playlist the engine
     /// can rewrite is the engine's `502 bad_playlist`, returned as the answer to send instead. For any other body
@@ -325,6 +458,7 @@ mod tests {
             cache_control: None,
             content_range: None,
             sliceable: true,
+            bufferable: false,
         }
     }
 
@@ -453,6 +587,89 @@ mod tests {
         // A playlist the origin does not have is passed on, not rewritten.
         let p = a.respond(get(None), &origin(404, 0), TagHeader::SurrogateKey);
         assert_eq!((p.status, &p.body), (404, &BodyPlan::Whole));
+    }
+
+    #[test]
+    fn a_range_over_a_body_of_unknown_length_is_cut_once_read() {
+        let e = engine();
+        let a = allow(&e, "/demo/v0/seg_1.ts", "GET");
+        let unknown = OriginAnswer {
+            length: None,
+            bufferable: true,
+            ..origin(200, 0)
+        };
+        let body: Vec<u8> = (0..100).collect();
+        let mut p = a.respond(get(Some("bytes=10-19")), &unknown, TagHeader::SurrogateKey);
+        assert!(p.needs_body() && matches!(p.body, BodyPlan::Buffer(_)));
+        p.finish(&e, body.clone(), NOW);
+        assert_eq!((p.status, &p.body), (206, &BodyPlan::Bytes((10..20).collect())));
+        assert_eq!(header(&p, "content-range"), Some("bytes 10-19/100"));
+        let mut p = a.respond(get(Some("bytes=100-")), &unknown, TagHeader::SurrogateKey);
+        p.finish(&e, body.clone(), NOW);
+        assert_eq!((p.status, &p.body), (416, &BodyPlan::Empty));
+        assert_eq!(header(&p, "content-range"), Some("bytes */100"));
+        let mut p = a.respond(get(Some("bytes=0-1,5-6")), &unknown, TagHeader::SurrogateKey);
+        p.finish(&e, body.clone(), NOW);
+        assert_eq!((p.status, &p.body), (200, &BodyPlan::Bytes(body)));
+        // Without a range, or on HEAD, nothing is read.
+        let p = a.respond(get(None), &unknown, TagHeader::SurrogateKey);
+        assert_eq!((p.status, &p.body, p.needs_body()), (200, &BodyPlan::Whole, false));
+        let p = a.respond(head(Some("bytes=0-9")), &unknown, TagHeader::SurrogateKey);
+        assert_eq!((&p.body, header(&p, "content-length")), (&BodyPlan::Empty, None));
+    }
+
+    #[test]
+    fn denials_and_failures_are_planned_whole() {
+        let e = engine();
+        let req = Request {
+            method: "GET",
+            host: "edge.example",
+            path: "/t/nope/demo/v0/seg_1.ts",
+            ..Request::default()
+        };
+        let d = e.decide(&req, NOW, StateInput::fresh(&Nothing));
+        let ask = |head| ClientAsk { head, range: None };
+        let Step::Answer(p) = plan(d.clone(), ask(false)).0 else {
+            panic!("{d:?}")
+        };
+        let BodyPlan::Bytes(body) = &p.body else {
+            panic!("{p:?}")
+        };
+        assert!(p.status >= 400 && header(&p, "content-type") == Some("application/json"));
+        assert_eq!(header(&p, "content-length"), None);
+        let Step::Answer(h) = plan(d, ask(true)).0 else {
+            panic!()
+        };
+        assert_eq!((h.status, &h.body), (p.status, &BodyPlan::Empty));
+        assert_eq!(header(&h, "content-length"), Some(body.len().to_string().as_str()));
+        assert_eq!(p.headers.iter().filter(|(k, _)| *k == "content-type").count(), 1);
+
+        let a = allow(&e, "/demo/v0/seg_1.ts", "GET");
+        let f = a.unavailable(true, ask(false));
+        assert_eq!(f.status, 503);
+        assert_eq!(header(&f, "content-type"), Some("application/json"));
+        assert_eq!(header(&f, "cache-control"), Some("no-store"));
+        assert_eq!(
+            f.body,
+            BodyPlan::Bytes(crate::contract::bodies::ORIGIN_UNAVAILABLE.into())
+        );
+        let f = a.unavailable(true, ask(true));
+        assert_eq!(f.body, BodyPlan::Empty);
+        assert_eq!(
+            header(&f, "content-length"),
+            Some(crate::contract::bodies::ORIGIN_UNAVAILABLE.len().to_string().as_str())
+        );
+        let m = ResponsePlan::misconfigured(false);
+        assert_eq!((m.status, header(&m, "content-type")), (500, Some("application/json")));
+        // A playlist that cannot be rewritten becomes the engine's 502, with its content type.
+        let pl = allow(&e, "/demo/master.m3u8", "GET");
+        let mut p = pl.respond(get(None), &origin(200, 2), TagHeader::SurrogateKey);
+        p.finish(&e, b"\xff\xfe".to_vec(), NOW);
+        assert_eq!((p.status, header(&p, "content-type")), (502, Some("application/json")));
+        let Step::Answer(pf) = plan(Decision::Preflight(Vec::new()), ask(false)).0 else {
+            panic!()
+        };
+        assert_eq!((pf.status, pf.body), (204, BodyPlan::Empty));
     }
 
     #[test]

@@ -603,20 +603,13 @@ pub fn engine_answer(
     r: &HttpRequest,
     now: u64,
 ) -> HttpResponse {
-    use sharegate_edge::Decision;
-    use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader};
+    use sharegate_edge::response::{self, BodyPlan, ClientAsk, OriginAnswer, Step, TagHeader};
     let head = r.method == "HEAD";
-    let to_map = |headers: &sharegate_edge::engine::Headers| -> BTreeMap<String, String> {
-        headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    };
-    let (status, mut headers, body) = match decision {
-        Decision::Preflight(h) => (204, to_map(&h), Vec::new()),
-        Decision::Deny(d) => (
-            d.status,
-            to_map(&d.headers),
-            if head { Vec::new() } else { d.body.into_bytes() },
-        ),
-        Decision::Allow(a) => {
+    let range = r.headers.iter().find(|(k, _)| k == "range").map(|(_, v)| v.as_str());
+    let ask = ClientAsk { head, range };
+    let (plan, file) = match response::plan(decision, ask).0 {
+        Step::Answer(plan) => (plan, Vec::new()),
+        Step::Fetch(a) => {
             let file = sharegate_edge::hls::origin_file_path(&a.origin_path)
                 .and_then(|rel| std::fs::read(conformance_dir().join("origin").join(rel)).ok());
             let origin = OriginAnswer {
@@ -626,29 +619,29 @@ pub fn engine_answer(
                 ..OriginAnswer::default()
             };
             let file = file.unwrap_or_default();
-            let range = r.headers.iter().find(|(k, _)| k == "range").map(|(_, v)| v.as_str());
-            let mut plan = a.respond(ClientAsk { head, range }, &origin, TagHeader::SurrogateKey);
-            let body = match &plan.body {
-                BodyPlan::Whole => file,
-                BodyPlan::Slice { start, end } => file
-                    .get(usize::try_from(*start).unwrap_or(usize::MAX)..=usize::try_from(*end).unwrap_or(0))
-                    .unwrap_or_default()
-                    .to_vec(),
-                BodyPlan::Rewrite(_) => match plan.finish_rewrite(engine, &file, now) {
-                    Ok(b) => b,
-                    Err(f) => {
-                        return HttpResponse {
-                            status: f.status,
-                            headers: to_map(&f.headers),
-                            body: f.body.as_bytes().to_vec(),
-                        };
-                    }
-                },
-                BodyPlan::Empty => Vec::new(),
-            };
-            (plan.status, to_map(&plan.headers), body)
+            let mut plan = a.respond(ask, &origin, TagHeader::SurrogateKey);
+            if plan.needs_body() {
+                plan.finish(engine, file.clone(), now);
+            }
+            (plan, file)
         }
     };
+    let body = match plan.body {
+        BodyPlan::Whole => file,
+        BodyPlan::Slice { start, end } => file
+            .get(usize::try_from(start).unwrap_or(usize::MAX)..=usize::try_from(end).unwrap_or(0))
+            .unwrap_or_default()
+            .to_vec(),
+        BodyPlan::Bytes(b) => b,
+        BodyPlan::Empty | BodyPlan::Rewrite(_) | BodyPlan::Buffer(_) => Vec::new(),
+    };
+    let (status, mut headers) = (
+        plan.status,
+        plan.headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<String, String>>(),
+    );
     if !head && status != 204 {
         headers
             .entry("content-length".into())

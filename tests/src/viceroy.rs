@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Settings that live in the Secret Store, never in the Config Store, and the stores' names: the app's own.
-pub use sharegate_edge::contract::fastly::{CONFIG_STORE, SECRET_NAMES, SECRET_STORE, STATE_KV_STORE};
+pub use sharegate_edge::contract::fastly::{
+    CONFIG_STORE, CONTROL_PLANE_BACKEND, SECRET_NAMES, SECRET_STORE, STATE_KV_STORE, origin_backend,
+};
 
 /// The package directory.
 pub fn package_dir() -> PathBuf {
@@ -120,7 +122,7 @@ pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&s
     out.push("[local_server]".into());
     let origins = settings.get("SHAREGATE_ORIGIN").map(String::as_str).unwrap_or("");
     for (i, o) in origins.split(',').map(str::trim).filter(|o| !o.is_empty()).enumerate() {
-        out.push(format!("[local_server.backends.origin_{i}]"));
+        out.push(format!("[local_server.backends.{}]", origin_backend(i)));
         out.push(format!("url = {}", toml_str(&base_of(o)?)));
         out.push("first_byte_timeout_ms = 5000".into());
     }
@@ -133,7 +135,7 @@ pub fn derived_config(root: &str, settings: &BTreeMap<String, String>, kv: &[(&s
         if cp.iter().any(|c| c != first) {
             bail!("the state and events URLs must share one backend (control_plane): {cp:?}");
         }
-        out.push("[local_server.backends.control_plane]".into());
+        out.push(format!("[local_server.backends.{CONTROL_PLANE_BACKEND}]"));
         out.push(format!("url = {}", toml_str(first)));
         out.push("first_byte_timeout_ms = 2000".into());
     }

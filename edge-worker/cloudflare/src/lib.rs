@@ -10,14 +10,16 @@
 #![forbid(unsafe_code)]
 
 use sharegate_edge::adapter::{self, AdapterSettings};
-use sharegate_edge::contract::{bodies, headers as names, paths};
-use sharegate_edge::engine::{Allow, Decision, Headers, OriginFailure};
+use sharegate_edge::client::{ClientFacts, ClientSources, Peer};
+use sharegate_edge::contract::{headers as names, paths};
+use sharegate_edge::engine::{Allow, Headers};
 use sharegate_edge::events::{Event, EventBatch};
-use sharegate_edge::held::{self, Held, StateReply};
-use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader, try_next_origin};
+use sharegate_edge::held::{self, Held, Refresh, Schedule, StateReply};
+use sharegate_edge::response::{
+    self, BodyPlan, ClientAsk, OriginAnswer, ResponsePlan, Step, TagHeader, try_next_origin,
+};
 use sharegate_edge::{ConfigSource, EdgeConfig, Engine};
 use std::cell::{Cell, RefCell};
-use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
 use worker::wasm_bindgen::{JsCast, JsValue};
@@ -40,6 +42,16 @@ impl ConfigSource for EnvSource<'_> {
 struct Runtime {
     engine: Engine,
     settings: AdapterSettings,
+    /// The platform's client facts, or the test harness's headers (`SHAREGATE_TRUST_FORWARDED`).
+    sources: ClientSources,
+}
+
+impl Runtime {
+    fn schedule(&self) -> Schedule {
+        Schedule {
+            window_ms: u64::from(self.settings.state_refresh_ms),
+        }
+    }
 }
 
 thread_local! {
@@ -68,6 +80,7 @@ fn runtime(env: &Env) -> Result<Rc<Runtime>, &'static str> {
     let settings = AdapterSettings::from_source(&src).map_err(|e| e.key)?;
     let rt = Rc::new(Runtime {
         engine: Engine::new(config),
+        sources: ClientSources::cdn(settings.trust_forwarded),
         settings,
     });
     RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::clone(&rt)));
@@ -88,99 +101,95 @@ fn set_headers(r: &mut Response, headers: &Headers) -> worker::Result<()> {
     Ok(())
 }
 
-/// A response with the engine's status and headers.
-fn respond(status: u16, headers: &Headers, body: ResponseBody) -> worker::Result<Response> {
-    let mut r = Response::from_body(body)?.with_status(status);
-    set_headers(&mut r, headers)?;
+/// The engine's plan as a response: its status and headers, and the body it names (`origin`'s, streamed unread, for
+/// `Whole`; slices are cut and playlists rewritten before this).
+fn send(plan: ResponsePlan, origin: Option<Response>) -> worker::Result<Response> {
+    let body = match plan.body {
+        BodyPlan::Whole => origin.map_or(ResponseBody::Empty, |o| o.into_parts().1),
+        BodyPlan::Bytes(b) => ResponseBody::Body(b),
+        BodyPlan::Empty | BodyPlan::Slice { .. } | BodyPlan::Rewrite(_) | BodyPlan::Buffer(_) => ResponseBody::Empty,
+    };
+    let mut r = Response::from_body(body)?.with_status(plan.status);
+    set_headers(&mut r, &plan.headers)?;
     Ok(r)
 }
 
-fn json_response(status: u16, body: &str) -> worker::Result<Response> {
-    let mut r = Response::from_bytes(body.as_bytes().to_vec())?.with_status(status);
-    r.headers_mut().set("content-type", "application/json")?;
-    Ok(r)
+/// What the engine reads of a request, copied out of it (workers-rs hands out owned header values).
+struct Fields {
+    host: String,
+    cookie: Option<String>,
+    origin: Option<String>,
+    referer: Option<String>,
+    range: Option<String>,
+    client: ClientFacts,
 }
 
-/// The engine's answer to an origin failure.
-fn failure(f: &OriginFailure) -> worker::Result<Response> {
-    let mut r = json_response(f.status, f.body)?;
-    set_headers(&mut r, &f.headers)?;
-    Ok(r)
+impl Fields {
+    /// The headers, and the client's facts through the one reader: the platform's (Cloudflare overwrites
+    /// CF-Connecting-IP and `request.cf` whatever the client sent) as the peer, or the harness's headers.
+    fn read(req: &Request, sources: &ClientSources) -> Fields {
+        let header = |name: &str| req.headers().get(name).ok().flatten();
+        let country = req.cf().and_then(|cf| cf.country());
+        let peer = Peer {
+            ip: header("cf-connecting-ip").and_then(|v| v.parse().ok()),
+            country: country.as_deref().and_then(adapter::country_code),
+        };
+        Fields {
+            host: header("host").unwrap_or_default(),
+            cookie: header("cookie"),
+            origin: header("origin"),
+            referer: header("referer"),
+            range: header("range"),
+            client: sources.read_owned(peer, header),
+        }
+    }
+
+    /// The engine's view of the request (`path` and `query` exactly as received).
+    fn request<'a>(&'a self, method: &'a str, path: &'a str, query: Option<&'a str>) -> sharegate_edge::Request<'a> {
+        sharegate_edge::Request {
+            method,
+            host: &self.host,
+            path,
+            query,
+            cookie: self.cookie.as_deref(),
+            origin: self.origin.as_deref(),
+            referer: self.referer.as_deref(),
+            client_ip: self.client.ip,
+            country: self.client.country,
+        }
+    }
 }
 
+/// Read the request, ask the engine, and send its answer (fetching first when it allows).
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let method = req.method();
+    let head = method == Method::Head;
     let rt = match runtime(&env) {
         Ok(rt) => rt,
         Err(setting) => {
             worker::console_error!("sharegate: configuration error in {setting}");
-            return json_response(500, bodies::MISCONFIGURED);
+            return send(ResponsePlan::misconfigured(head), None);
         }
     };
     let url = req.inner().url();
-    // The path exactly as received (no URL-library re-parsing).
     let (path, query) = adapter::split_target(&url);
     if path == paths::STATUS {
         return status(&rt);
     }
-    let headers = req.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    let host = header("host").unwrap_or_default();
-    let (client_ip, country) = client_facts(&rt.settings, &req);
-    let (method, cookie, origin, referer, range) = (
-        req.method(),
-        header("cookie"),
-        header("origin"),
-        header("referer"),
-        header("range"),
-    );
-    let ereq = sharegate_edge::Request {
-        method: method.as_ref(),
-        host: &host,
-        path,
-        query,
-        cookie: cookie.as_deref(),
-        origin: origin.as_deref(),
-        referer: referer.as_deref(),
-        client_ip,
-        country,
-    };
-    let held = current_state(&rt, &host, &ctx).await;
+    let fields = Fields::read(&req, &rt.sources);
+    let ereq = fields.request(method.as_ref(), path, query);
+    let held = current_state(&rt, &fields.host, &ctx).await;
     let now = now_ms() / 1000;
-    let head = method == Method::Head;
-    match held::decide(&rt.engine, held.as_deref(), &ereq, now) {
-        Decision::Preflight(h) => respond(204, &h, ResponseBody::Empty),
-        Decision::Deny(d) => {
-            record(&rt, &ctx, d.event);
-            let body = if head {
-                ResponseBody::Empty
-            } else {
-                ResponseBody::Body(d.body.into_bytes())
-            };
-            respond(d.status, &d.headers, body)
-        }
-        Decision::Allow(mut a) => {
-            record(&rt, &ctx, a.event.take());
-            let ask = ClientAsk {
-                head,
-                range: range.as_deref(),
-            };
-            serve_allowed(&rt, &a, ask, now).await
-        }
-    }
-}
-
-/// The client's address and country: the platform's (Cloudflare overwrites CF-Connecting-IP and `request.cf`
-/// whatever the client sent), or, for a local test harness only, its headers.
-fn client_facts(settings: &AdapterSettings, req: &Request) -> (Option<IpAddr>, Option<[u8; 2]>) {
-    let header = |name: &str| req.headers().get(name).ok().flatten();
-    if settings.trust_forwarded {
-        let (xff, country) = (header("x-forwarded-for"), header(names::TEST_COUNTRY));
-        adapter::forwarded_facts(xff.as_deref(), country.as_deref())
-    } else {
-        let ip = header("cf-connecting-ip").and_then(|v| v.parse().ok());
-        let country = req.cf().and_then(|cf| cf.country());
-        (ip, country.as_deref().and_then(adapter::country_code))
+    let ask = ClientAsk {
+        head,
+        range: fields.range.as_deref(),
+    };
+    let (step, event) = response::plan(held::decide(&rt.engine, held.as_deref(), &ereq, now), ask);
+    record(&rt, &ctx, event);
+    match step {
+        Step::Answer(plan) => send(plan, None),
+        Step::Fetch(a) => serve_allowed(&rt, &a, ask, now).await,
     }
 }
 
@@ -199,8 +208,10 @@ fn status(rt: &Runtime) -> worker::Result<Response> {
     // whatever a client sent, so they are the platform's word.
     let (ip, country) = rt.settings.client_sources("cf-connecting-ip", "cf.country");
     let body = adapter::with_client_sources(body, ip, country, "enforced");
-    let mut r = json_response(200, &body)?;
-    r.headers_mut().set("cache-control", "no-store")?;
+    let mut r = Response::from_bytes(body.into_bytes())?;
+    let h = r.headers_mut();
+    h.set("content-type", "application/json")?;
+    h.set("cache-control", "no-store")?;
     Ok(r)
 }
 
@@ -212,28 +223,21 @@ fn status(rt: &Runtime) -> worker::Result<Response> {
 /// requests arriving meanwhile wait for that same refresh rather than decide on older state.
 async fn current_state(rt: &Rc<Runtime>, host: &str, ctx: &Context) -> Option<Rc<Held>> {
     rt.settings.state_url.as_ref()?;
-    let window = u64::from(rt.settings.state_refresh_ms);
     let held = HELD.with(|h| h.borrow().clone());
     let now = now_ms();
-    // The schedule's clock, not the state's age (see CHECKED_MS).
-    let age = match (&held, CHECKED_MS.with(Cell::get)) {
-        (Some(_), checked) if checked != 0 => now.saturating_sub(checked),
-        _ => u64::MAX,
-    };
-    if age < window / 2 {
-        return held;
-    }
-    if age < window {
-        if begin_refresh(now) {
-            let (rt, host) = (Rc::clone(rt), host.to_string());
-            ctx.wait_until(async move { guarded_refresh(&rt, &host).await });
+    // The schedule's clock (see CHECKED_MS); 0 is "never".
+    let checked = Some(CHECKED_MS.with(Cell::get)).filter(|c| *c != 0 && held.is_some());
+    let failed = Some(FAILED_AT_MS.with(Cell::get)).filter(|f| *f != 0);
+    match rt.schedule().due(checked, failed, now) {
+        Refresh::NotYet | Refresh::BackingOff => return held,
+        Refresh::InBackground => {
+            if begin_refresh(now) {
+                let (rt, host) = (Rc::clone(rt), host.to_string());
+                ctx.wait_until(async move { guarded_refresh(&rt, &host).await });
+            }
+            return held;
         }
-        return held;
-    }
-    // Past the window. Right after a failed attempt, decide on what is held (the engine applies the stale policy
-    // once the hard limit passes), so an unreachable control plane does not make every viewer wait for a deadline.
-    if now.saturating_sub(FAILED_AT_MS.with(Cell::get)) < window / 2 {
-        return held;
+        Refresh::BeforeDeciding => {}
     }
     if begin_refresh(now) {
         guarded_refresh(rt, host).await;
@@ -331,10 +335,7 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
     // Another request may have installed a newer state (or newer evidence) while we waited: never go back.
     HELD.with(|h| {
         let mut h = h.borrow_mut();
-        let keep = h.as_ref().is_some_and(|cur| {
-            cur.generation > next.generation || (cur.generation == next.generation && cur.as_of >= next.as_of)
-        });
-        if !keep {
+        if held::replaces(h.as_deref(), &next) {
             *h = Some(Rc::new(next));
         }
     });
@@ -352,7 +353,7 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
     let Some(url) = rt.settings.state_url.as_deref() else {
         return Err("no state URL".into());
     };
-    let half = u64::from(rt.settings.state_refresh_ms) / 2;
+    let half = rt.schedule().fresh_ms();
     let cache = Cache::open("sharegate-state".to_string()).await;
     let cache_key = format!("https://{host}{}{since}", paths::STATE_CACHE_PREFIX);
     if let Ok(Some(mut cached)) = cache.get(&cache_key, false).await {
@@ -373,13 +374,8 @@ async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswe
         }
     }
     let headers = worker::Headers::new();
-    for (name, value) in held::state_request_headers(since) {
+    for (name, value) in held::state_request_headers(since, rt.settings.edge_token.as_deref()) {
         headers.set(name, &value).map_err(|e| e.to_string())?;
-    }
-    if let Some(t) = &rt.settings.edge_token {
-        headers
-            .set("authorization", &format!("Bearer {t}"))
-            .map_err(|e| e.to_string())?;
     }
     let mut init = worker::RequestInit::new();
     init.with_headers(headers);
@@ -459,9 +455,8 @@ async fn flush_events(rt: &Runtime) -> bool {
     let json = pending.to_json(&rt.engine.config().edge_id);
     let sent = async {
         let headers = worker::Headers::new();
-        headers.set("content-type", "application/json")?;
-        if let Some(t) = &rt.settings.edge_token {
-            headers.set("authorization", &format!("Bearer {t}"))?;
+        for (name, value) in held::events_request_headers(rt.settings.edge_token.as_deref()) {
+            headers.set(name, &value)?;
         }
         let mut init = worker::RequestInit::new();
         init.with_method(Method::Post)
@@ -541,47 +536,47 @@ fn cached_request(url: &str, ttl: Option<u32>, tags: &[String], range: Option<&s
 /// whole object streams as a 200, which a client must accept).
 const MAX_SLICE_BYTES: u64 = 16 * 1024 * 1024;
 
+/// What the origin (or the zone cache) answered, for the engine.
+fn origin_answer(origin: &Response) -> worker::Result<(u16, [Option<String>; 4])> {
+    let h = origin.headers();
+    let (content_type, cache_control) = (h.get("content-type")?, h.get("cache-control")?);
+    let (content_range, length) = (h.get("content-range")?, h.get("content-length")?);
+    Ok((
+        origin.status_code(),
+        [content_type, cache_control, content_range, length],
+    ))
+}
+
 /// Fetch, ask the engine for the answer, copy its headers, and move the bytes as it says: segments (and ranges the
 /// zone cache answered) stream through unread; a range the origin ignored is cut from the bounded object; a
 /// playlist is rewritten; HEAD reads no body (except a playlist's, whose rewritten length it states).
 async fn serve_allowed(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> worker::Result<Response> {
+    let unavailable = || a.unavailable(rt.engine.config().reason_header, ask);
     let Some(mut origin) = origin_fetch(rt, a, a.origin_range(ask)).await else {
-        return failure(&a.origin_unavailable(rt.engine.config().reason_header));
+        return send(unavailable(), None);
     };
-    let h = origin.headers();
-    let (content_type, cache_control) = (h.get("content-type")?, h.get("cache-control")?);
-    let (content_range, length) = (h.get("content-range")?, h.get("content-length")?);
+    let (status, [content_type, cache_control, content_range, length]) = origin_answer(&origin)?;
     let length = length.and_then(|v| v.parse::<u64>().ok());
     let answer = OriginAnswer {
-        status: origin.status_code(),
+        status,
         length,
         content_type: content_type.as_deref(),
         cache_control: cache_control.as_deref(),
         content_range: content_range.as_deref(),
         sliceable: length.is_some_and(|l| l <= MAX_SLICE_BYTES),
+        bufferable: false,
     };
     let mut plan = a.respond(ask, &answer, TagHeader::CacheTag);
-    let body = match &plan.body {
-        BodyPlan::Whole => origin.into_parts().1,
-        BodyPlan::Empty => ResponseBody::Empty,
-        BodyPlan::Slice { start, end } => {
-            let bytes = origin.bytes().await?;
-            let cut = usize::try_from(*start).ok().zip(usize::try_from(*end).ok());
-            match cut.and_then(|(s, e)| bytes.get(s..=e)) {
-                Some(part) => ResponseBody::Body(part.to_vec()),
-                // Shorter than its Content-Length said: a broken origin answer.
-                None => return failure(&a.origin_unavailable(rt.engine.config().reason_header)),
-            }
+    if let BodyPlan::Slice { start, end } = plan.body {
+        let bytes = origin.bytes().await?;
+        let cut = usize::try_from(start).ok().zip(usize::try_from(end).ok());
+        match cut.and_then(|(s, e)| bytes.get(s..=e)) {
+            Some(part) => plan.body = BodyPlan::Bytes(part.to_vec()),
+            // Shorter than its Content-Length said: a broken origin answer.
+            None => plan = unavailable(),
         }
-        BodyPlan::Rewrite(_) => {
-            let bytes = origin.bytes().await?;
-            match plan.finish_rewrite(&rt.engine, &bytes, now) {
-                // HEAD: nothing to send (the plan now holds the rewritten length).
-                Ok(_) if ask.head => ResponseBody::Empty,
-                Ok(out) => ResponseBody::Body(out),
-                Err(f) => return failure(&f),
-            }
-        }
-    };
-    respond(plan.status, &plan.headers, body)
+    } else if plan.needs_body() {
+        plan.finish(&rt.engine, origin.bytes().await?, now);
+    }
+    send(plan, Some(origin))
 }

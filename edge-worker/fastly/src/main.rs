@@ -15,13 +15,13 @@ mod stores;
 use fastly::http::Method;
 use fastly::{Request, Response};
 use sharegate_edge::adapter::{self, AdapterSettings};
-use sharegate_edge::contract::{bodies, headers as names, paths};
-use sharegate_edge::engine::{Decision, Headers, Revocations, StateInput};
+use sharegate_edge::client::{ClientSources, Peer};
+use sharegate_edge::contract::{fastly::CONTROL_PLANE_BACKEND, paths};
+use sharegate_edge::engine::{Decision, Headers};
 use sharegate_edge::events::{Event, EventBatch};
-use sharegate_edge::response::ClientAsk;
+use sharegate_edge::held;
+use sharegate_edge::response::{self, ClientAsk, ResponsePlan, Step};
 use sharegate_edge::{EdgeConfig, Engine};
-use sharegate_shared::revocation::StateSet;
-use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a request builds from the stores.
@@ -30,6 +30,8 @@ pub struct Runtime {
     pub engine: Engine,
     /// Origins, control plane, cache lifetimes.
     pub settings: AdapterSettings,
+    /// The platform's client facts, or the test harness's headers (`SHAREGATE_TRUST_FORWARDED`).
+    pub sources: ClientSources,
 }
 
 impl Runtime {
@@ -40,6 +42,7 @@ impl Runtime {
         let settings = AdapterSettings::from_source(&src).map_err(|e| e.key)?;
         Ok(Runtime {
             engine: Engine::new(config),
+            sources: ClientSources::cdn(settings.trust_forwarded),
             settings,
         })
     }
@@ -84,6 +87,8 @@ impl Timings {
     }
 }
 
+/// Read the request, ask the engine, send its answer (fetching first when it allows); then, with the viewer served,
+/// refresh the state if this request is the one obliged to, and report the event.
 fn main() {
     let mut t = Timings::default();
     t.mark("start");
@@ -92,54 +97,31 @@ fn main() {
         Ok(rt) => rt,
         Err(setting) => {
             eprintln!("sharegate: configuration error in {setting}");
-            Response::from_status(500)
-                .with_body(bodies::MISCONFIGURED)
-                .with_header("content-type", "application/json")
-                .send_to_client();
-            return;
+            let head = req.get_method() == Method::HEAD;
+            return origin::send(ResponsePlan::misconfigured(head), None).send_to_client();
         }
     };
     t.mark("settings");
-
     let uri = raw::client_uri(&req).unwrap_or_else(|| req.get_url_str().to_string());
-    let (ereq, ask) = read_request(&req, &uri, &rt.settings);
+    let (ereq, ask) = read_request(&req, &uri, &rt.sources);
     t.mark("request");
-
     let now = now_ms();
     let current = state::for_request(&rt.engine, &rt.settings, now);
     t.mark("state");
-    let opened = current.blob.as_deref().and_then(state::open);
-    let set = opened.as_ref().and_then(|(s, d)| StateSet::new(*s, d).ok());
-    t.mark("open");
-    // The age is the signed one (now - as_of), never the time the POP cached or checked it.
-    let input = StateInput {
-        state: set.as_ref().map(|s| s as &dyn Revocations),
-        age: if set.is_some() {
-            (now / 1000).saturating_sub(current.times.as_of)
-        } else {
-            u64::MAX
-        },
-    };
-    let decision = if ereq.path == paths::STATUS {
-        None
-    } else {
-        Some(rt.engine.decide(&ereq, now / 1000, input))
-    };
+    let (generation, decision) = current.with_input(now / 1000, |input, generation| {
+        t.mark("open");
+        let decision = (ereq.path != paths::STATUS).then(|| rt.engine.decide(&ereq, now / 1000, input));
+        (generation, decision)
+    });
     t.mark("decide");
     #[cfg(feature = "bench-timing")]
     kv_state(&mut t);
-
     let (mut resp, event) = match decision {
-        None => (
-            status(&rt, set.as_ref().map(StateSet::generation), now, current.times.as_of),
-            None,
-        ),
-        Some(decision) => answer(&rt, decision, ask, now),
+        None => (status(&rt, generation, now, current.times.as_of), None),
+        Some(decision) => answer(&rt, decision, ask, now / 1000),
     };
     t.header(&mut resp);
     resp.send_to_client();
-
-    // After the response: the viewer waits for none of this.
     if current.must_refresh() {
         let _ = state::refresh(&rt.engine, &rt.settings, current, now_ms());
     }
@@ -163,15 +145,22 @@ fn kv_state(t: &mut Timings) {
 }
 
 /// The engine's view of the request (the target as the client sent it, `raw`), and what the client asked of the
-/// answer.
+/// answer. The client's facts come from the one reader: the platform's (the connection Fastly terminated, and its
+/// geolocation) as the peer, or the test harness's headers.
 fn read_request<'r>(
     req: &'r Request,
     raw: &'r str,
-    settings: &AdapterSettings,
+    sources: &ClientSources,
 ) -> (sharegate_edge::Request<'r>, ClientAsk<'r>) {
     let (path, query) = adapter::split_target(raw);
     let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
-    let (client_ip, country) = client_facts(settings, req);
+    let ip = req.get_client_ip_addr();
+    let country = ip.and_then(fastly::geo::geo_lookup);
+    let peer = Peer {
+        ip,
+        country: country.and_then(|g| adapter::country_code(g.country_code())),
+    };
+    let client = sources.read_peer(peer, header);
     let method = req.get_method_str();
     let ereq = sharegate_edge::Request {
         method,
@@ -181,8 +170,8 @@ fn read_request<'r>(
         cookie: header("cookie"),
         origin: header("origin"),
         referer: header("referer"),
-        client_ip,
-        country,
+        client_ip: client.ip,
+        country: client.country,
     };
     let ask = ClientAsk {
         head: method == Method::HEAD.as_str(),
@@ -191,40 +180,14 @@ fn read_request<'r>(
     (ereq, ask)
 }
 
-/// The client's address and country: the platform's (the connection Fastly terminated, and its geolocation), or,
-/// for a local test harness only, its headers.
-fn client_facts(settings: &AdapterSettings, req: &Request) -> (Option<IpAddr>, Option<[u8; 2]>) {
-    let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
-    if settings.trust_forwarded {
-        adapter::forwarded_facts(header("x-forwarded-for"), header(names::TEST_COUNTRY))
-    } else {
-        let ip = req.get_client_ip_addr();
-        let geo = ip.and_then(fastly::geo::geo_lookup);
-        (ip, geo.and_then(|g| adapter::country_code(g.country_code())))
-    }
-}
-
-/// The response to a decision, and the event to report.
-fn answer(rt: &Runtime, decision: Decision, ask: ClientAsk<'_>, now_ms: u64) -> (Response, Option<Event>) {
-    match decision {
-        Decision::Preflight(h) => {
-            let mut r = Response::from_status(204);
-            set_headers(&mut r, &h);
-            (r, None)
-        }
-        Decision::Deny(d) => {
-            let mut r = Response::from_status(d.status);
-            if !ask.head {
-                r.set_body(d.body);
-            }
-            set_headers(&mut r, &d.headers);
-            (r, d.event)
-        }
-        Decision::Allow(mut a) => {
-            let event = a.event.take();
-            (origin::serve(rt, &a, ask, now_ms / 1000), event)
-        }
-    }
+/// The response to a decision (the engine's plan, or the origin object's), and the event to report.
+fn answer(rt: &Runtime, decision: Decision, ask: ClientAsk<'_>, now: u64) -> (Response, Option<Event>) {
+    let (step, event) = response::plan(decision, ask);
+    let resp = match step {
+        Step::Answer(plan) => origin::send(plan, None),
+        Step::Fetch(a) => origin::serve(rt, &a, ask, now),
+    };
+    (resp, event)
 }
 
 /// What this POP's cache holds, in the status shape of every edge (`adapter::status_json`). Not a path the engine
@@ -261,14 +224,11 @@ fn report(rt: &Runtime, e: Event) {
     let Some(json) = batch.take_json(&rt.engine.config().edge_id) else {
         return;
     };
-    let mut req = Request::post(url)
-        .with_pass(true)
-        .with_header("content-type", "application/json")
-        .with_body(json);
-    if let Some(t) = &rt.settings.edge_token {
-        req.set_header("authorization", format!("Bearer {t}"));
+    let mut req = Request::post(url).with_pass(true).with_body(json);
+    for (name, value) in held::events_request_headers(rt.settings.edge_token.as_deref()) {
+        req.set_header(name, value);
     }
-    if let Err(e) = req.send_async(state::CONTROL_PLANE_BACKEND) {
+    if let Err(e) = req.send_async(CONTROL_PLANE_BACKEND) {
         eprintln!("sharegate: event not sent: {e}");
     }
 }

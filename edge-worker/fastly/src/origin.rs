@@ -11,16 +11,13 @@
 use crate::{Runtime, set_headers};
 use fastly::cache::core::{CacheKey, Found, Transaction};
 use fastly::http::FramingHeadersMode;
+use fastly::http::body::StreamingBody;
 use fastly::{Body, Request, Response};
-use sharegate_edge::engine::{Allow, OriginFailure};
-use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader, try_next_origin};
+use sharegate_edge::contract::fastly::origin_backend;
+use sharegate_edge::engine::Allow;
+use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, ResponsePlan, TagHeader, try_next_origin};
 use std::io::{Read, Write};
 use std::time::Duration;
-
-/// Backend name of the `i`-th origin of `SHAREGATE_ORIGIN`.
-pub fn backend_name(i: usize) -> String {
-    format!("origin_{i}")
-}
 
 /// What the origin answered, as cached: status and the headers we pass on.
 struct Meta {
@@ -64,7 +61,7 @@ impl Meta {
 }
 
 /// Where an object's body comes from: the cache, or straight from the origin (not cacheable, or caching off).
-enum Source {
+pub enum Source {
     Cached(Found),
     Direct(Body),
 }
@@ -98,9 +95,9 @@ impl Source {
         }
     }
 
-    /// The whole body in memory (playlists only).
-    fn bytes(self) -> Option<Vec<u8>> {
-        self.whole().map(Body::into_bytes)
+    /// The whole body in memory (playlists, and ranges over an uncached body of unknown length).
+    fn bytes(self) -> Vec<u8> {
+        self.whole().map(Body::into_bytes).unwrap_or_default()
     }
 }
 
@@ -116,7 +113,7 @@ fn direct(mut resp: Response) -> Object {
 fn fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
     for (i, base) in rt.settings.origins.iter().enumerate() {
         let req = Request::get(a.origin_url(base)).with_pass(true);
-        match req.send(backend_name(i)) {
+        match req.send(origin_backend(i)) {
             Ok(resp) if !try_next_origin(resp.get_status().as_u16()) => return Some(resp),
             Ok(resp) => eprintln!("sharegate: origin {base} answered {}", resp.get_status()),
             Err(e) => eprintln!("sharegate: origin {base} failed: {e}"),
@@ -125,8 +122,8 @@ fn fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
     None
 }
 
-/// The object for `a` through the Core Cache (`ttl` seconds for 200s; nothing else is cached, so a live segment asked for
-/// early does not stay a cached 404, as on the other edges).
+/// The object for `a` through the Core Cache (`ttl` seconds for 200s; nothing else is cached, so a live segment asked
+/// for early does not stay a cached 404, as on the other edges).
 fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     let key = CacheKey::from(format!("sharegate/o{}", a.cache_key));
     let tx = match Transaction::lookup(key).execute() {
@@ -142,17 +139,22 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
     {
         return Some((meta, Source::Cached(found)));
     }
-    let Some(mut resp) = fetch(rt, a) else {
+    let Some(resp) = fetch(rt, a) else {
         let _ = tx.cancel_insert_or_update();
         return None;
     };
-    let meta = Meta::of(&resp);
-    if meta.status != 200 {
+    if resp.get_status().as_u16() != 200 {
         let _ = tx.cancel_insert_or_update();
         return Some(direct(resp));
     }
+    insert(tx, a, ttl, resp)
+}
+
+/// Insert the origin's 200 under the obligation `tx` (with the engine's tags as surrogate keys) while streaming it
+/// back. The cached length must be known for ranges: from Content-Length, else by reading the body first.
+fn insert(tx: Transaction, a: &Allow, ttl: u32, mut resp: Response) -> Option<Object> {
+    let meta = Meta::of(&resp);
     let mut body = resp.take_body();
-    // The cached length must be known for ranges: from Content-Length, else by reading the body first.
     let (length, buffered) = match meta.length {
         Some(n) => (n, None),
         None => {
@@ -171,60 +173,47 @@ fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
         Ok(w) => w,
         Err(e) => {
             eprintln!("sharegate: cache insert failed: {e:?}");
-            let body = match buffered {
-                Some(all) => Body::from(all),
-                None => body,
-            };
-            return Some((meta, Source::Direct(body)));
+            return Some((meta, Source::Direct(buffered.map_or(body, Body::from))));
         }
     };
     let copied = match buffered {
         Some(all) => writer.write_all(&all).map(|()| all.len() as u64),
         None => std::io::copy(&mut body, &mut writer),
     };
-    // An origin that breaks off mid-body: the unfinished object is dropped, never served.
-    match copied {
-        Ok(n) if n == length => writer.finish().ok()?,
-        Ok(n) => {
-            eprintln!("sharegate: origin sent {n} of {length} bytes");
-            return None;
-        }
-        Err(e) => {
-            eprintln!("sharegate: origin body failed: {e}");
-            return None;
-        }
-    }
+    finish(writer, copied, length)?;
     Some((meta, Source::Cached(found)))
 }
 
-/// The engine's answer to an origin failure.
-fn failure(f: &OriginFailure) -> Response {
-    let mut r = Response::from_status(f.status)
-        .with_body(f.body)
-        .with_header("content-type", "application/json");
-    set_headers(&mut r, &f.headers);
-    r
+/// Finish the cache object once `length` bytes went in. An origin that breaks off mid-body: the unfinished object
+/// is dropped, never served.
+fn finish(writer: StreamingBody, copied: std::io::Result<u64>, length: u64) -> Option<()> {
+    match copied {
+        Ok(n) if n == length => writer.finish().ok(),
+        Ok(n) => {
+            eprintln!("sharegate: origin sent {n} of {length} bytes");
+            None
+        }
+        Err(e) => {
+            eprintln!("sharegate: origin body failed: {e}");
+            None
+        }
+    }
 }
 
-/// The response to an allowed request: fetch (through the Core Cache unless the engine says not to keep it), ask
-/// the engine for the answer, copy its headers, and move the bytes as it says.
-pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response {
-    let object = match a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl) {
+/// The object for `a`: through the Core Cache, unless the engine says not to keep it.
+fn object(rt: &Runtime, a: &Allow) -> Option<Object> {
+    match a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl) {
         Some(ttl) if ttl > 0 => through_cache(rt, a, ttl),
         _ => fetch(rt, a).map(direct),
-    };
-    let Some((mut meta, mut source)) = object else {
-        return failure(&a.origin_unavailable(rt.engine.config().reason_header));
-    };
-    // A range over an uncached body of unknown length: read it, so it can be cut.
-    if meta.length.is_none()
-        && a.origin_range(ask).is_some()
-        && let Source::Direct(body) = source
-    {
-        let all = body.into_bytes();
-        meta.length = Some(all.len() as u64);
-        source = Source::Direct(Body::from(all));
     }
+}
+
+/// The response to an allowed request: fetch, ask the engine for the answer, read the body whole if the plan needs it
+/// (a playlist to rewrite, a range over an uncached body of unknown length), then send.
+pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response {
+    let Some((meta, source)) = object(rt, a) else {
+        return send(a.unavailable(rt.engine.config().reason_header, ask), None);
+    };
     let answer = OriginAnswer {
         status: meta.status,
         length: source.length(&meta),
@@ -233,26 +222,33 @@ pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response 
         // No range goes to the origin: ranges are cut here, from the cached object in place.
         content_range: None,
         sliceable: true,
+        // A body straight from the origin may be read whole; a cached one knows its length.
+        bufferable: matches!(source, Source::Direct(_)),
     };
     let mut plan = a.respond(ask, &answer, TagHeader::SurrogateKey);
+    if plan.needs_body() {
+        plan.finish(&rt.engine, source.bytes(), now);
+        return send(plan, None);
+    }
+    send(plan, Some(source))
+}
+
+/// The engine's plan as a response: its status and headers, and the body it names (`source`'s, whole or a range read
+/// in place).
+pub fn send(plan: ResponsePlan, source: Option<Source>) -> Response {
     let body = match plan.body {
-        BodyPlan::Whole => source.whole(),
-        BodyPlan::Slice { start, end } => source.slice(start, end),
-        BodyPlan::Empty => None,
-        BodyPlan::Rewrite(_) => {
-            let bytes = source.bytes().unwrap_or_default();
-            match plan.finish_rewrite(&rt.engine, &bytes, now) {
-                Ok(out) => (!ask.head).then(|| Body::from(out)),
-                Err(f) => return failure(&f),
-            }
-        }
+        BodyPlan::Whole => source.and_then(Source::whole),
+        BodyPlan::Slice { start, end } => source.and_then(|s| s.slice(start, end)),
+        BodyPlan::Bytes(b) => Some(Body::from(b)),
+        // Rewrite and Buffer are finished before sending.
+        BodyPlan::Empty | BodyPlan::Rewrite(_) | BodyPlan::Buffer(_) => None,
     };
     let mut r = Response::from_status(plan.status);
     if let Some(b) = body {
         r.set_body(b);
     }
-    if ask.head {
-        // The plan's Content-Length is the GET's; Fastly would otherwise replace it with the empty body's.
+    // The engine states a length only on HEAD (the GET's): Fastly would otherwise replace it with the empty body's.
+    if plan.headers.iter().any(|(k, _)| *k == "content-length") {
         r.set_framing_headers_mode(FramingHeadersMode::ManuallyFromHeaders);
     }
     set_headers(&mut r, &plan.headers);

@@ -27,8 +27,10 @@ use fastly::Request;
 use fastly::cache::core::{CacheKey, Found, Transaction};
 use sharegate_edge::Engine;
 use sharegate_edge::adapter::AdapterSettings;
-use sharegate_edge::held::{self, Held, StateReply};
-use sharegate_shared::revocation::{DeltaView, StateView};
+pub use sharegate_edge::contract::fastly::{CONTROL_PLANE_BACKEND, STATE_SURROGATE_KEY};
+use sharegate_edge::engine::{Revocations, StateInput};
+use sharegate_edge::held::{self, Held, Refresh, Schedule, StateReply};
+use sharegate_shared::revocation::{DeltaView, StateSet, StateView};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,11 +39,8 @@ use std::time::Duration;
 pub const STATE_KEY: &[u8] = b"sharegate/state/v2";
 /// Core Cache key of the generation floor.
 pub const FLOOR_KEY: &[u8] = b"sharegate/state-floor/v1";
-/// Surrogate key on both objects: purging it makes every POP fetch a whole snapshot (and forget its floor, for
-/// the day a control plane is restored from an older backup on purpose).
-pub const STATE_SURROGATE_KEY: &str = "sg-edge-state";
-/// The backend that serves `SHAREGATE_STATE_URL` and `SHAREGATE_EVENTS_URL`.
-pub const CONTROL_PLANE_BACKEND: &str = "control_plane";
+// Both objects carry the contract's STATE_SURROGATE_KEY: purging it makes every POP fetch a whole snapshot (and
+// forget its floor, for the day a control plane is restored from an older backup on purpose).
 /// How long the floor is remembered.
 const FLOOR_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// Magic of the cached blob: `SGFL`, version 1.
@@ -169,6 +168,18 @@ impl Current {
     pub fn must_refresh(&self) -> bool {
         self.obligation.is_some()
     }
+
+    /// Open the blob in place (O(1) per layer, no copy) and run `f` with the engine's state input (its age the
+    /// signed one, see `StateInput::opened`) and the generation held. `now` is unix seconds.
+    pub fn with_input<R>(&self, now: u64, f: impl FnOnce(StateInput<'_>, Option<u64>) -> R) -> R {
+        let opened = self.blob.as_deref().and_then(open);
+        let set = opened.as_ref().and_then(|(s, d)| StateSet::new(*s, d).ok());
+        let state = set.as_ref().map(|s| s as &dyn Revocations);
+        f(
+            StateInput::opened(state, self.times.as_of, now),
+            set.as_ref().map(StateSet::generation),
+        )
+    }
 }
 
 fn read_found(found: &Found) -> Option<(Vec<u8>, Times)> {
@@ -215,11 +226,8 @@ pub fn lookup() -> Current {
 fn fetch(settings: &AdapterSettings, since: u64) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let mut req = Request::get(url).with_pass(true);
-    for (name, value) in held::state_request_headers(since) {
+    for (name, value) in held::state_request_headers(since, settings.edge_token.as_deref()) {
         req.set_header(name, value);
-    }
-    if let Some(t) = &settings.edge_token {
-        req.set_header("authorization", format!("Bearer {t}"));
     }
     let mut resp = req
         .send(CONTROL_PLANE_BACKEND)
@@ -251,7 +259,7 @@ fn write_floor(generation: u64) -> Result<(), String> {
 /// Cache lifetimes of the state object: fresh for half the refresh window, then usable (stale) up to the hard age
 /// limit, after which it is gone and the next request fetches a whole snapshot before deciding.
 fn lifetimes(engine: &Engine, settings: &AdapterSettings) -> (Duration, Duration) {
-    let fresh = Duration::from_millis(u64::from(settings.state_refresh_ms / 2).max(1));
+    let fresh = Duration::from_millis(schedule(settings).fresh_ms());
     let usable = Duration::from_secs(u64::from(engine.config().state_max_age));
     (fresh, usable)
 }
@@ -414,12 +422,18 @@ pub fn for_request(engine: &Engine, settings: &AdapterSettings, now_ms: u64) -> 
     current
 }
 
-/// Whether the state should be refreshed before deciding: nothing cached, or not checked for the whole refresh
-/// window (the schedule; the stale policy reads the signed age).
+fn schedule(settings: &AdapterSettings) -> Schedule {
+    Schedule {
+        window_ms: u64::from(settings.state_refresh_ms),
+    }
+}
+
+/// Whether the state should be refreshed before deciding: this request holds the obligation and the engine's
+/// schedule says so (nothing cached, or not checked for the whole window; the stale policy reads the signed age).
+/// The back-off after a failure is the cache's own (`back_off` keeps the object fresh), so none is passed.
 pub fn refresh_first(current: &Current, settings: &AdapterSettings, now_ms: u64) -> bool {
-    current.must_refresh()
-        && (current.blob.is_none()
-            || now_ms.saturating_sub(current.times.checked_ms) >= u64::from(settings.state_refresh_ms))
+    let checked = current.blob.is_some().then_some(current.times.checked_ms);
+    current.must_refresh() && schedule(settings).due(checked, None, now_ms) == Refresh::BeforeDeciding
 }
 
 #[cfg(test)]

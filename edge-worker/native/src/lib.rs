@@ -21,10 +21,10 @@ use bytes::Bytes;
 use origin::{Fetched, Origin};
 use sharegate_edge::config::{ConfigError, ConfigSource, num, parse_signing_keys, url};
 use sharegate_edge::contract;
-use sharegate_edge::engine::{Allow, Decision, OriginFailure};
+use sharegate_edge::engine::Allow;
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::held;
-use sharegate_edge::response::{BodyPlan, ClientAsk, OriginAnswer, TagHeader};
+use sharegate_edge::response::{self, BodyPlan, ClientAsk, OriginAnswer, ResponsePlan, Step, TagHeader};
 use sharegate_edge::{EdgeConfig, Engine};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -365,11 +365,8 @@ async fn pull_state(edge: &Edge, since: u64) -> Result<Option<Bytes>, String> {
         return Ok(None);
     };
     let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
-    for (name, value) in held::state_request_headers(since) {
+    for (name, value) in held::state_request_headers(since, edge.opts.edge_token.as_deref()) {
         req = req.header(name, value);
-    }
-    if let Some(t) = &edge.opts.edge_token {
-        req = req.bearer_auth(t);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;
     match held::StateReply::of(resp.status().as_u16()) {
@@ -389,8 +386,8 @@ pub async fn pull_keys_once(edge: &Edge) -> Result<(), String> {
         return Ok(());
     };
     let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
-    if let Some(t) = &edge.opts.edge_token {
-        req = req.bearer_auth(t);
+    if let Some((name, value)) = held::bearer(edge.opts.edge_token.as_deref()) {
+        req = req.header(name, value);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;
     if !resp.status().is_success() {
@@ -427,14 +424,9 @@ async fn flush_events(edge: &Edge, force: bool) {
     let Some(pending) = pending else { return };
     let edge_id = edge.engine.load().config().edge_id.clone();
     let json = pending.to_json(&edge_id);
-    let mut req = edge
-        .client
-        .post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(json)
-        .timeout(Duration::from_secs(5));
-    if let Some(t) = &edge.opts.edge_token {
-        req = req.bearer_auth(t);
+    let mut req = edge.client.post(url).body(json).timeout(Duration::from_secs(5));
+    for (name, value) in held::events_request_headers(edge.opts.edge_token.as_deref()) {
+        req = req.header(name, value);
     }
     let ok = matches!(req.send().await, Ok(r) if r.status().is_success());
     if !ok && let Ok(mut b) = edge.events.lock() {
@@ -582,21 +574,13 @@ fn respond(status: u16, headers: &sharegate_edge::engine::Headers, body: Body) -
     r
 }
 
-/// The engine's answer to an origin failure.
-fn failure(f: &OriginFailure) -> Response<Body> {
-    let mut r = respond(f.status, &f.headers, Body::from(f.body));
-    r.headers_mut()
-        .entry(header::CONTENT_TYPE)
-        .or_insert(HeaderValue::from_static("application/json"));
-    r
-}
-
-async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<Body> {
+/// The engine's view of the request, the engine to decide it with, and what the client asked of the answer. A request
+/// that bypassed the trusted proxy has no country source: country rules are refused for it (or follow the lenient
+/// rule, if chosen), rather than read as "unknown country", which passes every deny list.
+fn read_request<'r>(edge: &Edge, req: &'r Request<Body>) -> (Arc<Engine>, sharegate_edge::Request<'r>, ClientAsk<'r>) {
     let h = req.headers();
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let client = client::facts(&edge.opts.client_sources, peer, h);
-    // A request that bypassed the trusted proxy has no country source: country rules are refused for it (or follow
-    // the lenient rule, if chosen), rather than read as "unknown country", which passes every deny list.
     let engine = if client.vouched {
         edge.engine.load_full()
     } else {
@@ -614,55 +598,59 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
         client_ip: client.ip,
         country: client.country,
     };
-    let now = now_secs();
-    let decision = sharegate_edge::held::decide(&engine, edge.held.load().as_deref(), &ereq, now);
     let ask = ClientAsk {
         head: req.method() == Method::HEAD,
         range: text(header::RANGE),
     };
-    match decision {
-        Decision::Preflight(headers) => respond(204, &headers, Body::empty()),
-        Decision::Deny(d) => {
-            edge.record(d.event);
-            let body = if ask.head { Body::empty() } else { Body::from(d.body) };
-            respond(d.status, &d.headers, body)
-        }
-        Decision::Allow(mut a) => {
-            edge.record(a.event.take());
-            serve_allowed(&edge, &engine, &a, now, ask).await
-        }
+    (engine, ereq, ask)
+}
+
+/// Read the request, ask the engine, and send its answer (fetching first when it allows).
+async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<Body> {
+    let (engine, ereq, ask) = read_request(&edge, &req);
+    let now = now_secs();
+    let decision = held::decide(&engine, edge.held.load().as_deref(), &ereq, now);
+    let (step, event) = response::plan(decision, ask);
+    edge.record(event);
+    match step {
+        Step::Answer(plan) => send(plan, &Bytes::new()),
+        Step::Fetch(a) => serve_allowed(&edge, &engine, &a, now, ask).await,
     }
 }
 
 /// Fetch (through the in-memory cache), ask the engine, move the bytes.
 async fn serve_allowed(edge: &Edge, engine: &Engine, a: &Allow, now: u64, ask: ClientAsk<'_>) -> Response<Body> {
     let Some(f) = edge.fetch(a).await else {
-        return failure(&a.origin_unavailable(engine.config().reason_header));
+        return send(a.unavailable(engine.config().reason_header, ask), &Bytes::new());
     };
     let origin = OriginAnswer {
         status: f.status,
         length: Some(f.body.len() as u64),
         content_type: f.content_type.as_deref(),
         cache_control: f.cache_control.as_deref(),
-        content_range: None,
         sliceable: true,
+        ..OriginAnswer::default()
     };
     let mut plan = a.respond(ask, &origin, TagHeader::SurrogateKey);
-    let body = match &plan.body {
-        BodyPlan::Whole => Body::from(f.body.clone()),
-        BodyPlan::Slice { start, end } => {
-            let range = usize::try_from(*start).ok().zip(usize::try_from(*end).ok());
-            // The plan's range lies within the body it was planned from; the guard only keeps a slip from panicking.
-            match range.filter(|(_, e)| *e < f.body.len()) {
-                Some((s, e)) => Body::from(f.body.slice(s..=e)),
-                None => Body::from(f.body.clone()),
-            }
-        }
-        BodyPlan::Rewrite(_) => match plan.finish_rewrite(engine, &f.body, now) {
-            Ok(bytes) => Body::from(bytes),
-            Err(bad) => return failure(&bad),
+    if plan.needs_body() {
+        plan.finish(engine, f.body.to_vec(), now);
+    }
+    send(plan, &f.body)
+}
+
+/// The engine's plan as a response; `origin` is the body its `Whole` and `Slice` name (segments are shared with the
+/// cache, never copied).
+fn send(plan: ResponsePlan, origin: &Bytes) -> Response<Body> {
+    let body = match plan.body {
+        BodyPlan::Whole => Body::from(origin.clone()),
+        // The plan's range lies within the body it was planned from; the guard only keeps a slip from panicking.
+        BodyPlan::Slice { start, end } => match usize::try_from(start).ok().zip(usize::try_from(end).ok()) {
+            Some((s, e)) if e < origin.len() => Body::from(origin.slice(s..=e)),
+            _ => Body::from(origin.clone()),
         },
-        BodyPlan::Empty => Body::empty(),
+        BodyPlan::Bytes(b) => Body::from(b),
+        // Rewrite and Buffer are finished before sending; nothing is left to send for them.
+        BodyPlan::Empty | BodyPlan::Rewrite(_) | BodyPlan::Buffer(_) => Body::empty(),
     };
     respond(plan.status, &plan.headers, body)
 }
