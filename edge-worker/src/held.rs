@@ -259,13 +259,14 @@ pub fn bearer(token: Option<&str>) -> Option<(&'static str, alloc::string::Strin
     token.map(|t| ("authorization", alloc::format!("Bearer {t}")))
 }
 
-/// The headers of a request to the control plane's state endpoint from an edge holding generation `since` (0:
-/// none): the generation, so the answer is what follows it, the ask for a signed freshness message when current,
-/// and the edge's credential.
-pub fn state_request_headers(since: u64, token: Option<&str>) -> Vec<(&'static str, alloc::string::String)> {
+/// The headers of a request to the control plane's state endpoint from an edge holding generation `since` (`None`:
+/// no state yet): the generation, so the answer is what follows it, the ask for a signed freshness message when
+/// current, and the edge's credential. An edge holding generation 0 (nothing revoked yet) says so too: otherwise
+/// every pull would be answered with a whole snapshot instead of the short freshness message.
+pub fn state_request_headers(since: Option<u64>, token: Option<&str>) -> Vec<(&'static str, alloc::string::String)> {
     use crate::contract::headers;
     let mut h = Vec::with_capacity(3);
-    if since != 0 {
+    if let Some(since) = since {
         h.push((headers::GENERATION, alloc::format!("{since}")));
     }
     h.push((headers::FRESHNESS, headers::FRESHNESS_SIGNED.into()));
@@ -371,9 +372,9 @@ impl fmt::Display for StateReply {
 /// Whether a pulled answer that [`offer`] refused calls for fetching the whole state (asking as an edge that holds
 /// nothing) and offering that: a delta that does not chain onto the held generation (one was missed), or word that a
 /// newer generation exists. Every edge does so, so it stays exact and live rather than failing until the next pull
-/// happens to bring a snapshot. An edge that already asked as holding nothing (`since == 0`) does not ask again.
-pub fn needs_snapshot(refused: &OfferError, since: u64) -> bool {
-    since != 0 && matches!(refused, OfferError::Gap { .. } | OfferError::Behind { .. })
+/// happens to bring a snapshot. An edge that already asked as holding nothing (`since` is `None`) does not ask again.
+pub fn needs_snapshot(refused: &OfferError, since: Option<u64>) -> bool {
+    since.is_some() && matches!(refused, OfferError::Gap { .. } | OfferError::Behind { .. })
 }
 
 #[cfg(test)]
@@ -388,18 +389,24 @@ mod tests {
         assert_eq!(StateReply::of(204), StateReply::Unconfirmed);
         assert_eq!(StateReply::of(503), StateReply::Failed(503));
         assert_eq!(
-            state_request_headers(0, None),
+            state_request_headers(None, None),
             alloc::vec![("x-sharegate-freshness", "1".into())]
         );
         assert_eq!(
-            state_request_headers(7, None),
+            state_request_headers(Some(7), None),
             alloc::vec![
                 ("x-sharegate-generation", "7".into()),
                 ("x-sharegate-freshness", "1".into())
             ]
         );
+        // Holding generation 0 (nothing revoked yet) is holding a state: the answer can be the short freshness
+        // message rather than a whole snapshot.
         assert_eq!(
-            state_request_headers(0, Some("t0k")),
+            state_request_headers(Some(0), None)[0],
+            ("x-sharegate-generation", "0".into())
+        );
+        assert_eq!(
+            state_request_headers(None, Some("t0k")),
             alloc::vec![
                 ("x-sharegate-freshness", "1".into()),
                 ("authorization", "Bearer t0k".into())
@@ -415,10 +422,11 @@ mod tests {
         assert_eq!(events_request_headers(None).len(), 1);
         let gap = OfferError::Gap { held: 3, base: 4 };
         let behind = OfferError::Behind { held: 3, current: 5 };
-        assert!(needs_snapshot(&gap, 3) && needs_snapshot(&behind, 3));
-        assert!(!needs_snapshot(&gap, 0));
-        assert!(!needs_snapshot(&OfferError::Older { held: 3, offered: 2 }, 3));
-        assert!(!needs_snapshot(&OfferError::Invalid("mac"), 3));
+        assert!(needs_snapshot(&gap, Some(3)) && needs_snapshot(&behind, Some(3)));
+        assert!(needs_snapshot(&gap, Some(0)));
+        assert!(!needs_snapshot(&gap, None));
+        assert!(!needs_snapshot(&OfferError::Older { held: 3, offered: 2 }, Some(3)));
+        assert!(!needs_snapshot(&OfferError::Invalid("mac"), Some(3)));
     }
     #[test]
     fn the_refresh_schedule() {

@@ -312,7 +312,7 @@ struct StateAnswer {
 
 async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
     let held = HELD.with(|h| h.borrow().clone());
-    let since = held.as_ref().map_or(0, |h| h.generation);
+    let since = held.as_ref().map(|h| h.generation);
     let answer = state_answer(rt, host, since).await?;
     if answer.bytes.is_empty() {
         // Unsigned, so replayable: it confirms nothing, and the state ages towards the stale policy.
@@ -325,7 +325,7 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
         // A delta that does not chain onto ours (we missed one), or word that a newer generation exists: ask for
         // the whole state.
         Err(e) if held::needs_snapshot(&e, since) => {
-            let full = state_answer(rt, host, 0).await?;
+            let full = state_answer(rt, host, None).await?;
             held::offer(held.as_deref(), key, &full.bytes, now)
                 .map_err(|e| e.to_string())?
                 .0
@@ -349,13 +349,15 @@ async fn refresh(rt: &Runtime, host: &str) -> Result<(), String> {
 /// control plane said when it signed it. The answers live in
 /// a cache of their own (`caches.open("sharegate-state")`), apart from the zone cache that fetches and viewers go
 /// through, so no request to the zone reads or writes them.
-async fn state_answer(rt: &Runtime, host: &str, since: u64) -> Result<StateAnswer, String> {
+async fn state_answer(rt: &Runtime, host: &str, since: Option<u64>) -> Result<StateAnswer, String> {
     let Some(url) = rt.settings.state_url.as_deref() else {
         return Err("no state URL".into());
     };
     let half = rt.schedule().fresh_ms();
     let cache = Cache::open("sharegate-state".to_string()).await;
-    let cache_key = format!("https://{host}{}{since}", paths::STATE_CACHE_PREFIX);
+    // Holding nothing and holding generation 0 are different questions with different answers.
+    let since_key = since.map_or_else(|| "none".to_string(), |g| g.to_string());
+    let cache_key = format!("https://{host}{}{since_key}", paths::STATE_CACHE_PREFIX);
     if let Ok(Some(mut cached)) = cache.get(&cache_key, false).await {
         let at_ms: u64 = cached
             .headers()

@@ -216,7 +216,12 @@ pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response 
     };
     let answer = OriginAnswer {
         status: meta.status,
-        length: source.length(&meta),
+        // An uncached body's Content-Length is the origin's word, not the bytes: a range over it is cut from what
+        // was read (a short body then gives a short 206 or a 416, never a Content-Range over missing bytes).
+        length: match (&source, ask.range) {
+            (Source::Direct(_), Some(_)) if !ask.head => None,
+            _ => source.length(&meta),
+        },
         content_type: meta.content_type.as_deref(),
         cache_control: meta.cache_control.as_deref(),
         // No range goes to the origin: ranges are cut here, from the cached object in place.

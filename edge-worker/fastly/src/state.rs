@@ -223,7 +223,7 @@ pub fn lookup() -> Current {
 /// The control plane's answer for `since`: a snapshot, a delta, or the signed freshness message when current. A
 /// bare 304 (a control plane from before signed freshness) is refused: unsigned, it could be a replay, and
 /// confirms nothing.
-fn fetch(settings: &AdapterSettings, since: u64) -> Result<Vec<u8>, String> {
+fn fetch(settings: &AdapterSettings, since: Option<u64>) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let mut req = Request::get(url).with_pass(true);
     for (name, value) in held::state_request_headers(since, settings.edge_token.as_deref()) {
@@ -307,7 +307,7 @@ fn try_refresh(
 ) -> Result<(Vec<u8>, Times), String> {
     let held = blob.and_then(|b| held_from(b, times.as_of));
     let key = engine.config().state_key.as_ref();
-    let since = held.as_ref().map_or(0, |h| h.generation);
+    let since = held.as_ref().map(|h| h.generation);
     let now = now_ms / 1000;
     let result = (|| {
         let bytes = fetch(settings, since)?;
@@ -316,7 +316,7 @@ fn try_refresh(
             // A delta that does not chain onto ours (we missed one, or hold the most deltas), or word that a newer
             // generation exists: the whole state.
             Err(e) if held::needs_snapshot(&e, since) => {
-                let full = fetch(settings, 0)?;
+                let full = fetch(settings, None)?;
                 held::offer(held.as_ref(), key, &full, now)
                     .map_err(|e| e.to_string())?
                     .0
@@ -368,7 +368,7 @@ fn try_refresh(
                 .map_err(|e| format!("state insert: {e:?}"))?;
             w.write_all(&out).map_err(|e| e.to_string())?;
             w.finish().map_err(|e| e.to_string())?;
-            if next.generation > since
+            if Some(next.generation) > since
                 && let Err(e) = write_floor(next.generation)
             {
                 eprintln!("sharegate: {e}");

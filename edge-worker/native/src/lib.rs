@@ -343,13 +343,13 @@ pub fn spawn_background(edge: &Arc<Edge>) {
 /// keeps the state but vouches for nothing, so the state ages. A delta that does not chain onto what is held (or word
 /// that a newer generation exists) is followed by a fetch of the whole state, as on every edge.
 pub async fn pull_once(edge: &Edge) -> Result<(), String> {
-    let since = edge.generation().unwrap_or(0);
+    let since = edge.generation();
     let Some(bytes) = pull_state(edge, since).await? else {
         return Ok(());
     };
     match edge.offer_state(&bytes) {
         Err(e) if held::needs_snapshot(&e, since) => {
-            let Some(whole) = pull_state(edge, 0).await? else {
+            let Some(whole) = pull_state(edge, None).await? else {
                 return Ok(());
             };
             edge.offer_state(&whole).map(drop).map_err(|e| e.to_string())
@@ -360,7 +360,7 @@ pub async fn pull_once(edge: &Edge) -> Result<(), String> {
 
 /// One answer of the state endpoint for an edge holding `since`: the bytes to offer, or `None` when it confirmed
 /// nothing.
-async fn pull_state(edge: &Edge, since: u64) -> Result<Option<Bytes>, String> {
+async fn pull_state(edge: &Edge, since: Option<u64>) -> Result<Option<Bytes>, String> {
     let Some(url) = edge.opts.state_url.as_deref() else {
         return Ok(None);
     };
