@@ -4,7 +4,7 @@
 //!
 //! The points sit between the steps that must survive a crash in any order: before and after a revocation, share
 //! deletion or key rotation commits, after it is published, and around the idempotency mark. The list is
-//! [`POINTS`]; `control-plane/tests/crash.rs` kills the service at each of them and checks that the retried call
+//! [`POINTS`]; `sharegate/tests/crash.rs` kills the service at each of them and checks that the retried call
 //! completes exactly once.
 
 use std::sync::OnceLock;

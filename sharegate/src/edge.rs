@@ -142,7 +142,7 @@ pub async fn serve_demo(
         ),
         (edge_keys::STATE_KEY.to_string(), hex::encode(state_key.expose())),
     ]);
-    let config = EdgeConfig::from_source(&settings).map_err(|e| anyhow!("{e}"))?;
+    let config = EdgeConfig::from_source(&settings)?;
     let mut buf = TokenBuf::new();
     let claims = decode_unverified(token, &mut buf)?;
     let issued = [IssuedToken {

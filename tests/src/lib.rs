@@ -137,8 +137,8 @@ impl Suite {
 
     /// Mint every token of the suite at `now`.
     pub fn mint(&self, now: u64) -> Result<Minted> {
-        let ring = parse_signing_keys(self.key("signing"), 86_400).map_err(|e| anyhow!("{e}"))?;
-        let foreign = parse_signing_keys(self.key("foreign"), 86_400).map_err(|e| anyhow!("{e}"))?;
+        let ring = parse_signing_keys(self.key("signing"), 86_400)?;
+        let foreign = parse_signing_keys(self.key("foreign"), 86_400)?;
         let mut tokens = HashMap::new();
         let specs = self.doc["tokens"].as_object().context("tokens")?;
         for (name, spec) in specs {
@@ -159,13 +159,11 @@ impl Suite {
                     // Sign with the `next` key, as a control plane that rotated before this edge heard of it would.
                     let mut r = sharegate_shared::keys::KeyRing::new(86_400);
                     let next = ring.get(2).context("key 2")?;
-                    r.insert(2, sharegate_shared::keys::KeyState::Active, next.secret.clone())
-                        .map_err(|e| anyhow!("{e}"))?;
+                    r.insert(2, sharegate_shared::keys::KeyState::Active, next.secret.clone())?;
                     Minter::new(&r, policy)
                 }
                 _ => Minter::new(&ring, policy),
-            }
-            .map_err(|e| anyhow!("{e}"))?;
+            }?;
             let ip = get("ip")
                 .map(|s| -> Result<IpPrefix> {
                     let (a, l) = s.split_once('/').context("ip/len")?;
