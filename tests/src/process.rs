@@ -18,14 +18,16 @@ pub struct RuntimeProcess {
 }
 
 impl RuntimeProcess {
-    /// Spawn `cmd` (which serves on `port`) with its output in `dir/<name>.log`, and wait until `GET probe` gets any
-    /// HTTP answer. `dir` (the runtime's configuration) lives as long as the process.
+    /// Spawn `cmd` (which serves on `port`) with its output in `dir/<name>.log`, and wait until `GET probe` gets an
+    /// HTTP answer that `ours` recognises as the runtime's own. `dir` (the runtime's configuration) lives as long as
+    /// the process.
     pub async fn spawn(
         name: &'static str,
         mut cmd: Command,
         dir: tempfile::TempDir,
         port: u16,
         probe: &str,
+        ours: fn(&reqwest::Response) -> bool,
         limit: Duration,
     ) -> Result<RuntimeProcess> {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
@@ -44,23 +46,26 @@ impl RuntimeProcess {
             child,
             dir,
         };
-        p.wait_ready(probe, limit).await?;
+        p.wait_ready(probe, ours, limit).await?;
         Ok(p)
     }
 
-    async fn wait_ready(&mut self, probe: &str, limit: Duration) -> Result<()> {
+    async fn wait_ready(&mut self, probe: &str, ours: fn(&reqwest::Response) -> bool, limit: Duration) -> Result<()> {
         let start = Instant::now();
         let client = reqwest::Client::new();
         while start.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited ({status}):\n{}", self.name, self.log_tail());
             }
+            // Only the runtime's own answer counts: ports are picked free and handed over, so another process can
+            // take one in between (another test's workerd inspector answers any GET with 500 "Not yet
+            // implemented"), and any answer at all would pass for ready.
             if client
                 .get(format!("{}{probe}", self.base))
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await
-                .is_ok()
+                .is_ok_and(|r| ours(&r))
             {
                 return Ok(());
             }

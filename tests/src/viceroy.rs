@@ -193,13 +193,19 @@ impl Viceroy {
             .arg(&config)
             .args(["--addr", &format!("127.0.0.1:{port}")])
             .arg(wasm);
-        // Any HTTP answer means the app is being served.
         let p = RuntimeProcess::spawn(
             "viceroy",
             cmd,
             dir,
             port,
             sharegate_edge::contract::paths::READY,
+            // The app answers the probe (a tokenless path) with its own JSON refusal, or a misconfigured app with
+            // its JSON 500: either is the app being served.
+            |r| {
+                r.headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+            },
             Duration::from_secs(60),
         )
         .await?;

@@ -168,6 +168,8 @@ impl WranglerDev {
             dir,
             port,
             sharegate_edge::contract::paths::STATUS,
+            // The worker's status answer is a 200.
+            |r| r.status().is_success(),
             Duration::from_secs(90),
         )
         .await?;
