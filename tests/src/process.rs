@@ -17,18 +17,23 @@ pub struct RuntimeProcess {
     dir: tempfile::TempDir,
 }
 
+/// When a spawned runtime counts as started: `GET probe` gets an answer that `ours` recognises as the runtime's own,
+/// within `limit`.
+pub struct Ready {
+    pub probe: &'static str,
+    pub ours: fn(&reqwest::Response) -> bool,
+    pub limit: Duration,
+}
+
 impl RuntimeProcess {
-    /// Spawn `cmd` (which serves on `port`) with its output in `dir/<name>.log`, and wait until `GET probe` gets an
-    /// HTTP answer that `ours` recognises as the runtime's own. `dir` (the runtime's configuration) lives as long as
-    /// the process.
+    /// Spawn `cmd` (which serves on `port`) with its output in `dir/<name>.log`, and wait until it is `ready`. `dir`
+    /// (the runtime's configuration) lives as long as the process.
     pub async fn spawn(
         name: &'static str,
         mut cmd: Command,
         dir: tempfile::TempDir,
         port: u16,
-        probe: &str,
-        ours: fn(&reqwest::Response) -> bool,
-        limit: Duration,
+        ready: Ready,
     ) -> Result<RuntimeProcess> {
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
         cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
@@ -46,14 +51,14 @@ impl RuntimeProcess {
             child,
             dir,
         };
-        p.wait_ready(probe, ours, limit).await?;
+        p.wait_ready(&ready).await?;
         Ok(p)
     }
 
-    async fn wait_ready(&mut self, probe: &str, ours: fn(&reqwest::Response) -> bool, limit: Duration) -> Result<()> {
+    async fn wait_ready(&mut self, ready: &Ready) -> Result<()> {
         let start = Instant::now();
         let client = reqwest::Client::new();
-        while start.elapsed() < limit {
+        while start.elapsed() < ready.limit {
             if let Some(status) = self.child.try_wait()? {
                 bail!("{} exited ({status}):\n{}", self.name, self.log_tail());
             }
@@ -61,17 +66,22 @@ impl RuntimeProcess {
             // take one in between (another test's workerd inspector answers any GET with 500 "Not yet
             // implemented"), and any answer at all would pass for ready.
             if client
-                .get(format!("{}{probe}", self.base))
+                .get(format!("{}{}", self.base, ready.probe))
                 .timeout(Duration::from_secs(10))
                 .send()
                 .await
-                .is_ok_and(|r| ours(&r))
+                .is_ok_and(|r| (ready.ours)(&r))
             {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        bail!("{} did not answer within {limit:?}:\n{}", self.name, self.log_tail())
+        bail!(
+            "{} did not answer within {:?}:\n{}",
+            self.name,
+            ready.limit,
+            self.log_tail()
+        )
     }
 
     /// The runtime's configuration directory.
@@ -79,9 +89,14 @@ impl RuntimeProcess {
         self.dir.path()
     }
 
+    /// The runtime's output so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+
     /// The last lines of the runtime's output (for failure messages).
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join(format!("{}.log", self.name))).unwrap_or_default();
+        let log = self.log();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }

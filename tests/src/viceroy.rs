@@ -6,7 +6,7 @@
 //! events URLs, the Config Store with the plain settings and the Secret Store with the secrets — the same split as
 //! in production (`docs/fastly.md`). Everything above `[local_server]` is kept as it is.
 
-use crate::process::RuntimeProcess;
+use crate::process::{Ready, RuntimeProcess};
 use crate::repo_root;
 use crate::wrangler::free_port;
 use anyhow::{Context, Result, bail};
@@ -198,15 +198,14 @@ impl Viceroy {
             cmd,
             dir,
             port,
-            sharegate_edge::contract::paths::READY,
-            // The app answers the probe (a tokenless path) with its own JSON refusal, or a misconfigured app with
-            // its JSON 500: either is the app being served.
-            |r| {
-                r.headers()
-                    .get("content-type")
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+            Ready {
+                probe: sharegate_edge::contract::paths::READY,
+                // Any answer: the apps answer the probe in different ways (a refusal, a misconfigured 500, the
+                // pass-through app's origin 404), and Viceroy, unlike wrangler, starts no second server whose
+                // ephemeral ports could take ours.
+                ours: |_| true,
+                limit: Duration::from_secs(60),
             },
-            Duration::from_secs(60),
         )
         .await?;
         Ok(Viceroy(p))

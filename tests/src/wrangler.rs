@@ -5,7 +5,7 @@
 //! absolute), the `[build]` section (the worker is built once beforehand, which saves ~5 s per start) and the
 //! overridden `[vars]` differ, plus a `.dev.vars` file for the secrets, as `wrangler dev` expects them.
 
-use crate::process::RuntimeProcess;
+use crate::process::{Ready, RuntimeProcess};
 use crate::repo_root;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -167,10 +167,12 @@ impl WranglerDev {
             cmd,
             dir,
             port,
-            sharegate_edge::contract::paths::STATUS,
-            // The worker's status answer is a 200.
-            |r| r.status().is_success(),
-            Duration::from_secs(90),
+            Ready {
+                probe: sharegate_edge::contract::paths::STATUS,
+                // The worker's status answer is a 200.
+                ours: |r| r.status().is_success(),
+                limit: Duration::from_secs(90),
+            },
         )
         .await?;
         Ok(WranglerDev(p))
