@@ -44,8 +44,10 @@ pub mod paths {
     pub const KEYS: &str = "/_sharegate/keys";
     /// `GET` (Fastly, local runs): answers once the app is up.
     pub const READY: &str = "/_sharegate/ready";
-    /// Prefix of the Cloudflare worker's cache entries for state answers (`…/state-cache/<generation>`).
-    pub const STATE_CACHE_PREFIX: &str = "/_sharegate/state-cache/";
+    /// Prefix of the Cloudflare worker's cache entries for state answers (`…/state-cache/v2/<generation|none>`).
+    /// `v2`: since edges holding generation 0 say so, the entry for 0 can hold a freshness-only answer; workers of
+    /// the previous version, which read `…/state-cache/0` while holding nothing, must never see it during a rollout.
+    pub const STATE_CACHE_PREFIX: &str = "/_sharegate/state-cache/v2/";
 }
 
 /// Cache tags (Cloudflare) / surrogate keys (Fastly, native): what an allowed response is tagged with, and what a

@@ -329,8 +329,8 @@ impl Minted {
     }
 }
 
-/// Check a response against an `expect` object. `Err` says what differs.
-pub fn check(minted: &Minted, expect: &Value, resp: &HttpResponse) -> Result<()> {
+/// Check a response to a request with `method` against an `expect` object. `Err` says what differs.
+pub fn check(minted: &Minted, expect: &Value, method: &str, resp: &HttpResponse) -> Result<()> {
     let want = expect["status"].as_u64().unwrap_or(200) as u16;
     let body = String::from_utf8_lossy(&resp.body);
     if resp.status != want {
@@ -342,9 +342,10 @@ pub fn check(minted: &Minted, expect: &Value, resp: &HttpResponse) -> Result<()>
     }
     if let Some(reason) = expect.get("reason").and_then(Value::as_str) {
         let needle = format!("\"error\":\"{reason}\"");
-        // A HEAD denial has no body: its reason header says it.
-        let by_header =
-            resp.body.is_empty() && resp.headers.get("x-sharegate-reason").map(String::as_str) == Some(reason);
+        // A HEAD denial has no body: its reason header says it. (A GET denial must carry its JSON body.)
+        let by_header = method.eq_ignore_ascii_case("HEAD")
+            && resp.body.is_empty()
+            && resp.headers.get("x-sharegate-reason").map(String::as_str) == Some(reason);
         if !body.contains(&needle) && !by_header {
             bail!("body lacks reason {reason}: {body}");
         }
@@ -704,7 +705,7 @@ pub async fn run_case_http(
         o.clear();
     }
     let resp = raw_http(addr, addr, &req, &extra).await?;
-    check(minted, expect, &resp)?;
+    check(minted, expect, &req.method, &resp)?;
     if let Some(o) = origin
         && let Some(leak) = o.requests().iter().find(|t| {
             t.starts_with("/t/") || t.contains("sg=") || minted.tokens.values().any(|tok| t.contains(tok.as_str()))

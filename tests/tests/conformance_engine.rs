@@ -45,7 +45,7 @@ fn engine_decisions_match_the_suite() {
         let d = engine.decide(&req, now, input);
         // The planned answer meets every expectation of the case (its follow-up steps are for runtimes).
         let answer = sharegate_e2e::engine_answer(&engine, d.clone(), &r, now);
-        if let Err(e) = sharegate_e2e::check(&minted, e_without_follow(&case["expect"]).as_ref(), &answer) {
+        if let Err(e) = sharegate_e2e::check(&minted, e_without_follow(&case["expect"]).as_ref(), &r.method, &answer) {
             failures.push(format!("{name}: planned answer: {e:#}"));
         }
         let e = &case["expect"];

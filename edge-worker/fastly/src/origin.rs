@@ -235,7 +235,13 @@ pub fn serve(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> Response 
         plan.finish(&rt.engine, source.bytes(), now);
         return send(plan, None);
     }
-    send(plan, Some(source))
+    let mut r = send(plan, Some(source));
+    // A HEAD's framing is what its headers say, even with no length known (an uncached chunked origin): Fastly
+    // would otherwise frame the empty body and state a length of 0.
+    if ask.head {
+        r.set_framing_headers_mode(FramingHeadersMode::ManuallyFromHeaders);
+    }
+    r
 }
 
 /// The engine's plan as a response: its status and headers, and the body it names (`source`'s, whole or a range read
