@@ -265,6 +265,21 @@ pub struct ClientShare {
     pub channel: Option<String>,
     #[arg(long)]
     pub campaign: Option<String>,
+    /// Lifetime of each token a viewer gets, seconds (default: the service's, 600 within the bounds).
+    #[arg(long)]
+    pub ttl: Option<u32>,
+    /// What the share page and the embed show as the title (default: the asset id).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// The branding preset of its player (default: `default`).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// A site that may embed its player, as an origin like https://example.com (repeatable; default: any site).
+    #[arg(long = "embed-origin")]
+    pub embed_origins: Vec<String>,
+    /// No site may embed its player.
+    #[arg(long, conflicts_with = "embed_origins")]
+    pub no_embed: bool,
 }
 
 #[derive(Args)]
@@ -489,7 +504,14 @@ impl ClientShare {
             expires_at: self.expires_at,
             channel: self.channel.clone(),
             campaign: self.campaign.clone(),
-            ttl: None,
+            ttl: self.ttl,
+            title: self.title.clone(),
+            preset: self.preset.clone(),
+            embed_origins: match (self.no_embed, self.embed_origins.is_empty()) {
+                (true, _) => Some(Vec::new()),
+                (false, true) => None,
+                (false, false) => Some(self.embed_origins.clone()),
+            },
         }
     }
 }

@@ -335,6 +335,9 @@ mod tests {
             channel: None,
             campaign: None,
             ttl: None,
+            title: None,
+            preset: None,
+            embed_origins: None,
         };
         let minter = svc.client(Role::Minter);
         let a = minter.create_share(&share).await.unwrap();

@@ -132,6 +132,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
             })
             .collect(),
         edge_token: Some(secrets.edge_token.clone()),
+        player: player_settings()?,
         ..ServiceConfig::default()
     };
     let mut state = AppState::new(store.clone(), config, &secrets.ring, policy, secrets.state_key)?;
@@ -156,6 +157,33 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         state_key_hex: secrets.state_key_hex,
         edge_token: secrets.edge_token,
     })
+}
+
+/// How player tokens are bound to the viewer's network: `SHAREGATE_PLAYER_IPV4_PREFIX` (default 24) and
+/// `SHAREGATE_PLAYER_IPV6_PREFIX` (default 48), 0 to bind no network of that family; behind a proxy or CDN,
+/// `SHAREGATE_CLIENT_IP_HEADER` names the header whose last entry is the viewer's address.
+fn player_settings() -> Result<service::player::PlayerSettings> {
+    let mut p = service::player::PlayerSettings::default();
+    for (name, max, slot) in [
+        ("SHAREGATE_PLAYER_IPV4_PREFIX", 32, &mut p.bind_ipv4_prefix),
+        ("SHAREGATE_PLAYER_IPV6_PREFIX", 128, &mut p.bind_ipv6_prefix),
+    ] {
+        if let Ok(v) = std::env::var(name) {
+            *slot = v
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| anyhow!("{name} must be a prefix length from 0 to {max}, not {v:?}"))?;
+        }
+    }
+    if let Ok(h) = std::env::var("SHAREGATE_CLIENT_IP_HEADER") {
+        let h = h.trim().to_ascii_lowercase();
+        axum::http::HeaderName::from_bytes(h.as_bytes())
+            .map_err(|_| anyhow!("SHAREGATE_CLIENT_IP_HEADER {h:?} is not a header name"))?;
+        p.client_ip_header = (!h.is_empty()).then_some(h);
+    }
+    Ok(p)
 }
 
 /// The bootstrap admin key: from `SHAREGATE_ADMIN_KEY` (its hash is stored), or created once into a 0600 file in
@@ -185,6 +213,13 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<Pa
     Ok(Some(path))
 }
 
+/// The router, told each connection's peer address (the player binds viewer tokens to the viewer's network).
+fn with_peer(
+    router: axum::Router,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr> {
+    router.into_make_service_with_connect_info::<std::net::SocketAddr>()
+}
+
 /// `sharegate serve`: the control plane alone, until its listener fails.
 pub async fn serve(a: ServeArgs) -> Result<()> {
     let opts = ServeOptions {
@@ -200,7 +235,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(a.api_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, store = started.state.store.backend(), "sharegate control plane listening");
-    axum::serve(listener, service::router(started.state)).await?;
+    axum::serve(listener, with_peer(service::router(started.state))).await?;
     Ok(())
 }
 
@@ -228,7 +263,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     };
     edge::start_dev(&dev_edge, edge_listener)?;
     let state = started.state.clone();
-    tokio::spawn(async move { axum::serve(api, service::router(state)).await });
+    tokio::spawn(async move { axum::serve(api, with_peer(service::router(state))).await });
 
     let store = started.state.store.as_ref();
     let minter = dev_key(store, Role::Minter, "dev").await?;

@@ -143,6 +143,10 @@ permissions! {
     DeleteShares: [Minter, Responder] => "delete shares";
     /// `POST /v1/diagnose`.
     Diagnose: [Responder, Auditor, Minter] => "diagnose links";
+    /// `PUT /v1/presets/{name}`, `DELETE /v1/presets/{name}`.
+    ManagePresets: [Admin] => "manage player presets";
+    /// `GET /v1/presets`, `GET /v1/presets/{name}`.
+    ReadPresets: [Admin, Minter, Auditor] => "read player presets";
 }
 
 /// The store key of an API key: the hex SHA-256 of the whole key string.

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod observe;
 pub mod openapi;
+pub mod player;
 pub mod readiness;
 pub mod revocations;
 pub mod shares;
@@ -71,6 +72,8 @@ pub struct ServiceConfig {
     pub edges: Vec<EdgeTarget>,
     /// The credential edges present to pull state (`GET /v1/edge/state`); none: edges cannot pull.
     pub edge_token: Option<String>,
+    /// What viewer tokens minted for the player pages are bound to.
+    pub player: player::PlayerSettings,
 }
 
 /// An edge the control plane pushes state to.
@@ -93,6 +96,7 @@ impl Default for ServiceConfig {
             multivariant_name: "master.m3u8".into(),
             edges: Vec::new(),
             edge_token: None,
+            player: player::PlayerSettings::default(),
         }
     }
 }
@@ -202,6 +206,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/edge/state", get(edge_state::edge_state))
         .merge(assets::routes())
         .merge(shares::routes())
+        .merge(player::routes())
         .merge(keys::routes())
         .merge(observe::routes())
         .merge(audit_events::routes())
@@ -318,7 +323,8 @@ async fn audit_failures(
     );
     let path = req.uri().path().to_string();
     // Edge ingestion has its own credential and volume; viewers opening share links are not API callers.
-    if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") {
+    // Players asking for a token (`/v1/shares/{id}/playback`) are viewers too.
+    if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") || path.ends_with("/playback") {
         return next.run(req).await;
     }
     let method = req.method().to_string();

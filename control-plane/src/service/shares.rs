@@ -37,7 +37,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sharegate_shared::token::{Claims, Permissions, Text};
+use sharegate_shared::token::{Claims, IpPrefix, Permissions, Text};
 use std::sync::Arc;
 
 /// The header the product's auth proxy sets to the signed-in viewer's id (see the module docs).
@@ -85,6 +85,16 @@ pub struct ShareRequest {
     /// the request is refused. Default [`DEFAULT_SHARE_TTL`], brought within those bounds.
     #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<u32>,
+    /// What the share page and the embed show as the title (default: the asset id).
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The branding preset of its player (`PUT /v1/presets/{name}`); left out: the built-in `default`.
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// The sites that may embed its player (`/e/<id>`), as origins (`https://example.com`); left out: any site;
+    /// an empty list: none.
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
+    pub embed_origins: Option<Vec<String>>,
 }
 
 /// An optional request field that may be left out but not sent as `null`: the schema gives its type, not null, and
@@ -120,13 +130,24 @@ pub struct ShareRecord {
     pub deleted_at: Option<u64>,
     /// The revocation that ended its tokens (set with `deleted_at`).
     pub revocation: Option<String>,
+    /// Player title (records written before the player existed have none).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Branding preset name.
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// Sites that may embed it (`None`: any).
+    #[serde(default)]
+    pub embed_origins: Option<Vec<String>>,
 }
 
 /// A share as the API returns it: the record and its stable URL.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShareResponse {
-    /// The link to hand to viewers.
+    /// The link to hand to viewers: a player page in a browser, a redirect to the playlist for players.
     pub url: String,
+    /// The player made for an iframe (`<iframe src="…">`); it never carries a credential.
+    pub embed_url: String,
     /// The record.
     #[serde(flatten)]
     pub share: ShareRecord,
@@ -149,7 +170,6 @@ pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/shares", axum::routing::post(create))
         .route("/v1/shares/{id}", get(read).delete(delete))
-        .route("/s/{id}", get(open).options(preflight))
 }
 
 /// What a browser needs to follow a share link from another origin, on every `/s/` answer.
@@ -158,12 +178,12 @@ pub fn routes() -> Router<Arc<AppState>> {
 /// are allowed (`*` forbids them, and a share never reads cookies); the viewer id comes only from the product's auth
 /// proxy, so `x-sharegate-viewer` is deliberately not an allowed request header. The token URL the redirect leads
 /// to is on the edge, which sends its own CORS headers.
-fn cors(headers: &mut HeaderMap) {
+pub fn cors(headers: &mut HeaderMap) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
 }
 
 /// `OPTIONS /s/{id}`: the CORS preflight (public; nothing is looked up, so it says nothing about the share).
-async fn preflight() -> Response {
+pub async fn preflight() -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     cors(h);
@@ -186,7 +206,7 @@ fn parse_record(bytes: &[u8]) -> Result<ShareRecord, ApiError> {
 }
 
 /// Share ids are ours (`sh_` and 16 hex digits); anything else is answered as unknown without a store read.
-fn well_formed_id(id: &str) -> bool {
+pub fn well_formed_id(id: &str) -> bool {
     id.strip_prefix("sh_")
         .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
 }
@@ -195,6 +215,7 @@ fn response(s: &AppState, share: ShareRecord, revocation_receipt: Option<Receipt
     let base = s.config.share_base_url.trim_end_matches('/');
     ShareResponse {
         url: format!("{base}/s/{}", share.id),
+        embed_url: format!("{base}/e/{}", share.id),
         share,
         revocation_receipt,
     }
@@ -204,8 +225,24 @@ fn now32(now: u64) -> Result<u32, ApiError> {
     u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))
 }
 
+/// What a viewer's token is bound to beyond the share's own claims: the page origin its player runs on and the
+/// viewer's network (see `player::open`). Tokens from the bare redirect carry only an origin a browser sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// `scheme://host[:port]` the edge must see in `Origin` (or `Referer`).
+    pub origin: Option<String>,
+    /// The viewer's network.
+    pub network: Option<IpPrefix>,
+}
+
 /// The claims a share's token carries at `now` for `viewer` (expiry clamped to the share's).
-fn share_claims<'a>(share: &'a ShareRecord, viewer: Option<&'a str>, token_id: [u8; 12], iat: u32) -> Claims<'a> {
+fn share_claims<'a>(
+    share: &'a ShareRecord,
+    viewer: Option<&'a str>,
+    bind: &'a Binding,
+    token_id: [u8; 12],
+    iat: u32,
+) -> Claims<'a> {
     let exp = iat.saturating_add(share.ttl);
     // A token never outlives its share: opening a share a minute before it ends gives a one-minute token.
     let exp = share
@@ -222,6 +259,8 @@ fn share_claims<'a>(share: &'a ShareRecord, viewer: Option<&'a str>, token_id: [
         viewer: viewer.map(Text::from),
         campaign: share.campaign.as_deref().map(Text::from),
         channel: share.channel.as_deref().map(Text::from),
+        origin: bind.origin.as_deref().map(Text::from),
+        ip: bind.network,
         ..Claims::default()
     }
 }
@@ -264,6 +303,16 @@ async fn create(
     if req.invited.len() > MAX_INVITED {
         return Err(ApiError::Invalid(format!("at most {MAX_INVITED} invited viewers")));
     }
+    if let Some(t) = &req.title {
+        super::player::check_title(t)?;
+    }
+    if let Some(p) = &req.preset {
+        super::player::presets::ensure_exists(&s, p).await?;
+    }
+    let embed_origins = req
+        .embed_origins
+        .map(|list| super::player::normalise_origins(&list))
+        .transpose()?;
     let mut rid = [0u8; 8];
     getrandom::fill(&mut rid).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
     let share = ShareRecord {
@@ -279,13 +328,27 @@ async fn create(
         created_by: c.key_id.clone(),
         deleted_at: None,
         revocation: None,
+        title: req.title,
+        preset: req.preset,
+        embed_origins,
     };
     // Check now what every open will mint (syntax of each claim, and the size with the longest viewer id), so a
     // share that is accepted can always be opened.
+    // (with the longest origin binding a player can bring: the longest embed origin or the page's own).
     let longest = share.invited.iter().max_by_key(|v| v.len()).map(String::as_str);
-    let probe = share_claims(&share, longest, [0; 12], iat);
+    let widest = Binding {
+        origin: share
+            .embed_origins
+            .iter()
+            .flatten()
+            .chain([&s.config.share_base_url])
+            .max_by_key(|o| o.len())
+            .cloned(),
+        network: IpPrefix::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 48),
+    };
+    let probe = share_claims(&share, longest, &widest, [0; 12], iat);
     for viewer in &share.invited {
-        share_claims(&share, Some(viewer), [0; 12], iat)
+        share_claims(&share, Some(viewer), &widest, [0; 12], iat)
             .validate(&s.policy)
             .map_err(|e| ApiError::Invalid(format!("invited viewer {viewer:?}: {e}")))?;
     }
@@ -407,11 +470,16 @@ async fn delete(
 
 /// Why a viewer's open was refused: the API error shape, plus the statuses only `/s/` gives (410, audience 403).
 #[derive(Debug)]
-enum OpenError {
+pub enum OpenError {
+    /// A failure shaped like any API error.
     Api(ApiError),
+    /// A refusal of this share for this viewer.
     Refused {
+        /// 403, 404 or 410.
         status: StatusCode,
+        /// The reason code (`not_found`, `expired`, `sign_in_required`, `not_invited`, `embed_not_allowed`).
         code: &'static str,
+        /// In words.
         message: String,
     },
 }
@@ -428,12 +496,20 @@ impl From<crate::store::StoreError> for OpenError {
     }
 }
 
+impl OpenError {
+    /// Its status, code and message.
+    pub fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            OpenError::Api(ApiError::Refused(m)) => (StatusCode::UNPROCESSABLE_ENTITY, "asset_not_ready", m.clone()),
+            OpenError::Api(e) => (e.status(), e.code(), e.to_string()),
+            OpenError::Refused { status, code, message } => (*status, code, message.clone()),
+        }
+    }
+}
+
 impl IntoResponse for OpenError {
     fn into_response(self) -> Response {
-        let (status, code, message) = match self {
-            OpenError::Api(e) => (e.status(), e.code(), e.to_string()),
-            OpenError::Refused { status, code, message } => (status, code, message),
-        };
+        let (status, code, message) = self.parts();
         let body = serde_json::json!({ "error": code, "message": message });
         let mut resp = (status, Json(body)).into_response();
         // Refusals depend on who asks (the viewer header): never cache them either.
@@ -445,7 +521,8 @@ impl IntoResponse for OpenError {
     }
 }
 
-fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> OpenError {
+/// A refusal of this share for this viewer.
+pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> OpenError {
     OpenError::Refused {
         status,
         code,
@@ -453,23 +530,33 @@ fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -
     }
 }
 
-async fn open(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Result<Response, OpenError> {
-    let unknown = || refused(StatusCode::NOT_FOUND, "not_found", "this share link does not exist");
-    if !well_formed_id(&id) {
+/// The refusal of a share that does not exist (or was deleted: a viewer learns nothing about a withdrawn share).
+pub fn unknown() -> OpenError {
+    refused(StatusCode::NOT_FOUND, "not_found", "this share link does not exist")
+}
+
+/// A share a viewer may open now: found, not deleted, not expired, the viewer in its audience, the asset ready.
+#[derive(Debug)]
+pub struct Opened {
+    /// The stored record as read (a mint from it is refused if it changed meanwhile).
+    record: Vec<u8>,
+    /// The share.
+    pub share: ShareRecord,
+    /// The viewer id the product's auth proxy set, if any.
+    pub viewer: Option<String>,
+}
+
+/// Check that the viewer who sent `headers` may open share `id` now (nothing is written).
+pub async fn check_open(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Opened, OpenError> {
+    if !well_formed_id(id) {
         return Err(unknown());
     }
-    let record = s.store.get(Ns::Shares, &id).await?.ok_or_else(unknown)?;
+    let record = s.store.get(Ns::Shares, id).await?.ok_or_else(unknown)?;
     let share = parse_record(&record)?;
-    // Deleted reads as unknown: a viewer learns nothing about a withdrawn share.
     if share.deleted_at.is_some() {
         return Err(unknown());
     }
-    let now = now();
-    if share.expires_at.is_some_and(|e| now >= e) {
+    if share.expires_at.is_some_and(|e| now() >= e) {
         return Err(refused(StatusCode::GONE, "expired", "this share link has expired"));
     }
     let viewer = match headers.get(VIEWER_HEADER) {
@@ -478,11 +565,12 @@ async fn open(
             v.to_str()
                 .ok()
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| ApiError::Invalid(format!("{VIEWER_HEADER} must be visible ASCII")))?,
+                .ok_or_else(|| ApiError::Invalid(format!("{VIEWER_HEADER} must be visible ASCII")))?
+                .to_string(),
         ),
     };
-    match (share.audience, viewer) {
-        (Audience::Public, _) => {}
+    match (share.audience, viewer.as_deref()) {
+        (Audience::Public, _) | (Audience::SignedIn, Some(_)) => {}
         (Audience::SignedIn | Audience::Invited, None) => {
             return Err(refused(
                 StatusCode::FORBIDDEN,
@@ -490,7 +578,6 @@ async fn open(
                 "this share link is only for signed-in viewers",
             ));
         }
-        (Audience::SignedIn, Some(_)) => {}
         (Audience::Invited, Some(v)) => {
             if !share.invited.iter().any(|i| i == v) {
                 return Err(refused(
@@ -502,18 +589,40 @@ async fn open(
         }
     }
     // Checked on every open, as on every mint: an asset whose re-check failed stops getting new tokens.
-    super::assets::ensure_ready(&s, &share.asset).await?;
+    super::assets::ensure_ready(s, &share.asset).await?;
+    Ok(Opened { record, share, viewer })
+}
+
+/// A token minted for an opened share.
+#[derive(Debug, Clone)]
+pub struct ViewerToken {
+    /// The token.
+    pub token: String,
+    /// Its id (hex), the support reference's subject.
+    pub token_id: String,
+    /// Issued at, unix seconds.
+    pub iat: u32,
+    /// Expires at, unix seconds.
+    pub exp: u32,
+    /// The multivariant playlist URL on the edge, token in the path.
+    pub url: String,
+}
+
+/// Mint and record a token for an opened share, with `bind`ings. Like `POST /v1/links`, the issued log and a link
+/// record are written in one transaction, and only if the share is still as read: a delete acknowledged meanwhile
+/// must not be outlived by a token minted after it (its watermark covers only tokens issued before it).
+pub async fn mint_for(s: &AppState, opened: &Opened, bind: &Binding) -> Result<ViewerToken, OpenError> {
+    let share = &opened.share;
     let mut token_id = [0u8; 12];
     getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
-    // Minted only if the share is still as read: a delete acknowledged meanwhile must not be outlived by a token
-    // minted after it (its watermark covers only tokens issued before it). A share changes only when deleted.
     let unchanged = Check::Equals {
         ns: Ns::Shares,
-        key: &id,
-        value: &record,
+        key: &share.id,
+        value: &opened.record,
     };
-    let (token, _) = super::mint_recorded(&s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
-        share_claims(&share, viewer, token_id, iat)
+    let viewer = opened.viewer.as_deref();
+    let (token, claims) = super::mint_recorded(s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
+        share_claims(share, viewer, bind, token_id, iat)
     })
     .await
     .map_err(|e| match e {
@@ -521,19 +630,13 @@ async fn open(
         e => OpenError::Api(e),
     })?;
     let base = s.config.edge_base_url.trim_end_matches('/');
-    let location = format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name);
-    let location = HeaderValue::from_str(&location)
-        .map_err(|_| ApiError::Internal("token URL is not a valid header value".into()))?;
-    let mut resp = (
-        StatusCode::FOUND,
-        [
-            (header::LOCATION, location),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-    )
-        .into_response();
-    cors(resp.headers_mut());
-    Ok(resp)
+    Ok(ViewerToken {
+        url: format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name),
+        token_id: hex::encode(token_id),
+        iat: claims.iat,
+        exp: claims.exp,
+        token,
+    })
 }
 
 #[cfg(test)]
@@ -570,12 +673,21 @@ mod tests {
             created_by: "k".into(),
             deleted_at: None,
             revocation: None,
+            title: None,
+            preset: None,
+            embed_origins: None,
         };
-        assert_eq!(share_claims(&share, None, [0; 12], 1_000_000).exp, 1_000_100);
+        assert_eq!(
+            share_claims(&share, None, &Binding::default(), [0; 12], 1_000_000).exp,
+            1_000_100
+        );
         let open_ended = ShareRecord {
             expires_at: None,
             ..share
         };
-        assert_eq!(share_claims(&open_ended, None, [0; 12], 1_000_000).exp, 1_000_600);
+        assert_eq!(
+            share_claims(&open_ended, None, &Binding::default(), [0; 12], 1_000_000).exp,
+            1_000_600
+        );
     }
 }

@@ -106,3 +106,37 @@ async fn json_of(answer: reqwest::Response) -> serde_json::Value {
     let text = answer.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
+
+impl Dev {
+    /// Like [`Dev::start`], but serving the media under `origin` (a directory holding `demo/`, registered as the
+    /// asset `demo`) and writing its error output to `log`, so a failing test can show what the server said.
+    pub fn start_with_origin(data: &Path, api: u16, edge: u16, origin: &Path, log: &Path, env: &[(&str, &str)]) -> Dev {
+        let stderr = std::fs::File::create(log).unwrap();
+        let mut child = sharegate()
+            .args(["dev", "--data-dir", data.to_str().unwrap()])
+            .args([
+                "--api-addr",
+                &format!("127.0.0.1:{api}"),
+                "--edge-addr",
+                &format!("127.0.0.1:{edge}"),
+            ])
+            .args(["--origin", origin.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        for line in out.lines() {
+            let line = line.unwrap();
+            let done = line.contains("health:");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        Dev { child, lines }
+    }
+}
