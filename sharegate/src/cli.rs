@@ -518,8 +518,12 @@ impl ClientShare {
 
 impl ClientDiagnose {
     pub fn request(&self) -> DiagnoseRequest {
-        // One argument takes either: a URL has a scheme, a token never has `://`.
-        let (url, token) = if self.target.contains("://") {
+        // One argument takes any of: a URL has a scheme, a support reference starts `sg-`, a token has neither
+        // (a v1 token's first character encodes its version byte: `E`).
+        let reference = self.target.starts_with("sg-").then(|| self.target.clone());
+        let (url, token) = if reference.is_some() {
+            (None, None)
+        } else if self.target.contains("://") {
             (Some(self.target.clone()), None)
         } else {
             (None, Some(self.target.clone()))
@@ -532,6 +536,7 @@ impl ClientDiagnose {
             origin: self.origin.clone(),
             at: self.at,
             path: None,
+            reference,
         }
     }
 }

@@ -85,6 +85,12 @@ impl ApiClient {
         self.send(Method::POST, "/v1/shares", Some(req), None).await
     }
 
+    /// `GET /v1/shares/{id}` (roles minter, auditor).
+    pub async fn read_share(&self, id: &str) -> Result<Answer> {
+        self.send::<()>(Method::GET, &format!("/v1/shares/{id}"), None, None)
+            .await
+    }
+
     /// `POST /v1/diagnose` (roles responder, auditor, minter).
     pub async fn diagnose(&self, req: &DiagnoseRequest) -> Result<Answer> {
         self.send(Method::POST, "/v1/diagnose", Some(req), None).await
@@ -279,6 +285,7 @@ mod tests {
             origin: None,
             at: None,
             path: None,
+            reference: None,
         };
         let a = responder.diagnose(&d).await.unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);

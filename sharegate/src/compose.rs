@@ -14,6 +14,7 @@ use crate::edge::{self, DevEdge};
 use anyhow::{Context, Result, anyhow};
 use sharegate_control_plane::service::assets::{AssetRecord, RegisterRequest};
 use sharegate_control_plane::service::auth::{self, Role};
+use sharegate_control_plane::service::shares::{Audience, ShareRequest, ShareResponse};
 use sharegate_control_plane::service::{self, AppState, EdgeTarget, ServiceConfig};
 use sharegate_control_plane::store::{Ns, Store, open_store};
 use sharegate_control_plane::{purge, service::keys};
@@ -271,11 +272,17 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let admin = dev_key(store, Role::Admin, "dev (this run)").await?;
     register_demo(&ApiClient::new(&api_url, admin), &a.origin).await?;
     let responder = dev_key(store, Role::Responder, "dev (this run)").await?;
+    let share = demo_share(&ApiClient::new(&api_url, minter.clone()), &a.data_dir).await?;
 
     let admin_file = a.data_dir.join("admin.key");
     println!(
         "sharegate dev: control plane {api_url}, edge {edge_url}, data in {}",
         a.data_dir.display()
+    );
+    println!("  open in a browser: {}   (the demo's share page)", share.url);
+    println!(
+        "  embed:   <iframe src=\"{}\" allow=\"autoplay; fullscreen\"></iframe>",
+        share.embed_url
     );
     // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file). A key from
     // SHAREGATE_ADMIN_KEY is never written to a file, so name none.
@@ -299,6 +306,41 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
     tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// The demo asset's share: the one this data directory made before (`demo.share`) while it is still live, else a
+/// new public one, so the printed page URL stays the same across restarts.
+async fn demo_share(minter: &ApiClient, data_dir: &Path) -> Result<ShareResponse> {
+    let file = data_dir.join("demo.share");
+    if let Ok(id) = std::fs::read_to_string(&file) {
+        let answer = minter.read_share(id.trim()).await?;
+        if let Ok(s) = answer.json::<ShareResponse>()
+            && answer.status.is_success()
+            && s.share.deleted_at.is_none()
+        {
+            return Ok(s);
+        }
+    }
+    let req = ShareRequest {
+        asset: "demo".into(),
+        audience: Audience::Public,
+        invited: Vec::new(),
+        expires_at: None,
+        channel: Some("dev".into()),
+        campaign: None,
+        ttl: None,
+        title: Some("sharegate demo".into()),
+        preset: None,
+        embed_origins: None,
+    };
+    let answer = minter.create_share(&req).await?;
+    let share: ShareResponse = answer
+        .json()
+        .ok()
+        .filter(|_| answer.status.is_success())
+        .ok_or_else(|| anyhow!("cannot create the demo share: {}", answer.body))?;
+    std::fs::write(&file, &share.share.id).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(share)
 }
 
 /// A new API key of `role` for this run of `sharegate dev`, stored directly (there is no admin to ask yet).

@@ -81,6 +81,10 @@ pub mod diagnose {
         /// The asset path to check (default: the URL's, else the token's multivariant playlist).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub path: Option<String>,
+        /// A support reference from a player page (`sg-<token id or share id>-<unix seconds>`), instead of `url`
+        /// or `token`: explained from the link record, its share and the revocations covering it at that time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reference: Option<String>,
     }
 
     /// What the edge would answer.
@@ -539,6 +543,9 @@ pub mod diagnose {
         _: Authorized<Diagnose>,
         JsonBody(req): JsonBody<DiagnoseRequest>,
     ) -> Result<Json<Diagnosis>, ApiError> {
+        if let Some(r) = &req.reference {
+            return Ok(Json(crate::service::player::support::explain(&s, r).await?));
+        }
         let input = read_input(&req, &s.config.multivariant_name)?;
         // The edge's decision, from the same engine and the current revocation state.
         let (_, state_bytes) = build_current_snapshot(&s).await?;
@@ -840,6 +847,7 @@ pub mod diagnose {
                 origin: None,
                 at: None,
                 path: None,
+                reference: None,
             };
             let t = target(&req, "master.m3u8").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(t.token.as_deref(), Some("tok"));

@@ -22,6 +22,7 @@ pub mod assets;
 pub mod page;
 pub mod presets;
 pub mod reasons;
+pub mod support;
 
 use super::error::ApiError;
 use super::shares::{self, Binding, OpenError, ShareRecord, ViewerToken};
