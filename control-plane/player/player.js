@@ -125,6 +125,7 @@
     put('sg-refusal-body', m.body || '');
     put('sg-refusal-ref', ref);
     if (panel) panel.hidden = false;
+    document.title = m.title || FALLBACK.title;
     document.body.classList.add('sg-refused');
     emit('error', { code, status: httpStatus || null, reference: ref, message: m.title || FALLBACK.title });
   }
@@ -247,12 +248,16 @@
   /* ---------- start ---------- */
 
   async function start() {
+    // Decide the engine first: a browser that cannot play HLS gets its page without a token being minted.
+    const Hls = window.Hls;
+    const engine = Hls && Hls.isSupported() ? 'hls.js' : video.canPlayType('application/vnd.apple.mpegurl') ? 'native' : null;
+    if (!engine) return refuse('unsupported_browser', null);
     status('Loading video…');
     let wait = 1000;
     let r;
     for (let attempt = 0; ; attempt++) {
       r = await askPlayback();
-      if (!r.transient || attempt >= 4) break;
+      if (!r.transient || attempt >= 3) break; // retries after 1, 2 and 4 s
       await sleep(wait);
       wait *= 2;
     }
@@ -263,10 +268,8 @@
       return refuse(code, t.status || null, t.reference || `sg-${cfg.share}-${serverNow()}`);
     }
     accept(r.data);
-    const Hls = window.Hls;
-    if (Hls && Hls.isSupported()) startHls(Hls);
-    else if (video.canPlayType('application/vnd.apple.mpegurl')) startNative();
-    else refuse('unsupported_browser', null);
+    if (engine === 'hls.js') startHls(Hls);
+    else startNative();
   }
 
   /* ---------- hls.js ---------- */
@@ -368,8 +371,10 @@
 
   // Fail fast: act on the first refused request, not on hls.js's later fatal escalation.
   async function onRefusedRequest(code, reason, data) {
-    const url = (data.context && data.context.url) || (data.frag && data.frag.url) || '';
-    const stale = tokenOf(url) && tokenOf(url) !== st.token; // sent before the last refresh
+    // The URL as sent (after the token swap); hls.js's own context.url still holds the first token.
+    const xhr = data.networkDetails;
+    const sent = (xhr && xhr.responseURL) || '';
+    const stale = tokenOf(sent) && tokenOf(sent) !== st.token; // sent before the last refresh
     const renewable = reason === 'expired' || reason === 'ip_mismatch';
     if ((stale || renewable) && !recovery.token) {
       // An expired token (timers slept) or a new network (the viewer moved): one fresh token, then carry on.
