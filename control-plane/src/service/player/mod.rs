@@ -75,7 +75,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/e/{id}", get(embed))
         .route(
             "/v1/shares/{id}/playback",
-            get(playback).post(playback).options(shares::preflight),
+            get(playback).post(playback).options(playback_preflight),
         )
         .route("/oembed", get(oembed).options(shares::preflight))
         .route("/player/refused/{code}", get(refused_preview))
@@ -201,11 +201,7 @@ fn permitted_origin(s: &AppState, headers: &HeaderMap, share: &ShareRecord) -> R
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .is_some_and(|h| h.eq_ignore_ascii_case(host_of(&origin)));
-    let allowed = ours
-        || share
-            .embed_origins
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|o| *o == origin));
+    let allowed = ours || share.embed_origins.as_ref().is_none_or(|list| list.contains(&origin));
     if !allowed {
         return Err(shares::refused(
             StatusCode::FORBIDDEN,
@@ -438,6 +434,23 @@ async fn playback_answer(
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// `OPTIONS /v1/shares/{id}/playback`: players on other origins may POST, with a JSON content type if they like
+/// (the body is ignored).
+async fn playback_preflight() -> Response {
+    let mut resp = shares::preflight().await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(header::ALLOW, HeaderValue::from_static("GET, POST, OPTIONS"));
+    resp
 }
 
 /// `GET|POST /v1/shares/{id}/playback`.

@@ -128,8 +128,10 @@ fn csp(page: &Page<'_>, nonce: &str) -> String {
         }
     }
     let edge = page.edge_origin;
+    // `data:` in media-src: hls.js gives each subtitle track a `data:,WEBVTT` source (Chromium's captions menu needs
+    // one); a data: URL can only carry what the page itself wrote.
     format!(
-        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; img-src {img}; media-src {edge} blob:; \
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'self'; img-src {img}; media-src {edge} blob: data:; \
          connect-src 'self' {edge}; worker-src blob:; base-uri 'none'; form-action 'none'; frame-ancestors {fa}",
         img = img.join(" "),
         fa = page.framing.csp(),
@@ -206,6 +208,8 @@ fn html(page: &Page<'_>, nonce: &str) -> String {
     out.push_str("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     out.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     out.push_str("<meta name=\"robots\" content=\"noindex\">\n");
+    // No favicon request (a 404 per page view otherwise).
+    out.push_str("<link rel=\"icon\" href=\"data:,\">\n");
     let heading = match &page.refusal {
         Some(r) => esc(reasons::message(&r.code).title),
         None => title.clone(),
@@ -308,7 +312,7 @@ mod tests {
         let block = html.split("id=\"sg-config\">").nth(1).unwrap_or_default();
         let block = block.split("</script>").next().unwrap_or_default();
         assert!(!block.contains('<'));
-        let v: serde_json::Value = serde_json::from_str(block).unwrap();
+        let v: serde_json::Value = serde_json::from_str(block).expect("the config block is JSON");
         assert_eq!(v["title"], "</script><script>alert(1)</script>\"'");
     }
 
@@ -324,7 +328,7 @@ mod tests {
         assert!(!c.contains("unsafe"), "{c}");
         assert!(c.contains("img-src 'self' data: https://img.example;"), "{c}");
         assert!(c.contains("frame-ancestors 'none'"), "{c}");
-        assert!(c.contains("media-src https://cdn.example blob:"), "{c}");
+        assert!(c.contains("media-src https://cdn.example blob: data:;"), "{c}");
         let embed = Page {
             framing: Framing::Only(vec!["https://a.example".into()]),
             ..page(&look, "t")
