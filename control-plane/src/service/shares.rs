@@ -9,11 +9,12 @@
 //! - `DELETE /v1/shares/{id}` (roles `minter`, `responder`) marks it deleted and revokes every token it ever issued:
 //!   a `share` watermark goes into the revocation log with the state generation bump and a revocation receipt, in
 //!   the same transaction and the same format as `POST /v1/revocations`, and is then pushed to the edges.
-//! - `GET /s/{id}` (no API key: this is the link viewers open) checks the share and its audience, records a fresh
-//!   token like `POST /v1/links` does (issued log and link record in one transaction), and answers `302 Found` to
-//!   the token URL with `Cache-Control: no-store`, so no cache ever replays one viewer's token to another.
-//!   Every answer, refusals included, has `Access-Control-Allow-Origin: *` and `OPTIONS /s/{id}` answers a CORS
-//!   preflight, so a web player on any origin can follow the link (see `cors`).
+//! - `GET /s/{id}` (no API key: this is the link viewers open) is served by `player`: a page for browsers, the
+//!   playback JSON, or `302 Found` to a fresh token URL for players. Every one of them checks the share and its
+//!   audience here ([`check_open`]) and records each token like `POST /v1/links` does (issued log and link record
+//!   in one transaction, [`mint_for`]), with `Cache-Control: no-store`, so no cache ever replays one viewer's token
+//!   to another. Every answer, refusals included, has `Access-Control-Allow-Origin: *` and `OPTIONS /s/{id}`
+//!   answers a CORS preflight, so a web player on any origin can follow the link (see `cors`).
 //!
 //! **Viewer identity.** `signed_in` and `invited` shares read the viewer id from the `x-sharegate-viewer` request
 //! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/` must authenticate
