@@ -494,9 +494,11 @@ async function reasonPages({ open, watchPage }) {
   return { codes: Object.keys(seen).length, distinctTexts: Object.keys(groups).length, sameText: shared, extraCodes: extra, unknownCodeStatus: unknown.status() };
 }
 
-// 7. Without MSE the player takes the native path (the token in the path of every request).
+// 7. Without MSE the player takes the native path (the token in the path of every request), and its 8 s tokens are
+// replaced by a fresh multivariant URL (the video element's source swapped in place) as playback goes on.
 async function nativeHls({ open, watchPage }) {
-  const share = await createShare();
+  await lowerTtlBounds();
+  const share = await createShare({ ttl: 8 });
   const noMse = 'delete window.MediaSource; delete window.ManagedMediaSource; delete window.WebKitMediaSource;';
   const ctx = await open([noMse]);
   const page = await ctx.newPage();
@@ -513,12 +515,21 @@ async function nativeHls({ open, watchPage }) {
   if (canPlay) {
     check((await play(page)) === 'ok', 'play() failed');
     const start = (await view(page)).t;
-    const v = await playUntil(page, start + 3, 20000, 'native playback to advance 3 s');
+    const v = await playUntil(page, start + 12, 30000, 'native playback to advance 12 s with 8 s tokens');
+    check(!v.refusalVisible, 'a refusal is shown');
     check(refusedAnswers(rec).length === 0, `the edge refused: ${refusedAnswers(rec).join(', ')}`);
     const src = v.src;
     check(src.startsWith(`${EDGE}/t/`), `native source is not a token-in-path edge URL: ${src}`);
+    const after = await playerState(page);
+    check(after && after.refreshes >= 1, `no token refresh on the native path: ${JSON.stringify(after)}`);
+    const withToken = rec.edge.filter((x) => x.token);
+    const first = tokenFacts(withToken[0].token);
+    const late = withToken.filter((x) => x.t / 1000 > first.exp + 1);
+    check(late.every((x) => tokenFacts(x.token).exp > first.exp), 'an expired token was used after its expiry');
     out.played = +(v.t - start).toFixed(1);
+    out.refreshes = after.refreshes;
     out.edgeRequests = rec.edge.length;
+    out.requestsAfterFirstExpiry = late.length;
   } else {
     await sleep(3000);
     out.shows = await view(page);

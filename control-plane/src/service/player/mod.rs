@@ -94,7 +94,7 @@ pub fn check_title(t: &str) -> Result<(), ApiError> {
 }
 
 /// An origin as browsers send it (`scheme://host[:port]`, lower case), or `None`.
-fn parse_origin(o: &str) -> Option<String> {
+pub(crate) fn parse_origin(o: &str) -> Option<String> {
     let o = o.to_ascii_lowercase();
     let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"))?;
     let ok = !rest.is_empty()
@@ -567,14 +567,14 @@ async fn oembed(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Respon
         if share.deleted_at.is_some() {
             return Err(shares::unknown());
         }
-        // 16:9 within the asked bounds, 640×360 by default.
-        let mut w = q.maxwidth.unwrap_or(640).clamp(160, 3840);
-        let mut h = w * 9 / 16;
+        // 16:9 within the asked bounds (oEmbed: a provider must respect them), 640×360 by default.
+        let mut w = q.maxwidth.unwrap_or(640).clamp(1, 3840);
+        let mut h = (w * 9 / 16).max(1);
         if let Some(mh) = q.maxheight
             && h > mh
         {
-            h = mh.max(90);
-            w = h * 16 / 9;
+            h = mh.max(1);
+            w = (h * 16 / 9).clamp(1, w);
         }
         let title = share.title.clone().unwrap_or_else(|| share.asset.clone());
         let embed = format!("{base}/e/{id}");

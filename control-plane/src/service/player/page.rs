@@ -121,10 +121,11 @@ fn nonce() -> String {
 fn csp(page: &Page<'_>, nonce: &str) -> String {
     let mut img = vec!["'self'".to_string(), "data:".to_string()];
     for u in [&page.look.logo_url, &page.look.poster_url].into_iter().flatten() {
-        if let Some(o) = origin_of(u)
-            && !img.iter().any(|x| x == o)
+        // Only a plain `scheme://host[:port]` becomes a source: nothing in a URL can add a directive.
+        if let Some(o) = origin_of(u).and_then(super::parse_origin)
+            && !img.contains(&o)
         {
-            img.push(o.to_string());
+            img.push(o);
         }
     }
     let edge = page.edge_origin;
@@ -328,6 +329,14 @@ mod tests {
         assert!(!c.contains("unsafe"), "{c}");
         assert!(c.contains("img-src 'self' data: https://img.example;"), "{c}");
         assert!(c.contains("frame-ancestors 'none'"), "{c}");
+        // A URL cannot add a directive or a second policy: only a plain origin becomes a source.
+        let sneaky = PlayerLook {
+            poster_url: Some("https://img.example;sandbox".into()),
+            logo_url: Some("https://logo.example,script-src/x.png".into()),
+            ..PlayerLook::default()
+        };
+        let c2 = csp(&page(&sneaky, "t"), "n");
+        assert!(c2.contains("img-src 'self' data:;"), "{c2}");
         assert!(c.contains("media-src https://cdn.example blob: data:;"), "{c}");
         let embed = Page {
             framing: Framing::Only(vec!["https://a.example".into()]),

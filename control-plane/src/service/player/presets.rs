@@ -223,7 +223,8 @@ fn check_url(field: &str, v: &str) -> Result<(), ApiError> {
     let ok = v.len() <= 2048
         && (v.starts_with("https://") || v.starts_with("http://"))
         && v.bytes()
-            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'\\'));
+            // Nothing that could end an HTML attribute (the page's CSP takes only the parsed origin of these URLs).
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\'' | b'<' | b'>' | b'\\'));
     if ok {
         Ok(())
     } else {
@@ -347,6 +348,9 @@ async fn put(
     };
     let bytes = serde_json::to_vec(&preset).map_err(|e| ApiError::Internal(e.to_string()))?;
     s.store.put(Ns::Settings, &key, &bytes).await?;
+    // This replica shows the change at once (others within the hot cache's second), and forgets a cached "no
+    // such preset" that would refuse a share naming it.
+    s.invalidate_hot(Ns::Settings, &key);
     audit(&s, &c, "presets.put", &preset.name, "ok").await?;
     let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(preset)))
@@ -360,6 +364,7 @@ async fn remove(
     if !valid_name(&name) || !s.store.delete(Ns::Settings, &store_key(&name)).await? {
         return Err(ApiError::NotFound("preset"));
     }
+    s.invalidate_hot(Ns::Settings, &store_key(&name));
     audit(&s, &c, "presets.delete", &name, "ok").await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -401,5 +406,9 @@ mod tests {
         assert!(check(&look).is_err());
         look.poster_url = Some("https://cdn.example/p.jpg\"><script>".into());
         assert!(check(&look).is_err());
+        for bad in ["https://img.example/'x", "https://img.example/a b"] {
+            look.poster_url = Some(bad.into());
+            assert!(check(&look).is_err(), "{bad}");
+        }
     }
 }
