@@ -137,10 +137,12 @@
   async function askPlayback() {
     let res;
     try {
-      res = await fetch(cfg.playback_url, {
+      // `network=off` after the edge refused this viewer's network twice (see onRefusedRequest). Same-origin
+      // credentials: a product's auth proxy in front of the page may know the viewer by a cookie.
+      res = await fetch(cfg.playback_url + (st.networkOff ? '?network=off' : ''), {
         method: 'POST',
         cache: 'no-store',
-        credentials: 'omit',
+        credentials: 'same-origin',
         headers: { accept: 'application/json' },
       });
     } catch (_) {
@@ -376,6 +378,13 @@
     const sent = (xhr && xhr.responseURL) || '';
     const stale = tokenOf(sent) && tokenOf(sent) !== st.token; // sent before the last refresh
     const renewable = reason === 'expired' || reason === 'ip_mismatch';
+    // The viewer's network as the control plane sees it is not the one the edge sees (a dual-stack viewer who
+    // reaches them over different address families): after one fresh token failed, ask for one bound to the
+    // page origin only (no weaker than the share's own redirect).
+    if (reason === 'ip_mismatch' && recovery.token && !st.networkOff && !refreshing) {
+      st.networkOff = true;
+      recovery.token = 0;
+    }
     if ((stale || renewable) && !recovery.token) {
       // An expired token (timers slept) or a new network (the viewer moved): one fresh token, then carry on.
       recovery.token = 1;
@@ -524,6 +533,9 @@
   function ours(e) {
     if (st.stopped || !video || e.ctrlKey || e.metaKey || e.altKey) return false;
     const t = e.target;
+    // With native controls, focus on the video may be inside them (the volume slider, the captions menu): leave
+    // those keys to the controls rather than seek or change volume under the viewer's hands.
+    if (t === video && video.controls) return false;
     return !(t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT|BUTTON)$/.test(t.tagName)));
   }
 

@@ -345,11 +345,36 @@ async fn playback_json_carries_a_token_bound_to_the_share_and_page_origin() {
         assert_eq!(b["origin"], origin);
         assert_eq!(claims(b["token"].as_str().unwrap()).origin.as_deref(), Some(origin));
     }
-    // Sandboxed frames send `null`: no binding, not a refusal.
+    // Sandboxed frames send `null`, which any site can make (and read our `*` CORS answers from): refused when the
+    // share names its sites; no binding, not a refusal, when any site may play it.
     let (s, _, b) = playback(&w, &id, &[("origin", "null")]).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("embed_not_allowed")),
+        "{b}"
+    );
+    let open_id = share_id(&w, json!({"asset": "demo", "audience": "public"})).await;
+    let (s, _, b) = playback(&w, &open_id, &[("origin", "null")]).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(claims(b["token"].as_str().unwrap()).origin, None);
     assert!(b["origin"].is_null());
+    // Without Origin, the Referer's origin stands in (a native <video src> on another site sends only that).
+    let (s, _, b) = playback(&w, &id, &[("referer", "https://evil.example/page")]).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("embed_not_allowed")),
+        "{b}"
+    );
+    let (s, _, b) = playback(&w, &id, &[("referer", "https://partner.example:443/page")]).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["origin"], "https://partner.example");
+    // The Host header names no site of ours: an Origin equal to it is just another site.
+    let (s, _, b) = playback(&w, &id, &[("origin", "http://evil.example"), ("host", "evil.example")]).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::FORBIDDEN, Some("embed_not_allowed")),
+        "{b}"
+    );
     for bad in [
         "partner.example",
         "https://partner.example/page",

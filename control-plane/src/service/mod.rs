@@ -323,8 +323,12 @@ async fn audit_failures(
     );
     let path = req.uri().path().to_string();
     // Edge ingestion has its own credential and volume; viewers opening share links are not API callers.
-    // Players asking for a token (`/v1/shares/{id}/playback`) are viewers too.
-    if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") || path.ends_with("/playback") {
+    // Players asking for a token (`/v1/shares/{id}/playback`, exactly) are viewers too.
+    let playback = matches!(
+        path.split('/').collect::<Vec<_>>().as_slice(),
+        ["", "v1", "shares", _, "playback"]
+    );
+    if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") || playback {
         return next.run(req).await;
     }
     let method = req.method().to_string();

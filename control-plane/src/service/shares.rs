@@ -17,7 +17,8 @@
 //!   answers a CORS preflight, so a web player on any origin can follow the link (see `cors`).
 //!
 //! **Viewer identity.** `signed_in` and `invited` shares read the viewer id from the `x-sharegate-viewer` request
-//! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/` must authenticate
+//! header. The control plane does not sign viewers in: the product's auth proxy in front of `/s/`, `/e/` and
+//! `/v1/shares/{id}/playback` must authenticate
 //! the viewer, set this header, and strip any value the client sent. Without such a proxy, only `public` shares are
 //! safe. When present on a `public` share the viewer id is still put in the token (attribution, viewer revocation).
 //!

@@ -94,15 +94,25 @@ pub fn check_title(t: &str) -> Result<(), ApiError> {
 }
 
 /// An origin as browsers send it (`scheme://host[:port]`, lower case), or `None`.
+/// Default ports and a trailing dot are dropped, as browsers serialise origins (`https://a.example:443` and
+/// `https://a.example.` are sent as `https://a.example`).
 pub(crate) fn parse_origin(o: &str) -> Option<String> {
     let o = o.to_ascii_lowercase();
-    let rest = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://"))?;
+    let (scheme, rest, default_port) = match o.strip_prefix("https://") {
+        Some(r) => ("https://", r, ":443"),
+        None => ("http://", o.strip_prefix("http://")?, ":80"),
+    };
     let ok = !rest.is_empty()
         && o.len() <= 255
         && rest
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'));
-    ok.then_some(o)
+    if !ok {
+        return None;
+    }
+    let host = rest.strip_suffix(default_port).unwrap_or(rest);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    (!host.is_empty() && !host.starts_with(':')).then(|| format!("{scheme}{host}"))
 }
 
 /// Check and normalise a share's `embed_origins`.
@@ -178,36 +188,38 @@ fn own_origin(s: &AppState) -> Option<String> {
     page::origin_of(&s.config.share_base_url).and_then(parse_origin)
 }
 
-fn host_of(origin: &str) -> &str {
-    origin.split_once("://").map_or(origin, |(_, h)| h)
-}
-
-/// The origin a viewer's token is bound to: the browser's `Origin` when it sent one, if that page may play this
-/// share (our own pages always; another site only if the share lets it embed). No `Origin` (a script, an app, a
-/// same-origin GET): no origin binding.
+/// The origin a viewer's token is bound to: the page the browser says it plays on — its `Origin`, else the origin
+/// of its `Referer` (a native `<video src>` on another site sends only that) — if that page may play this share:
+/// our own pages always, another site only if the share lets it embed. `Origin: null` (a sandboxed frame, which
+/// could read our `*` CORS answers from any site) is refused when the share names its sites. Neither header (a
+/// script, an app, a server): no origin binding.
 fn permitted_origin(s: &AppState, headers: &HeaderMap, share: &ShareRecord) -> Result<Option<String>, OpenError> {
-    let Some(raw) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
-        return Ok(None);
-    };
-    // Sandboxed frames and file pages send `null`; the edge reads that as no origin too.
-    if raw == "null" {
-        return Ok(None);
-    }
-    let Some(origin) = parse_origin(raw) else {
-        return Err(ApiError::Invalid("the Origin header is not an origin".into()).into());
-    };
-    let ours = own_origin(s).as_deref() == Some(origin.as_str())
-        || headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|h| h.eq_ignore_ascii_case(host_of(&origin)));
-    let allowed = ours || share.embed_origins.as_ref().is_none_or(|list| list.contains(&origin));
-    if !allowed {
-        return Err(shares::refused(
+    let not_here = || {
+        shares::refused(
             StatusCode::FORBIDDEN,
             "embed_not_allowed",
             "this share may not be played on this site",
-        ));
+        )
+    };
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("")) {
+        Some("null") if share.embed_origins.is_some() => return Err(not_here()),
+        Some("null") => return Ok(None),
+        Some(raw) => parse_origin(raw)
+            .ok_or_else(|| OpenError::from(ApiError::Invalid("the Origin header is not an origin".into())))?,
+        None => match headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(page::origin_of)
+            .and_then(parse_origin)
+        {
+            Some(o) => o,
+            None => return Ok(None),
+        },
+    };
+    let ours = own_origin(s).as_deref() == Some(origin.as_str());
+    let allowed = ours || share.embed_origins.as_ref().is_none_or(|list| list.contains(&origin));
+    if !allowed {
+        return Err(not_here());
     }
     Ok(Some(origin))
 }
@@ -396,9 +408,16 @@ async fn playback_answer(
 ) -> Response {
     let answer = async {
         let opened = shares::check_open(s, headers, id).await?;
+        // `network=off`: the player's second try after the edge refused the viewer's network (a viewer who reaches
+        // us and the edge over different address families); no weaker than the share's own redirect.
+        let network_off = query.iter().any(|(k, v)| k == "network" && v == "off");
         let bind = Binding {
             origin: permitted_origin(s, headers, &opened.share)?,
-            network: client_network(s, headers, peer),
+            network: if network_off {
+                None
+            } else {
+                client_network(s, headers, peer)
+            },
         };
         let preset = presets::for_share(s, opened.share.preset.as_deref()).await?;
         let ViewerToken {
@@ -616,7 +635,21 @@ mod tests {
             normalise_origins(&["HTTPS://A.example:8443".into(), "https://a.example:8443".into()]).ok(),
             Some(vec!["https://a.example:8443".to_string()])
         );
+        assert_eq!(
+            normalise_origins(&[
+                "https://a.example:443".into(),
+                "http://b.example.:80".into(),
+                "http://c.example:443".into()
+            ])
+            .ok(),
+            Some(vec![
+                "https://a.example".to_string(),
+                "http://b.example".to_string(),
+                "http://c.example:443".to_string()
+            ])
+        );
         for bad in [
+            "https://:443",
             "a.example",
             "https://a.example/",
             "https://a.example/x",
