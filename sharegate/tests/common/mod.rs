@@ -43,7 +43,17 @@ impl Dev {
     /// `sharegate dev` on `data`, the API on `api`, the edge on `edge`, serving the repository's demo asset, with
     /// `env` added to its environment; returns once it has printed its banner.
     pub fn start(data: &Path, api: u16, edge: u16, env: &[(&str, &str)]) -> Dev {
-        let media = repo_root().join("deploy/demo-media");
+        Dev::spawn(
+            data,
+            api,
+            edge,
+            &repo_root().join("deploy/demo-media"),
+            Stdio::null(),
+            env,
+        )
+    }
+
+    fn spawn(data: &Path, api: u16, edge: u16, origin: &Path, stderr: Stdio, env: &[(&str, &str)]) -> Dev {
         let mut child = sharegate()
             .args(["dev", "--data-dir", data.to_str().unwrap()])
             .args([
@@ -52,11 +62,11 @@ impl Dev {
                 "--edge-addr",
                 &format!("127.0.0.1:{edge}"),
             ])
-            .args(["--origin", media.to_str().unwrap()])
+            .args(["--origin", origin.to_str().unwrap()])
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let out = BufReader::new(child.stdout.take().unwrap());
@@ -112,31 +122,6 @@ impl Dev {
     /// asset `demo`) and writing its error output to `log`, so a failing test can show what the server said.
     pub fn start_with_origin(data: &Path, api: u16, edge: u16, origin: &Path, log: &Path, env: &[(&str, &str)]) -> Dev {
         let stderr = std::fs::File::create(log).unwrap();
-        let mut child = sharegate()
-            .args(["dev", "--data-dir", data.to_str().unwrap()])
-            .args([
-                "--api-addr",
-                &format!("127.0.0.1:{api}"),
-                "--edge-addr",
-                &format!("127.0.0.1:{edge}"),
-            ])
-            .args(["--origin", origin.to_str().unwrap()])
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for line in out.lines() {
-            let line = line.unwrap();
-            let done = line.contains("health:");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        Dev { child, lines }
+        Dev::spawn(data, api, edge, origin, stderr.into(), env)
     }
 }
