@@ -729,8 +729,8 @@ async fn a_share_page_takes_its_look_from_its_preset_and_only_allowed_overrides(
             p["muted"].as_bool(),
             p["start_time"].as_u64()
         ),
-        (Some(false), Some(true), Some(true), Some(30)),
-        "allowed overrides apply, autoplay implies muted: {p}"
+        (Some(false), Some(true), Some(false), Some(30)),
+        "allowed overrides apply; autoplay leaves `muted` alone (the player mutes only when it autoplays): {p}"
     );
     assert!(!tags(&html, "video")[0].contains(" controls"));
     // The playback JSON resolves the same way.
@@ -745,7 +745,7 @@ async fn a_share_page_takes_its_look_from_its_preset_and_only_allowed_overrides(
     .await;
     assert_eq!(
         (b["player"]["autoplay"].as_bool(), b["player"]["muted"].as_bool()),
-        (Some(true), Some(true))
+        (Some(true), Some(false))
     );
     let (_, _, b) = send(
         &w.app,
@@ -959,7 +959,9 @@ async fn oembed_refuses_what_it_does_not_describe() {
     let id = public_share(&w).await;
     let deleted = public_share(&w).await;
     delete_share(&w, &deleted).await;
+    let no_embed = share_id(&w, json!({"asset": "demo", "audience": "public", "embed_origins": []})).await;
     for url in [
+        format!("{OWN}/e/{no_embed}"),
         format!("{OWN}/s/sh_0000000000000000"),
         format!("{OWN}/s/{deleted}"),
         format!("{OWN}/e/{deleted}"),

@@ -583,7 +583,11 @@ async fn oembed(State(s): State<Arc<AppState>>, RawQuery(q): RawQuery) -> Respon
                 .map_err(|e| ApiError::Internal(format!("share record: {e}")))?,
             None => return Err(shares::unknown()),
         };
-        if share.deleted_at.is_some() {
+        // Nothing to embed: a withdrawn or ended share, or one no site may embed.
+        if share.deleted_at.is_some()
+            || share.expires_at.is_some_and(|e| now() >= e)
+            || share.embed_origins.as_ref().is_some_and(Vec::is_empty)
+        {
             return Err(shares::unknown());
         }
         // 16:9 within the asked bounds (oEmbed: a provider must respect them), 640×360 by default.

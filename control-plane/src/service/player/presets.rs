@@ -67,7 +67,8 @@ pub struct PlayerLook {
     /// Show the player controls.
     #[serde(default = "yes")]
     pub controls: bool,
-    /// Start playing at once (muted, as browsers require; never when the viewer asks for reduced motion).
+    /// Start playing at once (the player mutes to do so, as browsers require; never when the viewer asks for
+    /// reduced motion).
     #[serde(default)]
     pub autoplay: bool,
     /// Start muted.
@@ -185,8 +186,8 @@ impl Preset {
                 _ => {}
             }
         }
-        // Browsers refuse to autoplay with sound; say so in the settings rather than fail silently.
-        look.muted |= look.autoplay;
+        // `muted` stays what the preset and URL say: the player mutes when it autoplays (browsers refuse sound
+        // without a gesture), and a viewer who asked for reduced motion, whom it never autoplays, keeps the sound.
         look
     }
 }
@@ -381,7 +382,10 @@ mod tests {
     fn urls_override_only_what_the_preset_allows() {
         let mut p = Preset::builtin();
         let look = p.resolve(&q(&[("autoplay", "1"), ("controls", "0"), ("t", "30")]));
-        assert!(look.autoplay && look.muted, "autoplay is allowed and implies muted");
+        assert!(
+            look.autoplay && !look.muted,
+            "autoplay is allowed; muting is the player's act when it autoplays"
+        );
         assert!(look.controls, "controls are not overridable in the default preset");
         assert_eq!(look.start_time, 30);
         p.overridable = vec![Overridable::Controls];
