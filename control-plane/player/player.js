@@ -196,9 +196,10 @@
           const r = await askPlayback();
           if (st.stopped) return false;
           if (r.data) {
+            const oldExpiry = st.expiresAt;
             accept(r.data);
             st.refreshes++;
-            if (st.engine === 'native') nativeSwap();
+            if (st.engine === 'native') nativeSwapSoon(oldExpiry);
             return true;
           }
           if (r.refusal) {
@@ -420,9 +421,29 @@
       }, 2000);
     });
     video.addEventListener('playing', () => clearTimeout(stallTimer));
+    for (const boundary of ['pause', 'seeking', 'waiting']) {
+      video.addEventListener(boundary, () => {
+        if (swapPending && !swapping) nativeSwap();
+      });
+    }
+  }
+
+  // A new token means a new source here, which costs a short rebuffer: make the swap at the next natural boundary
+  // (the viewer pauses or seeks, or playback stalls anyway), and at the latest halfway between now and the old
+  // token's expiry.
+  let swapPending = false;
+  let swapTimer = 0;
+  function nativeSwapSoon(oldExpiry) {
+    if (!video || st.stopped) return;
+    if (video.paused || video.ended) return nativeSwap();
+    swapPending = true;
+    clearTimeout(swapTimer);
+    swapTimer = setTimeout(nativeSwap, Math.max(0, ((oldExpiry - serverNow()) * 1000) / 2));
   }
 
   function nativeSwap() {
+    swapPending = false;
+    clearTimeout(swapTimer);
     if (!video || st.stopped) return;
     const keep = {
       t: video.currentTime,

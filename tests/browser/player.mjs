@@ -526,6 +526,10 @@ async function nativeHls({ open, watchPage }) {
     const first = tokenFacts(withToken[0].token);
     const late = withToken.filter((x) => x.t / 1000 > first.exp + 1);
     check(late.every((x) => tokenFacts(x.token).exp > first.exp), 'an expired token was used after its expiry');
+    // The swapped source is really in use: the edge served requests carrying a later token.
+    const renewed = withToken.filter((x) => tokenFacts(x.token).exp > first.exp && x.status < 400);
+    check(renewed.length > 0, 'no request carried a refreshed token: the source was never swapped');
+    out.requestsOnRefreshedTokens = renewed.length;
     out.played = +(v.t - start).toFixed(1);
     out.refreshes = after.refreshes;
     out.edgeRequests = rec.edge.length;
