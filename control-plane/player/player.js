@@ -101,6 +101,9 @@
     const ref = reference || `sg-${st.tokenId || cfg.share || 'unknown'}-${serverNow()}`;
     st.lastRefusal = { code, status: httpStatus || null, reference: ref };
     if (video) st.stoppedAt = video.currentTime;
+    // The video is about to be hidden; if it (or its controls) had focus, hand focus to the panel, not <body>.
+    const stage = $('sg-stage');
+    const hadFocus = stage && stage.contains(document.activeElement);
     if (hls) {
       // Stop requests now; destroy after the current hls.js event has run its course (we may be inside it).
       const h = hls;
@@ -124,7 +127,11 @@
     put('sg-refusal-title', m.title || FALLBACK.title);
     put('sg-refusal-body', m.body || '');
     put('sg-refusal-ref', ref);
-    if (panel) panel.hidden = false;
+    if (panel) {
+      panel.hidden = false;
+      panel.tabIndex = -1;
+      if (hadFocus) panel.focus();
+    }
     document.title = m.title || FALLBACK.title;
     document.body.classList.add('sg-refused');
     emit('error', { code, status: httpStatus || null, reference: ref, message: m.title || FALLBACK.title });
