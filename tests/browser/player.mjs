@@ -22,7 +22,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const call = api(API);
 mkdirSync(SHOTS, { recursive: true });
 
-// The reason codes of the contract (docs: /tmp/contract13.md, control-plane/src/service/player/): the edge's, then
+// The reason codes a viewer can meet (docs/player.md, control-plane/src/service/player/reasons.rs): the edge's, then
 // the share-level ones. Case `reason_pages` adds any other code the pages' own message table names.
 const EDGE_CODES = [
   'missing_token', 'malformed', 'unsupported_version', 'unsupported_claim', 'unknown_key', 'bad_signature', 'expired',
