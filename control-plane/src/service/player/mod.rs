@@ -254,22 +254,29 @@ fn edge_origin(s: &AppState) -> String {
 /// A refusal page for `id`'s open that failed with `e`.
 fn refusal_page(s: &AppState, mode: Mode, id: &str, e: &OpenError) -> Response {
     let (status, code, _) = e.parts();
-    // A refused embed shows its reason inside whatever frames it.
-    let framing = match mode {
-        Mode::Share => Framing::Nobody,
-        Mode::Embed => Framing::Anyone,
-    };
-    let look = PlayerLook::default();
     let code = if status.is_server_error() { "unavailable" } else { code };
     let refusal = Refusal {
         code: code.to_string(),
         status: status.as_u16(),
         reference: reference(subject(id)),
     };
+    let mut resp = refusal_view(s, mode, shares::well_formed_id(id).then_some(id), refusal);
+    shares::cors(resp.headers_mut());
+    resp
+}
+
+/// The page that shows `refusal` instead of a player, in the default look.
+fn refusal_view(s: &AppState, mode: Mode, share: Option<&str>, refusal: Refusal) -> Response {
+    // A refused embed shows its reason inside whatever frames it.
+    let framing = match mode {
+        Mode::Share => Framing::Nobody,
+        Mode::Embed => Framing::Anyone,
+    };
+    let look = PlayerLook::default();
     let edge = edge_origin(s);
-    let mut resp = page::render(&Page {
+    page::render(&Page {
         mode,
-        share: shares::well_formed_id(id).then_some(id),
+        share,
         title: "Video",
         look: &look,
         refusal: Some(refusal),
@@ -277,9 +284,7 @@ fn refusal_page(s: &AppState, mode: Mode, id: &str, e: &OpenError) -> Response {
         embed_origins: None,
         framing,
         edge_origin: &edge,
-    });
-    shares::cors(resp.headers_mut());
-    resp
+    })
 }
 
 async fn player_page(s: &AppState, mode: Mode, opened: &shares::Opened, query: &[(String, String)]) -> Response {
@@ -528,23 +533,12 @@ async fn refused_preview(State(s): State<Arc<AppState>>, Path(code): Path<String
     } else {
         ("not_found".to_string(), 404)
     };
-    let look = PlayerLook::default();
-    let edge = edge_origin(&s);
-    page::render(&Page {
-        mode: Mode::Share,
-        share: None,
-        title: "Video",
-        look: &look,
-        refusal: Some(Refusal {
-            code,
-            status,
-            reference: reference("preview"),
-        }),
-        oembed: None,
-        embed_origins: None,
-        framing: Framing::Nobody,
-        edge_origin: &edge,
-    })
+    let refusal = Refusal {
+        code,
+        status,
+        reference: reference("preview"),
+    };
+    refusal_view(&s, Mode::Share, None, refusal)
 }
 
 /// oEmbed 1.0 (`https://oembed.com`), JSON only.
