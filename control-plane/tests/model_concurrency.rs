@@ -225,7 +225,21 @@ fn claims_of(token: &str) -> ([u8; 12], u32) {
 async fn minter(r: Replica, keys: Arc<Keys>, share: Arc<String>, log: Arc<Mutex<Record>>, until: Instant) {
     while Instant::now() < until {
         let viewer = format!("v{}", rand_u64() % VIEWERS as u64);
-        let token = if rand_u64().is_multiple_of(3) {
+        let roll = rand_u64() % 6;
+        let token = if roll == 0 {
+            // The player page's token request (`POST /v1/shares/{id}/playback`): the same share, another route.
+            let (s, _, b) = send(
+                &r,
+                "POST",
+                &format!("/v1/shares/{share}/playback"),
+                None,
+                &[("x-sharegate-viewer", viewer.clone())],
+                String::new(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+            json(&b)["token"].as_str().unwrap().to_string()
+        } else if roll == 1 {
             // A share open by a signed-in viewer: a fresh token from the stable link.
             let (s, h, b) = send(
                 &r,
