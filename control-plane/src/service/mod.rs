@@ -9,9 +9,11 @@
 //! too. The request and answer types are gathered in [`api`]. It does not decide requests at the edge (that is
 //! `sharegate-edge`).
 
+pub mod analytics;
 pub mod assets;
 pub mod audit_events;
 pub mod auth;
+pub mod dashboard;
 pub mod edge_state;
 pub mod error;
 pub mod extract;
@@ -211,6 +213,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(observe::routes())
         .merge(audit_events::routes())
         .merge(openapi::routes())
+        .merge(analytics::routes())
+        .merge(dashboard::routes())
         // Idempotency keys for every mutating call, refused or failed mutating calls audited too, then the latency
         // histogram around everything.
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
