@@ -280,6 +280,9 @@ pub struct ClientShare {
     /// No site may embed its player.
     #[arg(long, conflicts_with = "embed_origins")]
     pub no_embed: bool,
+    /// Credit each view to the page URL's `utm_source` (channel) and `utm_campaign` (campaign) when present.
+    #[arg(long)]
+    pub utm: bool,
 }
 
 #[derive(Args)]
@@ -512,6 +515,7 @@ impl ClientShare {
                 (false, true) => None,
                 (false, false) => Some(self.embed_origins.clone()),
             },
+            utm: self.utm.then_some(true),
         }
     }
 }

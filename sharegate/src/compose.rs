@@ -134,6 +134,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
             .collect(),
         edge_token: Some(secrets.edge_token.clone()),
         player: player_settings()?,
+        analytics: analytics_settings()?,
         ..ServiceConfig::default()
     };
     let mut state = AppState::new(store.clone(), config, &secrets.ring, policy, secrets.state_key)?;
@@ -151,6 +152,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         purge::spawn_outbox_worker(outbox.clone(), std::time::Duration::from_secs(5));
     }
     keys::RotatingMinter::spawn_refresh(state.clone(), |s| &s.minter, std::time::Duration::from_secs(1));
+    service::analytics::spawn_background(state.clone());
     Ok(Started {
         state,
         new_admin_key_file,
@@ -185,6 +187,46 @@ fn player_settings() -> Result<service::player::PlayerSettings> {
         p.client_ip_header = (!h.is_empty()).then_some(h);
     }
     Ok(p)
+}
+
+/// Playback analytics: `SHAREGATE_ANALYTICS=off` turns view ids and beacons off; `SHAREGATE_ANALYTICS_RETENTION_HOURS`
+/// (default 168) is how long raw inputs and view records are kept (the hourly rows stay);
+/// `SHAREGATE_BEACON_INTERVAL_MS` (default 10000, at least 2000) paces a playing page's beacons;
+/// `SHAREGATE_ANALYTICS_WEBHOOK` is a URL that receives the raw events as NDJSON, at least once.
+fn analytics_settings() -> Result<service::analytics::AnalyticsSettings> {
+    let mut a = service::analytics::AnalyticsSettings::default();
+    if let Ok(v) = std::env::var("SHAREGATE_ANALYTICS") {
+        a.enabled = match v.trim() {
+            "on" | "1" | "true" => true,
+            "off" | "0" | "false" => false,
+            other => return Err(anyhow!("SHAREGATE_ANALYTICS must be on or off, not {other:?}")),
+        };
+    }
+    if let Ok(v) = std::env::var("SHAREGATE_ANALYTICS_RETENTION_HOURS") {
+        let h: u64 = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|h| (1..=24 * 400).contains(h))
+            .ok_or_else(|| anyhow!("SHAREGATE_ANALYTICS_RETENTION_HOURS must be 1 to 9600, not {v:?}"))?;
+        a.raw_retention_secs = h * 3600;
+    }
+    if let Ok(v) = std::env::var("SHAREGATE_BEACON_INTERVAL_MS") {
+        a.beacon_interval_ms = v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|ms| (2000..=600_000).contains(ms))
+            .ok_or_else(|| anyhow!("SHAREGATE_BEACON_INTERVAL_MS must be 2000 to 600000, not {v:?}"))?;
+    }
+    if let Ok(v) = std::env::var("SHAREGATE_ANALYTICS_WEBHOOK") {
+        let v = v.trim();
+        if !(v.starts_with("https://") || v.starts_with("http://")) {
+            return Err(anyhow!("SHAREGATE_ANALYTICS_WEBHOOK must be an http(s) URL"));
+        }
+        a.webhook = Some(v.to_string());
+    }
+    Ok(a)
 }
 
 /// The bootstrap admin key: from `SHAREGATE_ADMIN_KEY` (its hash is stored), or created once into a 0600 file in
@@ -327,11 +369,13 @@ async fn demo_share(minter: &ApiClient, data_dir: &Path) -> Result<ShareResponse
         invited: Vec::new(),
         expires_at: None,
         channel: Some("dev".into()),
-        campaign: None,
+        campaign: Some("demo".into()),
         ttl: None,
         title: Some("sharegate demo".into()),
         preset: None,
         embed_origins: None,
+        // Views opened with ?utm_source=…&utm_campaign=… are credited to those (try it on the dashboard).
+        utm: Some(true),
     };
     let answer = minter.create_share(&req).await?;
     let share: ShareResponse = answer

@@ -339,6 +339,20 @@ impl Outbox {
         outbox
     }
 
+    /// When the oldest job not yet confirmed was planned (`None`: nothing pending): the purge backlog's age, for
+    /// `sharegate_purge_backlog_oldest_seconds`.
+    pub async fn oldest_pending(&self) -> Result<Option<SystemTime>, OutboxError> {
+        // Every pending job is "due" by the end of time; the outbox is small (jobs leave once confirmed).
+        let end = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 4);
+        Ok(self
+            .store
+            .due(end, usize::MAX)
+            .await?
+            .iter()
+            .map(|j| j.created_at)
+            .min())
+    }
+
     /// Whether this outbox reads its jobs from `store` itself, so jobs written into `store`'s `outbox` namespace
     /// by another transaction are the jobs it sends. Compared by identity: a second handle on the same database
     /// does not count (the caller then falls back to [`enqueue`](Self::enqueue)).

@@ -296,6 +296,27 @@ struct WireEvent {
     channel: Option<String>,
     campaign: Option<String>,
     edge: Option<String>,
+    /// The verified token's session key, `<iat>-<token id hex>` (analytics joins a session's events by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    /// CMCD (CTA-5004) the player sent with the request: session id, content id, object type, buffer starvation,
+    /// startup, buffer length (ms), bitrate and measured throughput (kbps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bs: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    su: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bl: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    br: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mtp: Option<u64>,
     /// Set by the control plane when stored.
     #[serde(default, skip_deserializing)]
     received_at: u64,
@@ -376,7 +397,7 @@ impl Fold {
 }
 
 /// The event kinds edges send (`sharegate_edge::events::EventKind`); anything else is counted as `_unknown`.
-const KINDS: [&str; 4] = ["deny", "expiry", "playlist_open", "state_stale"];
+const KINDS: [&str; 5] = ["deny", "expiry", "playlist_open", "segment", "state_stale"];
 
 /// The series registered so far, cluster-wide, read before a batch is counted: what the caps are measured against.
 #[derive(Debug, Default)]
@@ -590,6 +611,7 @@ async fn ingest_events(State(s): State<Arc<AppState>>, req: Request) -> Result<R
             if let Some(&last) = entries.len().checked_sub(1).and_then(|i| results.get(i)) {
                 trim_events(&s, last).await;
             }
+            s.analytics.notify.notify_one();
             return Ok(accepted(entries.len(), batch.dropped));
         }
     }
@@ -632,7 +654,18 @@ fn stamp(mut events: Vec<WireEvent>, edge: &str, received_at: u64) -> Result<(Ve
                 "event {i}: kind must be 1 to {MAX_LABEL_LEN} bytes"
             )));
         }
-        let fields = [&e.reason, &e.asset, &e.share, &e.channel, &e.campaign, &e.edge];
+        let fields = [
+            &e.reason,
+            &e.asset,
+            &e.share,
+            &e.channel,
+            &e.campaign,
+            &e.edge,
+            &e.token,
+            &e.sid,
+            &e.cid,
+            &e.ot,
+        ];
         if fields
             .iter()
             .any(|f| f.as_ref().is_some_and(|v| v.len() > MAX_FIELD_LEN))
@@ -750,9 +783,13 @@ fn accepted(events: usize, dropped: u64) -> Response {
 /// the totals), so the log is a recent window for investigation, not an archive. A failed trim is retried by the
 /// next batch, so it does not fail this one.
 async fn trim_events(s: &AppState, last_seq: u64) {
-    let Some(below) = last_seq.checked_sub(MAX_EVENTS_KEPT) else {
+    let Some(mut below) = last_seq.checked_sub(MAX_EVENTS_KEPT) else {
         return;
     };
+    // Not past what analytics has yet to apply, unless it is so far behind that the log would grow without bound.
+    if let Ok(applied) = super::analytics::apply::cursor_of(s, super::analytics::apply::Input::Events).await {
+        below = below.min(applied).max(last_seq.saturating_sub(10 * MAX_EVENTS_KEPT));
+    }
     if let Err(e) = s.store.trim_log(Log::Events, below + 1).await {
         tracing::warn!(error = %e, "cannot trim the events log");
     }
@@ -922,6 +959,39 @@ async fn metrics(s: Arc<AppState>, headers: HeaderMap, access: MetricsAccess) ->
         );
     }
     render_histograms(&mut out);
+    super::analytics::qoe::render(&s, &mut out).await?;
+    out.push_str("# HELP sharegate_beacons_total Player beacons this replica answered, by outcome.\n");
+    out.push_str("# TYPE sharegate_beacons_total counter\n");
+    for (i, r) in super::analytics::BEACON_RESULTS.iter().enumerate() {
+        let v = s.analytics.beacon_results[i].load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(out, r#"sharegate_beacons_total{{result="{r}"}} {v}"#);
+    }
+    out.push_str(
+        "# HELP sharegate_edge_state_age_seconds Seconds since each edge last pulled state from this replica \
+         (replica-local: use min by (edge)).\n",
+    );
+    out.push_str("# TYPE sharegate_edge_state_age_seconds gauge\n");
+    for (edge, age) in s.edge_contacts.ages() {
+        let _ = writeln!(
+            out,
+            r#"sharegate_edge_state_age_seconds{{edge="{}"}} {age:.3}"#,
+            esc(&edge)
+        );
+    }
+    let backlog = match &s.outbox {
+        Some(o) => o
+            .oldest_pending()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+            .map_or(0.0, |d| d.as_secs_f64()),
+        None => 0.0,
+    };
+    out.push_str(
+        "# HELP sharegate_purge_backlog_oldest_seconds Age of the oldest purge not yet confirmed by its CDN (0: none).\n",
+    );
+    out.push_str("# TYPE sharegate_purge_backlog_oldest_seconds gauge\n");
+    let _ = writeln!(out, "sharegate_purge_backlog_oldest_seconds {backlog:.3}");
     let mut resp = out.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -147,6 +147,10 @@ permissions! {
     ManagePresets: [Admin] => "manage player presets";
     /// `GET /v1/presets`, `GET /v1/presets/{name}`.
     ReadPresets: [Admin, Minter, Auditor] => "read player presets";
+    /// `GET /v1/analytics`, `GET /v1/analytics/views/{view}`, `GET /v1/analytics/stream`.
+    ReadAnalytics: [Auditor, Admin] => "read playback analytics";
+    /// `POST /v1/conversions`.
+    ReportConversions: [Minter, Admin] => "report conversions";
 }
 
 /// The store key of an API key: the hex SHA-256 of the whole key string.

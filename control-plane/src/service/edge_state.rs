@@ -142,6 +142,7 @@ pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMa
             ApiError::BadCredential
         });
     }
+    s.edge_contacts.note(&headers);
     // The time first, the generation after (see the module docs). A clock past 2106 is an error, not a far
     // future "as of" that would keep every edge fresh.
     let as_of = u32::try_from(now()).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
@@ -172,4 +173,53 @@ pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMa
     }
     let (_, bytes) = build_current_snapshot(&s).await?;
     Ok((StatusCode::OK, Bytes::from(bytes)).into_response())
+}
+
+/// The header an edge names itself with when it pulls state (its `SHAREGATE_EDGE_ID`).
+pub const EDGE_ID_HEADER: &str = "x-sharegate-edge";
+/// Most edges tracked; later ones are `_overflow`.
+pub const MAX_TRACKED_EDGES: usize = 256;
+
+/// When each edge last pulled state from this replica, for `sharegate_edge_state_age_seconds{edge}` (an edge
+/// polls, so the time since its last pull bounds how stale its state can be). Replica-local: an edge may pull from
+/// any replica, so aggregate with `min by (edge)`.
+#[derive(Debug, Default)]
+pub struct EdgeContacts(std::sync::Mutex<std::collections::BTreeMap<String, std::time::Instant>>);
+
+impl EdgeContacts {
+    fn note(&self, headers: &HeaderMap) {
+        let name = headers
+            .get(EDGE_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.chars()
+                    .take(64)
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect::<String>()
+            })
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "_unnamed".into());
+        if let Ok(mut m) = self.0.lock() {
+            let name = if m.contains_key(&name) || m.len() < MAX_TRACKED_EDGES {
+                name
+            } else {
+                "_overflow".into()
+            };
+            m.insert(name, std::time::Instant::now());
+        }
+    }
+
+    /// Each edge and the seconds since its last pull.
+    pub fn ages(&self) -> Vec<(String, f64)> {
+        self.0
+            .lock()
+            .map(|m| m.iter().map(|(k, t)| (k.clone(), t.elapsed().as_secs_f64())).collect())
+            .unwrap_or_default()
+    }
 }

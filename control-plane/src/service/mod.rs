@@ -76,6 +76,8 @@ pub struct ServiceConfig {
     pub edge_token: Option<String>,
     /// What viewer tokens minted for the player pages are bound to.
     pub player: player::PlayerSettings,
+    /// Playback analytics.
+    pub analytics: analytics::AnalyticsSettings,
 }
 
 /// An edge the control plane pushes state to.
@@ -99,6 +101,7 @@ impl Default for ServiceConfig {
             edges: Vec::new(),
             edge_token: None,
             player: player::PlayerSettings::default(),
+            analytics: analytics::AnalyticsSettings::default(),
         }
     }
 }
@@ -131,6 +134,10 @@ pub struct AppState {
     pub clock_offset_secs: i64,
     /// Anonymous refused calls not yet audited one by one (see `audit_failures`).
     pub anonymous_refusals: std::sync::Mutex<AnonymousRefusals>,
+    /// Playback analytics: the view-id key, the applier's wake-up, the beacon rate limiter.
+    pub analytics: analytics::Runtime,
+    /// When edges last pulled state from this replica.
+    pub edge_contacts: edge_state::EdgeContacts,
 }
 
 /// How long [`AppState::hot`] keeps a record.
@@ -169,7 +176,10 @@ impl AppState {
         state_key: sharegate_shared::revocation::StateKey,
     ) -> Result<Self, ApiError> {
         let minter = keys::RotatingMinter::new(keys, policy, 0)?;
+        let analytics = analytics::Runtime::new(&state_key);
         Ok(AppState {
+            analytics,
+            edge_contacts: edge_state::EdgeContacts::default(),
             store,
             config,
             minter,
@@ -327,11 +337,12 @@ async fn audit_failures(
     );
     let path = req.uri().path().to_string();
     // Edge ingestion has its own credential and volume; viewers opening share links are not API callers.
-    // Players asking for a token (`/v1/shares/{id}/playback`, exactly) are viewers too.
+    // Players asking for a token (`/v1/shares/{id}/playback`, exactly) and sending beacons are viewers too (a
+    // refused beacon is counted in `sharegate_beacons_total`).
     let playback = matches!(
         path.split('/').collect::<Vec<_>>().as_slice(),
         ["", "v1", "shares", _, "playback"]
-    );
+    ) || path == "/v1/beacons";
     if !mutating || path.starts_with("/v1/edge/") || !path.starts_with("/v1/") || playback {
         return next.run(req).await;
     }
@@ -525,6 +536,7 @@ pub(crate) async fn mint_recorded<'a>(
         };
         let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
         let id_hex = hex::encode(token_id);
+        let minted = analytics::mint_entry(now, &claims, asset, share).unwrap_or_default();
         let written = s
             .store
             .atomic(
@@ -544,6 +556,11 @@ pub(crate) async fn mint_recorded<'a>(
                         ns: Ns::Links,
                         key: &id_hex,
                         value: &link,
+                    },
+                    // The funnel's first stage, counted with the mint itself.
+                    Op::Append {
+                        log: Log::Beacons,
+                        value: &minted,
                     },
                 ],
             )

@@ -97,6 +97,10 @@ pub struct ShareRequest {
     /// an empty list: none.
     #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub embed_origins: Option<Vec<String>>,
+    /// Take the channel and campaign of each view from the page URL's `utm_source` and `utm_campaign` (cut to
+    /// [`UTM_MAX_LEN`] of `[A-Za-z0-9_.~-]`), falling back to `channel` and `campaign`. Default false.
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
+    pub utm: Option<bool>,
 }
 
 /// An optional request field that may be left out but not sent as `null`: the schema gives its type, not null, and
@@ -141,6 +145,9 @@ pub struct ShareRecord {
     /// Sites that may embed it (`None`: any).
     #[serde(default)]
     pub embed_origins: Option<Vec<String>>,
+    /// Whether views take their channel and campaign from the page URL's UTM parameters.
+    #[serde(default)]
+    pub utm: bool,
 }
 
 /// A share as the API returns it: the record and its stable URL.
@@ -235,7 +242,14 @@ pub struct Binding {
     pub origin: Option<String>,
     /// The viewer's network.
     pub network: Option<IpPrefix>,
+    /// Attribution of this view from the page URL's UTM parameters, when the share takes them (else the share's).
+    pub channel: Option<String>,
+    /// Same, campaign.
+    pub campaign: Option<String>,
 }
+
+/// Longest channel or campaign taken from a UTM parameter.
+pub const UTM_MAX_LEN: usize = 32;
 
 /// The claims a share's token carries at `now` for `viewer` (expiry clamped to the share's).
 fn share_claims<'a>(
@@ -259,8 +273,8 @@ fn share_claims<'a>(
         asset: Some(Text::from(share.asset.as_str())),
         share: Some(Text::from(share.id.as_str())),
         viewer: viewer.map(Text::from),
-        campaign: share.campaign.as_deref().map(Text::from),
-        channel: share.channel.as_deref().map(Text::from),
+        campaign: bind.campaign.as_deref().or(share.campaign.as_deref()).map(Text::from),
+        channel: bind.channel.as_deref().or(share.channel.as_deref()).map(Text::from),
         origin: bind.origin.as_deref().map(Text::from),
         ip: bind.network,
         ..Claims::default()
@@ -333,6 +347,7 @@ async fn create(
         title: req.title,
         preset: req.preset,
         embed_origins,
+        utm: req.utm.unwrap_or(false),
     };
     // Check now what every open will mint (syntax of each claim, and the size with the longest viewer id), so a
     // share that is accepted can always be opened.
@@ -347,6 +362,12 @@ async fn create(
             .max_by_key(|o| o.len())
             .cloned(),
         network: IpPrefix::new(std::net::Ipv6Addr::UNSPECIFIED.into(), 48),
+        channel: share
+            .utm
+            .then(|| "x".repeat(UTM_MAX_LEN.max(share.channel.as_ref().map_or(0, String::len)))),
+        campaign: share
+            .utm
+            .then(|| "x".repeat(UTM_MAX_LEN.max(share.campaign.as_ref().map_or(0, String::len)))),
     };
     let probe = share_claims(&share, longest, &widest, [0; 12], iat);
     for viewer in &share.invited {
@@ -678,6 +699,7 @@ mod tests {
             title: None,
             preset: None,
             embed_origins: None,
+            utm: false,
         };
         assert_eq!(
             share_claims(&share, None, &Binding::default(), [0; 12], 1_000_000).exp,

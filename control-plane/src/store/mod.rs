@@ -70,11 +70,15 @@ pub enum Ns {
     Settings,
     /// Short leases, e.g. which replica runs the outbox.
     Leases,
+    /// Playback analytics: the rows registered per hour, conversion receipts, consumer cursors.
+    Analytics,
+    /// One record per playback view (player view id or edge session), kept for the raw retention.
+    Views,
 }
 
 impl Ns {
     /// Every namespace (the redb backend creates their tables when it opens).
-    pub const ALL: [Ns; 10] = [
+    pub const ALL: [Ns; 12] = [
         Ns::ApiKeys,
         Ns::Assets,
         Ns::Links,
@@ -85,6 +89,8 @@ impl Ns {
         Ns::Outbox,
         Ns::Settings,
         Ns::Leases,
+        Ns::Analytics,
+        Ns::Views,
     ];
 
     /// The stable name.
@@ -100,6 +106,8 @@ impl Ns {
             Ns::Outbox => "outbox",
             Ns::Settings => "settings",
             Ns::Leases => "leases",
+            Ns::Analytics => "analytics",
+            Ns::Views => "views",
         }
     }
 }
@@ -116,11 +124,22 @@ pub enum Log {
     Audit,
     /// Edge events (denials, expiries) ingested.
     Events,
+    /// Player beacons and conversions accepted, before and after they are applied to the analytics.
+    Beacons,
+    /// Views created, in order: what the retention sweep deletes when they are older than the raw retention.
+    ViewIndex,
 }
 
 impl Log {
     /// Every log.
-    pub const ALL: [Log; 4] = [Log::Issued, Log::Revocations, Log::Audit, Log::Events];
+    pub const ALL: [Log; 6] = [
+        Log::Issued,
+        Log::Revocations,
+        Log::Audit,
+        Log::Events,
+        Log::Beacons,
+        Log::ViewIndex,
+    ];
 
     /// The stable name.
     pub const fn name(self) -> &'static str {
@@ -129,6 +148,8 @@ impl Log {
             Log::Revocations => "revocations",
             Log::Audit => "audit",
             Log::Events => "events",
+            Log::Beacons => "beacons",
+            Log::ViewIndex => "view_index",
         }
     }
 
@@ -361,6 +382,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// The current value of a counter (0 if never incremented).
     async fn counter(&self, counter: &str) -> Result<u64, StoreError>;
+
+    /// The current values of many counters, in the order asked (one read, not one call per counter, where the
+    /// backend allows: analytics queries read thousands).
+    async fn counters(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            out.push(self.counter(n).await?);
+        }
+        Ok(out)
+    }
+
+    /// The values of many keys of one namespace, in the order asked.
+    async fn get_many(&self, ns: Ns, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(ns, k).await?);
+        }
+        Ok(out)
+    }
 
     /// Checks, then writes, in one transaction: if every check holds, applies `ops` in order and returns one result
     /// per op (see [`Op`]); if any check fails, writes nothing and returns `None`. A Redis script error half-way

@@ -50,6 +50,8 @@ fn ns_table(ns: Ns) -> TableDefinition<'static, &'static str, &'static [u8]> {
         Ns::Outbox => "ns:outbox",
         Ns::Settings => "ns:settings",
         Ns::Leases => "ns:leases",
+        Ns::Analytics => "ns:analytics",
+        Ns::Views => "ns:views",
     })
 }
 
@@ -59,6 +61,8 @@ fn log_table(log: Log) -> TableDefinition<'static, u64, &'static [u8]> {
         Log::Revocations => "log:revocations",
         Log::Audit => "log:audit",
         Log::Events => "log:events",
+        Log::Beacons => "log:beacons",
+        Log::ViewIndex => "log:view_index",
     })
 }
 
@@ -395,6 +399,32 @@ impl Store for RedbStore {
         self.read(move |txn| {
             let t = txn.open_table(ns_table(ns)).map_err(backend)?;
             Ok(t.get(key.as_str()).map_err(backend)?.map(|g| g.value().to_vec()))
+        })
+        .await
+    }
+
+    async fn counters(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let names = names.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(COUNTERS).map_err(backend)?;
+            let mut out = Vec::with_capacity(names.len());
+            for n in &names {
+                out.push(t.get(n.as_str()).map_err(backend)?.map(|g| g.value()).unwrap_or(0));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_many(&self, ns: Ns, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let keys = keys.to_vec();
+        self.read(move |txn| {
+            let t = txn.open_table(ns_table(ns)).map_err(backend)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for k in &keys {
+                out.push(t.get(k.as_str()).map_err(backend)?.map(|g| g.value().to_vec()));
+            }
+            Ok(out)
         })
         .await
     }

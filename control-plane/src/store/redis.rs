@@ -335,6 +335,35 @@ impl Store for RedisStore {
         to_u64(v, "counter")
     }
 
+    async fn counters(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::with_capacity(names.len());
+        // HMGET in chunks: one round trip per chunk, and no single reply large enough to stall Redis.
+        for chunk in names.chunks(4096) {
+            let vals: Vec<Option<u64>> = ::redis::cmd("HMGET")
+                .arg(self.counters_key())
+                .arg(chunk)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(map_err)?;
+            out.extend(vals.into_iter().map(|v| v.unwrap_or(0)));
+        }
+        Ok(out)
+    }
+
+    async fn get_many(&self, ns: Ns, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1024) {
+            let vals: Vec<Option<Vec<u8>>> = ::redis::cmd("HMGET")
+                .arg(self.ns_key(ns))
+                .arg(chunk)
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(map_err)?;
+            out.extend(vals);
+        }
+        Ok(out)
+    }
+
     async fn counter(&self, counter: &str) -> Result<u64, StoreError> {
         let v: Option<u64> = ::redis::cmd("HGET")
             .arg(self.counters_key())

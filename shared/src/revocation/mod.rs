@@ -245,6 +245,13 @@ impl StateKey {
         StateKey { mac }
     }
 
+    /// HMAC-SHA256 of `data` under this key, for keys derived from it (e.g. the control plane's view-id key, with a
+    /// context that no state starts with) and MACs of our own formats. Never use it to MAC revocation state: that
+    /// is [`StateKey`]'s own format's job.
+    pub fn derive(&self, data: &[u8]) -> [u8; TAG_LEN] {
+        self.tag(data)
+    }
+
     pub(crate) fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
         let mut mac = self.mac.clone();
         mac.update(data);

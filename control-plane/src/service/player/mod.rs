@@ -24,6 +24,7 @@ pub mod presets;
 pub mod reasons;
 pub mod support;
 
+use super::analytics::viewid::ViewDims;
 use super::error::ApiError;
 use super::shares::{self, Binding, OpenError, ShareRecord, ViewerToken};
 use super::{AppState, now};
@@ -152,7 +153,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
 }
 
 /// The viewer's address as this control plane sees it.
-fn client_ip(s: &AppState, headers: &HeaderMap, peer: Peer) -> Option<IpAddr> {
+pub(crate) fn client_ip(s: &AppState, headers: &HeaderMap, peer: Peer) -> Option<IpAddr> {
     match &s.config.player.client_ip_header {
         Some(name) => headers
             .get_all(name.as_str())
@@ -224,6 +225,37 @@ fn permitted_origin(s: &AppState, headers: &HeaderMap, share: &ShareRecord) -> R
     Ok(Some(origin))
 }
 
+/// The channel and campaign a view is credited to: the page URL's `utm_source` and `utm_campaign` when the share
+/// takes them (from the query, else — for the player's own token requests — from the `Referer`, which is our page's
+/// full URL), each cut to [`shares::UTM_MAX_LEN`] of `[A-Za-z0-9_.~-]`; `None` falls back to the share's own.
+fn utm_attribution(
+    share: &ShareRecord,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> (Option<String>, Option<String>) {
+    if !share.utm {
+        return (None, None);
+    }
+    let referer: Vec<(String, String)> = headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once('?'))
+        .map(|(_, q)| query_pairs(Some(q.split('#').next().unwrap_or(""))))
+        .unwrap_or_default();
+    let pick = |name: &str| {
+        let from = |pairs: &[(String, String)]| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        from(query).or_else(|| from(&referer)).and_then(|v| {
+            let v: String = v
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '~'))
+                .take(shares::UTM_MAX_LEN)
+                .collect();
+            (!v.is_empty()).then_some(v)
+        })
+    };
+    (pick("utm_source"), pick("utm_campaign"))
+}
+
 fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
     q.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .unwrap_or_default()
@@ -284,6 +316,7 @@ fn refusal_view(s: &AppState, mode: Mode, share: Option<&str>, refusal: Refusal)
         embed_origins: None,
         framing,
         edge_origin: &edge,
+        analytics: None,
     })
 }
 
@@ -307,6 +340,29 @@ async fn player_page(s: &AppState, mode: Mode, opened: &shares::Opened, query: &
         (Mode::Embed, Some(list)) => Framing::Only(list.clone()),
     };
     let edge = edge_origin(s);
+    let analytics = s.config.analytics.enabled.then(|| {
+        let (utm_channel, utm_campaign) = utm_attribution(share, query, &HeaderMap::new());
+        let channel = utm_channel.or_else(|| share.channel.clone());
+        let campaign = utm_campaign.or_else(|| share.campaign.clone());
+        let view = s.analytics.view_key.mint(
+            s.now(),
+            &ViewDims {
+                share: &share.id,
+                asset: &share.asset,
+                channel: channel.as_deref().unwrap_or(""),
+                campaign: campaign.as_deref().unwrap_or(""),
+            },
+        );
+        serde_json::json!({
+            "view": view,
+            "beacon": format!("{base}/v1/beacons"),
+            "interval_ms": s.config.analytics.beacon_interval_ms,
+            "share": share.id,
+            "asset": share.asset,
+            "channel": channel,
+            "campaign": campaign,
+        })
+    });
     page::render(&Page {
         mode,
         share: Some(&share.id),
@@ -317,6 +373,7 @@ async fn player_page(s: &AppState, mode: Mode, opened: &shares::Opened, query: &
         embed_origins: share.embed_origins.as_deref(),
         framing,
         edge_origin: &edge,
+        analytics,
     })
 }
 
@@ -353,6 +410,7 @@ async fn redirect(s: &AppState, headers: &HeaderMap, id: &str) -> Result<Respons
     let bind = Binding {
         origin: permitted_origin(s, headers, &opened.share)?,
         network: None,
+        ..Binding::default()
     };
     let token = shares::mint_for(s, &opened, &bind).await?;
     let location = HeaderValue::from_str(&token.url)
@@ -416,6 +474,7 @@ async fn playback_answer(
         // `network=off`: the player's second try after the edge refused the viewer's network (a viewer who reaches
         // us and the edge over different address families); no weaker than the share's own redirect.
         let network_off = query.iter().any(|(k, v)| k == "network" && v == "off");
+        let (channel, campaign) = utm_attribution(&opened.share, query, headers);
         let bind = Binding {
             origin: permitted_origin(s, headers, &opened.share)?,
             network: if network_off {
@@ -423,6 +482,8 @@ async fn playback_answer(
             } else {
                 client_network(s, headers, peer)
             },
+            channel,
+            campaign,
         };
         let preset = presets::for_share(s, opened.share.preset.as_deref()).await?;
         let ViewerToken {

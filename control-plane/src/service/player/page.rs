@@ -78,6 +78,8 @@ pub struct Page<'a> {
     pub framing: Framing,
     /// The edge's origin (`connect-src`, `media-src`).
     pub edge_origin: &'a str,
+    /// The view's analytics settings (view id, beacon URL, attribution), when analytics are on.
+    pub analytics: Option<serde_json::Value>,
 }
 
 /// Escape text for HTML content and double-quoted attributes.
@@ -198,6 +200,7 @@ fn config(page: &Page<'_>) -> serde_json::Value {
         "contact": reasons::CONTACT,
         "refusal": page.refusal,
         "embed_origins": page.embed_origins,
+        "analytics": page.analytics,
     })
 }
 
@@ -300,6 +303,7 @@ mod tests {
             embed_origins: None,
             framing: Framing::Nobody,
             edge_origin: "https://cdn.example",
+            analytics: None,
         }
     }
 
