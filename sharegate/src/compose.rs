@@ -314,6 +314,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     let admin = dev_key(store, Role::Admin, "dev (this run)").await?;
     register_demo(&ApiClient::new(&api_url, admin), &a.origin).await?;
     let responder = dev_key(store, Role::Responder, "dev (this run)").await?;
+    let auditor = dev_key(store, Role::Auditor, "dev (this run)").await?;
     let share = demo_share(&ApiClient::new(&api_url, minter.clone()), &a.data_dir).await?;
 
     let admin_file = a.data_dir.join("admin.key");
@@ -345,6 +346,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     println!("  play:    ffplay \"<url printed by mint>\"   (or ffprobe, or hls.js in a browser)");
     println!("  responder API key (this run): {responder}");
     println!("  revoke:  SHAREGATE_API_KEY={responder} sharegate revoke --kind token --token \"<link>\" --reason test");
+    println!("  auditor API key (this run): {auditor}");
+    println!("  dashboard: {api_url}/dashboard   (sign in with the auditor key)");
+    println!("  analytics: curl -H \"authorization: Bearer {auditor}\" {api_url}/v1/analytics?group_by=channel,campaign");
     println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
     tokio::signal::ctrl_c().await?;
     Ok(())
