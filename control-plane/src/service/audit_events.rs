@@ -783,13 +783,11 @@ fn accepted(events: usize, dropped: u64) -> Response {
 /// the totals), so the log is a recent window for investigation, not an archive. A failed trim is retried by the
 /// next batch, so it does not fail this one.
 async fn trim_events(s: &AppState, last_seq: u64) {
-    let Some(mut below) = last_seq.checked_sub(MAX_EVENTS_KEPT) else {
+    // Analytics applies events from this log within about a second (`analytics::apply`); an applier more than
+    // MAX_EVENTS_KEPT events behind loses the oldest, which keeps the window bounded whatever happens.
+    let Some(below) = last_seq.checked_sub(MAX_EVENTS_KEPT) else {
         return;
     };
-    // Not past what analytics has yet to apply, unless it is so far behind that the log would grow without bound.
-    if let Ok(applied) = super::analytics::apply::cursor_of(s, super::analytics::apply::Input::Events).await {
-        below = below.min(applied).max(last_seq.saturating_sub(10 * MAX_EVENTS_KEPT));
-    }
     if let Err(e) = s.store.trim_log(Log::Events, below + 1).await {
         tracing::warn!(error = %e, "cannot trim the events log");
     }
