@@ -134,10 +134,22 @@
     }
     document.title = m.title || FALLBACK.title;
     document.body.classList.add('sg-refused');
+    qoeFailed(code);
     emit('error', { code, status: httpStatus || null, reference: ref, message: m.title || FALLBACK.title });
   }
 
   /* ---------- the control plane ---------- */
+
+  // The playback endpoint, with the page's UTM parameters (a share that takes them credits the view's tokens to
+  // that channel and campaign, as its view id is) and `network=off` when asked for.
+  function playbackUrl() {
+    const q = new URLSearchParams();
+    const page = new URLSearchParams(location.search);
+    for (const k of ['utm_source', 'utm_campaign']) if (page.get(k)) q.set(k, page.get(k));
+    if (st.networkOff) q.set('network', 'off');
+    const qs = q.toString();
+    return cfg.playback_url + (qs ? `?${qs}` : '');
+  }
 
   // One POST to the playback endpoint. Resolves to {data} (200), {refusal} (a definitive 4xx answer) or
   // {transient} (network error, 5xx, 429, an unreadable answer): only the last is worth retrying.
@@ -146,7 +158,7 @@
     try {
       // `network=off` after the edge refused this viewer's network twice (see onRefusedRequest). Same-origin
       // credentials: a product's auth proxy in front of the page may know the viewer by a cookie.
-      res = await fetch(cfg.playback_url + (st.networkOff ? '?network=off' : ''), {
+      res = await fetch(playbackUrl(), {
         method: 'POST',
         cache: 'no-store',
         credentials: 'same-origin',
@@ -310,6 +322,9 @@
       backBufferLength: 30,
       enableWorker: true,
       capLevelToPlayerSize: true,
+      // CTA-5004 CMCD (query mode: headers would need a CORS preflight): the view id joins the edge's events to
+      // this page's beacons.
+      cmcd: an ? { sessionId: an.view, contentId: an.asset || undefined } : undefined,
       manifestLoadPolicy: guarded(base.manifestLoadPolicy),
       playlistLoadPolicy: guarded(base.playlistLoadPolicy),
       fragLoadPolicy: guarded(base.fragLoadPolicy),
@@ -369,6 +384,8 @@
     if (reason) recovery.reason = reason;
     if (!data.fatal) return;
     const H = window.Hls;
+    qoe.errorType = data.type === H.ErrorTypes.MEDIA_ERROR ? (/decode/i.test(data.details || '') ? 'decode' : 'media')
+      : /manifest|level/i.test(data.details || '') ? 'manifest' : 'network';
     if (recovery.fatal++ === 0) {
       // One attempt to recover, then give up with a page.
       if (data.type === H.ErrorTypes.MEDIA_ERROR) hls.recoverMediaError();
@@ -523,6 +540,7 @@
   }
 
   function play() {
+    qoePlayRequested();
     const p = video.play();
     if (p && p.catch) p.catch(() => {}); // blocked by the browser's autoplay policy: stay paused
   }
@@ -731,6 +749,171 @@
     });
   }
 
+  /* ---------- analytics (docs/analytics.md) ---------- */
+
+  // Cumulative snapshots of this view, sent as beacons: a lost or repeated one costs nothing (the server keeps the
+  // maximum of each total), so there is no retry logic here.
+  const an = cfg.analytics && typeof cfg.analytics.view === 'string' ? cfg.analytics : null;
+  const TECHNICAL = { default: null, unavailable: 'network', unsupported_browser: 'media' };
+  const qoe = {
+    seq: 0,
+    requested: false,
+    playAt: 0,
+    startupMs: null,
+    watchMs: 0,
+    stallMs: 0,
+    rebuffers: 0,
+    ended: false,
+    failure: null,
+    errorType: null,
+    phase: 'idle', // 'playing' | 'stalled' | 'idle' (paused, ended, not started)
+    since: 0,
+    seeking: false,
+    dirty: false,
+    lastSent: 0,
+    done: false,
+  };
+  const perfNow = () => performance.now();
+
+  // Close the current phase: its time is watch time after the first frame, and stall time when stalled.
+  function qoeTick() {
+    const now = perfNow();
+    if (qoe.startupMs != null && qoe.phase !== 'idle') {
+      const dt = now - qoe.since;
+      qoe.watchMs += dt;
+      if (qoe.phase === 'stalled') qoe.stallMs += dt;
+      if (dt > 0) qoe.dirty = true;
+    }
+    qoe.since = now;
+  }
+  function qoePhase(p) {
+    qoeTick();
+    qoe.phase = p;
+  }
+  function qoePlayRequested() {
+    if (qoe.requested || !an) return;
+    qoe.requested = true;
+    qoe.playAt = perfNow();
+    qoe.dirty = true;
+    const first = () => qoeFirstFrame();
+    if (video && video.requestVideoFrameCallback) video.requestVideoFrameCallback(first);
+  }
+  function qoeFirstFrame() {
+    if (qoe.startupMs != null || !qoe.requested || st.stopped) return;
+    qoe.startupMs = Math.max(0, Math.round(perfNow() - qoe.playAt));
+    qoe.phase = 'playing';
+    qoe.since = perfNow();
+    qoe.dirty = true;
+    send(false, true);
+  }
+  function qoeFailed(code) {
+    if (!an || qoe.failure) return;
+    qoeTick();
+    qoe.phase = 'idle';
+    const mapped = Object.prototype.hasOwnProperty.call(TECHNICAL, code) ? TECHNICAL[code] || qoe.errorType || 'other' : code;
+    qoe.failure = { code: mapped };
+    qoe.dirty = true;
+    send(false, true);
+  }
+  function playedMs() {
+    let t = 0;
+    const r = video && video.played;
+    for (let i = 0; r && i < r.length; i++) t += r.end(i) - r.start(i);
+    return Math.round(t * 1000);
+  }
+  function snapshot(final) {
+    qoeTick();
+    const d = video && Number.isFinite(video.duration) ? Math.round(video.duration * 1000) : 0;
+    return {
+      v: 1,
+      view: an.view,
+      share: an.share,
+      asset: an.asset,
+      channel: an.channel || null,
+      campaign: an.campaign || null,
+      seq: qoe.seq++,
+      play_requested: qoe.requested,
+      startup_ms: qoe.startupMs,
+      watch_ms: Math.round(qoe.watchMs),
+      stall_ms: Math.round(qoe.stallMs),
+      rebuffers: qoe.rebuffers,
+      played_ms: playedMs(),
+      duration_ms: d,
+      ended: qoe.ended,
+      failure: qoe.failure,
+      final,
+    };
+  }
+  // At most one beacon per 2 s (`soon` lets a first frame, a failure or the page going hidden through), none
+  // after the final one, none when nothing changed.
+  function send(final, soon) {
+    if (!an || qoe.done) return;
+    qoeTick();
+    const now = Date.now();
+    if (!final && (!qoe.dirty || (!soon && now - qoe.lastSent < 2000))) return;
+    qoe.dirty = false;
+    qoe.lastSent = now;
+    if (final) qoe.done = true;
+    const body = JSON.stringify(snapshot(final));
+    try {
+      if (navigator.sendBeacon && navigator.sendBeacon(an.beacon, body)) return;
+    } catch (_) {
+      /* fall through to fetch */
+    }
+    fetch(an.beacon, { method: 'POST', body, keepalive: true, credentials: 'omit', headers: { 'content-type': 'text/plain' } }).catch(() => {});
+  }
+  function setupAnalytics() {
+    if (!an || !video) return;
+    video.addEventListener('play', qoePlayRequested);
+    video.addEventListener('playing', () => {
+      qoe.seeking = false;
+      if (qoe.startupMs == null) {
+        // Without requestVideoFrameCallback: the first timeupdate that moves the position.
+        const t0 = video.currentTime;
+        const check = () => {
+          if (video.currentTime > t0) {
+            video.removeEventListener('timeupdate', check);
+            qoeFirstFrame();
+          }
+        };
+        if (!video.requestVideoFrameCallback) video.addEventListener('timeupdate', check);
+        return;
+      }
+      qoePhase('playing');
+    });
+    video.addEventListener('waiting', () => {
+      if (qoe.startupMs == null || st.stopped) return;
+      // A seek's wait is not a rebuffer: the viewer asked for it.
+      if (!qoe.seeking && !video.seeking) {
+        qoe.rebuffers++;
+        qoePhase('stalled');
+      } else qoePhase('playing');
+    });
+    video.addEventListener('seeking', () => {
+      qoe.seeking = true;
+    });
+    video.addEventListener('seeked', () => {
+      qoe.seeking = false;
+    });
+    video.addEventListener('pause', () => {
+      if (!swapping) qoePhase('idle');
+    });
+    video.addEventListener('ended', () => {
+      qoePhase('idle');
+      qoe.ended = true;
+      qoe.dirty = true;
+      send(false, true);
+    });
+    setInterval(() => {
+      if (qoe.phase !== 'idle') qoe.dirty = true;
+      send(false);
+    }, Math.max(2000, Number(an.interval_ms) || 10000));
+    document.addEventListener('visibilitychange', () => {
+      if (document.hidden) send(false, true);
+    });
+    window.addEventListener('pagehide', () => send(true));
+  }
+
   /* ---------- support hook ---------- */
 
   // For tests and support: what the player is doing, without the token itself.
@@ -743,6 +926,14 @@
       lastRefusal: st.lastRefusal,
       currentTime: st.stopped && st.stoppedAt != null ? st.stoppedAt : video ? video.currentTime : 0,
     }),
+    // This view's analytics as the next beacon would carry them (null when analytics are off).
+    analytics: () => {
+      if (!an) return null;
+      qoeTick();
+      const snap = snapshot(qoe.done);
+      qoe.seq--; // a look, not a beacon
+      return snap;
+    },
   });
 
   /* ---------- boot ---------- */
@@ -757,6 +948,7 @@
   } else if (!video || !cfg.playback_url) {
     refuse('default', null);
   } else {
+    setupAnalytics();
     setupVideo();
     start();
   }

@@ -355,7 +355,8 @@ async fn player_page(s: &AppState, mode: Mode, opened: &shares::Opened, query: &
         );
         serde_json::json!({
             "view": view,
-            "beacon": format!("{base}/v1/beacons"),
+            // Relative: the page is ours whatever host name it was reached by, and CSP's 'self' allows it.
+            "beacon": "/v1/beacons",
             "interval_ms": s.config.analytics.beacon_interval_ms,
             "share": share.id,
             "asset": share.asset,
