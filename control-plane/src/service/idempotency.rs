@@ -4,7 +4,8 @@
 //! The key is scoped to the caller's credential and the route, and bound to a hash of the request body: the same key
 //! with another body is a `409 conflict`. Only successful (2xx) answers are remembered; a failed call may be retried
 //! with the same key. A remembered `201` is replayed as `200` (the resource exists already), with
-//! `idempotent-replay: true`.
+//! `idempotent-replay: true`. Calls without a credential (what viewers send: beacons, token requests) are never
+//! remembered: an anonymous caller must not be able to grow the store with keys.
 //!
 //! **Crashes.** The first call marks the key as running under a *lease* that it renews while it runs
 //! ([`lease`]). A retry while the lease holds is `409` with `Retry-After`; once it has lapsed (the process that ran
@@ -158,6 +159,9 @@ pub async fn layer(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
         *req.method(),
         Method::POST | Method::PUT | Method::DELETE | Method::PATCH
     ) {
+        return next.run(req).await;
+    }
+    if !req.headers().contains_key(axum::http::header::AUTHORIZATION) {
         return next.run(req).await;
     }
     let Some(idem) = req
