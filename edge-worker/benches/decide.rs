@@ -63,6 +63,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decide_segment", |b| {
         b.iter(|| black_box(engine.decide(black_box(&req), u64::from(NOW), StateInput::fresh(&view))))
     });
+    // The same request as hls.js sends it with CMCD on (query mode, our view id as `sid`): a steady-state segment
+    // (read, no event) and a startup one (`su`: an event with the CMCD attached).
+    let steady = "CMCD=bl%3D21300%2Cbr%3D3200%2Ccid%3D%22demo-asset-0001%22%2Cd%3D4004%2Cdl%3D18500%2Cmtp%3D48100%2Cot%3Dav%2Csid%3D%22-3zov1ksPVmUaxB9LQ.-YRsh2F4_OyRCLxtPBDl%22%2Ctb%3D6000";
+    let startup = format!("{steady}%2Csu");
+    let req_cmcd = Request { query: Some(steady), ..req };
+    let req_startup = Request { query: Some(&startup), ..req };
+    g.bench_function("cmcd_flags_only", |b| {
+        b.iter(|| black_box(sharegate_edge::cmcd::flags(black_box(Some(steady)), &[None; 4])))
+    });
+    g.bench_function("decide_segment_cmcd", |b| {
+        b.iter(|| black_box(engine.decide(black_box(&req_cmcd), u64::from(NOW), StateInput::fresh(&view))))
+    });
+    g.bench_function("decide_segment_cmcd_startup_event", |b| {
+        b.iter(|| black_box(engine.decide(black_box(&req_startup), u64::from(NOW), StateInput::fresh(&view))))
+    });
     g.bench_function("open_state_and_decide_segment", |b| {
         b.iter(|| {
             let v = StateView::open(black_box(&state)).unwrap();

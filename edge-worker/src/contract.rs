@@ -13,6 +13,9 @@ pub mod headers {
     pub const GENERATION: &str = "x-sharegate-generation";
     /// On a state request, `1`: a current edge wants a signed freshness message rather than a bare 304.
     pub const FRESHNESS: &str = "x-sharegate-freshness";
+    /// On a state request: the edge's id (`SHAREGATE_EDGE_ID`), so the control plane can tell how long ago each edge
+    /// last pulled (`sharegate_edge_state_age_seconds{edge}`).
+    pub const EDGE_ID: &str = "x-sharegate-edge";
     /// The value of [`FRESHNESS`] that asks for the signed answer.
     pub const FRESHNESS_SIGNED: &str = "1";
     /// On a denial: the reason code (unless switched off with `SHAREGATE_REASON_HEADER=false`).

@@ -76,6 +76,8 @@ pub struct Request<'a> {
     pub client_ip: Option<IpAddr>,
     /// Client country (upper-case alpha-2), from the runtime's geo data.
     pub country: Option<[u8; 2]>,
+    /// The `CMCD-Request`, `CMCD-Object`, `CMCD-Status` and `CMCD-Session` headers ([`crate::cmcd::HEADERS`]).
+    pub cmcd_headers: [Option<&'a str>; 4],
 }
 
 /// How the token reached the edge.
@@ -235,6 +237,9 @@ impl Allow {
 }
 
 /// The engine's answer.
+// A refusal (with its event) is a few hundred bytes against a preflight's header list; boxing it would add an
+// allocation to every refusal, which is the path a flood of bad requests takes.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     /// Serve it. (Boxed: it is several times the size of the other variants.)
@@ -310,6 +315,10 @@ fn cookie_value<'c>(cookie: Option<&'c str>, name: &str) -> Option<&'c str> {
 /// LL-HLS delivery directives kept for the origin and the cache key, in a fixed order, values checked so nothing
 /// else can ride along into the cache key.
 fn hls_directives(query: Option<&str>) -> Option<String> {
+    // Most queries (none, or a player's CMCD) hold no directive: one substring test instead of three scans.
+    if !query.is_some_and(|q| q.contains("_HLS_")) {
+        return None;
+    }
     let mut out = String::new();
     for name in ["_HLS_msn", "_HLS_part", "_HLS_skip"] {
         let Some(v) = query_param(query, name) else { continue };
@@ -405,6 +414,8 @@ impl Engine {
             channel: attribution.channel,
             campaign: attribution.campaign,
             edge: self.config.edge_id.clone(),
+            token: attribution.token,
+            cmcd: None,
         }
     }
 
@@ -443,8 +454,13 @@ impl Engine {
     }
 
     /// Decide one request, in the order of `docs/token-format.md`: the method, the token and path, the token's
-    /// signature and claims (scope and bindings), revocation, then the plan of what to fetch and send.
+    /// signature and claims (scope and bindings), revocation, then the plan of what to fetch and send. The event it
+    /// makes, if any, carries the request's CMCD.
     pub fn decide(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+        self.decide_attached(req, now, state)
+    }
+
+    fn decide_core(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
         if let Some(answered) = self.method_phase(req, now) {
             return answered;
         }
@@ -462,6 +478,26 @@ impl Engine {
             Err(denied) => return *denied,
         };
         self.plan(req, &found, &claims, event, now)
+    }
+
+    /// The phases in order; the request's CMCD ([`crate::cmcd`]) is read only when the request may carry some and
+    /// there is an event to attach it to.
+    fn decide_attached(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+        let mut d = self.decide_core(req, now, state);
+        let event = match &mut d {
+            Decision::Allow(a) => a.event.as_mut(),
+            Decision::Deny(x) => x.event.as_mut(),
+            Decision::Preflight(_) => None,
+        };
+        if let Some(e) = event
+            && crate::cmcd::maybe_present(req.query, &req.cmcd_headers)
+        {
+            let c = crate::cmcd::parse(req.query, &req.cmcd_headers);
+            if !c.is_empty() {
+                e.cmcd = Some(alloc::boxed::Box::new(c));
+            }
+        }
+        d
     }
 
     /// Phase 1: the method. OPTIONS is a preflight, anything but GET/HEAD a 405 saying what is allowed; `None`:
@@ -628,6 +664,12 @@ impl Engine {
             if resource == Resource::MultivariantPlaylist && event.is_none() {
                 event = Some(self.event(EventKind::PlaylistOpen, None, now, Attr::Claims(claims)));
             }
+        } else if resource == Resource::Segment && event.is_none() {
+            // A player's startup segments and stalls, as its CMCD reports them (no allocation without CMCD).
+            let f = crate::cmcd::flags(req.query, &req.cmcd_headers);
+            if f.su || f.bs {
+                event = Some(self.event(EventKind::Segment, None, now, Attr::Claims(claims)));
+            }
         }
         let mut cache_tags = Vec::with_capacity(2);
         let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
@@ -780,6 +822,17 @@ impl Attr<'_, '_> {
     }
 }
 
+/// `<iat>-<token id hex>`: a verified token's session key in events.
+fn session_key(c: &Claims<'_>) -> String {
+    use core::fmt::Write as _;
+    let mut s = String::with_capacity(36);
+    let _ = write!(s, "{}-", c.iat);
+    for b in c.token_id {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// Ids an event is attributed to.
 #[derive(Debug, Clone, Default)]
 struct Attribution {
@@ -787,6 +840,7 @@ struct Attribution {
     share: Option<String>,
     channel: Option<String>,
     campaign: Option<String>,
+    token: Option<String>,
 }
 
 impl Attribution {
@@ -796,6 +850,7 @@ impl Attribution {
             share: owned(c.share),
             channel: owned(c.channel),
             campaign: owned(c.campaign),
+            token: Some(session_key(c)),
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum EventKind {
     PlaylistOpen,
     /// The edge decided on revocation state older than its hard limit (fail-open policy) or refused because of it.
     StateStale,
+    /// A media segment served to a request whose CMCD says startup (`su`) or a stall (`bs`): a session's first
+    /// segments and its rebuffers, as the player reports them to every edge. Requests without CMCD make no event.
+    Segment,
 }
 
 impl EventKind {
@@ -36,6 +39,7 @@ impl EventKind {
             EventKind::Expiry => "expiry",
             EventKind::PlaylistOpen => "playlist_open",
             EventKind::StateStale => "state_stale",
+            EventKind::Segment => "segment",
         }
     }
 }
@@ -59,6 +63,11 @@ pub struct Event {
     pub campaign: Option<String>,
     /// The edge that saw it.
     pub edge: String,
+    /// The verified token's session key, `<iat>-<token id hex>`: how the control plane groups the events of a
+    /// client without our player page into one session.
+    pub token: Option<String>,
+    /// The request's CMCD, when it carried any (boxed: most events have none).
+    pub cmcd: Option<alloc::boxed::Box<crate::cmcd::Cmcd>>,
 }
 
 fn json_str(out: &mut String, s: &str) {
@@ -90,6 +99,7 @@ impl Event {
             ("channel", self.channel.as_deref()),
             ("campaign", self.campaign.as_deref()),
             ("edge", Some(self.edge.as_str())),
+            ("token", self.token.as_deref()),
         ];
         for (k, v) in fields {
             if let Some(v) = v {
@@ -97,6 +107,24 @@ impl Event {
                 out.push_str(k);
                 out.push_str("\":");
                 json_str(out, v);
+            }
+        }
+        if let Some(c) = &self.cmcd {
+            for (k, v) in [("sid", c.sid.as_deref()), ("cid", c.cid.as_deref()), ("ot", c.ot)] {
+                if let Some(v) = v {
+                    let _ = write!(out, ",\"{k}\":");
+                    json_str(out, v);
+                }
+            }
+            for (k, v) in [("bs", c.bs), ("su", c.su)] {
+                if v {
+                    let _ = write!(out, ",\"{k}\":true");
+                }
+            }
+            for (k, v) in [("bl", c.bl), ("br", c.br), ("mtp", c.mtp)] {
+                if let Some(v) = v {
+                    let _ = write!(out, ",\"{k}\":{v}");
+                }
             }
         }
         out.push('}');
@@ -109,15 +137,38 @@ pub struct EventBatch {
     events: Vec<Event>,
     oldest: Option<u64>,
     dropped: u64,
+    /// Sessions whose startup `segment` event this instance already holds or sent (see [`EventBatch::push`]).
+    seen: alloc::collections::BTreeSet<String>,
 }
+
+/// Most sessions remembered for deduplicating `segment` events; the set is cleared when full.
+pub const MAX_SEEN_SESSIONS: usize = 4096;
 
 impl EventBatch {
     /// Most events held; beyond this new ones are counted as dropped (the edge must not grow without bound when the
     /// control plane is down).
     pub const CAPACITY: usize = 10_000;
 
-    /// Add an event.
+    /// Add an event. A `segment` event that only says "startup" for a session this instance already reported is
+    /// dropped (a player marks several segments `su` while its buffer fills; the first is the one that counts);
+    /// stalls (`bs`) always go through. An instance that keeps no memory between requests (Fastly) dedupes
+    /// nothing: the control plane keeps each session's first segment once anyway.
     pub fn push(&mut self, e: Event) {
+        if e.kind == EventKind::Segment {
+            let c = e.cmcd.as_deref();
+            let key = c.and_then(|c| c.sid.clone()).or_else(|| e.token.clone());
+            if !c.is_some_and(|c| c.bs)
+                && let Some(key) = key
+            {
+                if self.seen.contains(&key) {
+                    return;
+                }
+                if self.seen.len() >= MAX_SEEN_SESSIONS {
+                    self.seen.clear();
+                }
+                self.seen.insert(key);
+            }
+        }
         if self.events.len() >= Self::CAPACITY {
             self.dropped += 1;
             return;
@@ -291,6 +342,72 @@ mod tests {
         );
     }
 
+    struct NothingRevoked;
+    impl crate::engine::Revocations for NothingRevoked {
+        fn check(&self, _: &sharegate_shared::revocation::Subject<'_>) -> sharegate_shared::revocation::Revoked {
+            sharegate_shared::revocation::Revoked::No
+        }
+    }
+
+    fn decide(e: &Engine, req: &Request<'_>, now: u64) -> Decision {
+        e.decide(req, now, StateInput::fresh(&NothingRevoked))
+    }
+
+    #[test]
+    fn cmcd_rides_on_events_never_to_the_origin_or_the_cache_key() {
+        let now = 1_800_000_000u32;
+        let edge = engine([1; 32]);
+        let good = mint([1; 32], "demo", now);
+        let seg = format!("/t/{good}/demo/v0/seg_001.ts");
+        let cmcd = "CMCD=bl%3D0%2Cbr%3D35%2Ccid%3D%22demo%22%2Cot%3Dav%2Csid%3D%22view-1%22%2Csu";
+        let plain = Request { method: "GET", host: "cdn", path: &seg, ..Request::default() };
+        let with_query = Request { query: Some(cmcd), ..plain };
+        let with_headers = Request {
+            cmcd_headers: [Some("bl=100"), Some("ot=v"), Some("bs"), Some("sid=\"view-2\"")],
+            ..plain
+        };
+        let allow = |d: Decision| match d {
+            Decision::Allow(a) => a,
+            other => panic!("{other:?}"),
+        };
+        let a0 = allow(decide(&edge, &plain, u64::from(now)));
+        assert!(a0.event.is_none(), "a segment without CMCD makes no event");
+        let a1 = allow(decide(&edge, &with_query, u64::from(now)));
+        let a2 = allow(decide(&edge, &with_headers, u64::from(now)));
+        for a in [&a1, &a2] {
+            assert_eq!((&a.cache_key, &a.origin_path, &a.origin_query), (&a0.cache_key, &a0.origin_path, &a0.origin_query));
+        }
+        let e1 = a1.event.clone().unwrap();
+        assert_eq!(e1.kind, EventKind::Segment);
+        let c = e1.cmcd.as_deref().unwrap();
+        assert_eq!((c.sid.as_deref(), c.ot, c.su, c.bs), (Some("view-1"), Some("av"), true, false));
+        assert_eq!(e1.token.as_deref(), Some(format!("{now}-{}", hex::encode([3u8; 12])).as_str()));
+        let json = Pending { events: alloc::vec![e1.clone(), a2.event.clone().unwrap()], dropped: 0 }.to_json("e1");
+        assert!(json.contains("\"kind\":\"segment\""), "{json}");
+        assert!(json.contains("\"sid\":\"view-1\",\"cid\":\"demo\",\"ot\":\"av\",\"su\":true,\"bl\":0,\"br\":35"), "{json}");
+        assert!(json.contains("\"sid\":\"view-2\",\"ot\":\"v\",\"bs\":true,\"bl\":100"), "{json}");
+        // The multivariant playlist's open carries the session id too.
+        let mv = format!("/t/{good}/demo/master.m3u8");
+        let open = allow(decide(&edge, &Request { path: &mv, ..with_query }, u64::from(now)));
+        let e = open.event.unwrap();
+        assert_eq!(e.kind, EventKind::PlaylistOpen);
+        assert_eq!(e.cmcd.unwrap().sid.as_deref(), Some("view-1"));
+
+        // Startup segments of one session are one event per instance; stalls always go through.
+        let mut b = EventBatch::default();
+        for _ in 0..3 {
+            b.push(e1.clone());
+        }
+        assert_eq!(b.len(), 1);
+        let mut stall = e1.clone();
+        if let Some(c) = stall.cmcd.as_mut() {
+            c.bs = true;
+        }
+        b.push(stall.clone());
+        b.push(stall);
+        assert_eq!(b.len(), 3);
+    }
+
     fn ev(at: u64, asset: &str) -> Event {
         Event {
             kind: EventKind::Deny,
@@ -301,6 +418,8 @@ mod tests {
             channel: Some("em\"ail\n".into()),
             campaign: None,
             edge: "e1".into(),
+            token: None,
+            cmcd: None,
         }
     }
 

@@ -262,15 +262,21 @@ pub fn bearer(token: Option<&str>) -> Option<(&'static str, alloc::string::Strin
 /// The headers of a request to the control plane's state endpoint from an edge holding generation `since` (`None`:
 /// no state yet): the generation, so the answer is what follows it, the ask for a signed freshness message when
 /// current, and the edge's credential. An edge holding generation 0 (nothing revoked yet) says so too: otherwise
-/// every pull would be answered with a whole snapshot instead of the short freshness message.
-pub fn state_request_headers(since: Option<u64>, token: Option<&str>) -> Vec<(&'static str, alloc::string::String)> {
+/// every pull would be answered with a whole snapshot instead of the short freshness message. `edge_id` names the
+/// edge (the control plane exports how long ago each edge pulled).
+pub fn state_request_headers(
+    since: Option<u64>,
+    token: Option<&str>,
+    edge_id: Option<&str>,
+) -> Vec<(&'static str, alloc::string::String)> {
     use crate::contract::headers;
-    let mut h = Vec::with_capacity(3);
+    let mut h = Vec::with_capacity(4);
     if let Some(since) = since {
         h.push((headers::GENERATION, alloc::format!("{since}")));
     }
     h.push((headers::FRESHNESS, headers::FRESHNESS_SIGNED.into()));
     h.extend(bearer(token));
+    h.extend(edge_id.map(|id| (headers::EDGE_ID, id.into())));
     h
 }
 
@@ -389,11 +395,11 @@ mod tests {
         assert_eq!(StateReply::of(204), StateReply::Unconfirmed);
         assert_eq!(StateReply::of(503), StateReply::Failed(503));
         assert_eq!(
-            state_request_headers(None, None),
+            state_request_headers(None, None, None),
             alloc::vec![("x-sharegate-freshness", "1".into())]
         );
         assert_eq!(
-            state_request_headers(Some(7), None),
+            state_request_headers(Some(7), None, None),
             alloc::vec![
                 ("x-sharegate-generation", "7".into()),
                 ("x-sharegate-freshness", "1".into())
@@ -402,11 +408,15 @@ mod tests {
         // Holding generation 0 (nothing revoked yet) is holding a state: the answer can be the short freshness
         // message rather than a whole snapshot.
         assert_eq!(
-            state_request_headers(Some(0), None)[0],
+            state_request_headers(None, None, Some("e1")),
+            alloc::vec![("x-sharegate-freshness", "1".into()), ("x-sharegate-edge", "e1".into())]
+        );
+        assert_eq!(
+            state_request_headers(Some(0), None, None)[0],
             ("x-sharegate-generation", "0".into())
         );
         assert_eq!(
-            state_request_headers(None, Some("t0k")),
+            state_request_headers(None, Some("t0k"), None),
             alloc::vec![
                 ("x-sharegate-freshness", "1".into()),
                 ("authorization", "Bearer t0k".into())

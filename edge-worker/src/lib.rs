@@ -17,6 +17,7 @@ extern crate std;
 
 pub mod adapter;
 pub mod client;
+pub mod cmcd;
 pub mod config;
 pub mod contract;
 pub mod engine;

@@ -122,6 +122,8 @@ struct Fields {
     referer: Option<String>,
     range: Option<String>,
     client: ClientFacts,
+    /// CMCD request headers ([`sharegate_edge::cmcd::HEADERS`]).
+    cmcd: [Option<String>; 4],
 }
 
 impl Fields {
@@ -141,6 +143,7 @@ impl Fields {
             referer: header("referer"),
             range: header("range"),
             client: sources.read_owned(peer, header),
+            cmcd: sharegate_edge::cmcd::HEADERS.map(header),
         }
     }
 
@@ -156,6 +159,7 @@ impl Fields {
             referer: self.referer.as_deref(),
             client_ip: self.client.ip,
             country: self.client.country,
+            cmcd_headers: [0, 1, 2, 3].map(|i| self.cmcd[i].as_deref()),
         }
     }
 }
@@ -376,7 +380,7 @@ async fn state_answer(rt: &Runtime, host: &str, since: Option<u64>) -> Result<St
         }
     }
     let headers = worker::Headers::new();
-    for (name, value) in held::state_request_headers(since, rt.settings.edge_token.as_deref()) {
+    for (name, value) in held::state_request_headers(since, rt.settings.edge_token.as_deref(), Some(&rt.engine.config().edge_id)) {
         headers.set(name, &value).map_err(|e| e.to_string())?;
     }
     let mut init = worker::RequestInit::new();

@@ -172,6 +172,7 @@ fn read_request<'r>(
         referer: header("referer"),
         client_ip: client.ip,
         country: client.country,
+        cmcd_headers: sharegate_edge::cmcd::HEADERS.map(header),
     };
     let ask = ClientAsk {
         head: method == Method::HEAD.as_str(),

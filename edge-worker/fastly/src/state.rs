@@ -226,7 +226,7 @@ pub fn lookup() -> Current {
 fn fetch(settings: &AdapterSettings, since: Option<u64>) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let mut req = Request::get(url).with_pass(true);
-    for (name, value) in held::state_request_headers(since, settings.edge_token.as_deref()) {
+    for (name, value) in held::state_request_headers(since, settings.edge_token.as_deref(), None) {
         req.set_header(name, value);
     }
     let mut resp = req

@@ -365,7 +365,11 @@ async fn pull_state(edge: &Edge, since: Option<u64>) -> Result<Option<Bytes>, St
         return Ok(None);
     };
     let mut req = edge.client.get(url).timeout(Duration::from_secs(5));
-    for (name, value) in held::state_request_headers(since, edge.opts.edge_token.as_deref()) {
+    for (name, value) in held::state_request_headers(
+        since,
+        edge.opts.edge_token.as_deref(),
+        Some(&edge.engine.load().config().edge_id),
+    ) {
         req = req.header(name, value);
     }
     let resp = req.send().await.map_err(|e| e.to_string())?;
@@ -597,6 +601,7 @@ fn read_request<'r>(edge: &Edge, req: &'r Request<Body>) -> (Arc<Engine>, shareg
         referer: text(header::REFERER),
         client_ip: client.ip,
         country: client.country,
+        cmcd_headers: sharegate_edge::cmcd::HEADERS.map(|n| h.get(n).and_then(|v| v.to_str().ok())),
     };
     let ask = ClientAsk {
         head: req.method() == Method::HEAD,
