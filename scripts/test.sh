@@ -226,6 +226,10 @@ main() {
     # Fastly hostcalls exist only there).
     log "cargo test (edge-worker/fastly, inside Viceroy)"
     (cd edge-worker/fastly && cargo test --locked)
+    # The SLO rules and their unit tests (each alert firing and not firing; docs/slo.md).
+    log "promtool check rules / test rules (deploy/prometheus)"
+    promtool check rules deploy/prometheus/sharegate-rules.yml
+    promtool test rules deploy/prometheus/sharegate-rules.test.yml
 }
 
 # Run only when executed, not when sourced for the helpers.
