@@ -373,6 +373,8 @@ fn batch_json(events: &[(EventKind, Option<&'static str>, &str, Option<&str>)], 
             channel: channel.map(str::to_string),
             campaign: channel.map(|_| "spring".to_string()),
             edge: "e1".into(),
+            token: None,
+            cmcd: None,
         });
     }
     let mut json = b.take_json("e1").unwrap();
@@ -664,6 +666,9 @@ async fn edge_events_are_counted_and_exported() {
         let (series, value) = line.rsplit_once(' ').unwrap();
         assert!(value.parse::<f64>().is_ok(), "{line}");
         let bare = !series.is_empty() && series.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        assert!(bare || (series.ends_with('}') && series.matches('{').count() == 1), "{line}");
+        assert!(
+            bare || (series.ends_with('}') && series.matches('{').count() == 1),
+            "{line}"
+        );
     }
 }

@@ -67,8 +67,14 @@ fn bench(c: &mut Criterion) {
     // (read, no event) and a startup one (`su`: an event with the CMCD attached).
     let steady = "CMCD=bl%3D21300%2Cbr%3D3200%2Ccid%3D%22demo-asset-0001%22%2Cd%3D4004%2Cdl%3D18500%2Cmtp%3D48100%2Cot%3Dav%2Csid%3D%22-3zov1ksPVmUaxB9LQ.-YRsh2F4_OyRCLxtPBDl%22%2Ctb%3D6000";
     let startup = format!("{steady}%2Csu");
-    let req_cmcd = Request { query: Some(steady), ..req };
-    let req_startup = Request { query: Some(&startup), ..req };
+    let req_cmcd = Request {
+        query: Some(steady),
+        ..req
+    };
+    let req_startup = Request {
+        query: Some(&startup),
+        ..req
+    };
     g.bench_function("cmcd_flags_only", |b| {
         b.iter(|| black_box(sharegate_edge::cmcd::flags(black_box(Some(steady)), &[None; 4])))
     });

@@ -134,7 +134,11 @@ fn pairs(raw: &str, encoded: bool, f: &mut impl FnMut(&[u8], &[u8])) {
         } else if c == b'"' && in_val && vl == 0 {
             quoted = true;
         }
-        let (buf, len): (&mut [u8], &mut usize) = if in_val { (&mut val, &mut vl) } else { (&mut key, &mut kl) };
+        let (buf, len): (&mut [u8], &mut usize) = if in_val {
+            (&mut val, &mut vl)
+        } else {
+            (&mut key, &mut kl)
+        };
         if *len < buf.len() {
             buf[*len] = c;
             *len += 1;
@@ -167,7 +171,13 @@ fn string(v: &[u8]) -> Option<String> {
         if out.len() == MAX_STRING {
             break;
         }
-        out.push(if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b':' | b'-') { c as char } else { '_' });
+        out.push(
+            if c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'~' | b':' | b'-') {
+                c as char
+            } else {
+                '_'
+            },
+        );
     }
     (!out.is_empty()).then_some(out)
 }
@@ -260,15 +270,34 @@ mod tests {
         assert_eq!(c.ot, Some("av"));
         assert!(c.bs && c.su);
         assert_eq!((c.bl, c.br, c.mtp), (Some(21300), Some(3200), Some(48100)));
-        assert_eq!(flags(Some(&q), &NONE), Flags { present: true, su: true, bs: true });
+        assert_eq!(
+            flags(Some(&q), &NONE),
+            Flags {
+                present: true,
+                su: true,
+                bs: true
+            }
+        );
     }
 
     #[test]
     fn header_mode() {
-        let h = [Some("bl=500,br=800"), Some("ot=v"), Some("bs"), Some("cid=\"a,b\",sid=\"s1\"")];
+        let h = [
+            Some("bl=500,br=800"),
+            Some("ot=v"),
+            Some("bs"),
+            Some("cid=\"a,b\",sid=\"s1\""),
+        ];
         let c = parse(None, &h);
-        assert_eq!((c.bl, c.br, c.ot, c.bs, c.su), (Some(500), Some(800), Some("v"), true, false));
-        assert_eq!(c.cid.as_deref(), Some("a_b"), "a comma inside quotes is part of the string");
+        assert_eq!(
+            (c.bl, c.br, c.ot, c.bs, c.su),
+            (Some(500), Some(800), Some("v"), true, false)
+        );
+        assert_eq!(
+            c.cid.as_deref(),
+            Some("a_b"),
+            "a comma inside quotes is part of the string"
+        );
         assert_eq!(c.sid.as_deref(), Some("s1"));
     }
 
@@ -277,7 +306,11 @@ mod tests {
         assert!(parse(None, &NONE).is_empty());
         assert!(!flags(Some("a=b&CMCDX=1"), &NONE).present);
         assert!(!maybe_present(Some("x=1"), &NONE));
-        let long = format!("sid=\"{}\",br={},bl=-1,mtp=1e9,ot=zz,su=false", "x".repeat(500), u64::MAX);
+        let long = format!(
+            "sid=\"{}\",br={},bl=-1,mtp=1e9,ot=zz,su=false",
+            "x".repeat(500),
+            u64::MAX
+        );
         let c = parse(None, &[Some(&long), None, None, None]);
         assert_eq!(c.sid, None, "an overlong value is dropped");
         assert_eq!((c.br, c.bl, c.mtp, c.ot, c.su), (None, None, None, None, false));

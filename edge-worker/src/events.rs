@@ -360,8 +360,16 @@ mod tests {
         let good = mint([1; 32], "demo", now);
         let seg = format!("/t/{good}/demo/v0/seg_001.ts");
         let cmcd = "CMCD=bl%3D0%2Cbr%3D35%2Ccid%3D%22demo%22%2Cot%3Dav%2Csid%3D%22view-1%22%2Csu";
-        let plain = Request { method: "GET", host: "cdn", path: &seg, ..Request::default() };
-        let with_query = Request { query: Some(cmcd), ..plain };
+        let plain = Request {
+            method: "GET",
+            host: "cdn",
+            path: &seg,
+            ..Request::default()
+        };
+        let with_query = Request {
+            query: Some(cmcd),
+            ..plain
+        };
         let with_headers = Request {
             cmcd_headers: [Some("bl=100"), Some("ot=v"), Some("bs"), Some("sid=\"view-2\"")],
             ..plain
@@ -375,20 +383,46 @@ mod tests {
         let a1 = allow(decide(&edge, &with_query, u64::from(now)));
         let a2 = allow(decide(&edge, &with_headers, u64::from(now)));
         for a in [&a1, &a2] {
-            assert_eq!((&a.cache_key, &a.origin_path, &a.origin_query), (&a0.cache_key, &a0.origin_path, &a0.origin_query));
+            assert_eq!(
+                (&a.cache_key, &a.origin_path, &a.origin_query),
+                (&a0.cache_key, &a0.origin_path, &a0.origin_query)
+            );
         }
         let e1 = a1.event.clone().unwrap();
         assert_eq!(e1.kind, EventKind::Segment);
         let c = e1.cmcd.as_deref().unwrap();
-        assert_eq!((c.sid.as_deref(), c.ot, c.su, c.bs), (Some("view-1"), Some("av"), true, false));
-        assert_eq!(e1.token.as_deref(), Some(format!("{now}-{}", hex::encode([3u8; 12])).as_str()));
-        let json = Pending { events: alloc::vec![e1.clone(), a2.event.clone().unwrap()], dropped: 0 }.to_json("e1");
+        assert_eq!(
+            (c.sid.as_deref(), c.ot, c.su, c.bs),
+            (Some("view-1"), Some("av"), true, false)
+        );
+        assert_eq!(
+            e1.token.as_deref(),
+            Some(format!("{now}-{}", hex::encode([3u8; 12])).as_str())
+        );
+        let json = Pending {
+            events: alloc::vec![e1.clone(), a2.event.clone().unwrap()],
+            dropped: 0,
+        }
+        .to_json("e1");
         assert!(json.contains("\"kind\":\"segment\""), "{json}");
-        assert!(json.contains("\"sid\":\"view-1\",\"cid\":\"demo\",\"ot\":\"av\",\"su\":true,\"bl\":0,\"br\":35"), "{json}");
-        assert!(json.contains("\"sid\":\"view-2\",\"ot\":\"v\",\"bs\":true,\"bl\":100"), "{json}");
+        assert!(
+            json.contains("\"sid\":\"view-1\",\"cid\":\"demo\",\"ot\":\"av\",\"su\":true,\"bl\":0,\"br\":35"),
+            "{json}"
+        );
+        assert!(
+            json.contains("\"sid\":\"view-2\",\"ot\":\"v\",\"bs\":true,\"bl\":100"),
+            "{json}"
+        );
         // The multivariant playlist's open carries the session id too.
         let mv = format!("/t/{good}/demo/master.m3u8");
-        let open = allow(decide(&edge, &Request { path: &mv, ..with_query }, u64::from(now)));
+        let open = allow(decide(
+            &edge,
+            &Request {
+                path: &mv,
+                ..with_query
+            },
+            u64::from(now),
+        ));
         let e = open.event.unwrap();
         assert_eq!(e.kind, EventKind::PlaylistOpen);
         assert_eq!(e.cmcd.unwrap().sid.as_deref(), Some("view-1"));

@@ -345,6 +345,7 @@ mod tests {
             title: None,
             preset: None,
             embed_origins: None,
+            utm: None,
         };
         let minter = svc.client(Role::Minter);
         let a = minter.create_share(&share).await.unwrap();

@@ -348,7 +348,9 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     println!("  revoke:  SHAREGATE_API_KEY={responder} sharegate revoke --kind token --token \"<link>\" --reason test");
     println!("  auditor API key (this run): {auditor}");
     println!("  dashboard: {api_url}/dashboard   (sign in with the auditor key)");
-    println!("  analytics: curl -H \"authorization: Bearer {auditor}\" {api_url}/v1/analytics?group_by=channel,campaign");
+    println!(
+        "  analytics: curl -H \"authorization: Bearer {auditor}\" {api_url}/v1/analytics?group_by=channel,campaign"
+    );
     println!("  health:  curl {api_url}/healthz   edge status: curl {edge_url}/_sharegate/status");
     tokio::signal::ctrl_c().await?;
     Ok(())

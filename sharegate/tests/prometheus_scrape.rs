@@ -99,7 +99,10 @@ async fn prometheus_scrapes_dev_and_evaluates_the_slo_rules() {
                 .all(|r| r["health"] == "ok" && r["lastError"].as_str().unwrap_or("").is_empty());
         let opens = get(&http, &format!("{base}/query?query=sharegate:link_opens:rate5m")).await;
         let sampled = opens["data"]["result"].as_array().is_some_and(|r| !r.is_empty());
-        last = format!("up={up} rules={} evaluated={evaluated} sampled={sampled} targets={active}", all_rules.len());
+        last = format!(
+            "up={up} rules={} evaluated={evaluated} sampled={sampled} targets={active}",
+            all_rules.len()
+        );
         if up && evaluated && sampled {
             assert_eq!(groups.len(), 2, "{rules}");
             assert!(all_rules.len() > 30, "{}", all_rules.len());

@@ -33,6 +33,7 @@ fn engine_decisions_match_the_suite() {
             referer: headers("referer"),
             client_ip: r.client_ip.as_deref().map(|i| i.parse().unwrap()),
             country,
+            cmcd_headers: sharegate_edge::cmcd::HEADERS.map(headers),
         };
         let input = if case.get("state").and_then(Value::as_str) == Some("none") {
             StateInput {

@@ -159,6 +159,11 @@ async fn analytics(
     QueryParams(q): QueryParams<AnalyticsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     // Read what was accepted before this call (bounded: a backlog is the background applier's job).
+    if let (Some(f), Some(t)) = (q.from, q.to)
+        && f >= t
+    {
+        return Err(ApiError::Invalid("from must be before to".into()));
+    }
     apply_pending(&s, 4).await?;
     let now = s.now();
     let to = q.to.unwrap_or(now);
