@@ -159,6 +159,8 @@
     charts[id] = new uPlot({ width: width(el), height: 240, ...opts }, data, el);
   }
 
+  // Counts and ratios start at zero (uPlot would otherwise fit the axis to the data).
+  const fromZero = (_u, _min, max) => [0, max > 0 ? max * 1.15 : 1];
   const bars = () => (window.uPlot && uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 64] }) : undefined);
 
   function categoryAxis(labels) {
@@ -195,7 +197,7 @@
     draw(
       'c-rebuf',
       {
-        scales: { x: { time: true } },
+        scales: { x: { time: true }, y: { range: fromZero } },
         series: [{}, { label: 'Rebuffer ratio (%)', stroke: '#b3261e', width: 2, spanGaps: true }],
         axes: [{}, { label: '%' }],
       },
@@ -207,7 +209,7 @@
     draw(
       'c-fail',
       {
-        scales: { x: { time: false, range: [-0.5, Math.max(0.5, reasons.length - 0.5)] } },
+        scales: { x: { time: false, range: [-0.5, Math.max(0.5, reasons.length - 0.5)] }, y: { range: fromZero } },
         series: [
           {},
           { label: 'Business', fill: '#a15c00', stroke: '#a15c00', paths: bars(), points: { show: false } },
@@ -226,7 +228,7 @@
     draw(
       'c-funnel',
       {
-        scales: { x: { time: false, range: [-0.5, stages.length - 0.5] } },
+        scales: { x: { time: false, range: [-0.5, stages.length - 0.5] }, y: { range: fromZero } },
         series: [{}, { label: 'Count', fill: '#1f5fbf', stroke: '#1f5fbf', paths: bars(), points: { show: false } }],
         axes: [categoryAxis(stages), { label: 'count' }],
       },
