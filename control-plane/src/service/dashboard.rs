@@ -73,7 +73,9 @@ pub fn routes() -> Router<Arc<AppState>> {
 
 async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let a = &*ASSETS;
-    let found = [&a.uplot, &a.uplot_css, &a.script, &a.style].into_iter().find(|x| x.name == file);
+    let found = [&a.uplot, &a.uplot_css, &a.script, &a.style]
+        .into_iter()
+        .find(|x| x.name == file);
     respond(found, &headers)
 }
 
@@ -118,7 +120,10 @@ async fn page() -> Response {
     let nonce = nonce();
     let mut resp = html(&nonce).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));

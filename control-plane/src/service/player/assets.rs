@@ -34,7 +34,13 @@ pub struct Asset {
 
 impl Asset {
     /// An asset named after its content (`<stem>.<hash>.<ext>`), or after `versioned` (`<stem>-<version>.<ext>`).
-    pub fn new(stem: &str, ext: &str, content_type: &'static str, body: &'static [u8], versioned: Option<&str>) -> Asset {
+    pub fn new(
+        stem: &str,
+        ext: &str,
+        content_type: &'static str,
+        body: &'static [u8],
+        versioned: Option<&str>,
+    ) -> Asset {
         let name = match versioned {
             Some(v) => format!("{stem}-{v}.{ext}"),
             None => format!("{stem}.{}.{ext}", &hex::encode(Sha256::digest(body))[..12]),
@@ -115,7 +121,10 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 /// `GET /player/{file}`.
 pub async fn serve(Path(file): Path<String>, headers: HeaderMap) -> Response {
     let a = &*ASSETS;
-    respond([&a.hls, &a.script, &a.style].into_iter().find(|x| x.name == file), &headers)
+    respond(
+        [&a.hls, &a.script, &a.style].into_iter().find(|x| x.name == file),
+        &headers,
+    )
 }
 
 /// The answer for one of our static files (immutable, gzip when accepted), or 404.
