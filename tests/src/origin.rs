@@ -42,7 +42,7 @@ impl StaticOrigin {
         Ok(StaticOrigin { base, log, task })
     }
 
-    /// Every request target (path and query) received so far.
+    /// Every request target (path and query) received so far, and `header <name>` for any CMCD header one carried.
     pub fn requests(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -68,6 +68,10 @@ async fn serve(dir: &Path, seen: &Mutex<Vec<String>>, req: Request<Body>) -> Res
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
     if let Ok(mut l) = seen.lock() {
         l.push(target);
+        // CMCD must never reach the origin: record any CMCD header, so tests can check none came.
+        for name in req.headers().keys().filter(|n| n.as_str().starts_with("cmcd")) {
+            l.push(format!("header {name}"));
+        }
     }
     let rel = req.uri().path().trim_start_matches('/');
     let mut resp = Response::new(Body::empty());

@@ -98,6 +98,10 @@ async fn ffmpeg_plays_through_the_worker_and_revocations_are_enforced_within_the
     assert_eq!(r.headers()["content-length"], whole.len().to_string().as_str());
     assert!(r.headers().get("content-range").is_none());
 
+    // CMCD (issue 14): read at this edge from the query or headers, attached to its events, never sent to the
+    // origin nor part of the cache key.
+    cp.check_cmcd(&origin, false, || worker.log_tail()).await.unwrap();
+
     // Revocations through the control plane reach the worker within the freshness window (the bound is functional,
     // not a benchmark: the window plus generous slack for a loaded CI machine).
     let limit = Duration::from_millis(WINDOW_MS + 4000);

@@ -142,6 +142,10 @@ async fn ffmpeg_plays_through_the_app_and_revocations_are_enforced_within_the_wi
         "the cached segment went to the origin again"
     );
 
+    // CMCD (issue 14): read at this edge from the query or headers, attached to its events, never sent to the
+    // origin nor part of the cache key.
+    cp.check_cmcd(&origin, true, || app.log_tail()).await.unwrap();
+
     // Revocations through the control plane reach the app within the freshness window (the bound is functional, not
     // a benchmark: the window plus generous slack for a loaded CI machine).
     let limit = Duration::from_millis(WINDOW_MS + 4000);
