@@ -13,7 +13,6 @@ use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use std::sync::{Arc, LazyLock};
 
 /// The pinned uPlot version (package.json `devDependencies`, `control-plane/dashboard/vendor/uplot/`).
@@ -79,12 +78,6 @@ async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     respond(found, &headers)
 }
 
-fn nonce() -> String {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
 fn html(nonce: &str) -> String {
     let a = &*ASSETS;
     let css = |x: &Asset| {
@@ -117,7 +110,7 @@ fn html(nonce: &str) -> String {
 
 /// `GET /dashboard`.
 async fn page() -> Response {
-    let nonce = nonce();
+    let nonce = super::player::page::nonce();
     let mut resp = html(&nonce).into_response();
     let h = resp.headers_mut();
     h.insert(

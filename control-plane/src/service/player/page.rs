@@ -113,7 +113,8 @@ pub fn origin_of(url: &str) -> Option<&str> {
     (end > 0).then(|| &url[..url.len() - rest.len() + end])
 }
 
-fn nonce() -> String {
+/// A fresh CSP nonce (also the dashboard's).
+pub(crate) fn nonce() -> String {
     let mut b = [0u8; 16];
     // Without OS randomness a fixed nonce would still be no worse than 'unsafe-inline': there is no inline script.
     let _ = getrandom::fill(&mut b);
