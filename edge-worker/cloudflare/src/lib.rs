@@ -380,7 +380,11 @@ async fn state_answer(rt: &Runtime, host: &str, since: Option<u64>) -> Result<St
         }
     }
     let headers = worker::Headers::new();
-    for (name, value) in held::state_request_headers(since, rt.settings.edge_token.as_deref(), Some(&rt.engine.config().edge_id)) {
+    for (name, value) in held::state_request_headers(
+        since,
+        rt.settings.edge_token.as_deref(),
+        Some(&rt.engine.config().edge_id),
+    ) {
         headers.set(name, &value).map_err(|e| e.to_string())?;
     }
     let mut init = worker::RequestInit::new();
