@@ -589,6 +589,14 @@ impl Engine {
         }
         match checked {
             Ok(()) => Ok(claims),
+            // A token that ended with its viewer's entitlement (a trial) says so: the player shows "trial ended",
+            // not "link expired".
+            Err(Reason::Expired) if sharegate_shared::token::tier::ends_entitlement(claims.tier) => Err(self.refuse(
+                Reason::Expired,
+                Some("entitlement_ended"),
+                now,
+                Attr::Claims(&claims),
+            )),
             Err(r) => Err(self.refuse(r, None, now, Attr::Claims(&claims))),
         }
     }
@@ -984,6 +992,47 @@ mod tests {
             panic!("allowed");
         };
         assert_eq!(d.reason, Reason::Expired);
+    }
+
+    #[test]
+    fn an_entitlements_end_is_expired_with_its_detail() {
+        let (e, _) = geo_setup(&[], Countries::Deny(b"US"));
+        let mint = |tier: Option<u8>| {
+            let claims = Claims {
+                token_id: [8; 12],
+                iat: 1_900_000_000,
+                nbf: 1_900_000_000,
+                exp: 1_900_000_060,
+                permissions: Permissions::PLAYBACK,
+                asset: Some(Text::from("demo")),
+                tier,
+                ..Claims::default()
+            };
+            e.minter.as_ref().unwrap().mint(&claims).unwrap()
+        };
+        let answer = |t: &str, now: u64| {
+            let path = format!("/t/{t}/demo/v0/seg_000.ts");
+            let req = Request {
+                method: "GET",
+                path: &path,
+                ..Request::default()
+            };
+            match e.decide(&req, now, StateInput::fresh(&Nothing)) {
+                Decision::Deny(d) => Some((d.reason, d.body)),
+                _ => None,
+            }
+        };
+        use sharegate_shared::token::tier;
+        let trial = mint(Some(tier::PLAN_TRIAL | tier::ENDS_ENTITLEMENT));
+        assert!(answer(&trial, 1_900_000_059).is_none());
+        let (reason, body) = answer(&trial, 1_900_000_060).unwrap();
+        assert_eq!(reason, Reason::Expired);
+        assert!(body.contains("\"detail\":\"entitlement_ended\""), "{body}");
+        // An ordinary token keeps its leeway and says nothing of entitlements.
+        let plain = mint(Some(tier::PLAN_TRIAL));
+        assert!(answer(&plain, 1_900_000_060).is_none());
+        let (_, body) = answer(&plain, 1_900_000_120).unwrap();
+        assert!(!body.contains("detail"), "{body}");
     }
 
     #[test]

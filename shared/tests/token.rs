@@ -424,6 +424,32 @@ fn expiry_boundaries_and_leeway() {
 }
 
 #[test]
+fn an_entitlements_end_has_no_leeway() {
+    use sharegate_shared::token::tier;
+    let p = "/demo-asset-0001/x.ts";
+    let exp = u64::from(T0) + 3600;
+    let trial = minter()
+        .mint(&Claims {
+            tier: Some(tier::PLAN_TRIAL | tier::ENDS_ENTITLEMENT),
+            ..typical()
+        })
+        .unwrap();
+    assert_eq!(verify(&trial, &facts(p, exp - 1)), Ok(()));
+    assert_eq!(verify(&trial, &facts(p, exp)), Err(Reason::Expired));
+    // The plan alone changes nothing; nbf keeps its leeway either way.
+    let plan_only = minter()
+        .mint(&Claims {
+            tier: Some(tier::PLAN_TRIAL),
+            ..typical()
+        })
+        .unwrap();
+    assert_eq!(verify(&plan_only, &facts(p, exp + 59)), Ok(()));
+    assert_eq!(verify(&trial, &facts(p, u64::from(T0) - 60)), Ok(()));
+    assert_eq!(tier::plan_name(tier::PLAN_TRIAL | tier::ENDS_ENTITLEMENT), Some("trial"));
+    assert_eq!(tier::plan_code("gold"), tier::PLAN_OTHER);
+}
+
+#[test]
 fn max_ttl_is_enforced_on_both_sides() {
     let c = Claims {
         exp: T0 + 86_401,

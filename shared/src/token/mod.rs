@@ -27,6 +27,6 @@ pub use mac::{Minter, Verifier, decode_unverified};
 pub use policy::{DEFAULT_LEEWAY, DEFAULT_MAX_TTL, Policy};
 pub use types::{
     Claims, Countries, IpPrefix, MintError, OwnedClaims, OwnedCountries, Permissions, RequestFacts, Resource, Text,
-    TokenBuf,
+    TokenBuf, tier,
 };
 pub use wire::{HEADER_LEN, MAX_TOKEN_BYTES, MAX_TOKEN_CHARS, TAG_LEN, TOKEN_ID_LEN, VERSION_MAJOR, VERSION_MINOR};

@@ -44,8 +44,10 @@ impl Policy {
         if now.saturating_add(leeway) < u64::from(c.nbf) {
             return Err(Reason::NotYetValid);
         }
-        // Valid while now < exp + leeway: at exactly exp + leeway the token is expired.
-        if now >= u64::from(c.exp) + leeway {
+        // Valid while now < exp + leeway: at exactly exp + leeway the token is expired. An entitlement's end gets
+        // no leeway: a trial ends when the product said, not a minute later.
+        let exp_leeway = if super::types::tier::ends_entitlement(c.tier) { 0 } else { leeway };
+        if now >= u64::from(c.exp) + exp_leeway {
             return Err(Reason::Expired);
         }
         Ok(())

@@ -264,10 +264,55 @@ pub struct Claims<'a> {
     pub origin: Option<Text<'a>>,
     /// Forensic watermark id.
     pub watermark: Option<&'a [u8]>,
-    /// Entitlement tier (informational).
+    /// Entitlement tier: bits 0–6 the plan ([`tier`] codes, informational), bit 7 ([`tier::ENDS_ENTITLEMENT`])
+    /// that `exp` is the end of the viewer's entitlement, enforced without leeway.
     pub tier: Option<u8>,
     /// Small opaque data for the caller (informational).
     pub data: Option<&'a [u8]>,
+}
+
+/// The `tier` claim's layout: a plan code in bits 0–6 and the [`ENDS_ENTITLEMENT`](tier::ENDS_ENTITLEMENT) flag.
+pub mod tier {
+    /// Bit 7: the token's `exp` is the end of an entitlement (a trial, a rental). Verifiers apply no leeway to it,
+    /// so the entitlement ends when the product's backend said, and report the expiry as the entitlement's end.
+    pub const ENDS_ENTITLEMENT: u8 = 0x80;
+    /// Plan codes (bits 0–6): none given.
+    pub const PLAN_NONE: u8 = 0;
+    /// `free`.
+    pub const PLAN_FREE: u8 = 1;
+    /// `trial`.
+    pub const PLAN_TRIAL: u8 = 2;
+    /// `paid`.
+    pub const PLAN_PAID: u8 = 3;
+    /// Any other plan name.
+    pub const PLAN_OTHER: u8 = 4;
+
+    /// The plan code of a plan name (`free`, `trial`, `paid`; anything else is "other").
+    pub fn plan_code(plan: &str) -> u8 {
+        match plan {
+            "" => PLAN_NONE,
+            "free" => PLAN_FREE,
+            "trial" => PLAN_TRIAL,
+            "paid" => PLAN_PAID,
+            _ => PLAN_OTHER,
+        }
+    }
+
+    /// The plan name of a tier byte, if it names one.
+    pub fn plan_name(tier: u8) -> Option<&'static str> {
+        match tier & !ENDS_ENTITLEMENT {
+            PLAN_FREE => Some("free"),
+            PLAN_TRIAL => Some("trial"),
+            PLAN_PAID => Some("paid"),
+            PLAN_OTHER => Some("other"),
+            _ => None,
+        }
+    }
+
+    /// Whether a tier byte says `exp` ends an entitlement.
+    pub fn ends_entitlement(tier: Option<u8>) -> bool {
+        tier.is_some_and(|t| t & ENDS_ENTITLEMENT != 0)
+    }
 }
 
 /// The owned form of [`Claims`]: the same fields, holding their bytes, for claims that must outlive the token buffer
