@@ -147,6 +147,7 @@
     const page = new URLSearchParams(location.search);
     for (const k of ['utm_source', 'utm_campaign']) if (page.get(k)) q.set(k, page.get(k));
     if (st.networkOff) q.set('network', 'off');
+    if (st.token) q.set('refresh', '1'); // the entitlement check's purpose: the next token, not a new view
     const qs = q.toString();
     return cfg.playback_url + (qs ? `?${qs}` : '');
   }

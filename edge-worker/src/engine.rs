@@ -591,12 +591,9 @@ impl Engine {
             Ok(()) => Ok(claims),
             // A token that ended with its viewer's entitlement (a trial) says so: the player shows "trial ended",
             // not "link expired".
-            Err(Reason::Expired) if sharegate_shared::token::tier::ends_entitlement(claims.tier) => Err(self.refuse(
-                Reason::Expired,
-                Some("entitlement_ended"),
-                now,
-                Attr::Claims(&claims),
-            )),
+            Err(Reason::Expired) if sharegate_shared::token::tier::ends_entitlement(claims.tier) => {
+                Err(self.refuse(Reason::Expired, Some("entitlement_ended"), now, Attr::Claims(&claims)))
+            }
             Err(r) => Err(self.refuse(r, None, now, Attr::Claims(&claims))),
         }
     }

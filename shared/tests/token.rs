@@ -445,7 +445,10 @@ fn an_entitlements_end_has_no_leeway() {
         .unwrap();
     assert_eq!(verify(&plan_only, &facts(p, exp + 59)), Ok(()));
     assert_eq!(verify(&trial, &facts(p, u64::from(T0) - 60)), Ok(()));
-    assert_eq!(tier::plan_name(tier::PLAN_TRIAL | tier::ENDS_ENTITLEMENT), Some("trial"));
+    assert_eq!(
+        tier::plan_name(tier::PLAN_TRIAL | tier::ENDS_ENTITLEMENT),
+        Some("trial")
+    );
     assert_eq!(tier::plan_code("gold"), tier::PLAN_OTHER);
 }
 

@@ -8,6 +8,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sharegate_control_plane::service::audit_events::AuditQuery;
 use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::service::entitlement::Access;
 use sharegate_control_plane::service::observe::diagnose::DiagnoseRequest;
 use sharegate_control_plane::service::revocations::{RevocationKind, RevocationRequest};
 use sharegate_control_plane::service::shares::{Audience, ShareRequest};
@@ -202,6 +203,7 @@ pub enum RoleArg {
     Responder,
     Admin,
     Auditor,
+    Entitlement,
 }
 
 impl From<RoleArg> for Role {
@@ -211,6 +213,7 @@ impl From<RoleArg> for Role {
             RoleArg::Responder => Role::Responder,
             RoleArg::Admin => Role::Admin,
             RoleArg::Auditor => Role::Auditor,
+            RoleArg::Entitlement => Role::Entitlement,
         }
     }
 }
@@ -234,6 +237,24 @@ pub enum AudienceArg {
     #[value(name = "signed_in")]
     SignedIn,
     Invited,
+}
+
+/// What `sharegate share --access` names; the wire names of [`Access`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessArg {
+    Public,
+    Viewer,
+    Entitled,
+}
+
+impl From<AccessArg> for Access {
+    fn from(a: AccessArg) -> Self {
+        match a {
+            AccessArg::Public => Access::Public,
+            AccessArg::Viewer => Access::Viewer,
+            AccessArg::Entitled => Access::Entitled,
+        }
+    }
 }
 
 impl From<AudienceArg> for Audience {
@@ -283,14 +304,22 @@ pub struct ClientShare {
     /// Credit each view to the page URL's `utm_source` (channel) and `utm_campaign` (campaign) when present.
     #[arg(long)]
     pub utm: bool,
+    /// Who may get a token beyond the audience: `public`, `viewer` (a viewer id is required) or `entitled` (the
+    /// entitlement backend must allow). The stricter of this and the asset's policy applies.
+    #[arg(long, value_enum)]
+    pub access: Option<AccessArg>,
 }
 
 #[derive(Args)]
 pub struct ClientDiagnose {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// A link URL or a token.
+    /// A link URL, a token or a support reference; with `--viewer`, an asset id.
     pub target: String,
+    /// Explain this viewer's access to the asset named as the target (its access policy and what the entitlement
+    /// backend answers now) instead of a link.
+    #[arg(long)]
+    pub viewer: Option<String>,
     #[arg(long)]
     pub client_ip: Option<String>,
     #[arg(long)]
@@ -516,6 +545,7 @@ impl ClientShare {
                 (false, false) => Some(self.embed_origins.clone()),
             },
             utm: self.utm.then_some(true),
+            access: self.access.map(Access::from),
         }
     }
 }
@@ -524,6 +554,20 @@ impl ClientDiagnose {
     pub fn request(&self) -> DiagnoseRequest {
         // One argument takes any of: a URL has a scheme, a support reference starts `sg-`, a token has neither
         // (a v1 token's first character encodes its version byte: `E`).
+        if let Some(viewer) = &self.viewer {
+            return DiagnoseRequest {
+                url: None,
+                token: None,
+                client_ip: None,
+                country: None,
+                origin: None,
+                at: None,
+                path: None,
+                reference: None,
+                viewer: Some(viewer.clone()),
+                asset: Some(self.target.clone()),
+            };
+        }
         let reference = self.target.starts_with("sg-").then(|| self.target.clone());
         let (url, token) = if reference.is_some() {
             (None, None)
@@ -541,6 +585,8 @@ impl ClientDiagnose {
             at: self.at,
             path: None,
             reference,
+            viewer: None,
+            asset: None,
         }
     }
 }

@@ -286,6 +286,8 @@ mod tests {
             at: None,
             path: None,
             reference: None,
+            viewer: None,
+            asset: None,
         };
         let a = responder.diagnose(&d).await.unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
@@ -346,6 +348,7 @@ mod tests {
             preset: None,
             embed_origins: None,
             utm: None,
+            access: None,
         };
         let minter = svc.client(Role::Minter);
         let a = minter.create_share(&share).await.unwrap();

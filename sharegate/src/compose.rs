@@ -135,6 +135,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         edge_token: Some(secrets.edge_token.clone()),
         player: player_settings()?,
         analytics: analytics_settings()?,
+        entitlement: entitlement_settings()?,
         ..ServiceConfig::default()
     };
     let mut state = AppState::new(store.clone(), config, &secrets.ring, policy, secrets.state_key)?;
@@ -186,7 +187,85 @@ fn player_settings() -> Result<service::player::PlayerSettings> {
             .map_err(|_| anyhow!("SHAREGATE_CLIENT_IP_HEADER {h:?} is not a header name"))?;
         p.client_ip_header = (!h.is_empty()).then_some(h);
     }
+    if let Ok(h) = std::env::var("SHAREGATE_CLIENT_COUNTRY_HEADER") {
+        let h = h.trim().to_ascii_lowercase();
+        axum::http::HeaderName::from_bytes(h.as_bytes())
+            .map_err(|_| anyhow!("SHAREGATE_CLIENT_COUNTRY_HEADER {h:?} is not a header name"))?;
+        p.client_country_header = (!h.is_empty()).then_some(h);
+    }
     Ok(p)
+}
+
+/// The entitlement backend (docs/entitlement.md): `SHAREGATE_ENTITLEMENT_URL` (http or https), its secret in
+/// `SHAREGATE_ENTITLEMENT_SECRET` or a file named by `SHAREGATE_ENTITLEMENT_SECRET_FILE` (at least 32 bytes),
+/// `SHAREGATE_ENTITLEMENT_TIMEOUT_MS` (300), `SHAREGATE_ENTITLEMENT_FAILURE_POLICY` (`deny`, `allow`,
+/// `cached_only`), `SHAREGATE_ENTITLEMENT_CACHE_SECS` (300), `SHAREGATE_ENTITLEMENT_NEGATIVE_SECS` (10),
+/// `SHAREGATE_ENTITLEMENT_BREAKER_FAILURES` (5) and `SHAREGATE_ENTITLEMENT_BREAKER_SECS` (5).
+fn entitlement_settings() -> Result<service::entitlement::EntitlementSettings> {
+    let mut e = service::entitlement::EntitlementSettings::default();
+    if let Ok(u) = std::env::var("SHAREGATE_ENTITLEMENT_URL") {
+        service::entitlement::check_url(u.trim()).map_err(|e| anyhow!("SHAREGATE_ENTITLEMENT_URL: {e}"))?;
+        e.hook.url = Some(u.trim().to_string());
+    }
+    let secret = match (
+        std::env::var("SHAREGATE_ENTITLEMENT_SECRET"),
+        std::env::var_os("SHAREGATE_ENTITLEMENT_SECRET_FILE"),
+    ) {
+        (Ok(s), _) => Some(s.trim().as_bytes().to_vec()),
+        (Err(_), Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!(
+                        "cannot read SHAREGATE_ENTITLEMENT_SECRET_FILE {}",
+                        path.to_string_lossy()
+                    )
+                })?
+                .trim()
+                .as_bytes()
+                .to_vec(),
+        ),
+        _ => None,
+    };
+    if let Some(s) = secret {
+        if s.len() < 32 {
+            return Err(anyhow!("the entitlement secret must be at least 32 bytes"));
+        }
+        e.hook.secret = Some(s.into());
+    }
+    let num = |name: &str, min: u64, max: u64| -> Result<Option<u64>> {
+        match std::env::var(name) {
+            Err(_) => Ok(None),
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .map(Some)
+                .ok_or_else(|| anyhow!("{name} must be a number from {min} to {max}, not {v:?}")),
+        }
+    };
+    use std::time::Duration;
+    if let Some(ms) = num("SHAREGATE_ENTITLEMENT_TIMEOUT_MS", 10, 10_000)? {
+        e.hook.timeout = Duration::from_millis(ms);
+    }
+    if let Some(s) = num("SHAREGATE_ENTITLEMENT_CACHE_SECS", 0, 86_400)? {
+        e.hook.cache_max = Duration::from_secs(s);
+    }
+    if let Some(s) = num("SHAREGATE_ENTITLEMENT_NEGATIVE_SECS", 0, 3600)? {
+        e.hook.negative_ttl = Duration::from_secs(s);
+    }
+    if let Some(n) = num("SHAREGATE_ENTITLEMENT_BREAKER_FAILURES", 1, 1000)? {
+        e.hook.breaker_threshold = u32::try_from(n).unwrap_or(5);
+    }
+    if let Some(s) = num("SHAREGATE_ENTITLEMENT_BREAKER_SECS", 1, 3600)? {
+        e.hook.breaker_cool_down = Duration::from_secs(s);
+    }
+    if let Ok(p) = std::env::var("SHAREGATE_ENTITLEMENT_FAILURE_POLICY") {
+        e.failure_policy = service::entitlement::FailurePolicy::parse(p.trim()).ok_or_else(|| {
+            anyhow!("SHAREGATE_ENTITLEMENT_FAILURE_POLICY must be deny, allow or cached_only, not {p:?}")
+        })?;
+    }
+    Ok(e)
 }
 
 /// Playback analytics: `SHAREGATE_ANALYTICS=off` turns view ids and beacons off; `SHAREGATE_ANALYTICS_RETENTION_HOURS`
@@ -382,6 +461,7 @@ async fn demo_share(minter: &ApiClient, data_dir: &Path) -> Result<ShareResponse
         embed_origins: None,
         // Views opened with ?utm_source=…&utm_campaign=… are credited to those (try it on the dashboard).
         utm: Some(true),
+        access: None,
     };
     let answer = minter.create_share(&req).await?;
     let share: ShareResponse = answer

@@ -183,6 +183,11 @@ async fn recheck(
     Ok(Json(rec))
 }
 
+/// A registered asset, or 404.
+pub(crate) async fn registered(s: &AppState, id: &str) -> Result<AssetRecord, ApiError> {
+    load(s, id).await?.ok_or(ApiError::NotFound("asset"))
+}
+
 async fn load(s: &AppState, id: &str) -> Result<Option<AssetRecord>, ApiError> {
     // An id that can't be an asset can't be stored either; don't send arbitrary keys to the store.
     if !valid_asset_id(id) {

@@ -958,6 +958,7 @@ async fn metrics(s: Arc<AppState>, headers: HeaderMap, access: MetricsAccess) ->
     }
     render_histograms(&mut out);
     super::analytics::qoe::render(&s, &mut out).await?;
+    super::entitlement::hook::render(&mut out, &s.entitlements.hook.breaker_states());
     out.push_str("# HELP sharegate_beacons_total Player beacons this replica answered, by outcome.\n");
     out.push_str("# TYPE sharegate_beacons_total counter\n");
     for (i, r) in super::analytics::BEACON_RESULTS.iter().enumerate() {

@@ -21,6 +21,8 @@ pub enum Role {
     Admin,
     /// Read the audit log (read-only).
     Auditor,
+    /// Invalidate cached entitlement decisions (the product's billing system, when a subscription changes).
+    Entitlement,
 }
 
 impl Role {
@@ -31,14 +33,21 @@ impl Role {
             Role::Responder => "responder",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Entitlement => "entitlement",
         }
     }
 
     /// Parse a role name.
     pub fn parse(s: &str) -> Option<Role> {
-        [Role::Minter, Role::Responder, Role::Admin, Role::Auditor]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            Role::Minter,
+            Role::Responder,
+            Role::Admin,
+            Role::Auditor,
+            Role::Entitlement,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -151,6 +160,8 @@ permissions! {
     ReadAnalytics: [Auditor, Admin] => "read playback analytics";
     /// `POST /v1/conversions`.
     ReportConversions: [Minter, Admin] => "report conversions";
+    /// `POST /v1/entitlements/invalidate`.
+    InvalidateEntitlements: [Responder, Entitlement] => "invalidate entitlement decisions";
 }
 
 /// The store key of an API key: the hex SHA-256 of the whole key string.

@@ -43,6 +43,9 @@ pub enum ApiError {
     /// may work, minting here would hand out tokens that are not valid yet.
     #[error("{0}")]
     ClockSkew(String),
+    /// An access policy or the entitlement backend refused the token (or could not be asked).
+    #[error("{}", .0.message)]
+    Access(super::entitlement::Denial),
     /// The store failed.
     #[error("storage: {0}")]
     Store(#[from] StoreError),
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Refused(_) => "refused",
             ApiError::ClockSkew(_) => "clock_skew",
+            ApiError::Access(d) => d.code,
             ApiError::Store(e) => e.code(),
             ApiError::Internal(_) => "internal",
         }
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::Refused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ClockSkew(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Access(d) => d.status,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

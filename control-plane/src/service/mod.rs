@@ -15,6 +15,7 @@ pub mod audit_events;
 pub mod auth;
 pub mod dashboard;
 pub mod edge_state;
+pub mod entitlement;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -78,6 +79,8 @@ pub struct ServiceConfig {
     pub player: player::PlayerSettings,
     /// Playback analytics.
     pub analytics: analytics::AnalyticsSettings,
+    /// The entitlement backend and its failure policy.
+    pub entitlement: entitlement::EntitlementSettings,
 }
 
 /// An edge the control plane pushes state to.
@@ -102,6 +105,7 @@ impl Default for ServiceConfig {
             edge_token: None,
             player: player::PlayerSettings::default(),
             analytics: analytics::AnalyticsSettings::default(),
+            entitlement: entitlement::EntitlementSettings::default(),
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct AppState {
     pub analytics: analytics::Runtime,
     /// When edges last pulled state from this replica.
     pub edge_contacts: edge_state::EdgeContacts,
+    /// Entitlement checks: the backend client, its decision cache and breakers.
+    pub entitlements: entitlement::Entitlements,
 }
 
 /// How long [`AppState::hot`] keeps a record.
@@ -177,7 +183,9 @@ impl AppState {
     ) -> Result<Self, ApiError> {
         let minter = keys::RotatingMinter::new(keys, policy, 0)?;
         let analytics = analytics::Runtime::new(&state_key);
+        let entitlements = entitlement::Entitlements::new(config.entitlement.clone());
         Ok(AppState {
+            entitlements,
             analytics,
             edge_contacts: edge_state::EdgeContacts::default(),
             store,
@@ -225,6 +233,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(openapi::routes())
         .merge(analytics::routes())
         .merge(dashboard::routes())
+        .merge(entitlement::routes())
         // Idempotency keys for every mutating call, refused or failed mutating calls audited too, then the latency
         // histogram around everything.
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
@@ -537,6 +546,11 @@ pub(crate) async fn mint_recorded<'a>(
         let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
         let id_hex = hex::encode(token_id);
         let minted = analytics::mint_entry(now, &claims, asset, share).unwrap_or_default();
+        // A viewer's tokens by asset, for entitlement invalidation (`entitlement::viewer_tokens`).
+        let by_viewer = claims
+            .viewer
+            .map(|v| format!("{}{id_hex}", entitlement::viewer_index_prefix(v.as_str(), asset)));
+        let exp_text = claims.exp.to_string();
         let written = s
             .store
             .atomic(
@@ -562,7 +576,14 @@ pub(crate) async fn mint_recorded<'a>(
                         log: Log::Beacons,
                         value: &minted,
                     },
-                ],
+                ]
+                .into_iter()
+                .chain(by_viewer.as_deref().map(|key| Op::Put {
+                    ns: Ns::Links,
+                    key,
+                    value: exp_text.as_bytes(),
+                }))
+                .collect::<Vec<_>>(),
             )
             .await?;
         if written.is_some() {
@@ -693,11 +714,28 @@ async fn mint_link(
             "give allow_countries or deny_countries, not both".into(),
         ));
     }
+    // The asset's access policy, and for `entitled` the product's backend: what it allows bounds the token.
+    let ask = entitlement::Ask {
+        purpose: entitlement::Purpose::Link,
+        viewer: req.viewer.as_deref(),
+        asset: &req.asset,
+        share: req.share.as_deref(),
+        share_access: entitlement::Access::Public,
+        channel: req.channel.as_deref(),
+        campaign: req.campaign.as_deref(),
+        country: None,
+    };
+    // A refusal is audited by `audit_failures`, with its status.
+    let grant = entitlement::authorize(&s, &ask).await?;
+    let bounded = |iat: u32| match &grant {
+        Some(g) => g.bound(iat, iat + ttl, req.entitlement),
+        None => (iat + ttl, req.entitlement),
+    };
     let build = |iat: u32| Claims {
         token_id,
         iat,
         nbf: iat,
-        exp: iat + ttl,
+        exp: bounded(iat).0,
         permissions: Permissions::PLAYBACK,
         asset: Some(Text::from(req.asset.as_str())),
         share: req.share.as_deref().map(Text::from),
@@ -712,10 +750,15 @@ async fn mint_link(
             .or(deny.as_deref().map(Countries::Deny)),
         origin: req.embed_origin.as_deref().map(Text::from),
         watermark: req.watermark.as_deref().map(str::as_bytes),
-        tier: req.entitlement,
+        tier: bounded(iat).1,
         ..Claims::default()
     };
-    let (token, claims) = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), None, build).await?;
+    let minted = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), None, build).await;
+    let (token, claims) = match (minted, &grant) {
+        // The entitlement ended between the check and the mint's issue time: a refusal, not a bad request.
+        (Err(_), Some(g)) if g.ended_by(s.now()) => return Err(g.ended().into()),
+        (r, _) => r?,
+    };
     audit(&s, &c, "links.mint", &req.asset, "ok").await?;
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {

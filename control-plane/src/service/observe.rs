@@ -85,6 +85,13 @@ pub mod diagnose {
         /// or `token`: explained from the link record, its share and the revocations covering it at that time.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub reference: Option<String>,
+        /// With `asset`, instead of a link: why this viewer may or may not get tokens for the asset (its access
+        /// policy, and what the entitlement backend answers now).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub viewer: Option<String>,
+        /// The asset, with `viewer`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub asset: Option<String>,
     }
 
     /// What the edge would answer.
@@ -360,6 +367,24 @@ pub mod diagnose {
     ) -> Option<(String, bool)> {
         let (iat, nbf, exp) = (u64::from(c.iat), u64::from(c.nbf), u64::from(c.exp));
         Some(match reason {
+            Reason::Expired if sharegate_shared::token::tier::ends_entitlement(c.tier) => {
+                let plan = c.tier.and_then(sharegate_shared::token::tier::plan_name);
+                hints.push(
+                    "the product's entitlement backend decides whether the viewer may go on: a new token is minted \
+                     only if it allows again (the trial became a subscription); ask with `viewer` and `asset`"
+                        .into(),
+                );
+                (
+                    format!(
+                        "the viewer's {} ended {} ago at {}, and this token with it (issued {})",
+                        if plan == Some("trial") { "trial" } else { "entitlement" },
+                        fmt_span(ctx.at.saturating_sub(exp)),
+                        fmt_time(exp),
+                        fmt_time(iat)
+                    ),
+                    false,
+                )
+            }
             Reason::Expired => {
                 let ago = ctx.at.saturating_sub(exp);
                 match c.share {
@@ -538,6 +563,28 @@ pub mod diagnose {
         })
     }
 
+    /// `viewer` + `asset`: the entitlement's answer as a diagnosis.
+    async fn entitlement_diagnosis(s: &AppState, viewer: &str, asset: &str) -> Result<Diagnosis, ApiError> {
+        if viewer.is_empty() || viewer.len() > 128 {
+            return Err(ApiError::Invalid("viewer is 1 to 128 bytes".into()));
+        }
+        let e = crate::service::entitlement::explain(s, viewer, asset).await?;
+        Ok(Diagnosis {
+            decision: if e.status == 200 { Verdict::Allow } else { Verdict::Deny },
+            status: e.status,
+            reason: e.code,
+            explanation: e.text,
+            claims: None,
+            signature_valid: false,
+            clock_skew_suspected: false,
+            path: None,
+            resource: None,
+            at: crate::service::now(),
+            revocation: None,
+            hints: e.hints,
+        })
+    }
+
     async fn diagnose(
         State(s): State<Arc<AppState>>,
         _: Authorized<Diagnose>,
@@ -545,6 +592,20 @@ pub mod diagnose {
     ) -> Result<Json<Diagnosis>, ApiError> {
         if let Some(r) = &req.reference {
             return Ok(Json(crate::service::player::support::explain(&s, r).await?));
+        }
+        match (&req.viewer, &req.asset, &req.url, &req.token) {
+            (Some(viewer), Some(asset), None, None) => {
+                return Ok(Json(entitlement_diagnosis(&s, viewer, asset).await?));
+            }
+            (Some(_), None, _, _) | (None, Some(_), _, _) => {
+                return Err(ApiError::Invalid("`viewer` and `asset` go together".into()));
+            }
+            (Some(_), Some(_), _, _) => {
+                return Err(ApiError::Invalid(
+                    "give `viewer` and `asset`, or a link, not both".into(),
+                ));
+            }
+            _ => {}
         }
         let input = read_input(&req, &s.config.multivariant_name)?;
         // The edge's decision, from the same engine and the current revocation state.
@@ -848,6 +909,8 @@ pub mod diagnose {
                 at: None,
                 path: None,
                 reference: None,
+                viewer: None,
+                asset: None,
             };
             let t = target(&req, "master.m3u8").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(t.token.as_deref(), Some("tok"));

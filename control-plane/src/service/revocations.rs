@@ -381,7 +381,6 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<RevocationReceipt>), ApiError> {
     let outbox = purge_outbox(&s, req.purge)?;
     let now = s.now();
-    let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     // A call retried after a crash (the middleware let its lapsed lease be taken over) answers with the first
     // receipt instead of revoking twice. Checked before the request is interpreted: a token revocation whose
     // signing key has since been pruned must still get its receipt.
@@ -391,12 +390,36 @@ pub(super) async fn create(
     {
         return Ok((StatusCode::OK, Json(r)));
     }
+    let r = revoke_scoped(&s, &c, &req, outbox, now, scope.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// Revoke as `POST /v1/revocations` does, for another endpoint's caller (entitlement invalidation): durable before
+/// it returns, pushed to the edges, purged when asked, audited as `revocations.create`.
+pub(crate) async fn revoke(
+    s: &AppState,
+    c: &super::auth::Caller,
+    req: &RevocationRequest,
+) -> Result<RevocationReceipt, ApiError> {
+    let outbox = purge_outbox(s, req.purge)?;
+    revoke_scoped(s, c, req, outbox, s.now(), None).await
+}
+
+async fn revoke_scoped(
+    s: &AppState,
+    c: &super::auth::Caller,
+    req: &RevocationRequest,
+    outbox: Option<Arc<Outbox>>,
+    now: u64,
+    scope: Option<&Scope>,
+) -> Result<RevocationReceipt, ApiError> {
+    let now32 = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     // Watermarks cover every token minted before now, re-mints past the horizon included.
-    let through = super::snapshot::watermark_through(&s, now32).await?;
-    let (entry, token_share) = req.entry_for(&s, through).await?;
+    let through = super::snapshot::watermark_through(s, now32).await?;
+    let (entry, token_share) = req.entry_for(s, through).await?;
     let mut receipt = new_receipt(&entry, req.reason.clone(), now, &c.key_id)?;
-    let purge = PurgePlan::new(&s, outbox, &receipt.id, &entry, token_share.as_deref())?;
-    commit(&s, &entry, &mut receipt, &purge, scope.as_ref()).await?;
+    let purge = PurgePlan::new(s, outbox, &receipt.id, &entry, token_share.as_deref())?;
+    commit(s, &entry, &mut receipt, &purge, scope).await?;
     purge.after_commit(&receipt.id).await?;
     let subject = format!("{}:{}", receipt.kind, receipt.target);
     let done = Finish {
@@ -405,15 +428,12 @@ pub(super) async fn create(
         purges: &purge.statuses,
         after_publish: Some("revocation.after_publish"),
     };
-    publish_and_finish(&s, &c, &mut receipt, &entry, now32, done).await?;
+    publish_and_finish(s, c, &mut receipt, &entry, now32, done).await?;
     // The statuses as planned (all pending): the worker may already be sending, and the next `GET` shows that.
-    Ok((
-        StatusCode::CREATED,
-        Json(RevocationReceipt {
-            receipt,
-            purges: purge.statuses,
-        }),
-    ))
+    Ok(RevocationReceipt {
+        receipt,
+        purges: purge.statuses,
+    })
 }
 
 /// The purge outbox, when the request asks for a purge. A purge that cannot be carried out is refused before

@@ -26,6 +26,7 @@
 //! is viewer traffic; every open is in the issued log and the link records instead).
 
 use super::auth::{DeleteShares, ManageShares, ReadShares};
+use super::entitlement::{Access, Ask, Grant, Purpose, authorize};
 use super::error::ApiError;
 use super::extract::{Authorized, JsonBody, QueryParams};
 use super::revocations::{
@@ -101,6 +102,10 @@ pub struct ShareRequest {
     /// [`UTM_MAX_LEN`] of `[A-Za-z0-9_.~-]`), falling back to `channel` and `campaign`. Default false.
     #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
     pub utm: Option<bool>,
+    /// Who may get a token from it beyond its audience: `public` (default), `viewer` (a viewer id is required) or
+    /// `entitled` (the entitlement backend must allow). The stricter of this and the asset's policy applies.
+    #[serde(default, deserialize_with = "not_null", skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
 }
 
 /// An optional request field that may be left out but not sent as `null`: the schema gives its type, not null, and
@@ -148,6 +153,9 @@ pub struct ShareRecord {
     /// Whether views take their channel and campaign from the page URL's UTM parameters.
     #[serde(default)]
     pub utm: bool,
+    /// Its access policy (records written before access policies are public).
+    #[serde(default)]
+    pub access: Access,
 }
 
 /// A share as the API returns it: the record and its stable URL.
@@ -246,6 +254,10 @@ pub struct Binding {
     pub channel: Option<String>,
     /// Same, campaign.
     pub campaign: Option<String>,
+    /// The viewer's country from a trusted header, for the entitlement check (not a token claim).
+    pub country: Option<String>,
+    /// Whether this is the player's next token (the entitlement check's purpose `refresh`).
+    pub refresh: bool,
 }
 
 /// Longest channel or campaign taken from a UTM parameter.
@@ -256,6 +268,7 @@ fn share_claims<'a>(
     share: &'a ShareRecord,
     viewer: Option<&'a str>,
     bind: &'a Binding,
+    grant: Option<&Grant>,
     token_id: [u8; 12],
     iat: u32,
 ) -> Claims<'a> {
@@ -264,7 +277,10 @@ fn share_claims<'a>(
     let exp = share
         .expires_at
         .map_or(exp, |e| exp.min(u32::try_from(e).unwrap_or(u32::MAX)));
+    // Nor the viewer's entitlement.
+    let (exp, tier) = grant.map_or((exp, None), |g| g.bound(iat, exp, None));
     Claims {
+        tier,
         token_id,
         iat,
         nbf: iat,
@@ -348,6 +364,7 @@ async fn create(
         preset: req.preset,
         embed_origins,
         utm: req.utm.unwrap_or(false),
+        access: req.access.unwrap_or_default(),
     };
     // Check now what every open will mint (syntax of each claim, and the size with the longest viewer id), so a
     // share that is accepted can always be opened.
@@ -368,10 +385,16 @@ async fn create(
         campaign: share
             .utm
             .then(|| "x".repeat(UTM_MAX_LEN.max(share.campaign.as_ref().map_or(0, String::len)))),
+        ..Binding::default()
     };
-    let probe = share_claims(&share, longest, &widest, [0; 12], iat);
+    // With a plan in the tier claim, as an entitled open carries.
+    let planned = Grant {
+        plan: Some("paid".into()),
+        ..Grant::default()
+    };
+    let probe = share_claims(&share, longest, &widest, Some(&planned), [0; 12], iat);
     for viewer in &share.invited {
-        share_claims(&share, Some(viewer), &widest, [0; 12], iat)
+        share_claims(&share, Some(viewer), &widest, Some(&planned), [0; 12], iat)
             .validate(&s.policy)
             .map_err(|e| ApiError::Invalid(format!("invited viewer {viewer:?}: {e}")))?;
     }
@@ -629,6 +652,8 @@ pub struct ViewerToken {
     pub exp: u32,
     /// The multivariant playlist URL on the edge, token in the path.
     pub url: String,
+    /// Whether `exp` is the end of the viewer's entitlement (a trial).
+    pub ends_entitlement: bool,
 }
 
 /// Mint and record a token for an opened share, with `bind`ings. Like `POST /v1/links`, the issued log and a link
@@ -644,20 +669,41 @@ pub async fn mint_for(s: &AppState, opened: &Opened, bind: &Binding) -> Result<V
         value: &opened.record,
     };
     let viewer = opened.viewer.as_deref();
-    let (token, claims) = super::mint_recorded(s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
-        share_claims(share, viewer, bind, token_id, iat)
+    // The share's and the asset's access policy, and for `entitled` the product's backend.
+    let ask = Ask {
+        purpose: if bind.refresh {
+            Purpose::Refresh
+        } else {
+            Purpose::ShareOpen
+        },
+        viewer,
+        asset: &share.asset,
+        share: Some(&share.id),
+        share_access: share.access,
+        channel: bind.channel.as_deref().or(share.channel.as_deref()),
+        campaign: bind.campaign.as_deref().or(share.campaign.as_deref()),
+        country: bind.country.as_deref(),
+    };
+    let grant = authorize(s, &ask).await.map_err(|d| OpenError::Api(d.into()))?;
+    let minted = super::mint_recorded(s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
+        share_claims(share, viewer, bind, grant.as_ref(), token_id, iat)
     })
-    .await
-    .map_err(|e| match e {
-        ApiError::Conflict(_) => unknown(),
-        e => OpenError::Api(e),
-    })?;
+    .await;
+    let (token, claims) = match (minted, &grant) {
+        // The entitlement ended between the check and the mint's issue time.
+        (Err(_), Some(g)) if g.ended_by(s.now()) => return Err(OpenError::Api(g.ended().into())),
+        (r, _) => r.map_err(|e| match e {
+            ApiError::Conflict(_) => unknown(),
+            e => OpenError::Api(e),
+        })?,
+    };
     let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(ViewerToken {
         url: format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name),
         token_id: hex::encode(token_id),
         iat: claims.iat,
         exp: claims.exp,
+        ends_entitlement: sharegate_shared::token::tier::ends_entitlement(claims.tier),
         token,
     })
 }
@@ -700,9 +746,20 @@ mod tests {
             preset: None,
             embed_origins: None,
             utm: false,
+            access: Access::Public,
         };
+        // Nor the viewer's trial.
+        let trial = Grant {
+            plan: Some("trial".into()),
+            valid_until: Some(1_000_050),
+            max_ttl: None,
+        };
+        let plain = Binding::default();
+        let c = share_claims(&share, None, &plain, Some(&trial), [0; 12], 1_000_000);
+        assert_eq!(c.exp, 1_000_050);
+        assert!(sharegate_shared::token::tier::ends_entitlement(c.tier));
         assert_eq!(
-            share_claims(&share, None, &Binding::default(), [0; 12], 1_000_000).exp,
+            share_claims(&share, None, &Binding::default(), None, [0; 12], 1_000_000).exp,
             1_000_100
         );
         let open_ended = ShareRecord {
@@ -710,7 +767,7 @@ mod tests {
             ..share
         };
         assert_eq!(
-            share_claims(&open_ended, None, &Binding::default(), [0; 12], 1_000_000).exp,
+            share_claims(&open_ended, None, &Binding::default(), None, [0; 12], 1_000_000).exp,
             1_000_600
         );
     }

@@ -46,7 +46,11 @@ impl Policy {
         }
         // Valid while now < exp + leeway: at exactly exp + leeway the token is expired. An entitlement's end gets
         // no leeway: a trial ends when the product said, not a minute later.
-        let exp_leeway = if super::types::tier::ends_entitlement(c.tier) { 0 } else { leeway };
+        let exp_leeway = if super::types::tier::ends_entitlement(c.tier) {
+            0
+        } else {
+            leeway
+        };
         if now >= u64::from(c.exp) + exp_leeway {
             return Err(Reason::Expired);
         }

@@ -51,6 +51,8 @@ pub struct PlayerSettings {
     /// Behind a proxy or CDN: the request header whose last entry is the viewer's address (`x-forwarded-for`,
     /// `cf-connecting-ip`); none: the TCP peer.
     pub client_ip_header: Option<String>,
+    /// The request header a CDN in front sets to the viewer's country (`cf-ipcountry`); none: unknown.
+    pub client_country_header: Option<String>,
 }
 
 impl Default for PlayerSettings {
@@ -59,6 +61,7 @@ impl Default for PlayerSettings {
             bind_ipv4_prefix: 24,
             bind_ipv6_prefix: 48,
             client_ip_header: None,
+            client_country_header: None,
         }
     }
 }
@@ -164,6 +167,14 @@ pub(crate) fn client_ip(s: &AppState, headers: &HeaderMap, peer: Peer) -> Option
             .and_then(|v| v.trim().parse().ok()),
         None => peer.0.map(|a| a.ip()),
     }
+}
+
+/// The viewer's country from the trusted header a CDN in front sets (`SHAREGATE_CLIENT_COUNTRY_HEADER`, such as
+/// `cf-ipcountry`), when configured and well formed: for the entitlement check only.
+fn client_country(s: &AppState, headers: &HeaderMap) -> Option<String> {
+    let name = s.config.player.client_country_header.as_deref()?;
+    let v = headers.get(name)?.to_str().ok()?.trim();
+    (v.len() == 2 && v.bytes().all(|b| b.is_ascii_alphabetic())).then(|| v.to_ascii_uppercase())
 }
 
 /// The network a page's token is bound to (none when the address is unknown or binding is off for its family).
@@ -485,6 +496,9 @@ async fn playback_answer(
             },
             channel,
             campaign,
+            country: client_country(s, headers),
+            // The player says so when it already holds a token.
+            refresh: query.iter().any(|(k, v)| k == "refresh" && v == "1"),
         };
         let preset = presets::for_share(s, opened.share.preset.as_deref()).await?;
         let ViewerToken {
@@ -493,6 +507,7 @@ async fn playback_answer(
             iat,
             exp,
             url,
+            ends_entitlement,
         } = shares::mint_for(s, &opened, &bind).await?;
         Ok::<_, OpenError>(Playback {
             share: opened.share.id.clone(),
@@ -503,7 +518,9 @@ async fn playback_answer(
             token_id,
             issued_at: iat,
             expires_at: exp,
-            refresh_at: refresh_at(iat, exp),
+            // A token that ends with the viewer's entitlement is renewed when it ends: only then can the answer
+            // change (the trial became a subscription), and renewing earlier would only mint shorter tokens.
+            refresh_at: if ends_entitlement { exp } else { refresh_at(iat, exp) },
             server_time: now(),
             origin: bind.origin,
             network: bind.network.map(|n| format!("{}/{}", n.addr, n.len)),

@@ -178,6 +178,42 @@ pub const MESSAGES: &[(&str, Message)] = &[
             "This video is shared with signed-in viewers only. Sign in, then open the link again.",
         ),
     ),
+    // Access policies and the product's entitlement check.
+    (
+        "viewer_required",
+        m(
+            "Sign in to watch",
+            "This video is for signed-in viewers only. Sign in, then open the link again.",
+        ),
+    ),
+    (
+        "trial_ended",
+        m(
+            "Your trial has ended",
+            "Your free trial of this video has ended. Subscribe to keep watching, then open the link again.",
+        ),
+    ),
+    (
+        "entitlement_ended",
+        m(
+            "Your access has ended",
+            "The period you had access to this video for has ended. Renew your access, then open the link again.",
+        ),
+    ),
+    (
+        "entitlement_denied",
+        m(
+            "This video needs a subscription",
+            "Your account does not include this video. Check your plan, then open the link again.",
+        ),
+    ),
+    (
+        "entitlement_unavailable",
+        m(
+            "We cannot check your access right now",
+            "The service that confirms your access is not answering. Try again in a minute.",
+        ),
+    ),
     (
         "not_invited",
         m(
