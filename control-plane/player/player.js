@@ -925,6 +925,7 @@
       token_id: st.tokenId,
       refreshes: st.refreshes,
       lastRefusal: st.lastRefusal,
+      expires_at: st.expiresAt, // the current token's expiry, server Unix seconds
       currentTime: st.stopped && st.stoppedAt != null ? st.stoppedAt : video ? video.currentTime : 0,
     }),
     // This view's analytics as the next beacon would carry them (null when analytics are off).

@@ -26,7 +26,7 @@ use tower::ServiceExt;
 mod openapi;
 
 const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "head", "options"];
-const ROLES: [&str; 4] = ["minter", "responder", "admin", "auditor"];
+const ROLES: [&str; 5] = ["minter", "responder", "admin", "auditor", "entitlement"];
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

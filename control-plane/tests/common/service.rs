@@ -18,7 +18,13 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 /// Every role, in the order [`World::keys`] lists them.
-pub const ROLES: [Role; 4] = [Role::Minter, Role::Responder, Role::Admin, Role::Auditor];
+pub const ROLES: [Role; 5] = [
+    Role::Minter,
+    Role::Responder,
+    Role::Admin,
+    Role::Auditor,
+    Role::Entitlement,
+];
 
 /// The signing secret of [`ring`]'s key.
 pub const SECRET: [u8; 32] = [7; 32];

@@ -35,6 +35,19 @@ pub const PLAYER_CODES: [&str; 5] = ["network", "media", "manifest", "decode", "
 /// Conversion kinds.
 pub const CONVERSION_KINDS: [&str; 4] = ["trial", "purchase", "signup", "other"];
 
+/// The share's and the access policies' refusal codes a player reports (besides the edge's reasons).
+const SHARE_CODES: [&str; 9] = [
+    "not_entitled",
+    "viewer_required",
+    "entitlement_denied",
+    "trial_ended",
+    "entitlement_ended",
+    "sign_in_required",
+    "not_invited",
+    "embed_not_allowed",
+    "not_found",
+];
+
 /// Whether a refusal is the policy doing its job (business) rather than something broken (technical).
 pub fn is_business(code: &str) -> bool {
     matches!(
@@ -48,6 +61,10 @@ pub fn is_business(code: &str) -> bool {
             | "permission_denied"
             | "not_entitled"
             | "entitlement"
+            | "viewer_required"
+            | "entitlement_denied"
+            | "trial_ended"
+            | "entitlement_ended"
             | "sign_in_required"
             | "not_invited"
             | "embed_not_allowed"
@@ -60,14 +77,7 @@ pub fn failure_code(code: &str) -> &'static str {
     if let Some(r) = Reason::ALL.iter().find(|r| r.as_str() == code) {
         return r.as_str();
     }
-    const SHARE: [&str; 5] = [
-        "not_entitled",
-        "sign_in_required",
-        "not_invited",
-        "embed_not_allowed",
-        "not_found",
-    ];
-    SHARE
+    SHARE_CODES
         .iter()
         .chain(PLAYER_CODES.iter())
         .find(|c| **c == code)
@@ -78,15 +88,7 @@ pub fn failure_code(code: &str) -> &'static str {
 /// Every failure code that can be counted.
 pub fn failure_codes() -> Vec<&'static str> {
     let mut v: Vec<&'static str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-    for c in [
-        "not_entitled",
-        "sign_in_required",
-        "not_invited",
-        "embed_not_allowed",
-        "not_found",
-    ] {
-        v.push(c);
-    }
+    v.extend(SHARE_CODES);
     v.extend(PLAYER_CODES);
     v.sort_unstable();
     v.dedup();
