@@ -8,7 +8,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sharegate_control_plane::service::audit_events::AuditQuery;
 use sharegate_control_plane::service::auth::Role;
-use sharegate_control_plane::service::entitlement::Access;
+use sharegate_control_plane::service::entitlement::{Access, AssetAccess, InvalidateRequest};
 use sharegate_control_plane::service::observe::diagnose::DiagnoseRequest;
 use sharegate_control_plane::service::revocations::{RevocationKind, RevocationRequest};
 use sharegate_control_plane::service::shares::{Audience, ShareRequest};
@@ -57,6 +57,11 @@ pub enum Cmd {
     Keys(ClientKeys),
     /// Read the audit log (role auditor), with the hash chain verified.
     Audit(ClientAudit),
+    /// Set an asset's access policy (role admin): `public`, `viewer` or `entitled` (docs/entitlement.md).
+    Access(ClientAccess),
+    /// Drop a viewer's cached entitlement decisions on every replica (roles responder, entitlement), optionally
+    /// revoking (and purging) their tokens.
+    Invalidate(ClientInvalidate),
     /// Run the native edge server. Its settings come from SHAREGATE_* environment variables
     /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required; a flag given replaces its setting.
     Edge(EdgeArgs),
@@ -194,6 +199,64 @@ pub struct ClientRevoke {
     /// Also purge the CDN caches (needs CDN purgers configured on the control plane).
     #[arg(long)]
     pub purge: bool,
+}
+
+#[derive(Args)]
+pub struct ClientAccess {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The asset.
+    pub asset: String,
+    /// Who may get a token for it.
+    #[arg(long, value_enum)]
+    pub access: AccessArg,
+    /// The asset's own entitlement backend, instead of the deployment's.
+    #[arg(long)]
+    pub entitlement_url: Option<String>,
+}
+
+impl ClientAccess {
+    pub fn request(&self) -> AssetAccess {
+        AssetAccess {
+            access: self.access.into(),
+            entitlement_url: self.entitlement_url.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ClientInvalidate {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The viewer whose decisions are dropped.
+    #[arg(long)]
+    pub viewer: String,
+    /// Only this asset's (default: every asset's).
+    #[arg(long)]
+    pub asset: Option<String>,
+    /// Also revoke the viewer's live tokens (for the asset, if given) at the edge.
+    #[arg(long)]
+    pub revoke: bool,
+    /// With --revoke: purge the CDN caches too.
+    #[arg(long, requires = "revoke")]
+    pub purge: bool,
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Idempotency key, so a retried command does not revoke twice.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+impl ClientInvalidate {
+    pub fn request(&self) -> InvalidateRequest {
+        InvalidateRequest {
+            viewer: self.viewer.clone(),
+            asset: self.asset.clone(),
+            revoke: self.revoke,
+            purge: self.purge,
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// What `sharegate apikeys --role` names; the wire names of [`Role`].
@@ -645,6 +708,27 @@ mod tests {
 
     #[test]
     fn revoke_parses_into_the_services_request() {
+        let Cmd::Invalidate(i) = parse("invalidate --viewer u-1 --asset demo --revoke --reason cancelled") else {
+            panic!("not invalidate");
+        };
+        assert_eq!(
+            body(i.request()),
+            json!({"viewer": "u-1", "asset": "demo", "revoke": true, "reason": "cancelled"})
+        );
+        // --purge only with --revoke.
+        assert!(Cli::try_parse_from("sharegate invalidate --viewer u --purge".split(' ')).is_err());
+        let Cmd::Access(a) = parse("access demo --access entitled --entitlement-url https://billing.example/check")
+        else {
+            panic!("not access");
+        };
+        assert_eq!(
+            body(a.request()),
+            json!({"access": "entitled", "entitlement_url": "https://billing.example/check"})
+        );
+        let Cmd::Diagnose(d) = parse("diagnose demo --viewer u-1") else {
+            panic!("not diagnose");
+        };
+        assert_eq!(body(d.request()), json!({"viewer": "u-1", "asset": "demo"}));
         let Cmd::Revoke(r) = parse("revoke --kind key_id --id 3 --reason leak --purge --idempotency-key k1") else {
             panic!("not revoke");
         };

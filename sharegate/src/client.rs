@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sharegate_control_plane::service::assets::RegisterRequest;
 use sharegate_control_plane::service::audit_events::AuditQuery;
+use sharegate_control_plane::service::entitlement::{AssetAccess, InvalidateRequest};
 use sharegate_control_plane::service::observe::diagnose::DiagnoseRequest;
 use sharegate_control_plane::service::revocations::RevocationRequest;
 use sharegate_control_plane::service::shares::ShareRequest;
@@ -72,6 +73,19 @@ impl ApiClient {
     /// `POST /v1/revocations` (role responder), with an idempotency key so a retried command revokes once.
     pub async fn revoke(&self, req: &RevocationRequest, idempotency_key: Option<&str>) -> Result<Answer> {
         self.send(Method::POST, "/v1/revocations", Some(req), idempotency_key)
+            .await
+    }
+
+    /// `PUT /v1/assets/{id}/access` (role admin).
+    pub async fn put_access(&self, asset: &str, req: &AssetAccess) -> Result<Answer> {
+        self.send(Method::PUT, &format!("/v1/assets/{asset}/access"), Some(req), None)
+            .await
+    }
+
+    /// `POST /v1/entitlements/invalidate` (roles responder, entitlement), with an idempotency key so a retried
+    /// command revokes once.
+    pub async fn invalidate(&self, req: &InvalidateRequest, idempotency_key: Option<&str>) -> Result<Answer> {
+        self.send(Method::POST, "/v1/entitlements/invalidate", Some(req), idempotency_key)
             .await
     }
 

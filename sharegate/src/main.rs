@@ -45,6 +45,11 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Keys(ClientKeys::Rotate(a)) => api(&a, async |c| c.rotate_keys().await).await,
         Cmd::Keys(ClientKeys::List(a)) => api(&a, async |c| c.list_keys().await).await,
         Cmd::Audit(q) => api(&q.api, async |c| c.audit(&q.query()).await).await,
+        Cmd::Access(a) => api(&a.api, async |c| c.put_access(&a.asset, &a.request()).await).await,
+        Cmd::Invalidate(i) => {
+            let key = i.idempotency_key.as_deref();
+            api(&i.api, async |c| c.invalidate(&i.request(), key).await).await
+        }
         Cmd::Demo(a) => offline::demo(a).await,
         Cmd::Keygen => offline::keygen(),
         Cmd::Token(t) => offline::token(t),
