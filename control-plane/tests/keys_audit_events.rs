@@ -374,6 +374,7 @@ fn batch_json(events: &[(EventKind, Option<&'static str>, &str, Option<&str>)], 
             campaign: channel.map(|_| "spring".to_string()),
             edge: "e1".into(),
             token: None,
+            plan: None,
             cmcd: None,
         });
     }

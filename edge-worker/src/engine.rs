@@ -415,6 +415,7 @@ impl Engine {
             campaign: attribution.campaign,
             edge: self.config.edge_id.clone(),
             token: attribution.token,
+            plan: attribution.plan,
             cmcd: None,
         }
     }
@@ -846,6 +847,7 @@ struct Attribution {
     channel: Option<String>,
     campaign: Option<String>,
     token: Option<String>,
+    plan: Option<&'static str>,
 }
 
 impl Attribution {
@@ -856,6 +858,7 @@ impl Attribution {
             channel: owned(c.channel),
             campaign: owned(c.campaign),
             token: Some(session_key(c)),
+            plan: c.tier.and_then(sharegate_shared::token::tier::plan_name),
         }
     }
 }
@@ -1015,7 +1018,13 @@ mod tests {
                 ..Request::default()
             };
             match e.decide(&req, now, StateInput::fresh(&Nothing)) {
-                Decision::Deny(d) => Some((d.reason, d.body)),
+                Decision::Deny(d) => {
+                    // The event names the viewer's plan, for analytics.
+                    let mut json = String::new();
+                    d.event.as_ref().unwrap().write_json(&mut json);
+                    assert!(json.contains("\"plan\":\"trial\""), "{json}");
+                    Some((d.reason, d.body))
+                }
                 _ => None,
             }
         };

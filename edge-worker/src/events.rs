@@ -66,6 +66,9 @@ pub struct Event {
     /// The verified token's session key, `<iat>-<token id hex>`: how the control plane groups the events of a
     /// client without our player page into one session.
     pub token: Option<String>,
+    /// The viewer's plan from the token's tier claim (`free`, `trial`, `paid`, `other`; docs/entitlement.md), so
+    /// analytics can split by it.
+    pub plan: Option<&'static str>,
     /// The request's CMCD, when it carried any (boxed: most events have none).
     pub cmcd: Option<alloc::boxed::Box<crate::cmcd::Cmcd>>,
 }
@@ -100,6 +103,7 @@ impl Event {
             ("campaign", self.campaign.as_deref()),
             ("edge", Some(self.edge.as_str())),
             ("token", self.token.as_deref()),
+            ("plan", self.plan),
         ];
         for (k, v) in fields {
             if let Some(v) = v {
@@ -453,6 +457,7 @@ mod tests {
             campaign: None,
             edge: "e1".into(),
             token: None,
+            plan: None,
             cmcd: None,
         }
     }

@@ -24,7 +24,10 @@ async fn check(State(b): State<Arc<Backend>>, headers: HeaderMap, body: axum::bo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let sig = headers.get(hook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let sig = headers
+        .get(hook::SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !hook::verify(&b.secret, sig, ts, &body, sharegate_control_plane::service::now(), 300) {
         b.refused.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
@@ -36,7 +39,9 @@ async fn check(State(b): State<Arc<Backend>>, headers: HeaderMap, body: axum::bo
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
@@ -58,7 +63,10 @@ async fn main() {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
         term.recv().await;
     };
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.unwrap();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .unwrap();
     eprintln!(
         "entitlement backend: {} calls, {} refused signatures",
         b.calls.load(Ordering::Relaxed),

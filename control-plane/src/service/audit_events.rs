@@ -299,6 +299,9 @@ struct WireEvent {
     /// The verified token's session key, `<iat>-<token id hex>` (analytics joins a session's events by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    /// The viewer's plan from the token's tier claim (`free`, `trial`, `paid`, `other`); anything else is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
     /// CMCD (CTA-5004) the player sent with the request: session id, content id, object type, buffer starvation,
     /// startup, buffer length (ms), bitrate and measured throughput (kbps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -676,6 +679,13 @@ fn stamp(mut events: Vec<WireEvent>, edge: &str, received_at: u64) -> Result<(Ve
         }
         if e.edge.is_none() {
             e.edge = Some(edge.to_string());
+        }
+        // A closed set: a plan is a tier code's name, never a client's text.
+        if e.plan
+            .as_deref()
+            .is_some_and(|p| !matches!(p, "free" | "trial" | "paid" | "other"))
+        {
+            e.plan = None;
         }
         e.received_at = received_at;
         entries.push(serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?);
