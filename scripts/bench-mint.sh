@@ -46,20 +46,28 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("MINTER_KEY")
 LUA
 
 RPS=
-run_one() {
-    local name=$1 store=$2 bin=${3:-$BIN} dir
-    dir=$WORK/$(tr -c 'a-z0-9' '_' <<<"$name")
+# Start `serve` (binary $1) on store $2 in a fresh directory $3 with the demo asset registered; sets PID, ADMIN and
+# MINTER.
+PID= ADMIN= MINTER=
+start_serve() {
+    local bin=$1 store=$2 dir=$3
     mkdir -p "$dir"
     (exec "$bin" serve --data-dir "$dir/data" --api-addr "127.0.0.1:$API_PORT" --store "$store") \
         >"$dir/serve.log" 2>&1 &
-    local pid=$!
+    PID=$!
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null && break; sleep 0.1; done
-    local admin minter
-    admin=$(cat "$dir/data/admin.key")
-    minter=$(curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/apikeys" -H "Authorization: Bearer $admin" \
+    ADMIN=$(cat "$dir/data/admin.key")
+    MINTER=$(curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/apikeys" -H "Authorization: Bearer $ADMIN" \
         -H 'Content-Type: application/json' -d '{"role":"minter"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
-    curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/assets" -H "Authorization: Bearer $admin" \
+    curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/assets" -H "Authorization: Bearer $ADMIN" \
         -H 'Content-Type: application/json' -d "{\"id\":\"demo\",\"origin\":\"$PWD/deploy/demo-media\"}" | grep -q '"ready":true'
+}
+
+run_one() {
+    local name=$1 store=$2 bin=${3:-$BIN} dir
+    dir=$WORK/$(tr -c 'a-z0-9' '_' <<<"$name")
+    start_serve "$bin" "$store" "$dir"
+    local pid=$PID minter=$MINTER
     # One mint must work before anything is measured.
     curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/links" -H "Authorization: Bearer $minter" \
         -H 'Content-Type: application/json' -d '{"asset":"demo"}' | grep -q '"token_id"'
@@ -79,17 +87,8 @@ P99=
 run_entitled() {
     local name=$1 store=$2 mode=$3 dir
     dir=$WORK/ent_$(tr -c 'a-z0-9' '_' <<<"$name$mode")
-    mkdir -p "$dir"
-    (SHAREGATE_ENTITLEMENT_URL="http://127.0.0.1:$BACKEND_PORT/check" exec "$BIN" serve --data-dir "$dir/data" \
-        --api-addr "127.0.0.1:$API_PORT" --store "$store") >"$dir/serve.log" 2>&1 &
-    local pid=$!
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$API_PORT/healthz" >/dev/null && break; sleep 0.1; done
-    local admin minter
-    admin=$(cat "$dir/data/admin.key")
-    minter=$(curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/apikeys" -H "Authorization: Bearer $admin" \
-        -H 'Content-Type: application/json' -d '{"role":"minter"}' | sed 's/.*"key":"\([^"]*\)".*/\1/')
-    curl -sf -X POST "http://127.0.0.1:$API_PORT/v1/assets" -H "Authorization: Bearer $admin" \
-        -H 'Content-Type: application/json' -d "{\"id\":\"demo\",\"origin\":\"$PWD/deploy/demo-media\"}" | grep -q '"ready":true'
+    SHAREGATE_ENTITLEMENT_URL="http://127.0.0.1:$BACKEND_PORT/check" start_serve "$BIN" "$store" "$dir"
+    local pid=$PID admin=$ADMIN minter=$MINTER
     if [[ $mode != off ]]; then
         curl -sf -X PUT "http://127.0.0.1:$API_PORT/v1/assets/demo/access" -H "Authorization: Bearer $admin" \
             -H 'Content-Type: application/json' -d '{"access":"entitled"}' | grep -q entitled

@@ -8,7 +8,7 @@ mod common;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::RedisServer;
-use common::service::{World, api_keys, app_state, call, register_demo, send, world_with, write_demo};
+use common::service::{World, app_state, call, send};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sharegate_control_plane::service::analytics::viewid::ViewDims;
@@ -35,27 +35,7 @@ fn config() -> ServiceConfig {
 }
 
 async fn world_on(store: Option<Arc<dyn Store>>) -> World {
-    let w = world_with(config(), |_| {}).await;
-    let w = match store {
-        None => w,
-        Some(store) => {
-            let state = Arc::new(app_state(store.clone(), config()));
-            let keys = api_keys(
-                store.as_ref(),
-                &[Role::Minter, Role::Responder, Role::Admin, Role::Auditor],
-            )
-            .await;
-            World {
-                app: router(state.clone()),
-                state,
-                keys,
-                dir: w.dir,
-            }
-        }
-    };
-    write_demo(&w.media());
-    register_demo(&w.app, w.key(Role::Admin), &w.media()).await;
-    w
+    common::service::world_on(config(), store).await
 }
 
 async fn share(w: &World, utm: bool) -> String {

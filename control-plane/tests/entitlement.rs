@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::RedisServer;
-use common::service::{ROLES, World, api_keys, app_state, call, register_demo, send, world_with, write_demo};
+use common::service::{World, app_state, call, send, world_on};
 use serde_json::{Value, json};
 use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::entitlement::hook::{self, HookRequest};
@@ -47,22 +47,17 @@ impl Backend {
 }
 
 async fn answer(State(b): State<Arc<Backend>>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let ts: u64 = headers
-        .get(hook::TIMESTAMP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let sig = headers
-        .get(hook::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let now = sharegate_control_plane::service::now();
-    if !hook::verify(SECRET, sig, ts, &body, now, 300) {
+    if !hook::verify_request(SECRET, &headers, &body, now, 300) {
         *b.bad_signatures.lock().unwrap() += 1;
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
     let req: HookRequest = serde_json::from_slice(&body).unwrap();
-    assert_eq!(req.timestamp, ts, "the signed timestamp is the body's");
+    assert_eq!(
+        headers.get(hook::TIMESTAMP_HEADER).and_then(|v| v.to_str().ok()),
+        Some(req.timestamp.to_string().as_str()),
+        "the signed timestamp is the body's"
+    );
     assert_eq!(
         headers.get("x-request-id").and_then(|v| v.to_str().ok()),
         Some(req.request_id.as_str())
@@ -132,26 +127,6 @@ fn config(url: &str, secret: &[u8], policy: FailurePolicy) -> ServiceConfig {
         entitlement: e,
         ..ServiceConfig::default()
     }
-}
-
-async fn world_on(config: ServiceConfig, store: Option<Arc<dyn Store>>) -> World {
-    let w = world_with(config.clone(), |_| {}).await;
-    let w = match store {
-        None => w,
-        Some(store) => {
-            let state = Arc::new(app_state(store.clone(), config));
-            let keys = api_keys(store.as_ref(), &ROLES).await;
-            World {
-                app: router(state.clone()),
-                state,
-                keys,
-                dir: w.dir,
-            }
-        }
-    };
-    write_demo(&w.media());
-    register_demo(&w.app, w.key(Role::Admin), &w.media()).await;
-    w
 }
 
 async fn set_access(w: &World, body: Value) {

@@ -302,6 +302,29 @@ mod tests {
     }
 
     #[test]
+    fn flags_in_every_spelling() {
+        let f = |q: &str| {
+            let fl = flags(Some(q), &NONE);
+            (fl.su, fl.bs)
+        };
+        // Start, middle and end; upper- and lower-case escaped commas; a literal comma.
+        assert_eq!(f("CMCD=su%2Cbl%3D1"), (true, false));
+        assert_eq!(f("CMCD=bl%3D1%2Cbs%2Cbr%3D2"), (false, true));
+        assert_eq!(f("CMCD=bl%3D1%2csu"), (true, false));
+        assert_eq!(f("CMCD=bl%3D1%2cbs%2cbr%3D2"), (false, true));
+        assert_eq!(f("CMCD=bl%3D1,su"), (true, false));
+        // Look-alikes: a value ending in s, a sid holding `bs`, a quoted sid holding `su,`.
+        assert_eq!(f("CMCD=sf%3Ds%2Cbl%3D1"), (false, false));
+        assert_eq!(f("CMCD=sid%3D%22abs%22%2Cot%3Dv"), (false, false));
+        assert_eq!(f("CMCD=sid%3D%22x%2Csu%2Cy%22%2Cot%3Dv"), (false, false));
+        // The canonical spellings agree with the full read.
+        for q in ["CMCD=bs", "CMCD=su%2Cbs", "CMCD=bl%3D1%2Csu", "CMCD=bsu%2C"] {
+            let c = parse(Some(q), &NONE);
+            assert_eq!(f(q), (c.su, c.bs), "{q}");
+        }
+    }
+
+    #[test]
     fn absent_and_hostile_input() {
         assert!(parse(None, &NONE).is_empty());
         assert!(!flags(Some("a=b&CMCDX=1"), &NONE).present);

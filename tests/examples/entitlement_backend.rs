@@ -19,16 +19,7 @@ struct Backend {
 }
 
 async fn check(State(b): State<Arc<Backend>>, headers: HeaderMap, body: axum::body::Bytes) -> axum::response::Response {
-    let ts: u64 = headers
-        .get(hook::TIMESTAMP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let sig = headers
-        .get(hook::SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !hook::verify(&b.secret, sig, ts, &body, sharegate_control_plane::service::now(), 300) {
+    if !hook::verify_request(&b.secret, &headers, &body, sharegate_control_plane::service::now(), 300) {
         b.refused.fetch_add(1, Ordering::Relaxed);
         return (StatusCode::UNAUTHORIZED, "bad signature").into_response();
     }

