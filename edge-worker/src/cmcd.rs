@@ -69,7 +69,14 @@ pub struct Flags {
 
 /// The raw (still URL-encoded) value of the `CMCD` query parameter.
 pub fn query_value(query: Option<&str>) -> Option<&str> {
-    query?.split('&').find_map(|p| p.strip_prefix("CMCD="))
+    let q = query?;
+    // hls.js sends it first and alone: one vectorised look for `&` settles that.
+    if let Some(v) = q.strip_prefix("CMCD=")
+        && memchr::memchr(b'&', v.as_bytes()).is_none()
+    {
+        return Some(v);
+    }
+    q.split('&').find_map(|p| p.strip_prefix("CMCD="))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -196,29 +203,69 @@ fn sources<'a>(query: Option<&'a str>, headers: &'a [Option<&'a str>; 4]) -> imp
 /// full read. Substring searches skip most of the string: this keeps a steady-state segment with CMCD within a few
 /// nanoseconds of one without.
 fn may_flag(raw: &str, encoded: bool) -> bool {
-    if !encoded || raw.as_bytes().contains(&b',') || raw.contains("%2c") {
+    let b = raw.as_bytes();
+    if !encoded {
         return true;
     }
-    ["su", "bs"].iter().any(|k| raw.starts_with(k) || raw.ends_with(k))
-        || raw.contains("su%2C")
-        || raw.contains("bs%2C")
+    // One vectorised pass over the `,`, `b` and `u` bytes (rare in a player's CMCD: `bl`, `br` and the flags
+    // themselves): a literal comma takes the full read; a `b` or `u` is looked at as part of a key `bs` or `su`
+    // standing between separators (`%2C` in either case, or the ends) and followed by a separator or `%3D` (`=`).
+    let sep_before = |k: usize| k == 0 || matches!(b.get(k.wrapping_sub(3)..k), Some([b'%', b'2', b'C' | b'c']));
+    let sep_after = |k: usize| {
+        k == b.len()
+            || matches!(
+                b.get(k..k + 3),
+                Some([b'%', b'2', b'C' | b'c'] | [b'%', b'3', b'D' | b'd'])
+            )
+    };
+    memchr::memchr3_iter(b',', b'b', b'u', b).any(|i| match b.get(i) {
+        Some(b',') => true,
+        // `bs` starting here.
+        Some(b'b') => b.get(i + 1) == Some(&b's') && sep_before(i) && sep_after(i + 2),
+        // `su` ending here.
+        _ => i >= 1 && b.get(i - 1) == Some(&b's') && sep_before(i - 1) && sep_after(i + 1),
+    })
 }
 
 /// The flags, without allocating. Most segment requests carry neither key: a substring test on each source skips
 /// the pair-by-pair read for them.
 pub fn flags(query: Option<&str>, headers: &[Option<&str>; 4]) -> Flags {
     let mut fl = Flags::default();
-    for (raw, encoded) in sources(query, headers) {
-        fl.present = true;
-        if !may_flag(raw, encoded) {
-            continue;
-        }
+    let mut read = |raw: &str, encoded: bool| {
         pairs(raw, encoded, &mut |k, v| match k {
             b"su" if v.is_empty() || v == b"true" => fl.su = true,
             b"bs" if v.is_empty() || v == b"true" => fl.bs = true,
             _ => {}
         });
+    };
+    // The query parameter hls.js sends first: the scan looks at everything after `CMCD=` (a superset of its value,
+    // so nothing is missed) and only a possible flag costs finding where the value ends.
+    let mut present = false;
+    match query.and_then(|q| q.strip_prefix("CMCD=")) {
+        Some(rest) => {
+            present = true;
+            if may_flag(rest, true)
+                && let Some(v) = query_value(query)
+            {
+                read(v, true);
+            }
+        }
+        None => {
+            if let Some(v) = query_value(query) {
+                present = true;
+                if may_flag(v, true) {
+                    read(v, true);
+                }
+            }
+        }
     }
+    for h in headers.iter().flatten() {
+        present = true;
+        if may_flag(h, false) {
+            read(h, false);
+        }
+    }
+    fl.present = present;
     fl
 }
 
@@ -346,6 +393,31 @@ mod tests {
         let many: Vec<String> = (0..1000).map(|i| format!("k{i}")).collect();
         let many = format!("{},bs", many.join(","));
         assert!(!parse(None, &[Some(&many), None, None, None]).bs);
+    }
+
+    proptest::proptest! {
+        // The fast path only skips reads that would find nothing: flags always equal the full parse's, for CMCD
+        // lists built from real keys, look-alikes and every separator spelling.
+        #[test]
+        fn the_flag_scan_never_misses(
+            pairs in proptest::collection::vec(proptest::sample::select(alloc::vec![
+                "su", "bs", "su%3Dtrue", "bs%3Dtrue", "su%3Dfalse", "sf%3Ds", "sid%3D%22bsu%2Csu%22", "bl%3D100",
+                "ot%3Dav", "st%3Dv", "nor%3D%22x%22", "bsu", "sus", "d%3D4004",
+            ]), 0..8),
+            seps in proptest::collection::vec(proptest::sample::select(alloc::vec!["%2C", "%2c", ","]), 8),
+        ) {
+            let mut raw = alloc::string::String::new();
+            for (i, p) in pairs.iter().enumerate() {
+                if i > 0 {
+                    raw.push_str(seps[i % seps.len()]);
+                }
+                raw.push_str(p);
+            }
+            let q = alloc::format!("CMCD={raw}");
+            let fast = flags(Some(&q), &NONE);
+            let full = parse(Some(&q), &NONE);
+            proptest::prop_assert_eq!((fast.su, fast.bs), (full.su, full.bs), "{}", q);
+        }
     }
 
     #[test]
