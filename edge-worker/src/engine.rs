@@ -317,7 +317,7 @@ fn cookie_value<'c>(cookie: Option<&'c str>, name: &str) -> Option<&'c str> {
 fn hls_directives(query: Option<&str>) -> Option<String> {
     // Most queries (none, or a player's CMCD) hold no directive: one substring test instead of three scans, and none
     // for a query that is only the CMCD parameter (what hls.js sends with every segment).
-    let only_cmcd = |q: &str| q.starts_with("CMCD=") && !q.as_bytes().contains(&b'&');
+    let only_cmcd = |q: &str| q.starts_with("CMCD=") && memchr::memchr(b'&', q.as_bytes()).is_none();
     if !query.is_some_and(|q| !only_cmcd(q) && q.contains("_HLS_")) {
         return None;
     }
