@@ -96,7 +96,11 @@ try {
   const pageStartup = a.m.firstFrameAt - a.m.playAt;
   const recA = await viewRecord(viewA, (v) => v.completed && v.startup_ms != null, 'view A completed');
   console.log(`startup: page ${pageStartup.toFixed(0)} ms, server ${recA.startup_ms} ms`);
-  check(within(recA.startup_ms, pageStartup, 0.2) || Math.abs(recA.startup_ms - pageStartup) < 30, 'startup within 20% of the page');
+  // Within 20%, or within three frame intervals at 60 Hz: the page's clock is a presented frame
+  // (requestVideoFrameCallback, on the compositor's next frame) and the player's a `playing` event, so when the first
+  // segment is already buffered (a startup of a frame or two on loopback) they differ by up to a frame or two whatever
+  // is measured, more than 20% of nothing.
+  check(within(recA.startup_ms, pageStartup, 0.2) || Math.abs(recA.startup_ms - pageStartup) <= 50, 'startup within 20% of the page (or 3 frames)');
   check(recA.completed === true && recA.rebuffers === 0, 'completed, zero rebuffers');
   check(recA.opened === true && recA.first_segment === true && recA.cmcd === true, 'edge events (CMCD sid) joined the view');
 
