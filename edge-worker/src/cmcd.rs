@@ -65,6 +65,8 @@ pub struct Flags {
     pub su: bool,
     /// `bs`.
     pub bs: bool,
+    /// The query is the `CMCD` parameter alone (what hls.js sends with every segment): no LL-HLS directive to keep.
+    pub alone: bool,
 }
 
 /// The raw (still URL-encoded) value of the `CMCD` query parameter.
@@ -197,38 +199,40 @@ fn sources<'a>(query: Option<&'a str>, headers: &'a [Option<&'a str>; 4]) -> imp
         .chain(headers.iter().flatten().map(|h| (*h, false)))
 }
 
-/// Whether `su` or `bs` may be among the keys: `false` only when they surely are not. CTA-5004 sends a true boolean
-/// as the bare key, so in the URL-encoded form hls.js sends (pairs joined by `%2C`) the keys show as `su%2C`,
-/// `%2Csu` at the end, or `su` at the start; anything else unusual (a literal comma, a lower-case `%2c`) takes the
-/// full read. Substring searches skip most of the string: this keeps a steady-state segment with CMCD within a few
-/// nanoseconds of one without.
-fn may_flag(raw: &str, encoded: bool) -> bool {
+/// One vectorised pass over an URL-encoded CMCD list (and, for the query parameter, what follows it) for the bytes
+/// `&`, `b` and `u` (rare in a player's CMCD: `bl`, `br` and the flags themselves): whether `su` or `bs` may be among
+/// its keys (`false` only when they surely are not), and where the list ends (the first `&`). A `b` or `u` is looked
+/// at as part of a key `bs` or `su` standing after a separator (`%2C` in either case, a literal comma, or the start)
+/// and followed by one, by `%3D`/`=` (a value), by `&` or by the end. Anything it cannot rule out takes the full
+/// read, so a flag is never missed (a property test holds it to the full read).
+fn scan(raw: &str) -> (bool, Option<usize>) {
     let b = raw.as_bytes();
-    if !encoded {
-        return true;
-    }
-    // One vectorised pass over the `,`, `b` and `u` bytes (rare in a player's CMCD: `bl`, `br` and the flags
-    // themselves): a literal comma takes the full read; a `b` or `u` is looked at as part of a key `bs` or `su`
-    // standing between separators (`%2C` in either case, or the ends) and followed by a separator or `%3D` (`=`).
-    let sep_before = |k: usize| k == 0 || matches!(b.get(k.wrapping_sub(3)..k), Some([b'%', b'2', b'C' | b'c']));
+    let sep_before = |k: usize| {
+        k == 0 || b.get(k - 1) == Some(&b',') || matches!(b.get(k.wrapping_sub(3)..k), Some([b'%', b'2', b'C' | b'c']))
+    };
     let sep_after = |k: usize| {
         k == b.len()
+            || matches!(b.get(k), Some(b',' | b'=' | b'&'))
             || matches!(
                 b.get(k..k + 3),
                 Some([b'%', b'2', b'C' | b'c'] | [b'%', b'3', b'D' | b'd'])
             )
     };
-    memchr::memchr3_iter(b',', b'b', b'u', b).any(|i| match b.get(i) {
-        Some(b',') => true,
-        // `bs` starting here.
-        Some(b'b') => b.get(i + 1) == Some(&b's') && sep_before(i) && sep_after(i + 2),
-        // `su` ending here.
-        _ => i >= 1 && b.get(i - 1) == Some(&b's') && sep_before(i - 1) && sep_after(i + 1),
-    })
+    let mut may = false;
+    for i in memchr::memchr3_iter(b'&', b'b', b'u', b) {
+        may |= match b.get(i) {
+            Some(b'&') => return (may, Some(i)),
+            // `bs` starting here.
+            Some(b'b') => b.get(i + 1) == Some(&b's') && sep_before(i) && sep_after(i + 2),
+            // `su` ending here.
+            _ => i >= 1 && b.get(i - 1) == Some(&b's') && sep_before(i - 1) && sep_after(i + 1),
+        };
+    }
+    (may, None)
 }
 
-/// The flags, without allocating. Most segment requests carry neither key: a substring test on each source skips
-/// the pair-by-pair read for them.
+/// The flags, without allocating. Most segment requests carry neither key: one vectorised pass ([`scan`]) skips the
+/// pair-by-pair read for them.
 pub fn flags(query: Option<&str>, headers: &[Option<&str>; 4]) -> Flags {
     let mut fl = Flags::default();
     let mut read = |raw: &str, encoded: bool| {
@@ -238,34 +242,34 @@ pub fn flags(query: Option<&str>, headers: &[Option<&str>; 4]) -> Flags {
             _ => {}
         });
     };
-    // The query parameter hls.js sends first: the scan looks at everything after `CMCD=` (a superset of its value,
-    // so nothing is missed) and only a possible flag costs finding where the value ends.
     let mut present = false;
+    let mut alone = false;
     match query.and_then(|q| q.strip_prefix("CMCD=")) {
+        // The parameter first (hls.js): one scan finds both the flags and where the value ends.
         Some(rest) => {
             present = true;
-            if may_flag(rest, true)
-                && let Some(v) = query_value(query)
-            {
-                read(v, true);
+            let (may, end) = scan(rest);
+            alone = end.is_none();
+            if may {
+                read(rest.get(..end.unwrap_or(rest.len())).unwrap_or(rest), true);
             }
         }
         None => {
             if let Some(v) = query_value(query) {
                 present = true;
-                if may_flag(v, true) {
+                if scan(v).0 {
                     read(v, true);
                 }
             }
         }
     }
+    // Headers are not URL-encoded: read in full (they are short, and rarer than the query).
     for h in headers.iter().flatten() {
         present = true;
-        if may_flag(h, false) {
-            read(h, false);
-        }
+        read(h, false);
     }
     fl.present = present;
+    fl.alone = alone;
     fl
 }
 
@@ -322,9 +326,16 @@ mod tests {
             Flags {
                 present: true,
                 su: true,
-                bs: true
+                bs: true,
+                alone: false,
             }
         );
+        // First and alone, then followed by another parameter.
+        let first = String::from(q.trim_start_matches("foo=1&"));
+        let f = flags(Some(&first), &NONE);
+        assert!(f.su && f.bs && f.alone);
+        let f = flags(Some(&format!("{first}&_HLS_msn=3")), &NONE);
+        assert!(f.su && f.bs && !f.alone);
     }
 
     #[test]

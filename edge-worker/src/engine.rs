@@ -641,7 +641,14 @@ impl Engine {
         {
             origin_path = v;
         }
-        let origin_query = hls_directives(req.query);
+        // A segment's CMCD flags first: their scan also says whether the query holds anything but CMCD.
+        let segment_flags = (resource == Resource::Segment && event.is_none())
+            .then(|| crate::cmcd::flags(req.query, &req.cmcd_headers));
+        let origin_query = if segment_flags.is_some_and(|f| f.alone) {
+            None
+        } else {
+            hls_directives(req.query)
+        };
         let cache_key = match &origin_query {
             Some(q) => format!("{origin_path}?{q}"),
             None => origin_path.clone(),
@@ -672,12 +679,11 @@ impl Engine {
             if resource == Resource::MultivariantPlaylist && event.is_none() {
                 event = Some(self.event(EventKind::PlaylistOpen, None, now, Attr::Claims(claims)));
             }
-        } else if resource == Resource::Segment && event.is_none() {
+        } else if let Some(f) = segment_flags
+            && (f.su || f.bs)
+        {
             // A player's startup segments and stalls, as its CMCD reports them (no allocation without CMCD).
-            let f = crate::cmcd::flags(req.query, &req.cmcd_headers);
-            if f.su || f.bs {
-                event = Some(self.event(EventKind::Segment, None, now, Attr::Claims(claims)));
-            }
+            event = Some(self.event(EventKind::Segment, None, now, Attr::Claims(claims)));
         }
         let mut cache_tags = Vec::with_capacity(2);
         let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
