@@ -413,7 +413,8 @@ mod tests {
         fn the_flag_scan_never_misses(
             pairs in proptest::collection::vec(proptest::sample::select(alloc::vec![
                 "su", "bs", "su%3Dtrue", "bs%3Dtrue", "su%3Dfalse", "sf%3Ds", "sid%3D%22bsu%2Csu%22", "bl%3D100",
-                "ot%3Dav", "st%3Dv", "nor%3D%22x%22", "bsu", "sus", "d%3D4004",
+                "ot%3Dav", "st%3Dv", "nor%3D%22x%22", "bsu", "sus", "d%3D4004", "su=true", "bs=true", "su=x",
+                "sid%3D%22bs,su%22", "%2Csu",
             ]), 0..8),
             seps in proptest::collection::vec(proptest::sample::select(alloc::vec!["%2C", "%2c", ","]), 8),
         ) {
