@@ -487,6 +487,25 @@ pub struct Hook {
     breakers: Mutex<HashMap<Arc<str>, Arc<Breaker>>>,
 }
 
+/// Takes a flight out of the in-flight map when its last caller is done with it: finished, or abandoned by every
+/// caller (then a later caller starts a new one).
+struct Leave<'a> {
+    flights: &'a Mutex<HashMap<Key, Arc<tokio::sync::OnceCell<Flight>>>>,
+    key: &'a Key,
+    cell: &'a Arc<tokio::sync::OnceCell<Flight>>,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut map = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        // The map's reference and ours: nobody else waits on an unfinished flight.
+        let alone = Arc::strong_count(self.cell) <= 2;
+        if map.get(self.key).is_some_and(|c| Arc::ptr_eq(c, self.cell)) && (self.cell.initialized() || alone) {
+            map.remove(self.key);
+        }
+    }
+}
+
 /// Most backends with their own breaker (asset-specific URLs beyond share one).
 const MAX_BREAKERS: usize = 64;
 
@@ -542,6 +561,13 @@ impl Hook {
             let mut map = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
             map.entry(key.clone()).or_default().clone()
         };
+        // Leaves the map however this call ends, a dropped request (the viewer went away) included, so abandoned
+        // flights cannot pile up.
+        let _leave = Leave {
+            flights: &self.flights,
+            key,
+            cell: &cell,
+        };
         let out = cell
             .get_or_init(|| async {
                 let r = self.call(&key.0, req).await;
@@ -557,12 +583,6 @@ impl Hook {
             })
             .await
             .clone();
-        {
-            let mut map = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            if map.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                map.remove(key);
-            }
-        }
         if let Ok(c) = &out {
             self.cache.insert(key.clone(), c.clone());
         }
@@ -700,6 +720,44 @@ mod tests {
         b.record(true);
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.admit());
+    }
+
+    #[tokio::test]
+    async fn abandoned_flights_leave_no_trace() {
+        // A backend that never answers in time: every call is dropped by its caller (a viewer who went away).
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s); // accepted, never answered
+            }
+        });
+        let hook = Hook::new(HookSettings {
+            url: Some(format!("http://{addr}/")),
+            secret: Some(Arc::from(&b"s"[..])),
+            timeout: Duration::from_secs(30),
+            ..HookSettings::default()
+        });
+        let url: Arc<str> = Arc::from(format!("http://{addr}/"));
+        for i in 0..50 {
+            let key: Key = (url.clone(), format!("viewer-{i}"), "demo".into());
+            let req = HookRequest {
+                request_id: format!("r{i}"),
+                purpose: "share_open".into(),
+                viewer: key.1.clone(),
+                asset: "demo".into(),
+                share: None,
+                channel: None,
+                campaign: None,
+                country: None,
+                timestamp: 1,
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(20), hook.fly(&key, &req, 0)).await;
+        }
+        assert!(hook.flights.lock().unwrap_or_else(PoisonError::into_inner).is_empty());
     }
 
     #[test]
