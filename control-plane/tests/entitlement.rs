@@ -232,6 +232,9 @@ async fn policies_and_answers(store: Option<Arc<dyn Store>>) {
         (StatusCode::FORBIDDEN, Some("trial_ended")),
         "{body}"
     );
+    // An ended trial is cached like a denial, not asked again on every open.
+    let _ = mint(&w, Some("trial-0")).await;
+    assert_eq!(b.calls("trial-0"), 1);
     // The backend's max TTL.
     let (_, link) = mint(&w, Some("short-1")).await;
     let (exp, _) = claims_of(&link);

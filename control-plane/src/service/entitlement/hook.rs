@@ -592,13 +592,15 @@ impl Hook {
     /// How long an answer stays fresh: a denial briefly; an allowance up to the cache maximum and never past its
     /// `valid_until`.
     fn freshness(&self, a: &HookAnswer) -> Duration {
-        if !a.allow {
+        let now = super::super::now();
+        // A denial, or an allowance that has already ended (a trial over): refused for a short while, like a denial,
+        // rather than asked again on every open.
+        if !a.allow || a.valid_until.is_some_and(|u| u <= now) {
             return self.settings.negative_ttl;
         }
         let mut d = self.settings.cache_max;
         if let Some(until) = a.valid_until {
-            let left = until.saturating_sub(super::super::now());
-            d = d.min(Duration::from_secs(left));
+            d = d.min(Duration::from_secs(until - now));
         }
         d
     }
