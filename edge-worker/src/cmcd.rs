@@ -205,6 +205,7 @@ fn sources<'a>(query: Option<&'a str>, headers: &'a [Option<&'a str>; 4]) -> imp
 /// at as part of a key `bs` or `su` standing after a separator (`%2C` in either case, a literal comma, or the start)
 /// and followed by one, by `%3D`/`=` (a value), by `&` or by the end. Anything it cannot rule out takes the full
 /// read, so a flag is never missed (a property test holds it to the full read).
+#[inline(always)]
 fn scan(raw: &str) -> (bool, Option<usize>) {
     let b = raw.as_bytes();
     let sep_before = |k: usize| {
@@ -233,6 +234,7 @@ fn scan(raw: &str) -> (bool, Option<usize>) {
 
 /// The flags, without allocating. Most segment requests carry neither key: one vectorised pass ([`scan`]) skips the
 /// pair-by-pair read for them.
+#[inline]
 pub fn flags(query: Option<&str>, headers: &[Option<&str>; 4]) -> Flags {
     let mut fl = Flags::default();
     let mut read = |raw: &str, encoded: bool| {
