@@ -681,9 +681,10 @@ fn stamp(mut events: Vec<WireEvent>, edge: &str, received_at: u64) -> Result<(Ve
             e.edge = Some(edge.to_string());
         }
         // A closed set: a plan is a tier code's name, never a client's text.
+        use sharegate_shared::token::tier;
         if e.plan
             .as_deref()
-            .is_some_and(|p| !matches!(p, "free" | "trial" | "paid" | "other"))
+            .is_some_and(|p| tier::plan_name(tier::plan_code(p)) != Some(p))
         {
             e.plan = None;
         }

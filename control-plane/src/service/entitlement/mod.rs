@@ -68,14 +68,20 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
+    /// The setting's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Deny => "deny",
+            FailurePolicy::Allow => "allow",
+            FailurePolicy::CachedOnly => "cached_only",
+        }
+    }
+
     /// Parse the setting's value.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "deny" => Some(FailurePolicy::Deny),
-            "allow" => Some(FailurePolicy::Allow),
-            "cached_only" => Some(FailurePolicy::CachedOnly),
-            _ => None,
-        }
+        [FailurePolicy::Deny, FailurePolicy::Allow, FailurePolicy::CachedOnly]
+            .into_iter()
+            .find(|p| p.as_str() == s)
     }
 }
 
@@ -750,11 +756,7 @@ pub async fn explain(s: &AppState, viewer: &str, asset: &str) -> Result<Explaine
             }
         }
         Err(e) => {
-            let policy = match s.entitlements.failure_policy {
-                FailurePolicy::Deny => "deny",
-                FailurePolicy::Allow => "allow",
-                FailurePolicy::CachedOnly => "cached_only",
-            };
+            let policy = s.entitlements.failure_policy.as_str();
             let mut hints = vec![format!(
                 "while the backend gives no answer, the failure policy `{policy}` decides"
             )];
