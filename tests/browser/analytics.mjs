@@ -101,7 +101,10 @@ try {
   // segment is already buffered (a startup of a frame or two on loopback) they differ by up to a frame or two whatever
   // is measured, more than 20% of nothing.
   check(within(recA.startup_ms, pageStartup, 0.2) || Math.abs(recA.startup_ms - pageStartup) <= 50, 'startup within 20% of the page (or 3 frames)');
-  check(recA.completed === true && recA.rebuffers === 0, 'completed, zero rebuffers');
+  // Zero on an unthrottled origin, unless the page itself stalled (a CPU-starved CI machine can): then the count
+  // must be what the page saw.
+  console.log(`view A: page stalls ${a.m.stalls}, server rebuffers ${recA.rebuffers}`);
+  check(recA.completed === true && recA.rebuffers === a.m.stalls, 'completed, rebuffers as the page saw them (zero unless it stalled)');
   check(recA.opened === true && recA.first_segment === true && recA.cmcd === true, 'edge events (CMCD sid) joined the view');
 
   // (b) A throttled origin mid-play: rebuffers, and the ratio the page saw.
