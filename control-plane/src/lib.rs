@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod crash;
+pub mod env;
 pub mod purge;
 pub mod service;
 pub mod store;

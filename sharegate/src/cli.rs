@@ -62,6 +62,15 @@ pub enum Cmd {
     /// Drop a viewer's cached entitlement decisions on every replica (roles responder, entitlement), optionally
     /// revoking (and purging) their tokens.
     Invalidate(ClientInvalidate),
+    /// Validate a server's settings and secrets without starting it (for `ExecStartPre=`, init containers, CI):
+    /// exit 0 when it would start, 1 with a line per problem.
+    #[command(subcommand)]
+    CheckConfig(CheckConfigCmd),
+    /// Preflight of a running deployment (role admin): store durability, clocks, key ring, every edge's state, and
+    /// an end-to-end revocation canary. Exit 0 healthy, 1 not; `--json` for scripts.
+    Doctor(DoctorArgs),
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise: a container health check for images without a shell.
+    Probe(ProbeArgs),
     /// Run the native edge server. Its settings come from SHAREGATE_* environment variables
     /// (docs/edge-config.md): SHAREGATE_SIGNING_KEYS is required; a flag given replaces its setting.
     Edge(EdgeArgs),
@@ -83,23 +92,29 @@ pub struct DemoArgs {
     pub media: PathBuf,
 }
 
-#[derive(Args)]
+/// `sharegate serve`'s settings. Each flag may come from the environment variable named beside it (containers,
+/// systemd `EnvironmentFile=`, Kubernetes ConfigMaps); a flag given wins. docs/deploy.md lists them all.
+#[derive(Args, Clone)]
 pub struct ServeArgs {
-    /// Data directory (embedded store, secret files).
-    #[arg(long, default_value = ".sharegate")]
+    /// Data directory (embedded store, generated secret files).
+    #[arg(long, env = "SHAREGATE_DATA_DIR", default_value = ".sharegate")]
     pub data_dir: PathBuf,
     /// API address.
-    #[arg(long, default_value = "127.0.0.1:7700")]
+    #[arg(long, env = "SHAREGATE_API_ADDR", default_value = "127.0.0.1:7700")]
     pub api_addr: SocketAddr,
-    /// Store: empty for the embedded store, or redis://host:port.
-    #[arg(long, default_value = "")]
+    /// Store: empty for the embedded store, or redis://, rediss:// or redis+sentinel://… (docs/deploy.md); also
+    /// SHAREGATE_STORE_FILE, since a Redis URL may carry a password.
+    #[arg(long, env = "SHAREGATE_STORE", default_value = "", hide_env_values = true)]
     pub store: String,
     /// Base URL of the edge, used in link URLs.
-    #[arg(long, default_value = "http://127.0.0.1:7701")]
+    #[arg(long, env = "SHAREGATE_EDGE_URL", default_value = "http://127.0.0.1:7701")]
     pub edge_url: String,
-    /// A native edge to push revocations to (repeatable).
-    #[arg(long = "push-edge")]
+    /// A native edge to push revocations to (repeatable; comma separated in the variable).
+    #[arg(long = "push-edge", env = "SHAREGATE_PUSH_EDGES", value_delimiter = ',')]
     pub push_edges: Vec<String>,
+    /// Public base URL of this API, used in share-page links [default: http://<api-addr>].
+    #[arg(long, env = "SHAREGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -420,13 +435,13 @@ pub struct ClientAudit {
 
 /// `sharegate edge`'s flags. Each one given replaces the setting of the same meaning from the environment
 /// (docs/edge-config.md); the defaults are the settings' defaults.
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct EdgeArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7701")]
+    #[arg(long, env = "SHAREGATE_EDGE_ADDR", default_value = "127.0.0.1:7701")]
     pub edge_addr: SocketAddr,
-    /// An origin: a directory or an http(s) base URL. Repeat for failover order.
-    #[arg(long = "origin", required = true)]
+    /// An origin: a directory or an http(s) base URL. Repeat for failover order (comma separated in the variable).
+    #[arg(long = "origin", env = "SHAREGATE_ORIGIN", value_delimiter = ',', required = true)]
     pub origins: Vec<String>,
     /// Control-plane URL to pull the revocation state from [default: SHAREGATE_STATE_URL, else none].
     #[arg(long)]
@@ -443,6 +458,48 @@ pub struct EdgeArgs {
     /// Segment cache budget, MiB [default: SHAREGATE_CACHE_MIB, else 256].
     #[arg(long)]
     pub cache_mib: Option<u64>,
+}
+
+#[derive(Subcommand)]
+pub enum CheckConfigCmd {
+    /// The control plane's settings (`sharegate serve`'s flags and environment).
+    Serve(ServeArgs),
+    /// The native edge's settings (`sharegate edge`'s flags and environment).
+    Edge(EdgeArgs),
+}
+
+#[derive(Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// An edge to check (its status endpoint, and the canary's refusal there). Repeatable; default: the edges the
+    /// control plane pushes to.
+    #[arg(long = "edge")]
+    pub edges: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Skip the end-to-end canary (it mints and revokes a token on the asset given by --canary-asset).
+    #[arg(long)]
+    pub no_canary: bool,
+    /// The asset the canary mints for [default: the first registered asset].
+    #[arg(long)]
+    pub canary_asset: Option<String>,
+    /// Largest clock difference tolerated between this host, the replicas and the store, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub max_skew_ms: u64,
+    /// How long the canary waits for every edge to refuse, seconds.
+    #[arg(long, default_value_t = 15)]
+    pub canary_timeout: u64,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// The URL to GET (http only: probes run on loopback or a pod network).
+    pub url: String,
+    /// Timeout, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u64,
 }
 
 #[derive(Subcommand)]

@@ -120,6 +120,23 @@ impl ApiClient {
         self.send::<()>(Method::POST, "/v1/keys/rotate", None, None).await
     }
 
+    /// `GET /v1/doctor` (role admin).
+    pub async fn doctor(&self) -> Result<Answer> {
+        self.send::<()>(Method::GET, "/v1/doctor", None, None).await
+    }
+
+    /// `POST /v1/doctor/canary` (role admin).
+    pub async fn doctor_canary(&self, asset: Option<&str>) -> Result<Answer> {
+        let body = serde_json::json!({ "asset": asset });
+        self.send(Method::POST, "/v1/doctor/canary", Some(&body), None).await
+    }
+
+    /// `POST /v1/doctor/canary/{token_id}/revoke` (role admin).
+    pub async fn doctor_canary_revoke(&self, token_id: &str) -> Result<Answer> {
+        let path = format!("/v1/doctor/canary/{token_id}/revoke");
+        self.send::<()>(Method::POST, &path, None, None).await
+    }
+
     /// `GET /v1/keys`.
     pub async fn list_keys(&self) -> Result<Answer> {
         self.send::<()>(Method::GET, "/v1/keys", None, None).await

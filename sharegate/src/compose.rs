@@ -12,11 +12,12 @@ use crate::cli::{DevArgs, ServeArgs};
 use crate::client::ApiClient;
 use crate::edge::{self, DevEdge};
 use anyhow::{Context, Result, anyhow};
+use sharegate_control_plane::env as cp_env;
 use sharegate_control_plane::service::assets::{AssetRecord, RegisterRequest};
 use sharegate_control_plane::service::auth::{self, Role};
 use sharegate_control_plane::service::shares::{Audience, ShareRequest, ShareResponse};
 use sharegate_control_plane::service::{self, AppState, EdgeTarget, ServiceConfig};
-use sharegate_control_plane::store::{Ns, Store, open_store};
+use sharegate_control_plane::store::{DurabilityLevel, Ns, RedisSettings, Store, open_store_with};
 use sharegate_control_plane::{purge, service::keys};
 use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::revocation::StateKey;
@@ -40,10 +41,11 @@ pub struct ServeOptions {
     pub share_base_url: String,
 }
 
-/// Read a secret from `env`, else from `file` in the data dir, else create it with `make` (mode 0600).
+/// Read a secret from `env` (or the file `<env>_FILE` names), else from `file` in the data dir, else create it with
+/// `make` (mode 0600).
 fn secret(data_dir: &Path, env: &str, file: &str, make: impl FnOnce() -> Result<String>) -> Result<String> {
-    if let Ok(v) = std::env::var(env) {
-        return Ok(v.trim().to_string());
+    if let Some(v) = cp_env::var(env)? {
+        return Ok(v);
     }
     let path = data_dir.join(file);
     if let Ok(v) = std::fs::read_to_string(&path) {
@@ -118,7 +120,27 @@ fn load_secrets(data_dir: &Path, policy: Policy) -> Result<Secrets> {
 /// Open the store, load or create the secrets, make sure an admin key exists, start the background workers.
 pub async fn start(opts: &ServeOptions) -> Result<Started> {
     std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("cannot create {}", opts.data_dir.display()))?;
-    let store = open_store(&opts.store_url, &opts.data_dir).await?;
+    let store = open_store_with(&opts.store_url, &opts.data_dir, &redis_settings()?).await?;
+    // An acknowledged revocation must survive: say so at startup when the store's settings cannot promise it.
+    match store.durability().await {
+        Ok(d) if d.level == DurabilityLevel::Ok => tracing::info!(store = store.backend(), "durability: {}", d.summary),
+        Ok(d) => tracing::warn!(store = store.backend(), level = ?d.level, "durability: {}", d.summary),
+        Err(e) => tracing::warn!(
+            store = store.backend(),
+            "durability: cannot read the store's settings: {e}"
+        ),
+    }
+    if store.backend() != "redb" {
+        for (env, file) in SECRETS {
+            if !cp_env::is_set(env) {
+                tracing::warn!(
+                    "{env} is not given: this replica uses {} from its data directory; replicas sharing the store \
+                     must all be given the same {env} (or {env}_FILE)",
+                    opts.data_dir.join(file).display()
+                );
+            }
+        }
+    }
     let policy = Policy::default();
     let secrets = load_secrets(&opts.data_dir, policy)?;
     let config = ServiceConfig {
@@ -139,6 +161,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
         ..ServiceConfig::default()
     };
     let mut state = AppState::new(store.clone(), config, &secrets.ring, policy, secrets.state_key)?;
+    state.clock_offset_secs = test_clock_offset()?;
     // The master key encrypts rotated signing keys at rest; after a restart the stored active key mints.
     state.master_key = Some(keys::master_key_from_env_or_file(&opts.data_dir).map_err(|e| anyhow!("master key: {e}"))?);
     state.minter = keys::RotatingMinter::from_state(&state).await?;
@@ -154,6 +177,7 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     }
     keys::RotatingMinter::spawn_refresh(state.clone(), |s| &s.minter, std::time::Duration::from_secs(1));
     service::analytics::spawn_background(state.clone());
+    service::doctor::spawn_heartbeat(state.clone());
     Ok(Started {
         state,
         new_admin_key_file,
@@ -163,10 +187,62 @@ pub async fn start(opts: &ServeOptions) -> Result<Started> {
     })
 }
 
+/// Redis settings beside the URL: `SHAREGATE_REDIS_WAIT_REPLICAS` (0; writes are acknowledged once that many
+/// replicas hold them), `SHAREGATE_REDIS_WAIT_TIMEOUT_MS` (1000) and `SHAREGATE_REDIS_CA_FILE` (a PEM bundle of the CA
+/// that signed the server's certificate, for `rediss://` with a private CA).
+pub fn redis_settings() -> Result<RedisSettings> {
+    let num = |name: &str, max: u64| -> Result<Option<u64>> {
+        cp_env::var(name)?
+            .map(|v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= max)
+                    .ok_or_else(|| anyhow!("{name} must be a number from 0 to {max}, not {v:?}"))
+            })
+            .transpose()
+    };
+    let ca_pem = match std::env::var_os("SHAREGATE_REDIS_CA_FILE").filter(|p| !p.is_empty()) {
+        None => None,
+        Some(path) => {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("cannot read SHAREGATE_REDIS_CA_FILE {}", path.to_string_lossy()))?;
+            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                return Err(anyhow!("SHAREGATE_REDIS_CA_FILE holds no PEM certificate"));
+            }
+            Some(pem)
+        }
+    };
+    Ok(RedisSettings {
+        wait_replicas: u32::try_from(num("SHAREGATE_REDIS_WAIT_REPLICAS", 16)?.unwrap_or(0)).unwrap_or(0),
+        wait_timeout_ms: num("SHAREGATE_REDIS_WAIT_TIMEOUT_MS", 60_000)?.filter(|n| *n > 0),
+        ca_pem,
+    })
+}
+
+/// `SHAREGATE_TEST_CLOCK_OFFSET_SECS`: shift this replica's clock by so many seconds (negative: behind). For
+/// rehearsing clock-skew findings (`sharegate doctor`) and tests only; never set it in production.
+fn test_clock_offset() -> Result<i64> {
+    match cp_env::var("SHAREGATE_TEST_CLOCK_OFFSET_SECS")? {
+        None => Ok(0),
+        Some(v) => {
+            let n: i64 = v
+                .parse()
+                .ok()
+                .filter(|n: &i64| n.unsigned_abs() <= 86_400)
+                .ok_or_else(|| anyhow!("SHAREGATE_TEST_CLOCK_OFFSET_SECS must be seconds within a day, not {v:?}"))?;
+            tracing::warn!(
+                offset_secs = n,
+                "SHAREGATE_TEST_CLOCK_OFFSET_SECS shifts this replica's clock (testing only)"
+            );
+            Ok(n)
+        }
+    }
+}
+
 /// How player tokens are bound to the viewer's network: `SHAREGATE_PLAYER_IPV4_PREFIX` (default 24) and
 /// `SHAREGATE_PLAYER_IPV6_PREFIX` (default 48), 0 to bind no network of that family; behind a proxy or CDN,
 /// `SHAREGATE_CLIENT_IP_HEADER` names the header whose last entry is the viewer's address.
-fn player_settings() -> Result<service::player::PlayerSettings> {
+pub fn player_settings() -> Result<service::player::PlayerSettings> {
     let mut p = service::player::PlayerSettings::default();
     for (name, max, slot) in [
         ("SHAREGATE_PLAYER_IPV4_PREFIX", 32, &mut p.bind_ipv4_prefix),
@@ -201,7 +277,7 @@ fn player_settings() -> Result<service::player::PlayerSettings> {
 /// `SHAREGATE_ENTITLEMENT_TIMEOUT_MS` (300), `SHAREGATE_ENTITLEMENT_FAILURE_POLICY` (`deny`, `allow`,
 /// `cached_only`), `SHAREGATE_ENTITLEMENT_CACHE_SECS` (300), `SHAREGATE_ENTITLEMENT_NEGATIVE_SECS` (10),
 /// `SHAREGATE_ENTITLEMENT_BREAKER_FAILURES` (5) and `SHAREGATE_ENTITLEMENT_BREAKER_SECS` (5).
-fn entitlement_settings() -> Result<service::entitlement::EntitlementSettings> {
+pub fn entitlement_settings() -> Result<service::entitlement::EntitlementSettings> {
     let mut e = service::entitlement::EntitlementSettings::default();
     if let Ok(u) = std::env::var("SHAREGATE_ENTITLEMENT_URL") {
         service::entitlement::check_url(u.trim()).map_err(|e| anyhow!("SHAREGATE_ENTITLEMENT_URL: {e}"))?;
@@ -272,7 +348,7 @@ fn entitlement_settings() -> Result<service::entitlement::EntitlementSettings> {
 /// (default 168) is how long raw inputs and view records are kept (the hourly rows stay);
 /// `SHAREGATE_BEACON_INTERVAL_MS` (default 10000, at least 2000) paces a playing page's beacons;
 /// `SHAREGATE_ANALYTICS_WEBHOOK` is a URL that receives the raw events as NDJSON, at least once.
-fn analytics_settings() -> Result<service::analytics::AnalyticsSettings> {
+pub fn analytics_settings() -> Result<service::analytics::AnalyticsSettings> {
     let mut a = service::analytics::AnalyticsSettings::default();
     if let Ok(v) = std::env::var("SHAREGATE_ANALYTICS") {
         a.enabled = match v.trim() {
@@ -311,7 +387,7 @@ fn analytics_settings() -> Result<service::analytics::AnalyticsSettings> {
 /// The bootstrap admin key: from `SHAREGATE_ADMIN_KEY` (its hash is stored), or created once into a 0600 file in
 /// the data directory, whose path is returned when it was created now.
 async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>> {
-    if let Ok(k) = std::env::var("SHAREGATE_ADMIN_KEY") {
+    if let Some(k) = cp_env::var("SHAREGATE_ADMIN_KEY")? {
         let hash = auth::key_hash(&k);
         if store.get(Ns::ApiKeys, &hash).await?.is_none() {
             let rec = auth::ApiKeyRecord {
@@ -342,15 +418,45 @@ fn with_peer(
     router.into_make_service_with_connect_info::<std::net::SocketAddr>()
 }
 
+/// The secrets a control plane reads (each also as `<NAME>_FILE`), and the data-directory file it otherwise keeps
+/// each in. Replicas on one shared store must be given the same values.
+pub const SECRETS: [(&str, &str); 5] = [
+    ("SHAREGATE_SIGNING_KEYS", "signing.keys"),
+    ("SHAREGATE_STATE_KEY", "state.key"),
+    ("SHAREGATE_EDGE_TOKEN", "edge.token"),
+    ("SHAREGATE_MASTER_KEY", "master.key"),
+    ("SHAREGATE_ADMIN_KEY", "admin.key"),
+];
+
+/// What `serve`'s flags and environment mean (shared with `check-config serve`).
+pub fn serve_options(a: &ServeArgs) -> Result<ServeOptions> {
+    // The flag or SHAREGATE_STORE, else SHAREGATE_STORE_FILE (a Redis URL may carry its password).
+    let store_url = if a.store.trim().is_empty() {
+        cp_env::var("SHAREGATE_STORE")?.unwrap_or_default()
+    } else {
+        a.store.trim().to_string()
+    };
+    let public = a.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    Ok(ServeOptions {
+        data_dir: a.data_dir.clone(),
+        store_url,
+        edge_base_url: a.edge_url.clone(),
+        push_edges: a
+            .push_edges
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect(),
+        share_base_url: public.map_or_else(
+            || format!("http://{}", a.api_addr),
+            |u| u.trim_end_matches('/').to_string(),
+        ),
+    })
+}
+
 /// `sharegate serve`: the control plane alone, until its listener fails.
 pub async fn serve(a: ServeArgs) -> Result<()> {
-    let opts = ServeOptions {
-        data_dir: a.data_dir,
-        store_url: a.store,
-        edge_base_url: a.edge_url,
-        push_edges: a.push_edges,
-        share_base_url: format!("http://{}", a.api_addr),
-    };
+    let opts = serve_options(&a)?;
     let started = start(&opts).await?;
     if let Some(p) = &started.new_admin_key_file {
         println!("created the bootstrap admin API key in {} (mode 0600)", p.display());
@@ -408,7 +514,7 @@ pub async fn dev(a: DevArgs) -> Result<()> {
     );
     // Local development only: show the bootstrap admin key itself (it also sits in the 0600 file). A key from
     // SHAREGATE_ADMIN_KEY is never written to a file, so name none.
-    if std::env::var_os("SHAREGATE_ADMIN_KEY").is_some() {
+    if cp_env::is_set("SHAREGATE_ADMIN_KEY") {
         println!("  admin API key: the one in SHAREGATE_ADMIN_KEY (not written to any file)");
     } else {
         let admin =

@@ -21,17 +21,30 @@ use std::time::Duration;
 use crate::cli::EdgeArgs;
 
 /// The process environment as a [`ConfigSource`]: how `sharegate edge` and `sharegate dev` read the edge's settings.
+/// Every setting may also be given as a file named by `<NAME>_FILE` (secrets: Kubernetes volumes, compose secrets,
+/// systemd credentials); [`SECRETS`] are checked for an unreadable file before the edge starts.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EnvSource;
 
 impl ConfigSource for EnvSource {
     fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok()
+        sharegate_control_plane::env::var_or_none(key)
     }
 }
 
+/// The edge's secret settings.
+pub const SECRETS: [&str; 4] = [
+    edge_keys::SIGNING_KEYS,
+    edge_keys::STATE_KEY,
+    "SHAREGATE_EDGE_TOKEN",
+    edge_keys::WATERMARK_KEY,
+];
+
 /// `sharegate edge`: the native edge alone, until the listener fails.
 pub async fn run(a: EdgeArgs) -> Result<()> {
+    if let Some(e) = sharegate_control_plane::env::check(&SECRETS).into_iter().next() {
+        return Err(anyhow!("{e}"));
+    }
     let (config, opts) = edge_settings(&a, &EnvSource)?;
     let listener = tokio::net::TcpListener::bind(a.edge_addr).await?;
     let edge = Edge::new(config, opts);
@@ -42,7 +55,7 @@ pub async fn run(a: EdgeArgs) -> Result<()> {
 }
 
 /// The settings of `sharegate edge`: `env`'s, with each flag given in its place.
-fn edge_settings(a: &EdgeArgs, env: &dyn ConfigSource) -> Result<(EdgeConfig, NativeOptions)> {
+pub fn edge_settings(a: &EdgeArgs, env: &dyn ConfigSource) -> Result<(EdgeConfig, NativeOptions)> {
     let (config, mut opts) = sharegate_edge_native::settings(env)?;
     // `--origin` is required, so the flags' origins always replace SHAREGATE_ORIGIN's.
     opts.origins = a.origins.iter().map(|o| Origin::parse(o)).collect();

@@ -10,15 +10,17 @@
 //! `dev`, [`edge`] every use of the native edge, [`offline`] the token tools.
 #![forbid(unsafe_code)]
 
+mod check;
 mod cli;
 mod client;
 mod compose;
+mod doctor;
 mod edge;
 mod offline;
 
 use anyhow::Result;
 use clap::Parser;
-use cli::{ApiArgs, Cli, ClientKeys, Cmd};
+use cli::{ApiArgs, CheckConfigCmd, Cli, ClientKeys, Cmd};
 use client::{Answer, ApiClient};
 use std::process::ExitCode;
 
@@ -50,6 +52,10 @@ async fn run(cmd: Cmd) -> Result<ExitCode> {
             let key = i.idempotency_key.as_deref();
             api(&i.api, async |c| c.invalidate(&i.request(), key).await).await
         }
+        Cmd::CheckConfig(CheckConfigCmd::Serve(a)) => Ok(check::serve(&a)),
+        Cmd::CheckConfig(CheckConfigCmd::Edge(a)) => Ok(check::edge(&a)),
+        Cmd::Doctor(a) => doctor::run(a).await,
+        Cmd::Probe(p) => Ok(probe(&p).await),
         Cmd::Demo(a) => offline::demo(a).await,
         Cmd::Keygen => offline::keygen(),
         Cmd::Token(t) => offline::token(t),
@@ -77,6 +83,25 @@ fn print(answer: Answer) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!("sharegate: {}", answer.status);
+        ExitCode::FAILURE
+    }
+}
+
+/// `sharegate probe <url>`: a container health check without a shell or curl in the image.
+async fn probe(p: &cli::ProbeArgs) -> ExitCode {
+    let ok = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(p.timeout_ms))
+        .build()
+        .ok()
+        .map(|c| c.get(&p.url).send());
+    let ok = match ok {
+        Some(send) => send.await.is_ok_and(|r| r.status().is_success()),
+        None => false,
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("sharegate probe: {} is not healthy", p.url);
         ExitCode::FAILURE
     }
 }

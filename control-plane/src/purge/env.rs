@@ -8,13 +8,15 @@
 //! | `SHAREGATE_FASTLY_API_BASE` | default `https://api.fastly.com` |
 //! | `SHAREGATE_FASTLY_SOFT_PURGE` | `true`/`1`/`yes` for soft purges; default hard (takedowns must not be served stale) |
 //!
+//! Each may be given as a file instead, named by `<NAME>_FILE` (the API secrets especially).
+//!
 //! A CDN is configured when both its id and its secret are set; neither set means "not this CDN". Anything in
 //! between (an id without a secret, a base URL or soft flag without the rest) is a configuration error, not a
 //! silent "no purges": [`try_outbox_from_env`] reports it so `serve` can refuse to start.
 
 use std::sync::Arc;
 
-use super::{CloudflarePurger, FastlyPurger, Outbox, OutboxConfig};
+use super::{CloudflarePurger, FastlyPurger, Outbox, OutboxConfig, PurgeTarget};
 use crate::store::Store;
 
 /// Cloudflare's public API.
@@ -48,7 +50,7 @@ pub fn outbox_from_env(store: Arc<dyn Store>) -> Option<Arc<Outbox>> {
 
 /// Like [`outbox_from_env`], but a configuration error is returned.
 pub fn try_outbox_from_env(store: Arc<dyn Store>) -> Result<Option<Arc<Outbox>>, PurgeConfigError> {
-    outbox_from_vars(store, |name| std::env::var(name).ok())
+    outbox_from_vars(store, crate::env::var_or_none)
 }
 
 /// The work of [`try_outbox_from_env`] with the variable lookup passed in, so tests need not touch the process
@@ -57,10 +59,29 @@ fn outbox_from_vars(
     store: Arc<dyn Store>,
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Arc<Outbox>>, PurgeConfigError> {
+    let targets = targets_from_vars(var)?;
+    if targets.is_empty() {
+        return Ok(None);
+    }
+    let outbox = targets
+        .into_iter()
+        .fold(Outbox::over_store(store, OutboxConfig::default()), |o, t| {
+            o.with_target(t)
+        });
+    Ok(Some(Arc::new(outbox)))
+}
+
+/// The CDNs the environment configures, by name (`cloudflare`, `fastly`), or why the settings cannot be used:
+/// `sharegate check-config` asks this without opening a store.
+pub fn check_env() -> Result<Vec<String>, PurgeConfigError> {
+    let targets = targets_from_vars(crate::env::var_or_none)?;
+    Ok(targets.iter().map(|t| t.name().to_string()).collect())
+}
+
+fn targets_from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Vec<Arc<dyn PurgeTarget>>, PurgeConfigError> {
     // Blank counts as unset: an empty `VAR=` in a unit file or manifest means "not configured".
     let get = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-    let mut outbox = Outbox::over_store(store, OutboxConfig::default());
-    let mut any = false;
+    let mut targets: Vec<Arc<dyn PurgeTarget>> = Vec::new();
 
     if let Some((zone, token)) = pair(
         &get,
@@ -74,8 +95,7 @@ fn outbox_from_vars(
             get("SHAREGATE_CF_API_BASE"),
             CLOUDFLARE_API_BASE,
         )?;
-        outbox = outbox.with_target(Arc::new(CloudflarePurger::new(base, zone, token)?));
-        any = true;
+        targets.push(Arc::new(CloudflarePurger::new(base, zone, token)?));
     }
 
     if let Some((service, key)) = pair(
@@ -103,11 +123,9 @@ fn outbox_from_vars(
                 )));
             }
         };
-        outbox = outbox.with_target(Arc::new(FastlyPurger::new(base, service, key, soft)?));
-        any = true;
+        targets.push(Arc::new(FastlyPurger::new(base, service, key, soft)?));
     }
-
-    Ok(any.then(|| Arc::new(outbox)))
+    Ok(targets)
 }
 
 /// A CDN's id and secret: both set, or none of its variables set (`None`).

@@ -32,7 +32,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use cloudflare::{CloudflareLimits, CloudflarePurger};
-pub use env::{CLOUDFLARE_API_BASE, FASTLY_API_BASE, PurgeConfigError, outbox_from_env, try_outbox_from_env};
+pub use env::{
+    CLOUDFLARE_API_BASE, FASTLY_API_BASE, PurgeConfigError, check_env, outbox_from_env, try_outbox_from_env,
+};
 pub use fastly::{FASTLY_MAX_KEYS_PER_REQUEST, FastlyPurger};
 pub use outbox::{
     Jitter, JobStatus, MemoryOutboxStore, Outbox, OutboxConfig, OutboxError, OutboxStore, PurgeJob, RunReport,

@@ -162,6 +162,10 @@ permissions! {
     ReportConversions: [Minter, Admin] => "report conversions";
     /// `POST /v1/entitlements/invalidate`.
     InvalidateEntitlements: [Responder, Entitlement] => "invalidate entitlement decisions";
+    /// `GET /v1/doctor`.
+    Doctor: [Admin] => "run the deployment checks";
+    /// `POST /v1/doctor/canary`, `POST /v1/doctor/canary/{token_id}/revoke`.
+    RunCanary: [Admin] => "run the revocation canary";
 }
 
 /// The store key of an API key: the hex SHA-256 of the whole key string.

@@ -732,13 +732,14 @@ async fn edge_keys(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result
     Ok(resp)
 }
 
-/// The master key that seals signing keys at rest: `SHAREGATE_MASTER_KEY` (64 hex digits), else
+/// The master key that seals signing keys at rest: `SHAREGATE_MASTER_KEY` (64 hex digits, or a file named by
+/// `SHAREGATE_MASTER_KEY_FILE`), else
 /// `<data_dir>/master.key` (64 hex digits), else that file is created once, mode 0600, from 32 random bytes.
 ///
 /// Losing it loses the stored signing keys (tokens they signed stop verifying after a restart): back it up with the
 /// data directory's secrets, not with the store.
 pub fn master_key_from_env_or_file(data_dir: &Path) -> Result<[u8; 32], ApiError> {
-    if let Ok(v) = std::env::var(MASTER_KEY_ENV) {
+    if let Some(v) = crate::env::var(MASTER_KEY_ENV).map_err(|e| ApiError::Invalid(e.0))? {
         return parse_master(&v).ok_or_else(|| ApiError::Invalid(format!("{MASTER_KEY_ENV} must be 64 hex digits")));
     }
     master_key_from_file(data_dir)

@@ -14,6 +14,7 @@ pub mod assets;
 pub mod audit_events;
 pub mod auth;
 pub mod dashboard;
+pub mod doctor;
 pub mod edge_state;
 pub mod entitlement;
 pub mod error;
@@ -234,6 +235,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(analytics::routes())
         .merge(dashboard::routes())
         .merge(entitlement::routes())
+        .merge(doctor::routes())
         // Idempotency keys for every mutating call, refused or failed mutating calls audited too, then the latency
         // histogram around everything.
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))

@@ -34,9 +34,10 @@ mod redb;
 mod redis;
 
 pub use self::redb::RedbStore;
-pub use self::redis::{DEFAULT_PREFIX, RedisStore};
+pub use self::redis::{DEFAULT_PREFIX, RedisConfig, RedisStore, RedisTarget};
 
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -435,6 +436,46 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the backend answers (for `/readyz`).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// What the store's settings promise about acknowledged writes: the startup warning and `sharegate doctor`
+    /// read it. The default is the embedded store's: every commit is on disk before it is acknowledged.
+    async fn durability(&self) -> Result<Durability, StoreError> {
+        Ok(Durability {
+            level: DurabilityLevel::Ok,
+            summary: "every commit is synced to disk before it is acknowledged (embedded store, one replica)".into(),
+            facts: BTreeMap::from([("fsync".to_string(), "every commit".to_string())]),
+        })
+    }
+
+    /// The store's clock, Unix milliseconds, for clock-skew checks; `None` when the store shares this process's
+    /// clock (the embedded store).
+    async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// How far a store's settings keep the promise that an acknowledged write (a revocation) survives.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Durability {
+    /// `ok`, `warning` (survives a process crash, not every machine failure) or `error` (a restart can lose
+    /// acknowledged writes, or writes will be refused).
+    pub level: DurabilityLevel,
+    /// In plain words, what the settings promise and, if short of the promise, what to change.
+    pub summary: String,
+    /// What it was judged from (`appendonly`, `appendfsync`, `role`, `connected_replicas`, `wait_replicas`, ...).
+    pub facts: BTreeMap<String, String>,
+}
+
+/// See [`Durability::level`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityLevel {
+    /// Every acknowledged write survives a crash of the store's process and of its machine.
+    Ok,
+    /// Survives a process crash; a machine crash or power loss may lose the last moments.
+    Warning,
+    /// A restart can lose acknowledged writes, or the settings make writes fail.
+    Error,
 }
 
 /// Opens the store named by `url`: `redis://…`, `rediss://…` or `redis+unix://…` for Redis (keys under
@@ -442,24 +483,173 @@ pub trait Store: Send + Sync + 'static {
 /// `data_dir/sharegate.redb` (the directory is created). Anything else is refused rather than silently opening a
 /// local store, which would split a replicated deployment.
 pub async fn open_store(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
-    let url = url.trim();
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("redis+unix://") {
-        let (url, prefix) = split_prefix(url);
-        let store = RedisStore::connect(&url, prefix.as_deref().unwrap_or(DEFAULT_PREFIX)).await?;
-        return Ok(Arc::new(store));
+    open_store_with(url, data_dir, &RedisSettings::default()).await
+}
+
+/// Redis settings that are not part of the store URL (`sharegate serve` reads them from the environment).
+#[derive(Debug, Clone, Default)]
+pub struct RedisSettings {
+    /// Acknowledge writes once this many replicas hold them (`SHAREGATE_REDIS_WAIT_REPLICAS`).
+    pub wait_replicas: u32,
+    /// How long to wait for them (`SHAREGATE_REDIS_WAIT_TIMEOUT_MS`, default 1000 ms).
+    pub wait_timeout_ms: Option<u64>,
+    /// A private CA's PEM for `rediss://` (`SHAREGATE_REDIS_CA_FILE`).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// A parsed store URL (no connection made): what `sharegate check-config` validates.
+#[derive(Clone)]
+pub enum StoreUrl {
+    /// The embedded store in the data directory.
+    Embedded,
+    /// Redis, with its key prefix.
+    Redis(RedisTarget, String),
+}
+
+impl StoreUrl {
+    /// Parses `url` (see [`open_store`]; also `redis+sentinel://[user:pass@]host:port,host:port/<master>`, or
+    /// `rediss+sentinel://` for TLS to the data nodes).
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let url = url.trim();
+        if matches!(url, "" | "redb" | "redb:" | "embedded") {
+            return Ok(StoreUrl::Embedded);
+        }
+        let (base, prefix) = split_prefix(url);
+        let prefix = prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_string());
+        for (scheme, tls) in [("redis+sentinel://", false), ("rediss+sentinel://", true)] {
+            if let Some(rest) = base.strip_prefix(scheme) {
+                return Ok(StoreUrl::Redis(parse_sentinel(rest, tls)?, prefix));
+            }
+        }
+        if base.starts_with("redis://") || base.starts_with("rediss://") || base.starts_with("redis+unix://") {
+            ::redis::Client::open(base.as_str()).map_err(|e| StoreError::Invalid(format!("redis URL: {}", e)))?;
+            return Ok(StoreUrl::Redis(RedisTarget::Url(base), prefix));
+        }
+        Err(StoreError::Invalid(
+            "unknown store URL scheme (want redis://, rediss://, redis+unix://, redis+sentinel:// or redb)".into(),
+        ))
     }
-    if matches!(url, "" | "redb" | "redb:" | "embedded") {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", data_dir.display())))?;
-        let path = data_dir.join("sharegate.redb");
-        let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
-            .await
-            .map_err(|e| StoreError::Open(format!("open task failed: {e}")))??;
-        return Ok(Arc::new(store));
+
+    /// In words, without any password: for logs and `check-config`.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreUrl::Embedded => "the embedded store (redb) in the data directory".into(),
+            StoreUrl::Redis(RedisTarget::Url(u), p) => {
+                let scheme = u.split("://").next().unwrap_or("redis");
+                let host = u
+                    .split("://")
+                    .nth(1)
+                    .map(|r| r.rsplit_once('@').map_or(r, |(_, h)| h))
+                    .unwrap_or("");
+                format!("Redis at {scheme}://{host} (keys under {p:?})")
+            }
+            StoreUrl::Redis(
+                RedisTarget::Sentinel {
+                    sentinels, master, tls, ..
+                },
+                p,
+            ) => format!(
+                "Redis primary {master:?} via {} Sentinel(s) ({}){} (keys under {p:?})",
+                sentinels.len(),
+                sentinels
+                    .iter()
+                    .map(|s| s.trim_start_matches("redis://"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if *tls { ", TLS to the data nodes" } else { "" }
+            ),
+        }
     }
-    Err(StoreError::Invalid(format!(
-        "unknown store URL scheme in {url:?} (want redis://, rediss://, redis+unix:// or redb)"
-    )))
+}
+
+/// `[user[:pass]@]host:port,host:port/master` of a Sentinel URL.
+fn parse_sentinel(rest: &str, tls: bool) -> Result<RedisTarget, StoreError> {
+    let invalid = |why: &str| StoreError::Invalid(format!("redis+sentinel URL: {why}"));
+    let (hosts_part, master) = rest.split_once('/').ok_or_else(|| invalid("no /<master name>"))?;
+    let master = pct_decode(master.trim_end_matches('/'));
+    if master.is_empty() {
+        return Err(invalid("no master name after the hosts"));
+    }
+    let (creds, hosts) = match hosts_part.rsplit_once('@') {
+        Some((c, h)) => (Some(c), h),
+        None => (None, hosts_part),
+    };
+    let (username, password) = match creds {
+        None => (None, None),
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => (Some(pct_decode(u)).filter(|u| !u.is_empty()), Some(pct_decode(p))),
+            None => (Some(pct_decode(c)).filter(|u| !u.is_empty()), None),
+        },
+    };
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        let (host, port) = h.rsplit_once(':').unwrap_or((h, "26379"));
+        let port: u16 = port.parse().map_err(|_| invalid(&format!("bad port in {h:?}")))?;
+        if host.is_empty() {
+            return Err(invalid(&format!("no host in {h:?}")));
+        }
+        sentinels.push(format!("redis://{host}:{port}"));
+    }
+    if sentinels.is_empty() {
+        return Err(invalid("no Sentinel addresses"));
+    }
+    Ok(RedisTarget::Sentinel {
+        sentinels,
+        master,
+        username,
+        password,
+        tls,
+    })
+}
+
+/// `%XX` escapes of a URL's user, password or name.
+fn pct_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+        {
+            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Like [`open_store`], with the Redis settings that are not in the URL.
+pub async fn open_store_with(
+    url: &str,
+    data_dir: &Path,
+    settings: &RedisSettings,
+) -> Result<Arc<dyn Store>, StoreError> {
+    match StoreUrl::parse(url)? {
+        StoreUrl::Redis(target, prefix) => {
+            let store = RedisStore::open(RedisConfig {
+                target,
+                prefix,
+                wait_replicas: settings.wait_replicas,
+                wait_timeout: std::time::Duration::from_millis(settings.wait_timeout_ms.unwrap_or(1000).max(1)),
+                ca_pem: settings.ca_pem.clone(),
+            })
+            .await?;
+            Ok(Arc::new(store))
+        }
+        StoreUrl::Embedded => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", data_dir.display())))?;
+            let path = data_dir.join("sharegate.redb");
+            let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Open(format!("open task failed: {e}")))??;
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 /// Refuses a chained log where a plain one is needed, and the reverse.

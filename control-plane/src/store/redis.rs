@@ -17,15 +17,22 @@
 //! caller re-reads the head and retries. Appends from one process are serialised by a local lock that also caches
 //! the head, so only appends from other replicas cause retries.
 //!
-//! `rediss://` URLs are passed to the client as they are; they need the `redis` crate's TLS feature, which this
-//! crate does not enable yet.
+//! Production (docs/deploy.md): `rediss://` is TLS (rustls; system roots, or a private CA's PEM), ACL users and
+//! passwords ride in the URL, and behind Sentinel ([`RedisTarget::Sentinel`]) the store asks the Sentinels for the
+//! primary again after an error that means it may have moved, then reconnects. With `wait_replicas` a write is
+//! acknowledged only once that many replicas hold it (`WAIT`), so a failover cannot lose an acknowledged
+//! revocation; [`RedisStore::durability`] reports what the server's persistence settings promise.
 
 use super::{
-    ChainedEntry, Check, GENESIS, Log, MAX_PAGE, Ns, Op, Store, StoreError, chain_hash, check_kind, validate_ops,
+    ChainedEntry, Check, Durability, DurabilityLevel, GENESIS, Log, MAX_PAGE, Ns, Op, Store, StoreError, chain_hash,
+    check_kind, validate_ops,
 };
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script, Value};
+use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use ::redis::{Client, RedisError, Script, TlsCertificates, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -148,9 +155,70 @@ struct Scripts {
     chain_append: Script,
 }
 
+/// Where the store finds its Redis primary, and what an acknowledged write waits for.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// The primary: a URL, or Sentinel.
+    pub target: RedisTarget,
+    /// Keys under this prefix.
+    pub prefix: String,
+    /// Acknowledge a write only once this many replicas hold it (`WAIT`); 0 = as soon as the primary has it.
+    pub wait_replicas: u32,
+    /// How long a write waits for those replicas before it is answered as not confirmed.
+    pub wait_timeout: Duration,
+    /// PEM roots to trust for `rediss://` instead of the system's (a private CA).
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No URLs: they may carry a password.
+        f.debug_struct("RedisConfig")
+            .field("prefix", &self.prefix)
+            .field("wait_replicas", &self.wait_replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the primary is found.
+#[derive(Clone)]
+pub enum RedisTarget {
+    /// `redis://`, `rediss://` or `redis+unix://`: this server is the primary.
+    Url(String),
+    /// Ask these Sentinels (`redis://host:port` each) for the primary of `master`; after a failover the store asks
+    /// again and reconnects to the promoted replica.
+    Sentinel {
+        /// Sentinel addresses as URLs.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
+        /// ACL user and password of the data nodes (not of the Sentinels).
+        username: Option<String>,
+        /// See `username`.
+        password: Option<String>,
+        /// TLS to the data nodes (system roots).
+        tls: bool,
+    },
+}
+
+/// The Sentinel side of a store: asked again for the primary after errors that mean it moved.
+struct Failover {
+    client: Mutex<(SentinelClient, Option<std::time::Instant>)>,
+    /// Set by an error that suggests the primary moved (refused, dropped, `READONLY`); the next call asks Sentinel.
+    suspect: AtomicBool,
+}
+
+/// The shortest pause between two asks of Sentinel, so a burst of failing calls asks once.
+const RESOLVE_EVERY: Duration = Duration::from_millis(200);
+
 /// The Redis store. Cloning the connection is cheap (one multiplexed connection, reconnected when it drops).
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RwLock<ConnectionManager>,
+    /// `host:port` of the primary now in use (with Sentinel it changes on failover).
+    primary: RwLock<String>,
+    failover: Option<Failover>,
+    wait_replicas: u32,
+    wait_timeout: Duration,
     prefix: String,
     scripts: Scripts,
     /// Serialises this process's chained appends and caches each chained log's head (last seq, hash).
@@ -166,11 +234,16 @@ impl std::fmt::Debug for RedisStore {
 }
 
 fn map_err(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() || is_readonly(&e) {
         StoreError::Unavailable(e.to_string())
     } else {
         StoreError::Backend(e.to_string())
     }
+}
+
+/// A write sent to a replica: the primary this store knew was demoted by a failover.
+fn is_readonly(e: &RedisError) -> bool {
+    e.code() == Some("READONLY") || e.to_string().contains("READONLY")
 }
 
 fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
@@ -180,22 +253,101 @@ fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
 /// Lua numbers are doubles: keep seqs and limits where they are exact.
 const LUA_MAX_INT: u64 = 1 << 53;
 
+fn manager_config(sentinel: bool) -> ConnectionManagerConfig {
+    // Bounded timeouts: a dead Redis must fail /readyz and API calls, not hang them. Behind Sentinel a dead primary
+    // is not coming back at that address: fail fast and ask Sentinel instead of retrying it.
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(if sentinel { 1 } else { 3 })))
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_number_of_retries(if sentinel { 1 } else { 3 })
+}
+
+fn client_addr(client: &Client) -> String {
+    match client.get_connection_info().addr() {
+        ::redis::ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+        ::redis::ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        other => other.to_string(),
+    }
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://`, `rediss://`, `redis+unix://`) with keys under `prefix`, and checks that the
     /// server answers.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError::Invalid(format!("redis URL: {e}")))?;
-        // Bounded timeouts: a dead Redis must fail /readyz and API calls, not hang them.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(3);
-        let conn = ConnectionManager::new_with_config(client, config)
+        Self::open(RedisConfig {
+            target: RedisTarget::Url(url.to_string()),
+            prefix: prefix.to_string(),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
+            ca_pem: None,
+        })
+        .await
+    }
+
+    /// Connects as `config` says and checks that the primary answers.
+    pub async fn open(config: RedisConfig) -> Result<Self, StoreError> {
+        let (client, failover) = match &config.target {
+            RedisTarget::Url(url) => {
+                let client = match &config.ca_pem {
+                    Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
+                        url.as_str(),
+                        TlsCertificates {
+                            client_tls: None,
+                            root_cert: Some(pem.clone()),
+                        },
+                    ),
+                    _ => Client::open(url.as_str()),
+                }
+                .map_err(|e| StoreError::Invalid(format!("redis URL: {}", e)))?;
+                (client, None)
+            }
+            RedisTarget::Sentinel {
+                sentinels,
+                master,
+                username,
+                password,
+                tls,
+            } => {
+                let mut info = ::redis::RedisConnectionInfo::default();
+                if let Some(u) = username {
+                    info = info.set_username(u);
+                }
+                if let Some(p) = password {
+                    info = info.set_password(p);
+                }
+                let mut node = SentinelNodeConnectionInfo::default().set_redis_connection_info(info);
+                if *tls {
+                    node = node.set_tls_mode(::redis::TlsMode::Secure);
+                }
+                let mut sentinel = SentinelClient::build(
+                    sentinels.clone(),
+                    master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| StoreError::Invalid(format!("redis sentinel: {e}")))?;
+                let client = sentinel
+                    .async_get_client()
+                    .await
+                    .map_err(|e| StoreError::Open(format!("redis sentinel: no primary for {master:?}: {e}")))?;
+                let failover = Failover {
+                    client: Mutex::new((sentinel, Some(std::time::Instant::now()))),
+                    suspect: AtomicBool::new(false),
+                };
+                (client, Some(failover))
+            }
+        };
+        let primary = client_addr(&client);
+        let conn = ConnectionManager::new_with_config(client, manager_config(failover.is_some()))
             .await
             .map_err(|e| StoreError::Open(format!("redis: {e}")))?;
         let store = RedisStore {
-            conn,
-            prefix: prefix.to_string(),
+            conn: RwLock::new(conn),
+            primary: RwLock::new(primary),
+            failover,
+            wait_replicas: config.wait_replicas,
+            wait_timeout: config.wait_timeout,
+            prefix: config.prefix,
             scripts: Scripts {
                 atomic: Script::new(ATOMIC_LUA),
                 append: Script::new(APPEND_LUA),
@@ -208,6 +360,76 @@ impl RedisStore {
         };
         store.ping().await.map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(store)
+    }
+
+    /// The connection to use now. Behind Sentinel, after an error that suggested a failover, asks Sentinel for the
+    /// primary first (at most every [`RESOLVE_EVERY`]) and reconnects if it moved.
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        if let Some(f) = &self.failover
+            && f.suspect.load(Ordering::Acquire)
+        {
+            let mut guard = f.client.lock().await;
+            let (sentinel, last) = &mut *guard;
+            if f.suspect.load(Ordering::Acquire) && last.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY) {
+                *last = Some(std::time::Instant::now());
+                match sentinel.async_get_client().await {
+                    Ok(client) => {
+                        let addr = client_addr(&client);
+                        let moved = *self.primary.read().unwrap_or_else(|e| e.into_inner()) != addr;
+                        if moved {
+                            let conn = ConnectionManager::new_with_config(client, manager_config(true))
+                                .await
+                                .map_err(map_err)?;
+                            tracing::warn!(primary = %addr, "redis: Sentinel names a new primary; reconnected");
+                            *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
+                            *self.primary.write().unwrap_or_else(|e| e.into_inner()) = addr;
+                        }
+                        f.suspect.store(false, Ordering::Release);
+                    }
+                    Err(e) => {
+                        return Err(StoreError::Unavailable(format!("redis sentinel: no primary: {e}")));
+                    }
+                }
+            }
+        }
+        Ok(self.conn.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Maps a Redis error, and behind Sentinel marks the primary as suspect when the error says it may have moved.
+    fn failed(&self, e: RedisError) -> StoreError {
+        let err = map_err(e);
+        if let (Some(f), StoreError::Unavailable(_)) = (&self.failover, &err) {
+            f.suspect.store(true, Ordering::Release);
+        }
+        err
+    }
+
+    /// After a write: with `wait_replicas`, wait until that many replicas acknowledge everything this connection
+    /// wrote (`WAIT`). Fewer in time means the write is on the primary only and a failover could lose it, so it is
+    /// answered as not done (the caller's retry, with its idempotency key, is safe).
+    async fn confirm(&self, c: &mut ConnectionManager) -> Result<(), StoreError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+        let acked: i64 = ::redis::cmd("WAIT")
+            .arg(self.wait_replicas)
+            .arg(ms)
+            .query_async(c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        if acked < i64::from(self.wait_replicas) {
+            return Err(StoreError::Unavailable(format!(
+                "write not confirmed: {acked} of {} replicas acknowledged it within {ms} ms",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+
+    /// `host:port` of the primary in use.
+    pub fn primary(&self) -> String {
+        self.primary.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The key prefix.
@@ -240,9 +462,9 @@ impl RedisStore {
             .key(self.log_key(log))
             .arg(from_seq.min(LUA_MAX_INT))
             .arg(limit)
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         Ok(pairs)
     }
 
@@ -252,9 +474,9 @@ impl RedisStore {
             .scripts
             .head
             .key(self.log_key(log))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         if seq == 0 {
             return Ok((0, GENESIS));
         }
@@ -278,60 +500,68 @@ impl Store for RedisStore {
         ::redis::cmd("HGET")
             .arg(self.ns_key(ns))
             .arg(key)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)
+            .map_err(|e| self.failed(e))
     }
 
     async fn put(&self, ns: Ns, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        ::redis::cmd("HSET")
+        let mut c = self.conn().await?;
+        let () = ::redis::cmd("HSET")
             .arg(self.ns_key(ns))
             .arg(key)
             .arg(value)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut c)
             .await
-            .map_err(map_err)
+            .map_err(|e| self.failed(e))?;
+        self.confirm(&mut c).await
     }
 
     async fn put_if_absent(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
         let n: i64 = ::redis::cmd("HSETNX")
             .arg(self.ns_key(ns))
             .arg(key)
             .arg(value)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut c)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
+        self.confirm(&mut c).await?;
         Ok(n == 1)
     }
 
     async fn delete(&self, ns: Ns, key: &str) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
         let n: i64 = ::redis::cmd("HDEL")
             .arg(self.ns_key(ns))
             .arg(key)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut c)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
+        self.confirm(&mut c).await?;
         Ok(n == 1)
     }
 
     async fn scan(&self, ns: Ns, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let all: BTreeMap<String, Vec<u8>> = ::redis::cmd("HGETALL")
             .arg(self.ns_key(ns))
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         Ok(all.into_iter().filter(|(k, _)| k.starts_with(prefix)).collect())
     }
 
     async fn incr(&self, counter: &str, by: u64) -> Result<u64, StoreError> {
         validate_ops(&[Op::Incr { counter, by }])?;
+        let mut c = self.conn().await?;
         let v: i64 = ::redis::cmd("HINCRBY")
             .arg(self.counters_key())
             .arg(counter)
             .arg(by)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut c)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
+        self.confirm(&mut c).await?;
         to_u64(v, "counter")
     }
 
@@ -342,9 +572,9 @@ impl Store for RedisStore {
             let vals: Vec<Option<u64>> = ::redis::cmd("HMGET")
                 .arg(self.counters_key())
                 .arg(chunk)
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.conn().await?)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| self.failed(e))?;
             out.extend(vals.into_iter().map(|v| v.unwrap_or(0)));
         }
         Ok(out)
@@ -356,9 +586,9 @@ impl Store for RedisStore {
             let vals: Vec<Option<Vec<u8>>> = ::redis::cmd("HMGET")
                 .arg(self.ns_key(ns))
                 .arg(chunk)
-                .query_async(&mut self.conn.clone())
+                .query_async(&mut self.conn().await?)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| self.failed(e))?;
             out.extend(vals);
         }
         Ok(out)
@@ -368,9 +598,9 @@ impl Store for RedisStore {
         let v: Option<u64> = ::redis::cmd("HGET")
             .arg(self.counters_key())
             .arg(counter)
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         Ok(v.unwrap_or(0))
     }
 
@@ -403,7 +633,12 @@ impl Store for RedisStore {
                 Op::Append { log, value } => inv.key(self.log_key(log)).arg("L").arg("").arg(value),
             };
         }
-        let r: Option<Vec<i64>> = inv.invoke_async(&mut self.conn.clone()).await.map_err(map_err)?;
+        let mut c = self.conn().await?;
+        let r: Option<Vec<i64>> = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
+        // A refused check wrote nothing: nothing to confirm.
+        if r.is_some() {
+            self.confirm(&mut c).await?;
+        }
         r.map(|v| v.into_iter().map(|n| to_u64(n, "op result")).collect())
             .transpose()
     }
@@ -417,7 +652,10 @@ impl Store for RedisStore {
         for v in values {
             inv.arg(v.as_slice());
         }
-        inv.invoke_async(&mut self.conn.clone()).await.map_err(map_err)
+        let mut c = self.conn().await?;
+        let seq = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
+        self.confirm(&mut c).await?;
+        Ok(seq)
     }
 
     async fn read_log(&self, log: Log, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -429,9 +667,9 @@ impl Store for RedisStore {
         let v: Option<u64> = ::redis::cmd("HGET")
             .arg(self.log_key(log))
             .arg("seq")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         Ok(v.unwrap_or(0))
     }
 
@@ -445,9 +683,9 @@ impl Store for RedisStore {
                 .key(key.as_str())
                 .arg(below.min(LUA_MAX_INT))
                 .arg(TRIM_CHUNK)
-                .invoke_async(&mut self.conn.clone())
+                .invoke_async(&mut self.conn().await?)
                 .await
-                .map_err(map_err)?;
+                .map_err(|e| self.failed(e))?;
             if done >= target {
                 return Ok(());
             }
@@ -467,13 +705,14 @@ impl Store for RedisStore {
             let mut stored = Vec::with_capacity(32 + value.len());
             stored.extend_from_slice(&hash);
             stored.extend_from_slice(value);
+            let mut c = self.conn().await?;
             let r: Result<i64, _> = self
                 .scripts
                 .chain_append
                 .key(key.as_str())
                 .arg(seq)
                 .arg(stored)
-                .invoke_async(&mut self.conn.clone())
+                .invoke_async(&mut c)
                 .await;
             match r {
                 Ok(-1) => {
@@ -490,11 +729,16 @@ impl Store for RedisStore {
                 Ok(new_seq) => {
                     let new_seq = to_u64(new_seq, "chained seq")?;
                     heads.insert(log, (new_seq, hash));
+                    if let Err(e) = self.confirm(&mut c).await {
+                        // Appended here but not confirmed by the replicas: a failover may lose it, so re-read.
+                        heads.remove(&log);
+                        return Err(e);
+                    }
                     return Ok((new_seq, hash));
                 }
                 Err(e) => {
                     heads.remove(&log); // the append may or may not have landed
-                    return Err(map_err(e));
+                    return Err(self.failed(e));
                 }
             }
         }
@@ -523,14 +767,189 @@ impl Store for RedisStore {
             .collect()
     }
 
+    async fn durability(&self) -> Result<Durability, StoreError> {
+        let mut c = self.conn().await?;
+        let info = |section: &'static str| ::redis::cmd("INFO").arg(section).to_owned();
+        let persistence: String = info("persistence")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let replication: String = info("replication")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        // CONFIG is often refused (managed Redis, ACL users without +config): then the fsync policy is unknown.
+        let fsync: Option<String> = ::redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("appendfsync")
+            .query_async::<Vec<String>>(&mut c)
+            .await
+            .ok()
+            .and_then(|v| v.get(1).cloned());
+        Ok(judge_durability(
+            &info_fields(&persistence),
+            &info_fields(&replication),
+            fsync.as_deref(),
+            self.wait_replicas,
+            &self.primary(),
+        ))
+    }
+
+    async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
+        let (secs, micros): (u64, u64) = ::redis::cmd("TIME")
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok(Some(secs.saturating_mul(1000).saturating_add(micros / 1000)))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let v: Value = ::redis::cmd("PING")
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(map_err)?;
+            .map_err(|e| self.failed(e))?;
         match v {
             Value::SimpleString(s) if s == "PONG" => Ok(()),
             other => Err(StoreError::Backend(format!("PING answered {other:?}"))),
         }
+    }
+}
+
+/// `field:value` lines of an `INFO` section.
+fn info_fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What Redis's settings promise about an acknowledged write (docs/deploy.md, "Durability").
+fn judge_durability(
+    persistence: &BTreeMap<String, String>,
+    replication: &BTreeMap<String, String>,
+    appendfsync: Option<&str>,
+    wait_replicas: u32,
+    primary: &str,
+) -> Durability {
+    let get = |m: &BTreeMap<String, String>, k: &str| m.get(k).cloned().unwrap_or_else(|| "unknown".into());
+    let aof = persistence.get("aof_enabled").map(String::as_str) == Some("1");
+    let aof_ok = persistence.get("aof_last_write_status").is_none_or(|s| s == "ok");
+    let role = get(replication, "role");
+    let replicas: u32 = replication
+        .get("connected_slaves")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let fsync = appendfsync.unwrap_or("unknown").to_string();
+    let onoff = if aof { "yes" } else { "no" };
+    let facts = BTreeMap::from([
+        ("primary".to_string(), primary.to_string()),
+        ("role".to_string(), role.clone()),
+        ("appendonly".to_string(), onoff.to_string()),
+        ("appendfsync".to_string(), fsync.clone()),
+        (
+            "aof_last_write_status".to_string(),
+            get(persistence, "aof_last_write_status"),
+        ),
+        ("connected_replicas".to_string(), replicas.to_string()),
+        ("wait_replicas".to_string(), wait_replicas.to_string()),
+    ]);
+    let (level, summary) = if role != "master" {
+        (
+            DurabilityLevel::Error,
+            format!("connected to a Redis whose role is {role}, not the primary: writes are refused"),
+        )
+    } else if wait_replicas > replicas {
+        (
+            DurabilityLevel::Error,
+            format!(
+                "every write waits for {wait_replicas} replica(s) but {replicas} are connected: writes are refused \
+                 until enough replicas are back (or lower SHAREGATE_REDIS_WAIT_REPLICAS)"
+            ),
+        )
+    } else if aof && !aof_ok {
+        (
+            DurabilityLevel::Error,
+            "Redis cannot write its append-only file (aof_last_write_status is not ok): check its disk".into(),
+        )
+    } else if !aof && wait_replicas == 0 {
+        (
+            DurabilityLevel::Error,
+            "Redis runs without its append-only file (appendonly no): a restart loses every revocation \
+             acknowledged since the last snapshot; set appendonly yes"
+                .into(),
+        )
+    } else if wait_replicas > 0 {
+        (
+            DurabilityLevel::Ok,
+            format!(
+                "every acknowledged write is held by the primary and {wait_replicas} replica(s) (WAIT); \
+                 appendonly {onoff}, appendfsync {fsync}"
+            ),
+        )
+    } else {
+        match fsync.as_str() {
+            "always" => (
+                DurabilityLevel::Ok,
+                "appendonly yes, appendfsync always: every acknowledged write is on disk".into(),
+            ),
+            "everysec" => (
+                DurabilityLevel::Warning,
+                "appendonly yes, appendfsync everysec: acknowledged writes survive a Redis crash, but a machine \
+                 crash or power loss can lose about the last second of them; use appendfsync always, or replicas \
+                 with SHAREGATE_REDIS_WAIT_REPLICAS"
+                    .into(),
+            ),
+            "no" => (
+                DurabilityLevel::Warning,
+                "appendonly yes, appendfsync no: a machine crash can lose the last ~30 s of acknowledged writes; \
+                 use appendfsync always or everysec"
+                    .into(),
+            ),
+            _ => (
+                DurabilityLevel::Warning,
+                "appendonly yes, but appendfsync cannot be read (CONFIG refused): make sure it is always or everysec"
+                    .into(),
+            ),
+        }
+    };
+    Durability { level, summary, facts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn durability_is_judged_from_the_settings_that_keep_an_acknowledged_write() {
+        let aof_on = fields(&[("aof_enabled", "1"), ("aof_last_write_status", "ok")]);
+        let aof_off = fields(&[("aof_enabled", "0")]);
+        let primary = |n: &str| fields(&[("role", "master"), ("connected_slaves", n)]);
+        let level = |p: &BTreeMap<String, String>, r: &BTreeMap<String, String>, f: Option<&str>, w: u32| {
+            judge_durability(p, r, f, w, "h:1").level
+        };
+        assert_eq!(level(&aof_on, &primary("0"), Some("always"), 0), DurabilityLevel::Ok);
+        assert_eq!(
+            level(&aof_on, &primary("0"), Some("everysec"), 0),
+            DurabilityLevel::Warning
+        );
+        assert_eq!(level(&aof_on, &primary("0"), None, 0), DurabilityLevel::Warning);
+        assert_eq!(
+            level(&aof_off, &primary("0"), Some("everysec"), 0),
+            DurabilityLevel::Error
+        );
+        // Replicas that acknowledge every write make up for a lazy fsync, not for missing replicas.
+        assert_eq!(level(&aof_on, &primary("1"), Some("everysec"), 1), DurabilityLevel::Ok);
+        assert_eq!(level(&aof_on, &primary("0"), Some("always"), 1), DurabilityLevel::Error);
+        let replica = fields(&[("role", "slave"), ("connected_slaves", "0")]);
+        assert_eq!(level(&aof_on, &replica, Some("always"), 0), DurabilityLevel::Error);
+        let broken = fields(&[("aof_enabled", "1"), ("aof_last_write_status", "err")]);
+        assert_eq!(level(&broken, &primary("0"), Some("always"), 0), DurabilityLevel::Error);
+        let d = judge_durability(&aof_on, &primary("0"), Some("everysec"), 0, "h:1");
+        assert!(d.summary.contains("power loss"), "{}", d.summary);
+        assert_eq!(d.facts["appendfsync"], "everysec");
     }
 }

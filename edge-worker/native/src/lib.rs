@@ -298,6 +298,7 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route(contract::paths::STATE, post(push_state))
         .route(contract::paths::KEYS, post(push_keys))
         .route(contract::paths::STATUS, get(status))
+        .route(contract::paths::READY, get(ready))
         .fallback(handle)
         .with_state(edge)
 }
@@ -502,6 +503,8 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
         &engine.config().keys,
         &[
             ("cached_segments", edge.segments.entry_count()),
+            // The edge's clock, so `sharegate doctor` can see skew against the control plane's (tokens expire by it).
+            ("now_ms", state::now_ms()),
             ("events_pending", edge.events.lock().map_or(0, |b| b.len()) as u64),
         ],
     );
@@ -512,6 +515,26 @@ async fn status(State(edge): State<Arc<Edge>>) -> Response<Body> {
         country_rules(engine.config()),
     );
     json_response(StatusCode::OK, body)
+}
+
+/// Readiness (`/_sharegate/ready`): 200 while the edge holds a revocation state younger than its
+/// `SHAREGATE_STATE_MAX_AGE`, so a load balancer or Kubernetes sends viewers only to edges that can decide exactly;
+/// 503 with the reason otherwise (no state yet, or a stale one). An edge that fails open on stale state is ready
+/// without one: it chose to serve.
+async fn ready(State(edge): State<Arc<Edge>>) -> Response<Body> {
+    let config = edge.engine.load();
+    let config = config.config();
+    let age = edge.held.load_full().map(|h| state::now_unix().saturating_sub(h.as_of));
+    let (status, why) = match age {
+        Some(a) if a <= u64::from(config.state_max_age) => (StatusCode::OK, "ready"),
+        _ if config.stale_policy == sharegate_edge::config::StalePolicy::FailOpen => {
+            (StatusCode::OK, "ready_fail_open")
+        }
+        Some(_) => (StatusCode::SERVICE_UNAVAILABLE, "state_stale"),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no_state"),
+    };
+    let age = age.map_or_else(|| "null".to_string(), |a| a.to_string());
+    json_response(status, format!(r#"{{"status":"{why}","state_age_s":{age}}}"#))
 }
 
 /// The engine settings for a request that has no country source (it bypassed the trusted proxy).
