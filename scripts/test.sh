@@ -186,6 +186,8 @@ install_test_deps() {
     # ffmpeg/ffprobe make and play the HLS test asset (tests/); redis-server backs the control plane's Redis store
     # tests. Debian's redis package starts no service here: each test starts its own server on a free port.
     ensure_apt ffmpeg redis-server
+    # Redis Sentinel failover and TLS (sharegate/tests/redis_sentinel.rs): Debian's Sentinel, openssl for test certs.
+    ensure_apt redis-sentinel openssl
     # promtool (Debian's prometheus package) checks the /metrics exposition in control-plane/tests/metrics_cardinality.rs.
     ensure_apt prometheus
     # The Cloudflare worker: built by worker-build with a local wasm-bindgen (it would download one otherwise), run

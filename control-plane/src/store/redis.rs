@@ -32,7 +32,7 @@ use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServ
 use ::redis::{Client, RedisError, Script, TlsCertificates, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -218,6 +218,10 @@ pub struct RedisStore {
     primary: RwLock<String>,
     failover: Option<Failover>,
     wait_replicas: u32,
+    /// When the primary's connected replicas were last counted, and how many.
+    replicas_seen: Mutex<Option<(std::time::Instant, u32)>>,
+    /// Writes acknowledged with fewer replicas than `wait_replicas`.
+    degraded: AtomicU64,
     wait_timeout: Duration,
     prefix: String,
     scripts: Scripts,
@@ -346,6 +350,8 @@ impl RedisStore {
             primary: RwLock::new(primary),
             failover,
             wait_replicas: config.wait_replicas,
+            replicas_seen: Mutex::new(None),
+            degraded: AtomicU64::new(0),
             wait_timeout: config.wait_timeout,
             prefix: config.prefix,
             scripts: Scripts {
@@ -405,26 +411,71 @@ impl RedisStore {
     }
 
     /// After a write: with `wait_replicas`, wait until that many replicas acknowledge everything this connection
-    /// wrote (`WAIT`). Fewer in time means the write is on the primary only and a failover could lose it, so it is
-    /// answered as not done (the caller's retry, with its idempotency key, is safe).
+    /// wrote (`WAIT`). Fewer in time, while that many are connected, means the write is on the primary only and a
+    /// failover could lose it, so it is answered as not done (the caller's retry, with its idempotency key, is safe).
+    ///
+    /// When fewer replicas are connected than asked for (after a failover, before the old primary returns as a
+    /// replica) there is nobody to wait for: the write is acknowledged on the primary's own persistence, this is
+    /// logged and counted as degraded, and [`Store::durability`] says so, rather than refusing every write until a
+    /// node comes back (the trade MySQL's semi-synchronous replication makes too).
     async fn confirm(&self, c: &mut ConnectionManager) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
+        let connected = self.connected_replicas(c).await?;
+        let want = self.wait_replicas.min(connected);
+        if want < self.wait_replicas {
+            self.degraded.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                connected,
+                wanted = self.wait_replicas,
+                "redis: fewer replicas connected than SHAREGATE_REDIS_WAIT_REPLICAS; writes acknowledged on the primary alone"
+            );
+        }
+        if want == 0 {
+            return Ok(());
+        }
         let ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
         let acked: i64 = ::redis::cmd("WAIT")
-            .arg(self.wait_replicas)
+            .arg(want)
             .arg(ms)
             .query_async(c)
             .await
             .map_err(|e| self.failed(e))?;
-        if acked < i64::from(self.wait_replicas) {
+        if acked < i64::from(want) {
             return Err(StoreError::Unavailable(format!(
-                "write not confirmed: {acked} of {} replicas acknowledged it within {ms} ms",
-                self.wait_replicas
+                "write not confirmed: {acked} of {want} replicas acknowledged it within {ms} ms"
             )));
         }
         Ok(())
+    }
+
+    /// Replicas connected to the primary, from `INFO replication`, read at most once a second.
+    async fn connected_replicas(&self, c: &mut ConnectionManager) -> Result<u32, StoreError> {
+        {
+            let seen = self.replicas_seen.lock().await;
+            if let Some((at, n)) = *seen
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                return Ok(n);
+            }
+        }
+        let text: String = ::redis::cmd("INFO")
+            .arg("replication")
+            .query_async(c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        let n = info_fields(&text)
+            .get("connected_slaves")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *self.replicas_seen.lock().await = Some((std::time::Instant::now(), n));
+        Ok(n)
+    }
+
+    /// Writes acknowledged with fewer replicas than asked for (see [`RedisStore::confirm`]), since start.
+    pub fn degraded_writes(&self) -> u64 {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// `host:port` of the primary in use.
@@ -858,12 +909,21 @@ fn judge_durability(
             DurabilityLevel::Error,
             format!("connected to a Redis whose role is {role}, not the primary: writes are refused"),
         )
-    } else if wait_replicas > replicas {
+    } else if wait_replicas > replicas && !aof {
         (
             DurabilityLevel::Error,
             format!(
-                "every write waits for {wait_replicas} replica(s) but {replicas} are connected: writes are refused \
-                 until enough replicas are back (or lower SHAREGATE_REDIS_WAIT_REPLICAS)"
+                "writes should wait for {wait_replicas} replica(s) but {replicas} are connected, and the primary \
+                 keeps no append-only file: a restart now loses acknowledged revocations"
+            ),
+        )
+    } else if wait_replicas > replicas {
+        (
+            DurabilityLevel::Warning,
+            format!(
+                "degraded: writes should wait for {wait_replicas} replica(s) but {replicas} are connected, so they \
+                 are acknowledged on the primary's append-only file alone (appendfsync {fsync}) until a replica \
+                 returns"
             ),
         )
     } else if aof && !aof_ok {
@@ -943,7 +1003,15 @@ mod tests {
         );
         // Replicas that acknowledge every write make up for a lazy fsync, not for missing replicas.
         assert_eq!(level(&aof_on, &primary("1"), Some("everysec"), 1), DurabilityLevel::Ok);
-        assert_eq!(level(&aof_on, &primary("0"), Some("always"), 1), DurabilityLevel::Error);
+        // Fewer replicas than asked for: degraded to the primary's own file, an error without one.
+        assert_eq!(
+            level(&aof_on, &primary("0"), Some("always"), 1),
+            DurabilityLevel::Warning
+        );
+        assert_eq!(
+            level(&aof_off, &primary("0"), Some("always"), 1),
+            DurabilityLevel::Error
+        );
         let replica = fields(&[("role", "slave"), ("connected_slaves", "0")]);
         assert_eq!(level(&aof_on, &replica, Some("always"), 0), DurabilityLevel::Error);
         let broken = fields(&[("aof_enabled", "1"), ("aof_last_write_status", "err")]);
