@@ -125,8 +125,12 @@ impl Setup {
             .env("SHAREGATE_API_KEY", ADMIN_KEY)
             .output()
             .unwrap();
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("doctor --json printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor --json printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
         (out, v)
     }
 }
@@ -162,15 +166,28 @@ fn register_demo(s: &Setup) {
     let body = serde_json::json!({ "id": "demo", "origin": origin }).to_string();
     let out = Command::new("curl")
         .args(["-sf", "-X", "POST", &format!("{}/v1/assets", s.api())])
-        .args(["-H", &format!("authorization: Bearer {ADMIN_KEY}"), "-H", "content-type: application/json"])
+        .args([
+            "-H",
+            &format!("authorization: Bearer {ADMIN_KEY}"),
+            "-H",
+            "content-type: application/json",
+        ])
         .args(["-d", &body])
         .output()
         .unwrap();
-    assert!(out.status.success(), "register: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "register: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -180,7 +197,10 @@ fn check_config_judges_settings_and_secret_files_without_starting() {
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("SHAREGATE_STATE_KEY: given (file "), "{}", text(&ok));
     // Nothing started, nothing written: no data directory, no listener.
-    assert!(!s.dir.path().join("data").exists(), "check-config wrote the data directory");
+    assert!(
+        !s.dir.path().join("data").exists(),
+        "check-config wrote the data directory"
+    );
     assert!(std::net::TcpStream::connect(("127.0.0.1", s.api_port)).is_err());
     let ok = s.edge_cmd(&["check-config", "edge"]).output().unwrap();
     assert!(ok.status.success(), "{}", text(&ok));
@@ -192,7 +212,11 @@ fn check_config_judges_settings_and_secret_files_without_starting() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
-    assert!(text(&bad).contains("SHAREGATE_STATE_KEY_FILE: cannot read"), "{}", text(&bad));
+    assert!(
+        text(&bad).contains("SHAREGATE_STATE_KEY_FILE: cannot read"),
+        "{}",
+        text(&bad)
+    );
     std::fs::write(s.secret("signing_keys"), "1:active:nothex\n").unwrap();
     let bad = s.edge_cmd(&["check-config", "edge"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
@@ -236,7 +260,9 @@ fn doctor_finds_a_healthy_deployment_then_a_stopped_edge_and_a_skewed_clock() {
     assert_eq!(v["healthy"], false);
     let edges = findings(&v, "edges", "fail");
     assert!(
-        edges.iter().any(|d| d.contains(&s.edge()) && d.contains("does not answer")),
+        edges
+            .iter()
+            .any(|d| d.contains(&s.edge()) && d.contains("does not answer")),
         "{v:#}"
     );
     // Plain words too.
@@ -256,8 +282,5 @@ fn doctor_finds_a_healthy_deployment_then_a_stopped_edge_and_a_skewed_clock() {
     let (out, v) = s.doctor();
     assert_eq!(out.status.code(), Some(1), "{v:#}");
     let clock = findings(&v, "clock", "fail");
-    assert!(
-        clock.iter().any(|d| d.contains("30.0 s ahead of this host's")),
-        "{v:#}"
-    );
+    assert!(clock.iter().any(|d| d.contains("30.0 s ahead of this host's")), "{v:#}");
 }
