@@ -11,7 +11,7 @@
 //!
 //! Replicas report themselves with a heartbeat ([`spawn_heartbeat`]): every [`HEARTBEAT_SECS`] a record in
 //! [`Ns::Leases`] under `replica/<id>` with this replica's clock and the store's, read together. Records older than
-//! an hour are removed by whichever replica sees them, so restarts cannot pile them up.
+//! an hour are removed by whichever replica sees them, so restarts cannot pile them up; so are expired canaries.
 
 use super::auth::{Doctor, RunCanary};
 use super::error::ApiError;
@@ -130,6 +130,17 @@ async fn beat(s: &AppState, started_at: u64) -> Result<(), ApiError> {
             hb.wall_ms.saturating_sub(h.wall_ms) > REPLICA_FORGET_SECS * 1000
         });
         if stale {
+            s.store.delete(Ns::Leases, &key).await?;
+        }
+    }
+    // Canaries whose doctor never revoked them (it was interrupted) are forgotten once expired.
+    let now = s.now();
+    for (key, v) in s.store.scan(Ns::Leases, "canary/").await? {
+        let exp = std::str::from_utf8(&v)
+            .ok()
+            .and_then(|t| t.parse::<u64>().ok())
+            .unwrap_or(0);
+        if exp < now {
             s.store.delete(Ns::Leases, &key).await?;
         }
     }
