@@ -4,9 +4,10 @@
 //! names the code itself uses (probe paths, setting names, the image's version), so renaming one in the code fails
 //! here instead of in a cluster.
 //!
-//! check.sh needs kubectl and python3 (it installs a pinned kubernetes-validate into target/ with pip). When one is
-//! missing it exits 77: under CI (`CI=true`) that fails the test; elsewhere the test says why and passes without
-//! checking.
+//! check.sh needs python3 (it installs a pinned kubernetes-validate into target/ with pip), and kubectl to render
+//! (without it, it validates the renders committed under deploy/kubernetes/testdata/renders/ and says so). When
+//! python3 or PyPI is missing it exits 77: under CI (`CI=true`) that fails the test; elsewhere the test says why and
+//! passes without checking.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use sharegate_control_plane::service::keys::MASTER_KEY_ENV;
