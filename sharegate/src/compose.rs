@@ -463,7 +463,9 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(a.api_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, store = started.state.store.backend(), "sharegate control plane listening");
-    axum::serve(listener, with_peer(service::router(started.state))).await?;
+    axum::serve(listener, with_peer(service::router(started.state)))
+        .with_graceful_shutdown(crate::shutdown_signal())
+        .await?;
     Ok(())
 }
 

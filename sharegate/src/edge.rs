@@ -50,7 +50,7 @@ pub async fn run(a: EdgeArgs) -> Result<()> {
     let edge = Edge::new(config, opts);
     sharegate_edge_native::spawn_background(&edge);
     tracing::info!(addr = %listener.local_addr()?, "sharegate edge listening");
-    sharegate_edge_native::serve(edge, listener).await?;
+    sharegate_edge_native::serve_until(edge, listener, crate::shutdown_signal()).await?;
     Ok(())
 }
 

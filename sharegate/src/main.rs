@@ -106,6 +106,25 @@ async fn probe(p: &cli::ProbeArgs) -> ExitCode {
     }
 }
 
+/// Resolves on SIGTERM (container runtimes, systemd, Kubernetes) or SIGINT (Ctrl-C): servers then stop accepting and
+/// finish the requests in flight. Without it, as PID 1 in a container the process would ignore SIGTERM and be killed
+/// at the end of the grace period, mid-request.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))

@@ -284,3 +284,25 @@ fn doctor_finds_a_healthy_deployment_then_a_stopped_edge_and_a_skewed_clock() {
     let clock = findings(&v, "clock", "fail");
     assert!(clock.iter().any(|d| d.contains("30.0 s ahead of this host's")), "{v:#}");
 }
+
+/// SIGTERM (what a container runtime, systemd or Kubernetes sends) stops `serve` and `edge` at once and cleanly:
+/// as PID 1 in a container a process that ignored it would be killed mid-request at the end of the grace period.
+#[test]
+fn sigterm_stops_serve_and_edge_cleanly() {
+    let s = Setup::new();
+    let mut serve = s.serve(&[]);
+    let mut edge = s.run_edge();
+    for (name, child) in [("serve", &mut serve.0), ("edge", &mut edge.0)] {
+        let pid = child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{name} ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{name} exited with {status} on SIGTERM");
+    }
+}

@@ -312,6 +312,21 @@ pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener) -> std::i
     .await
 }
 
+/// Serve until `shutdown` completes, then stop accepting, let requests in flight finish, and return (SIGTERM from
+/// a container runtime or systemd: a rollout then drops no viewer's request).
+pub async fn serve_until(
+    edge: Arc<Edge>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(edge).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 /// Start the pull and event-flush loops.
 pub fn spawn_background(edge: &Arc<Edge>) {
     if edge.opts.state_url.is_some() || edge.opts.keys_url.is_some() {
