@@ -202,6 +202,11 @@ install_test_deps() {
     # The player pages' browser tests (sharegate/tests/browser_player.rs): Debian's Chromium, driven by npm
     # playwright-core (package.json, installed by ensure_node_tools with hls.js, whose build the pages serve).
     ensure_apt chromium
+    # Deployment tests (tests/tests/deploy_*.rs): podman with runc and CNI's DNS plugin for the image and the compose
+    # stack (tests/tests/deploy_container.rs, deploy_compose.rs), mmdebstrap for base images made from Debian
+    # packages (no image registry is reachable), podman-compose; systemd-analyze for the units (deploy_systemd.rs).
+    # The Kubernetes check installs its own pinned kubernetes-validate with pip (deploy/kubernetes/check.sh).
+    ensure_apt podman runc mmdebstrap golang-github-containernetworking-plugin-dnsname podman-compose systemd
 }
 
 # ---------------------------------------------------------------------------------------------------------------
