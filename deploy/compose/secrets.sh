@@ -63,7 +63,9 @@ generate() {
     for name in signing_keys state_key edge_token master_key admin_key redis_password; do
         [[ -s $dir/$name ]] && { put "$name" ""; continue; }
         value=$(key)
+        # The signing key ring's syntax; the admin key in the API's key format (any 32+ characters would do).
         [[ $name == signing_keys ]] && value="1:active:$value"
+        [[ $name == admin_key ]] && value="sg_admin_$value"
         put "$name" "$value"
     done
     password=$(<"$dir/redis_password")
