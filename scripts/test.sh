@@ -204,9 +204,10 @@ install_test_deps() {
     ensure_apt chromium
     # Deployment tests (tests/tests/deploy_*.rs): podman with runc and CNI's DNS plugin for the image and the compose
     # stack (tests/tests/deploy_container.rs, deploy_compose.rs), mmdebstrap for base images made from Debian
-    # packages (no image registry is reachable), podman-compose; systemd-analyze for the units (deploy_systemd.rs).
+    # packages (no image registry is reachable), podman-compose; systemd-analyze for the units and strace to hold
+    # their system-call filter to what serve and edge really call (deploy_systemd.rs).
     # The Kubernetes check installs its own pinned kubernetes-validate with pip (deploy/kubernetes/check.sh).
-    ensure_apt podman runc mmdebstrap golang-github-containernetworking-plugin-dnsname podman-compose systemd
+    ensure_apt podman runc mmdebstrap golang-github-containernetworking-plugin-dnsname podman-compose systemd strace
 }
 
 # ---------------------------------------------------------------------------------------------------------------
