@@ -126,7 +126,10 @@ pub async fn shutdown_signal() {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
+        // Colour codes only for a person at a terminal: journald, container logs and files get plain lines.
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .try_init();
 }

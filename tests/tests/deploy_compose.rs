@@ -6,7 +6,10 @@
 //!   killed too; every revocation that was acknowledged (2xx) is still in effect afterwards, in
 //!   `GET /v1/revocations/{id}` on both replicas and at a restarted edge (which holds only what the control plane
 //!   builds from the store), and the stack serves again (a new link plays, and is refused once revoked);
-//! - Prometheus scrapes both replicas with the auditor key from its file, with the SLO rules loaded.
+//! - Prometheus scrapes both replicas with the auditor key from its file, with the SLO rules loaded;
+//! - `sharegate doctor` (the image's CLI on the stack's network) reports the stack healthy (durable Redis, both
+//!   replicas, the canary refused at the edge), then unhealthy with the right finding when cp2's clock runs 30 s
+//!   ahead (recreated with `SHAREGATE_TEST_CLOCK_OFFSET_SECS` from an override file) and when the edge is stopped.
 //!
 //! podman-compose 1.0.3 (Debian 12) neither waits for `condition: service_healthy` nor runs a health check of a
 //! shell-less image (it wraps every check in `/bin/sh -c`), so this test waits for health itself: it runs each
@@ -91,6 +94,56 @@ impl Stack {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(())
+    }
+
+    /// podman-compose with `override_file` laid over compose.yaml (a test's variation of one service).
+    fn compose_with(&self, override_file: &std::path::Path, args: &[&str]) -> Result<()> {
+        let out = Command::new("podman-compose")
+            .current_dir(repo_root().join("deploy"))
+            .envs(&self.env)
+            .args(["-p", &self.project, "-f", "compose.yaml", "-f"])
+            .arg(override_file)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running podman-compose")?;
+        ensure!(
+            out.status.success(),
+            "podman-compose {}: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
+    /// `sharegate doctor --json` from the image, on the stack's network, against cp1 and the edge: its exit status
+    /// and report.
+    fn doctor(&self, admin: &str, extra: &[&str]) -> (i32, Value) {
+        let out = self
+            .podman()
+            .args(["run", "--rm", "--network", &format!("{}_default", self.project)])
+            .args(["-e", &format!("SHAREGATE_API_KEY={admin}"), IMAGE])
+            .args([
+                "doctor",
+                "--api",
+                "http://cp1:7700",
+                "--edge",
+                "http://edge:7701",
+                "--json",
+            ])
+            .args(["--canary-timeout", "10"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "doctor printed no report ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), report)
     }
 
     /// `podman args`: stdout, or an error with stderr.
@@ -558,12 +611,80 @@ async fn compose_stack_keeps_every_acknowledged_revocation_through_a_replica_kil
     let groups = rules["data"]["groups"].as_array().map_or(0, Vec::len);
     assert!(groups > 0, "no rule groups loaded: {rules}");
 
-    // ---- sharegate doctor ------------------------------------------------------------------------------------
-    // LEAD: add the `sharegate doctor` checks here, e.g. with the image's CLI on the stack's network:
-    //   podman run --rm --network <project>_default -e SHAREGATE_API_KEY=<admin> IMAGE doctor --api http://cp1:7700
-    //       --edge http://edge:7701 --json          -> exit 0 (healthy)
-    //   podman stop <project>_edge_1; the same doctor -> exit 1 (unhealthy: the edge does not answer)
-    // ----------------------------------------------------------------------------------------------------------
+    // ---- sharegate doctor: healthy, then each fault named -----------------------------------------------------
+    // The image's own CLI on the stack's network, as an operator would run it beside the stack.
+    let (code, report) = stack.doctor(&admin, &[]);
+    assert_eq!(code, 0, "doctor on the healthy stack: {report:#}");
+    assert_eq!(report["healthy"], true, "{report:#}");
+    let finding = |r: &Value, check: &str, status: &str| -> Vec<String> {
+        r["findings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["check"] == check && f["status"] == status)
+            .filter_map(|f| f["detail"].as_str().map(String::from))
+            .collect()
+    };
+    // Redis with appendfsync always: durable; both replicas seen by their heartbeats; the canary refused at the edge.
+    assert!(
+        finding(&report, "store", "ok")
+            .iter()
+            .any(|d| d.contains("appendfsync always")),
+        "{report:#}"
+    );
+    // Both replicas (cp2's process before its crash may still be listed: its heartbeat is under 30 s old).
+    let replicas = report["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["check"] == "replicas")
+        .and_then(|f| f["detail"].as_str())
+        .and_then(|d| d.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert!(replicas >= 2, "{report:#}");
+    assert!(report["canary"]["edges"][0]["refused_after_ms"].is_u64(), "{report:#}");
+
+    // A replica's clock 30 s ahead (cp2 recreated with the rehearsal offset): unhealthy, and the finding names it.
+    let override_file = secrets.join("clock-skew.yaml");
+    std::fs::write(
+        &override_file,
+        "services:\n  cp2:\n    environment:\n      SHAREGATE_TEST_CLOCK_OFFSET_SECS: \"30\"\n",
+    )
+    .unwrap();
+    stack.run(&["rm", "-f", "-t", "5", &stack.container("cp2")]).unwrap();
+    stack
+        .compose_with(&override_file, &["up", "-d", "--no-deps", "cp2"])
+        .unwrap();
+    stack.wait_healthy(&["cp2"], Duration::from_secs(60)).await.unwrap();
+    // Its heartbeat (every 5 s) carries its clock and the store's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let (code, report) = stack.doctor(&admin, &["--no-canary"]);
+        let skewed = finding(&report, "clock", "fail")
+            .iter()
+            .any(|d| d.contains("30.") && d.contains("ahead of the store's"));
+        if code == 1 && skewed {
+            break report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "doctor did not find cp2's clock skew: {report:#}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!("doctor, clock skewed: {}", finding(&report, "clock", "fail").join("; "));
+
+    // The edge stopped: unhealthy, the edges finding names it.
+    stack.run(&["stop", "-t", "5", &stack.container("edge")]).unwrap();
+    let (code, report) = stack.doctor(&admin, &["--no-canary"]);
+    assert_eq!(code, 1, "doctor with the edge stopped: {report:#}");
+    assert!(
+        finding(&report, "edges", "fail")
+            .iter()
+            .any(|d| d.contains("http://edge:7701") && d.contains("does not answer")),
+        "{report:#}"
+    );
 
     eprintln!("compose test done {:.1?} after up", started.elapsed());
     drop(stack);
