@@ -43,11 +43,15 @@ pub fn is_set(name: &str) -> bool {
 pub fn check(names: &[&str]) -> Vec<EnvError> {
     names
         .iter()
-        .filter(|n| std::env::var(n).is_err())
+        // As `var` reads: a blank `NAME` is unset, and then `NAME_FILE` is what counts.
+        .filter(|n| std::env::var(n).map_or(true, |v| v.trim().is_empty()))
         .filter_map(|n| file_of(n).map(|p| (n, p)))
         .filter_map(|(n, p)| read_file(n, &p).err())
         .collect()
 }
+
+/// The most a setting's file may hold: a secret or a URL, not `/dev/zero`.
+const MAX_FILE_BYTES: u64 = 64 * 1024;
 
 fn file_of(name: &str) -> Option<PathBuf> {
     std::env::var_os(format!("{name}_FILE"))
@@ -56,7 +60,19 @@ fn file_of(name: &str) -> Option<PathBuf> {
 }
 
 fn read_file(name: &str, path: &std::path::Path) -> Result<String, EnvError> {
-    std::fs::read_to_string(path)
-        .map(|v| v.trim().to_string())
-        .map_err(|e| EnvError(format!("{name}_FILE: cannot read {}: {}", path.display(), e.kind())))
+    use std::io::Read;
+    let cannot = |e: std::io::Error| EnvError(format!("{name}_FILE: cannot read {}: {}", path.display(), e.kind()));
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .map_err(cannot)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(EnvError(format!(
+            "{name}_FILE: {} holds more than {MAX_FILE_BYTES} bytes: not a setting",
+            path.display()
+        )));
+    }
+    Ok(text.trim().to_string())
 }

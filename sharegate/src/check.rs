@@ -76,21 +76,41 @@ fn http_url(what: &str, url: &str) -> Result<()> {
     Ok(())
 }
 
-/// Validates one secret's value by its name.
-fn secret_format(env: &str, value: &str) -> Result<()> {
-    match env {
-        "SHAREGATE_SIGNING_KEYS" => sharegate_edge::config::parse_signing_keys(value, Policy::default().max_ttl)
-            .map(|_| ())
-            .map_err(|e| anyhow::anyhow!("{e}")),
-        "SHAREGATE_STATE_KEY" | "SHAREGATE_MASTER_KEY" | "SHAREGATE_WATERMARK_KEY" => SecretKey::from_hex(value)
-            .map(|_| ())
-            .map_err(|_| anyhow::anyhow!("must be 64 hex digits")),
-        "SHAREGATE_EDGE_TOKEN" | "SHAREGATE_ADMIN_KEY" if value.len() < 32 => {
-            anyhow::bail!("must be at least 32 characters")
-        }
-        _ => Ok(()),
+/// Judges one secret's value by its name: an error where the server would refuse it, a warning where it would
+/// start but the secret is weak.
+fn secret_finding(f: &mut Findings, env: &str, value: &str) {
+    let source = source_of(env);
+    match secret_refused(env, value) {
+        Some(why) => f.add(Level::Error, format!("{env} ({source}): {why}")),
+        // The servers take any non-empty credential; a short one is guessable.
+        None if matches!(env, "SHAREGATE_EDGE_TOKEN" | "SHAREGATE_ADMIN_KEY") && value.len() < 32 => f.add(
+            Level::Warning,
+            format!("{env} ({source}) is shorter than 32 characters: easy to guess; `sharegate keygen` makes one"),
+        ),
+        None => f.add(Level::Ok, format!("{env}: given ({source})")),
     }
 }
+
+/// Why the server would refuse this secret's value, if it would.
+fn secret_refused(env: &str, value: &str) -> Option<String> {
+    match env {
+        "SHAREGATE_SIGNING_KEYS" => sharegate_edge::config::parse_signing_keys(value, Policy::default().max_ttl)
+            .err()
+            .map(|e| e.to_string()),
+        "SHAREGATE_STATE_KEY" | "SHAREGATE_MASTER_KEY" | "SHAREGATE_WATERMARK_KEY" => SecretKey::from_hex(value)
+            .err()
+            .map(|_| "must be 64 hex digits".to_string()),
+        _ => None,
+    }
+}
+
+/// The purge API secrets and ids (read as `<NAME>` or `<NAME>_FILE` like every secret).
+const PURGE_SETTINGS: [&str; 4] = [
+    "SHAREGATE_CF_ZONE_ID",
+    "SHAREGATE_CF_API_TOKEN",
+    "SHAREGATE_FASTLY_SERVICE_ID",
+    "SHAREGATE_FASTLY_API_KEY",
+];
 
 /// `sharegate check-config serve`.
 pub fn serve(a: &ServeArgs) -> ExitCode {
@@ -134,16 +154,32 @@ pub fn serve(a: &ServeArgs) -> ExitCode {
     for e in cp_env::check(&SECRETS.map(|(env, _)| env)) {
         f.add(Level::Error, e.to_string());
     }
+    for e in cp_env::check(&PURGE_SETTINGS) {
+        f.add(Level::Error, e.to_string());
+    }
+    if cp_env::is_set("SHAREGATE_TEST_CLOCK_OFFSET_SECS") {
+        f.add(
+            Level::Warning,
+            "SHAREGATE_TEST_CLOCK_OFFSET_SECS is set: this replica's clock is shifted (for rehearsing sharegate \
+             doctor only); unset it in production",
+        );
+    }
+    if let Some(StoreUrl::Redis(sharegate_control_plane::store::RedisTarget::Sentinel { tls: true, .. }, _)) = &store
+        && std::env::var_os("SHAREGATE_REDIS_CA_FILE").is_some()
+    {
+        f.add(
+            Level::Warning,
+            "SHAREGATE_REDIS_CA_FILE is not used with rediss+sentinel://: the data nodes' certificates are checked \
+             against the system's roots",
+        );
+    }
     for (env, file) in SECRETS {
         let path = opts.data_dir.join(file);
         match cp_env::var(env) {
             Err(_) => {} // reported just above
-            Ok(Some(v)) => match secret_format(env, &v) {
-                Ok(()) => f.add(Level::Ok, format!("{env}: given ({})", source_of(env))),
-                Err(e) => f.add(Level::Error, format!("{env} ({}): {e:#}", source_of(env))),
-            },
+            Ok(Some(v)) => secret_finding(&mut f, env, &v),
             Ok(None) => match std::fs::read_to_string(&path) {
-                Ok(v) => match secret_format(env, v.trim()) {
+                Ok(v) => match secret_refused(env, v.trim()).map_or(Ok(()), |why| Err(anyhow::anyhow!(why))) {
                     Ok(()) if shared_store => f.add(
                         Level::Warning,
                         format!(
@@ -220,10 +256,7 @@ pub fn edge(a: &EdgeArgs) -> ExitCode {
     let env = crate::edge::EnvSource;
     for name in crate::edge::SECRETS {
         if let Some(v) = env.get(name) {
-            match secret_format(name, &v) {
-                Ok(()) => f.add(Level::Ok, format!("{name}: given ({})", source_of(name))),
-                Err(e) => f.add(Level::Error, format!("{name} ({}): {e:#}", source_of(name))),
-            }
+            secret_finding(&mut f, name, &v);
         }
     }
     let Some((config, opts)) = f.result(

@@ -26,8 +26,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Options of `sharegate serve`.
-#[derive(Debug, Clone)]
+/// Options of `sharegate serve`. No `Debug`: `store_url` may carry a Redis password.
+#[derive(Clone)]
 pub struct ServeOptions {
     /// Data directory (embedded store, secret files).
     pub data_dir: PathBuf,

@@ -102,7 +102,8 @@ pub async fn run(a: DoctorArgs) -> Result<ExitCode> {
     let mut f = Findings::default();
     let mut canary = None;
     match fetch_report(&client).await {
-        Err(e) => f.add("api", Status::Fail, format!("{e:#}")),
+        Err(NoReport::Api(why)) => f.add("api", Status::Fail, why),
+        Err(NoReport::Store(why)) => f.add("store", Status::Fail, why),
         Ok((report, host_ms)) => {
             f.add(
                 "api",
@@ -155,20 +156,39 @@ fn print_words(out: &Output) {
     }
 }
 
-/// `GET /v1/doctor`, and this host's clock at the middle of the call.
-async fn fetch_report(client: &ApiClient) -> Result<(DoctorReport, u64)> {
-    let before = now_ms();
-    let t = Instant::now();
-    let answer = client.doctor().await?;
-    let host_ms = before + u64::try_from(t.elapsed().as_millis() / 2).unwrap_or(0);
-    if !answer.status.is_success() {
-        anyhow::bail!(
-            "GET /v1/doctor answered {}: {} (an admin API key is needed)",
-            answer.status,
+/// Why `GET /v1/doctor` gave no report.
+enum NoReport {
+    /// The store is down: authentication itself needs it.
+    Store(String),
+    /// Anything else (unreachable API, wrong key).
+    Api(String),
+}
+
+/// `GET /v1/doctor`, and this host's clock when the request left (the replica stamps its clock as the call
+/// arrives, before it asks its store and edges, so the one-way trip is all that separates the two).
+async fn fetch_report(client: &ApiClient) -> std::result::Result<(DoctorReport, u64), NoReport> {
+    let sent = now_ms();
+    let answer = client.doctor().await.map_err(|e| NoReport::Api(format!("{e:#}")))?;
+    let status = answer.status.as_u16();
+    if status == 503 && answer.body.contains("store_") {
+        return Err(NoReport::Store(format!(
+            "the control plane answers 503 because its store does not answer: {}",
             answer.body
-        );
+        )));
     }
-    Ok((answer.json()?, host_ms))
+    if !answer.status.is_success() {
+        let hint = if matches!(status, 401 | 403) {
+            " (an admin API key is needed in SHAREGATE_API_KEY)"
+        } else {
+            ""
+        };
+        return Err(NoReport::Api(format!(
+            "GET /v1/doctor answered {}: {}{hint}",
+            answer.status, answer.body
+        )));
+    }
+    let report = answer.json().map_err(|e| NoReport::Api(format!("{e:#}")))?;
+    Ok((report, sent))
 }
 
 fn store_checks(f: &mut Findings, r: &DoctorReport) {
@@ -572,7 +592,7 @@ async fn run_canary(
         let mut pending = false;
         for c in results
             .iter_mut()
-            .filter(|c| c.refused_after_ms.is_none() && c.before.is_some())
+            .filter(|c| c.refused_after_ms.is_none() && c.before == Some(200))
         {
             let url = at_edge(&link.url, &r.edge_base_url, &c.edge);
             if let Ok(resp) = http.get(&url).send().await
@@ -595,17 +615,26 @@ async fn run_canary(
     }
     for c in &results {
         match (c.before, c.refused_after_ms) {
-            (None, _) => {}
-            (Some(_), Some(ms)) => f.add(
+            (b, _) if b != Some(200) => {}
+            (_, Some(ms)) if c.reason.as_deref() == Some("revoked") => f.add(
                 "canary",
                 Status::Ok,
                 format!(
-                    "edge {} refused the revoked canary {ms} ms after the revocation was acknowledged ({})",
-                    c.edge,
-                    c.reason.as_deref().unwrap_or("403")
+                    "edge {} refused the revoked canary {ms} ms after the revocation was acknowledged",
+                    c.edge
                 ),
             ),
-            (Some(_), None) => f.add(
+            (_, Some(ms)) => f.add(
+                "canary",
+                Status::Fail,
+                format!(
+                    "edge {} refused the canary {ms} ms after its revocation, but for another reason ({}): check \
+                     its clock and keys",
+                    c.edge,
+                    c.reason.as_deref().unwrap_or("no reason header")
+                ),
+            ),
+            (_, None) => f.add(
                 "canary",
                 Status::Fail,
                 format!(

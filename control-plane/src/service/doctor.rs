@@ -223,6 +223,9 @@ fn signed_diff(a: u64, b: u64) -> i64 {
 }
 
 async fn report(State(s): State<Arc<AppState>>, _: Authorized<Doctor>) -> Json<DoctorReport> {
+    // The clock as the call arrives: the doctor compares it with the middle of its call, so the time spent asking
+    // edges below must not count as skew.
+    let arrived_ms = now_ms(&s);
     // Each part answers for itself: an unreachable store is a finding, not a 5xx.
     let store = match store_clock(&s).await {
         Ok((clock, rtt)) => {
@@ -269,33 +272,49 @@ async fn report(State(s): State<Arc<AppState>>, _: Authorized<Doctor>) -> Json<D
         }
     }
     replicas.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut edges = Vec::new();
-    for e in &s.config.edges {
+    // The edges at once, so a hanging one costs its timeout once, not once per edge.
+    let mut asks = tokio::task::JoinSet::new();
+    for (i, e) in s.config.edges.iter().enumerate() {
         let url = format!(
             "{}{}",
             e.url.trim_end_matches('/'),
             sharegate_edge::contract::paths::STATUS
         );
-        let answer = s.http.get(&url).timeout(Duration::from_secs(2)).send().await;
-        let (reachable, status) = match answer {
-            Ok(r) if r.status().is_success() => {
+        let http = s.http.clone();
+        asks.spawn(async move {
+            let status = match http.get(&url).timeout(Duration::from_secs(2)).send().await {
                 // A status body is small; cap what a misbehaving endpoint can make us hold.
-                let body = r.bytes().await.ok().filter(|b| b.len() <= 64 * 1024);
-                (true, body.and_then(|b| serde_json::from_slice(&b).ok()))
-            }
-            _ => (false, None),
-        };
-        edges.push(EdgeSeen {
-            url: e.url.clone(),
-            reachable,
-            status,
+                Ok(r) if r.status().is_success() => Some(
+                    super::read_capped(r, 64 * 1024)
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
+                ),
+                _ => None,
+            };
+            (i, status)
         });
     }
+    let mut seen: Vec<Option<Option<serde_json::Value>>> = vec![None; s.config.edges.len()];
+    while let Some(Ok((i, status))) = asks.join_next().await {
+        seen[i] = status;
+    }
+    let edges = s
+        .config
+        .edges
+        .iter()
+        .zip(seen)
+        .map(|(e, status)| EdgeSeen {
+            url: e.url.clone(),
+            reachable: status.is_some(),
+            status: status.flatten(),
+        })
+        .collect();
     Json(DoctorReport {
         replica: ReplicaNow {
             id: replica_id().to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            now_ms: now_ms(&s),
+            now_ms: arrived_ms,
         },
         generation: s.store.counter("state_generation").await.ok(),
         store,

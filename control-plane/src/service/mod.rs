@@ -208,6 +208,39 @@ impl AppState {
     }
 }
 
+/// The body of `resp`, read chunk by chunk up to `max` bytes: `None` when it is longer (or cut off). For answers of
+/// other services (entitlement backends, edges' status) that must not make us hold more than we expect.
+pub(crate) async fn read_capped(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, CappedError> {
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(CappedError::TooLarge);
+    }
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if body.len() + c.len() > max {
+                    return Err(CappedError::TooLarge);
+                }
+                body.extend_from_slice(&c);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(CappedError::Timeout),
+            Err(_) => return Err(CappedError::CutOff),
+        }
+    }
+}
+
+/// Why [`read_capped`] gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CappedError {
+    /// Longer than allowed.
+    TooLarge,
+    /// The read timed out.
+    Timeout,
+    /// The connection ended early.
+    CutOff,
+}
+
 /// Unix seconds now.
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

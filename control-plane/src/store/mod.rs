@@ -535,12 +535,11 @@ impl StoreUrl {
         match self {
             StoreUrl::Embedded => "the embedded store (redb) in the data directory".into(),
             StoreUrl::Redis(RedisTarget::Url(u), p) => {
-                let scheme = u.split("://").next().unwrap_or("redis");
-                let host = u
-                    .split("://")
-                    .nth(1)
-                    .map(|r| r.rsplit_once('@').map_or(r, |(_, h)| h))
-                    .unwrap_or("");
+                // Scheme and host (or socket path) only: the user and password ride in the authority, and for
+                // `redis+unix://` in the query.
+                let (scheme, rest) = u.split_once("://").unwrap_or(("redis", ""));
+                let rest = rest.split(['?', '#']).next().unwrap_or("");
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
                 format!("Redis at {scheme}://{host} (keys under {p:?})")
             }
             StoreUrl::Redis(
@@ -562,31 +561,39 @@ impl StoreUrl {
     }
 }
 
-/// `[user[:pass]@]host:port,host:port/master` of a Sentinel URL.
+/// `[user[:pass]@]host:port,host:port/master` of a Sentinel URL. The credentials are found first (a password
+/// may hold a `/` or `@` its writer did not escape), and no error repeats any part of the URL.
 fn parse_sentinel(rest: &str, tls: bool) -> Result<RedisTarget, StoreError> {
     let invalid = |why: &str| StoreError::Invalid(format!("redis+sentinel URL: {why}"));
-    let (hosts_part, master) = rest.split_once('/').ok_or_else(|| invalid("no /<master name>"))?;
-    let master = pct_decode(master.trim_end_matches('/'));
-    if master.is_empty() {
-        return Err(invalid("no master name after the hosts"));
-    }
-    let (creds, hosts) = match hosts_part.rsplit_once('@') {
+    let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+    let (creds, after) = match rest.rsplit_once('@') {
         Some((c, h)) => (Some(c), h),
-        None => (None, hosts_part),
+        None => (None, rest),
     };
+    let (hosts, master) = after.split_once('/').ok_or_else(|| invalid("no /<master name>"))?;
+    let master = pct_decode(master.trim_end_matches('/')).map_err(|_| invalid("the master name is not UTF-8"))?;
+    if master.is_empty() || master.contains('/') {
+        return Err(invalid("want one master name after the hosts"));
+    }
+    let decode = |v: &str, what: &str| pct_decode(v).map_err(|_| invalid(&format!("the {what} is not UTF-8")));
     let (username, password) = match creds {
         None => (None, None),
         Some(c) => match c.split_once(':') {
-            Some((u, p)) => (Some(pct_decode(u)).filter(|u| !u.is_empty()), Some(pct_decode(p))),
-            None => (Some(pct_decode(c)).filter(|u| !u.is_empty()), None),
+            Some((u, p)) => (
+                Some(decode(u, "user")?).filter(|u| !u.is_empty()),
+                Some(decode(p, "password")?),
+            ),
+            None => (Some(decode(c, "user")?).filter(|u| !u.is_empty()), None),
         },
     };
     let mut sentinels = Vec::new();
-    for h in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+    for (i, h) in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()).enumerate() {
         let (host, port) = h.rsplit_once(':').unwrap_or((h, "26379"));
-        let port: u16 = port.parse().map_err(|_| invalid(&format!("bad port in {h:?}")))?;
-        if host.is_empty() {
-            return Err(invalid(&format!("no host in {h:?}")));
+        let port: u16 = port
+            .parse()
+            .map_err(|_| invalid(&format!("Sentinel address {} has no valid port", i + 1)))?;
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+            return Err(invalid(&format!("Sentinel address {} has no valid host", i + 1)));
         }
         sentinels.push(format!("redis://{host}:{port}"));
     }
@@ -602,24 +609,12 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<RedisTarget, StoreError> {
     })
 }
 
-/// `%XX` escapes of a URL's user, password or name.
-fn pct_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%'
-            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
-        {
-            out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// `%XX` escapes of a URL's user, password or name; invalid UTF-8 is an error, never silently replaced (that would
+/// change a password).
+fn pct_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// Like [`open_store`], with the Redis settings that are not in the URL.
@@ -701,6 +696,7 @@ fn split_prefix(url: &str) -> (String, Option<String>) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -756,6 +752,51 @@ mod tests {
             split_prefix("redis://h/0?protocol=resp3&key_prefix=b:"),
             ("redis://h/0?protocol=resp3".into(), Some("b:".into()))
         );
+    }
+
+    #[test]
+    fn store_urls_parse_and_describe_without_secrets() {
+        let d = |u: &str| StoreUrl::parse(u).map(|s| s.describe());
+        let sentinel = StoreUrl::parse("redis+sentinel://u:p%2Fa@ss@h1:26379,h2/mymaster?key_prefix=x:").unwrap();
+        match &sentinel {
+            StoreUrl::Redis(
+                RedisTarget::Sentinel {
+                    sentinels,
+                    master,
+                    username,
+                    password,
+                    ..
+                },
+                prefix,
+            ) => {
+                assert_eq!(sentinels, &["redis://h1:26379", "redis://h2:26379"]);
+                assert_eq!(master, "mymaster");
+                assert_eq!(username.as_deref(), Some("u"));
+                assert_eq!(password.as_deref(), Some("p/a@ss"));
+                assert_eq!(prefix, "x:");
+            }
+            _ => panic!("not a sentinel target"),
+        }
+        // An unescaped '/' in the password: still found, never echoed.
+        let s = d("redis+sentinel://u:pa/ss@h:26379/m").unwrap();
+        assert!(!s.contains("pa/ss") && s.contains("primary \"m\""), "{s}");
+        for bad in [
+            "redis+sentinel://u:secret@h:x/m",
+            "redis+sentinel://u:secret@/m",
+            "redis+sentinel://u:secret@h:1/",
+        ] {
+            let e = StoreUrl::parse(bad).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(!e.is_empty() && !e.contains("secret"), "{bad}: {e}");
+        }
+        assert!(StoreUrl::parse("redis+sentinel://u:%FF@h:1/m").is_err());
+        for (url, secret) in [
+            ("redis://user:hunter2@db:6379/0", "hunter2"),
+            ("rediss://:hunter2@db:6380/", "hunter2"),
+            ("redis+unix:///run/redis.sock?pass=hunter2&user=u", "hunter2"),
+        ] {
+            let text = d(url).unwrap();
+            assert!(!text.contains(secret), "{url}: {text}");
+        }
     }
 
     #[test]

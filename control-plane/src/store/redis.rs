@@ -32,7 +32,7 @@ use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServ
 use ::redis::{Client, RedisError, Script, TlsCertificates, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -201,32 +201,69 @@ pub enum RedisTarget {
     },
 }
 
-/// The Sentinel side of a store: asked again for the primary after errors that mean it moved.
+/// How the store finds its primary again after an error that says it may have moved.
+enum Reconnect {
+    /// A URL: connect to it anew after `READONLY` (a managed Redis that failed over by DNS names another node now;
+    /// the open connection would stay on the demoted one).
+    Url(Client),
+    /// Sentinel: ask for the primary of `master`; `sentinels` are asked one by one to confirm it (see
+    /// [`RedisStore::confirm`]).
+    Sentinel {
+        client: SentinelClient,
+        sentinels: Vec<Client>,
+        master: String,
+    },
+}
+
+/// The reconnect side of a store.
 struct Failover {
-    client: Mutex<(SentinelClient, Option<std::time::Instant>)>,
-    /// Set by an error that suggests the primary moved (refused, dropped, `READONLY`); the next call asks Sentinel.
+    reconnect: Mutex<(Reconnect, Option<std::time::Instant>)>,
+    /// Set by an error that suggests the primary moved; the next call reconnects first.
     suspect: AtomicBool,
 }
 
-/// The shortest pause between two asks of Sentinel, so a burst of failing calls asks once.
+/// The shortest pause between two reconnects, so a burst of failing calls reconnects once.
 const RESOLVE_EVERY: Duration = Duration::from_millis(200);
 
-/// The Redis store. Cloning the connection is cheap (one multiplexed connection, reconnected when it drops).
+/// Connections used for writes that `WAIT` for replicas. `WAIT` blocks the connection it is sent on until the
+/// replicas answer, so it must not be the connection reads and health checks share; a few let writes overlap.
+const WRITE_CONNECTIONS: usize = 4;
+
+/// Each chained log's cached head: last seq and hash.
+type Heads = HashMap<Log, (u64, [u8; 32])>;
+
+/// The connections to one primary.
+#[derive(Clone)]
+struct Conns {
+    /// Reads, health checks, and every write when no `WAIT` is asked for.
+    shared: ConnectionManager,
+    /// Writes followed by `WAIT` (empty without `wait_replicas`).
+    writes: Vec<ConnectionManager>,
+}
+
+/// The Redis store. Cloning the connection is cheap (multiplexed connections, reconnected when they drop).
 pub struct RedisStore {
-    conn: RwLock<ConnectionManager>,
+    conns: RwLock<Conns>,
+    /// Bumped each time the store moves to another primary: cached log heads from before are not trusted.
+    generation: AtomicU64,
+    next_write: AtomicUsize,
     /// `host:port` of the primary now in use (with Sentinel it changes on failover).
     primary: RwLock<String>,
-    failover: Option<Failover>,
+    failover: Failover,
     wait_replicas: u32,
-    /// When the primary's connected replicas were last counted, and how many.
+    /// When the primary's online replicas were last counted, and how many.
     replicas_seen: Mutex<Option<(std::time::Instant, u32)>>,
-    /// Writes acknowledged with fewer replicas than `wait_replicas`.
+    /// When a Sentinel majority last confirmed the primary, and which one it named.
+    confirmed: Mutex<Option<(std::time::Instant, String)>>,
+    /// Writes acknowledged with fewer replicas than `wait_replicas`, and when that was last logged.
     degraded: AtomicU64,
+    degraded_logged: Mutex<Option<std::time::Instant>>,
     wait_timeout: Duration,
     prefix: String,
     scripts: Scripts,
-    /// Serialises this process's chained appends and caches each chained log's head (last seq, hash).
-    heads: Mutex<HashMap<Log, (u64, [u8; 32])>>,
+    /// Serialises this process's chained appends and caches each chained log's head (last seq, hash), for the
+    /// primary generation it was read on.
+    heads: Mutex<(u64, Heads)>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -257,13 +294,29 @@ fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
 /// Lua numbers are doubles: keep seqs and limits where they are exact.
 const LUA_MAX_INT: u64 = 1 << 53;
 
-fn manager_config(sentinel: bool) -> ConnectionManagerConfig {
+fn manager_config(sentinel: bool, response: Duration) -> ConnectionManagerConfig {
     // Bounded timeouts: a dead Redis must fail /readyz and API calls, not hang them. Behind Sentinel a dead primary
     // is not coming back at that address: fail fast and ask Sentinel instead of retrying it.
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(if sentinel { 1 } else { 3 })))
-        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_response_timeout(Some(response))
         .set_number_of_retries(if sentinel { 1 } else { 3 })
+}
+
+/// Longest answer time of a command (a `WAIT` takes up to its own timeout on top).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The connections to the primary `client` names.
+async fn connect_all(client: &Client, sentinel: bool, wait: Option<Duration>) -> Result<Conns, RedisError> {
+    let shared = ConnectionManager::new_with_config(client.clone(), manager_config(sentinel, RESPONSE_TIMEOUT)).await?;
+    let mut writes = Vec::new();
+    if let Some(wait) = wait {
+        for _ in 0..WRITE_CONNECTIONS {
+            let config = manager_config(sentinel, RESPONSE_TIMEOUT + wait);
+            writes.push(ConnectionManager::new_with_config(client.clone(), config).await?);
+        }
+    }
+    Ok(Conns { shared, writes })
 }
 
 fn client_addr(client: &Client) -> String {
@@ -290,7 +343,7 @@ impl RedisStore {
 
     /// Connects as `config` says and checks that the primary answers.
     pub async fn open(config: RedisConfig) -> Result<Self, StoreError> {
-        let (client, failover) = match &config.target {
+        let (client, reconnect) = match &config.target {
             RedisTarget::Url(url) => {
                 let client = match &config.ca_pem {
                     Some(pem) if url.starts_with("rediss://") => Client::build_with_tls(
@@ -302,8 +355,8 @@ impl RedisStore {
                     ),
                     _ => Client::open(url.as_str()),
                 }
-                .map_err(|e| StoreError::Invalid(format!("redis URL: {}", e)))?;
-                (client, None)
+                .map_err(|e| StoreError::Invalid(format!("redis URL: {e}")))?;
+                (client.clone(), Reconnect::Url(client))
             }
             RedisTarget::Sentinel {
                 sentinels,
@@ -334,24 +387,41 @@ impl RedisStore {
                     .async_get_client()
                     .await
                     .map_err(|e| StoreError::Open(format!("redis sentinel: no primary for {master:?}: {e}")))?;
-                let failover = Failover {
-                    client: Mutex::new((sentinel, Some(std::time::Instant::now()))),
-                    suspect: AtomicBool::new(false),
-                };
-                (client, Some(failover))
+                let each = sentinels
+                    .iter()
+                    .map(|u| Client::open(u.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| StoreError::Invalid(format!("redis sentinel: {e}")))?;
+                (
+                    client,
+                    Reconnect::Sentinel {
+                        client: sentinel,
+                        sentinels: each,
+                        master: master.clone(),
+                    },
+                )
             }
         };
+        let sentinel = matches!(reconnect, Reconnect::Sentinel { .. });
+        let wait = (config.wait_replicas > 0).then_some(config.wait_timeout);
         let primary = client_addr(&client);
-        let conn = ConnectionManager::new_with_config(client, manager_config(failover.is_some()))
+        let conns = connect_all(&client, sentinel, wait)
             .await
             .map_err(|e| StoreError::Open(format!("redis: {e}")))?;
         let store = RedisStore {
-            conn: RwLock::new(conn),
+            conns: RwLock::new(conns),
+            generation: AtomicU64::new(0),
+            next_write: AtomicUsize::new(0),
             primary: RwLock::new(primary),
-            failover,
+            failover: Failover {
+                reconnect: Mutex::new((reconnect, Some(std::time::Instant::now()))),
+                suspect: AtomicBool::new(false),
+            },
             wait_replicas: config.wait_replicas,
             replicas_seen: Mutex::new(None),
+            confirmed: Mutex::new(None),
             degraded: AtomicU64::new(0),
+            degraded_logged: Mutex::new(None),
             wait_timeout: config.wait_timeout,
             prefix: config.prefix,
             scripts: Scripts {
@@ -362,75 +432,131 @@ impl RedisStore {
                 head: Script::new(HEAD_LUA),
                 chain_append: Script::new(CHAIN_APPEND_LUA),
             },
-            heads: Mutex::new(HashMap::new()),
+            heads: Mutex::new((0, HashMap::new())),
         };
         store.ping().await.map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(store)
     }
 
-    /// The connection to use now. Behind Sentinel, after an error that suggested a failover, asks Sentinel for the
-    /// primary first (at most every [`RESOLVE_EVERY`]) and reconnects if it moved.
-    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        if let Some(f) = &self.failover
-            && f.suspect.load(Ordering::Acquire)
-        {
-            let mut guard = f.client.lock().await;
-            let (sentinel, last) = &mut *guard;
-            if f.suspect.load(Ordering::Acquire) && last.is_none_or(|t| t.elapsed() >= RESOLVE_EVERY) {
-                *last = Some(std::time::Instant::now());
-                match sentinel.async_get_client().await {
-                    Ok(client) => {
-                        let addr = client_addr(&client);
-                        let moved = *self.primary.read().unwrap_or_else(|e| e.into_inner()) != addr;
-                        if moved {
-                            let conn = ConnectionManager::new_with_config(client, manager_config(true))
-                                .await
-                                .map_err(map_err)?;
-                            tracing::warn!(primary = %addr, "redis: Sentinel names a new primary; reconnected");
-                            *self.conn.write().unwrap_or_else(|e| e.into_inner()) = conn;
-                            *self.primary.write().unwrap_or_else(|e| e.into_inner()) = addr;
-                        }
-                        f.suspect.store(false, Ordering::Release);
-                    }
-                    Err(e) => {
-                        return Err(StoreError::Unavailable(format!("redis sentinel: no primary: {e}")));
-                    }
-                }
-            }
+    /// After an error that suggested the primary moved: reconnect (at most every [`RESOLVE_EVERY`]), to the primary
+    /// Sentinel names now, or to the URL anew.
+    async fn reconnect_if_suspect(&self) -> Result<(), StoreError> {
+        let f = &self.failover;
+        if !f.suspect.load(Ordering::Acquire) {
+            return Ok(());
         }
-        Ok(self.conn.read().unwrap_or_else(|e| e.into_inner()).clone())
+        let mut guard = f.reconnect.lock().await;
+        let (how, last) = &mut *guard;
+        if !f.suspect.load(Ordering::Acquire) || last.is_some_and(|t| t.elapsed() < RESOLVE_EVERY) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        let (client, sentinel) = match how {
+            Reconnect::Url(client) => (client.clone(), false),
+            Reconnect::Sentinel { client, .. } => (
+                client
+                    .async_get_client()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("redis sentinel: no primary: {e}")))?,
+                true,
+            ),
+        };
+        let addr = client_addr(&client);
+        let moved = *self.primary.read().unwrap_or_else(|e| e.into_inner()) != addr;
+        // A URL target is only suspect after READONLY: its connection is on a demoted node, whatever the address.
+        if moved || !sentinel {
+            let wait = (self.wait_replicas > 0).then_some(self.wait_timeout);
+            let conns = connect_all(&client, sentinel, wait).await.map_err(map_err)?;
+            tracing::warn!(primary = %addr, "redis: the primary moved; reconnected");
+            *self.conns.write().unwrap_or_else(|e| e.into_inner()) = conns;
+            *self.primary.write().unwrap_or_else(|e| e.into_inner()) = addr;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            *self.replicas_seen.lock().await = None;
+            *self.confirmed.lock().await = None;
+        }
+        f.suspect.store(false, Ordering::Release);
+        Ok(())
     }
 
-    /// Maps a Redis error, and behind Sentinel marks the primary as suspect when the error says it may have moved.
+    /// The connection for reads, health checks, and writes that wait for no replica.
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.reconnect_if_suspect().await?;
+        Ok(self.conns.read().unwrap_or_else(|e| e.into_inner()).shared.clone())
+    }
+
+    /// The connection for a write that [`RedisStore::confirm`] follows: one of the write connections when replicas
+    /// are waited for, so a `WAIT` never holds up reads and health checks.
+    async fn write_conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.reconnect_if_suspect().await?;
+        let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
+        if conns.writes.is_empty() {
+            return Ok(conns.shared.clone());
+        }
+        let i = self.next_write.fetch_add(1, Ordering::Relaxed) % conns.writes.len();
+        Ok(conns.writes[i].clone())
+    }
+
+    /// Maps a Redis error, and marks the primary as suspect when the error says it may have moved: behind Sentinel
+    /// any unavailability, for a URL a `READONLY` answer.
     fn failed(&self, e: RedisError) -> StoreError {
+        let readonly = is_readonly(&e);
         let err = map_err(e);
-        if let (Some(f), StoreError::Unavailable(_)) = (&self.failover, &err) {
-            f.suspect.store(true, Ordering::Release);
+        let sentinel = matches!(err, StoreError::Unavailable(_)) && self.is_sentinel();
+        if readonly || sentinel {
+            self.failover.suspect.store(true, Ordering::Release);
         }
         err
     }
 
+    fn is_sentinel(&self) -> bool {
+        // try_lock: only asked on an error path; a reconnect in progress means Sentinel anyway (URL targets only
+        // reconnect after READONLY, which sets the flag itself).
+        self.failover
+            .reconnect
+            .try_lock()
+            .map_or(true, |g| matches!(g.0, Reconnect::Sentinel { .. }))
+    }
+
     /// After a write: with `wait_replicas`, wait until that many replicas acknowledge everything this connection
-    /// wrote (`WAIT`). Fewer in time, while that many are connected, means the write is on the primary only and a
+    /// wrote (`WAIT`). Fewer in time, while that many are online, means the write is on the primary only and a
     /// failover could lose it, so it is answered as not done (the caller's retry, with its idempotency key, is safe).
     ///
-    /// When fewer replicas are connected than asked for (after a failover, before the old primary returns as a
-    /// replica) there is nobody to wait for: the write is acknowledged on the primary's own persistence, this is
-    /// logged and counted as degraded, and [`Store::durability`] says so, rather than refusing every write until a
-    /// node comes back (the trade MySQL's semi-synchronous replication makes too).
+    /// Fewer replicas *online* than asked for happens after a Sentinel failover, until the old primary returns as a
+    /// replica. Refusing every write then would turn one node's loss into an outage; acknowledging on this node
+    /// alone is safe only if it really is the primary, not an old one cut off by a partition whose writes the next
+    /// resync discards. So such a write is acknowledged (on the primary's own append-only file, counted and logged
+    /// as degraded, reported by [`Store::durability`]) only when a majority of the Sentinels name this node as the
+    /// primary; otherwise, and always for a URL target, it is answered as not done.
     async fn confirm(&self, c: &mut ConnectionManager) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
         }
-        let connected = self.connected_replicas(c).await?;
-        let want = self.wait_replicas.min(connected);
+        let online = self.online_replicas().await?;
+        let want = self.wait_replicas.min(online);
         if want < self.wait_replicas {
+            if !self.sentinels_confirm_primary().await {
+                let why = if self.is_sentinel() {
+                    "no Sentinel majority names this primary"
+                } else {
+                    "without Sentinel nothing confirms this is still the primary"
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "write not confirmed: {online} of {} replicas online, and {why}",
+                    self.wait_replicas
+                )));
+            }
             self.degraded.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                connected,
-                wanted = self.wait_replicas,
-                "redis: fewer replicas connected than SHAREGATE_REDIS_WAIT_REPLICAS; writes acknowledged on the primary alone"
-            );
+            let mut logged = self.degraded_logged.lock().await;
+            if logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *logged = Some(std::time::Instant::now());
+                tracing::warn!(
+                    online,
+                    wanted = self.wait_replicas,
+                    degraded_writes = self.degraded.load(Ordering::Relaxed),
+                    "redis: fewer replicas online than SHAREGATE_REDIS_WAIT_REPLICAS; writes acknowledged on the \
+                     Sentinel-confirmed primary alone"
+                );
+            }
         }
         if want == 0 {
             return Ok(());
@@ -450,8 +576,9 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Replicas connected to the primary, from `INFO replication`, read at most once a second.
-    async fn connected_replicas(&self, c: &mut ConnectionManager) -> Result<u32, StoreError> {
+    /// Replicas online at the primary (`state=online` in `INFO replication`: one still syncing holds nothing yet),
+    /// read at most once a second.
+    async fn online_replicas(&self) -> Result<u32, StoreError> {
         {
             let seen = self.replicas_seen.lock().await;
             if let Some((at, n)) = *seen
@@ -462,15 +589,62 @@ impl RedisStore {
         }
         let text: String = ::redis::cmd("INFO")
             .arg("replication")
-            .query_async(c)
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(|e| self.failed(e))?;
-        let n = info_fields(&text)
-            .get("connected_slaves")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let n = online_replicas(&info_fields(&text));
         *self.replicas_seen.lock().await = Some((std::time::Instant::now(), n));
         Ok(n)
+    }
+
+    /// Whether more than half of the Sentinels name the primary this store writes to (cached for a second).
+    async fn sentinels_confirm_primary(&self) -> bool {
+        let primary = self.primary();
+        {
+            let c = self.confirmed.lock().await;
+            if let Some((at, p)) = &*c
+                && at.elapsed() < Duration::from_secs(1)
+            {
+                return *p == primary;
+            }
+        }
+        let (sentinels, master) = {
+            let g = self.failover.reconnect.lock().await;
+            match &g.0 {
+                Reconnect::Sentinel { sentinels, master, .. } => (sentinels.clone(), master.clone()),
+                Reconnect::Url(_) => return false,
+            }
+        };
+        let mut asks = tokio::task::JoinSet::new();
+        for s in sentinels.clone() {
+            let master = master.clone();
+            asks.spawn(async move {
+                let ask = async {
+                    let mut c = s.get_multiplexed_async_connection().await.ok()?;
+                    let (host, port): (String, String) = ::redis::cmd("SENTINEL")
+                        .arg("get-master-addr-by-name")
+                        .arg(&master)
+                        .query_async(&mut c)
+                        .await
+                        .ok()?;
+                    Some(format!("{host}:{port}"))
+                };
+                tokio::time::timeout(Duration::from_millis(500), ask)
+                    .await
+                    .ok()
+                    .flatten()
+            });
+        }
+        let mut agree = 0;
+        while let Some(named) = asks.join_next().await {
+            if named.ok().flatten().as_deref() == Some(primary.as_str()) {
+                agree += 1;
+            }
+        }
+        let majority = agree * 2 > sentinels.len();
+        let named = if majority { primary } else { String::new() };
+        *self.confirmed.lock().await = Some((std::time::Instant::now(), named));
+        majority
     }
 
     /// Writes acknowledged with fewer replicas than asked for (see [`RedisStore::confirm`]), since start.
@@ -557,7 +731,7 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, ns: Ns, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let () = ::redis::cmd("HSET")
             .arg(self.ns_key(ns))
             .arg(key)
@@ -569,7 +743,7 @@ impl Store for RedisStore {
     }
 
     async fn put_if_absent(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let n: i64 = ::redis::cmd("HSETNX")
             .arg(self.ns_key(ns))
             .arg(key)
@@ -582,7 +756,7 @@ impl Store for RedisStore {
     }
 
     async fn delete(&self, ns: Ns, key: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let n: i64 = ::redis::cmd("HDEL")
             .arg(self.ns_key(ns))
             .arg(key)
@@ -604,7 +778,7 @@ impl Store for RedisStore {
 
     async fn incr(&self, counter: &str, by: u64) -> Result<u64, StoreError> {
         validate_ops(&[Op::Incr { counter, by }])?;
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let v: i64 = ::redis::cmd("HINCRBY")
             .arg(self.counters_key())
             .arg(counter)
@@ -684,7 +858,7 @@ impl Store for RedisStore {
                 Op::Append { log, value } => inv.key(self.log_key(log)).arg("L").arg("").arg(value),
             };
         }
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let r: Option<Vec<i64>> = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
         // A refused check wrote nothing: nothing to confirm.
         if r.is_some() {
@@ -703,7 +877,7 @@ impl Store for RedisStore {
         for v in values {
             inv.arg(v.as_slice());
         }
-        let mut c = self.conn().await?;
+        let mut c = self.write_conn().await?;
         let seq = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
         self.confirm(&mut c).await?;
         Ok(seq)
@@ -745,7 +919,14 @@ impl Store for RedisStore {
 
     async fn append_chained(&self, log: Log, value: &[u8]) -> Result<(u64, [u8; 32]), StoreError> {
         check_kind(log, true)?;
-        let mut heads = self.heads.lock().await;
+        let mut guard = self.heads.lock().await;
+        // Heads read from a primary this store has since left are not trusted: a failover may have lost the last
+        // appends, and another replica may have chained different entries at those seqs.
+        let generation = self.generation.load(Ordering::Acquire);
+        if guard.0 != generation {
+            *guard = (generation, HashMap::new());
+        }
+        let heads = &mut guard.1;
         let key = self.log_key(log);
         for attempt in 0..CHAIN_ATTEMPTS {
             let (seq, prev) = match heads.get(&log) {
@@ -756,7 +937,7 @@ impl Store for RedisStore {
             let mut stored = Vec::with_capacity(32 + value.len());
             stored.extend_from_slice(&hash);
             stored.extend_from_slice(value);
-            let mut c = self.conn().await?;
+            let mut c = self.write_conn().await?;
             let r: Result<i64, _> = self
                 .scripts
                 .chain_append
@@ -830,20 +1011,29 @@ impl Store for RedisStore {
             .await
             .map_err(|e| self.failed(e))?;
         // CONFIG is often refused (managed Redis, ACL users without +config): then the fsync policy is unknown.
-        let fsync: Option<String> = ::redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendfsync")
-            .query_async::<Vec<String>>(&mut c)
-            .await
-            .ok()
-            .and_then(|v| v.get(1).cloned());
-        Ok(judge_durability(
+        let mut config = BTreeMap::new();
+        for name in ["appendfsync", "no-appendfsync-on-rewrite"] {
+            let v: Option<String> = ::redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async::<Vec<String>>(&mut c)
+                .await
+                .ok()
+                .and_then(|v| v.get(1).cloned());
+            if let Some(v) = v {
+                config.insert(name.to_string(), v);
+            }
+        }
+        let mut d = judge_durability(
             &info_fields(&persistence),
             &info_fields(&replication),
-            fsync.as_deref(),
+            &config,
             self.wait_replicas,
             &self.primary(),
-        ))
+        );
+        d.facts
+            .insert("degraded_writes".into(), self.degraded_writes().to_string());
+        Ok(d)
     }
 
     async fn clock_ms(&self) -> Result<Option<u64>, StoreError> {
@@ -874,11 +1064,23 @@ fn info_fields(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What Redis's settings promise about an acknowledged write (docs/deploy.md, "Durability").
+/// Replicas in `state=online` among the `slaveN:` lines of `INFO replication` (one still syncing holds nothing yet).
+fn online_replicas(replication: &BTreeMap<String, String>) -> u32 {
+    let n = replication
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with("slave") && k[5..].bytes().all(|b| b.is_ascii_digit()) && v.contains("state=online")
+        })
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// What Redis's settings promise about an acknowledged write (docs/deploy.md, "Durability"). `config` holds what
+/// `CONFIG GET` answered (`appendfsync`, `no-appendfsync-on-rewrite`), nothing when it was refused.
 fn judge_durability(
     persistence: &BTreeMap<String, String>,
     replication: &BTreeMap<String, String>,
-    appendfsync: Option<&str>,
+    config: &BTreeMap<String, String>,
     wait_replicas: u32,
     primary: &str,
 ) -> Durability {
@@ -886,11 +1088,9 @@ fn judge_durability(
     let aof = persistence.get("aof_enabled").map(String::as_str) == Some("1");
     let aof_ok = persistence.get("aof_last_write_status").is_none_or(|s| s == "ok");
     let role = get(replication, "role");
-    let replicas: u32 = replication
-        .get("connected_slaves")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let fsync = appendfsync.unwrap_or("unknown").to_string();
+    let replicas = online_replicas(replication);
+    let fsync = get(config, "appendfsync");
+    let rewrite_pause = config.get("no-appendfsync-on-rewrite").map(String::as_str) == Some("yes");
     let onoff = if aof { "yes" } else { "no" };
     let facts = BTreeMap::from([
         ("primary".to_string(), primary.to_string()),
@@ -898,75 +1098,87 @@ fn judge_durability(
         ("appendonly".to_string(), onoff.to_string()),
         ("appendfsync".to_string(), fsync.clone()),
         (
+            "no_appendfsync_on_rewrite".to_string(),
+            get(config, "no-appendfsync-on-rewrite"),
+        ),
+        (
             "aof_last_write_status".to_string(),
             get(persistence, "aof_last_write_status"),
         ),
-        ("connected_replicas".to_string(), replicas.to_string()),
+        ("online_replicas".to_string(), replicas.to_string()),
         ("wait_replicas".to_string(), wait_replicas.to_string()),
     ]);
+    let warning = DurabilityLevel::Warning;
     let (level, summary) = if role != "master" {
         (
             DurabilityLevel::Error,
             format!("connected to a Redis whose role is {role}, not the primary: writes are refused"),
-        )
-    } else if wait_replicas > replicas && !aof {
-        (
-            DurabilityLevel::Error,
-            format!(
-                "writes should wait for {wait_replicas} replica(s) but {replicas} are connected, and the primary \
-                 keeps no append-only file: a restart now loses acknowledged revocations"
-            ),
-        )
-    } else if wait_replicas > replicas {
-        (
-            DurabilityLevel::Warning,
-            format!(
-                "degraded: writes should wait for {wait_replicas} replica(s) but {replicas} are connected, so they \
-                 are acknowledged on the primary's append-only file alone (appendfsync {fsync}) until a replica \
-                 returns"
-            ),
         )
     } else if aof && !aof_ok {
         (
             DurabilityLevel::Error,
             "Redis cannot write its append-only file (aof_last_write_status is not ok): check its disk".into(),
         )
-    } else if !aof && wait_replicas == 0 {
+    } else if !aof && wait_replicas <= replicas && wait_replicas > 0 {
+        (
+            warning,
+            format!(
+                "{replicas} replica(s) hold every acknowledged write (WAIT), but the primary keeps no append-only \
+                 file: if it restarts faster than Sentinel fails it over it comes back empty and its replicas \
+                 resync to empty; set appendonly yes"
+            ),
+        )
+    } else if !aof {
         (
             DurabilityLevel::Error,
-            "Redis runs without its append-only file (appendonly no): a restart loses every revocation \
-             acknowledged since the last snapshot; set appendonly yes"
+            "Redis runs without its append-only file (appendonly no) and no replica acknowledges writes: a \
+             restart loses every revocation acknowledged since the last snapshot; set appendonly yes"
                 .into(),
+        )
+    } else if wait_replicas > replicas {
+        (
+            warning,
+            format!(
+                "degraded: writes should wait for {wait_replicas} replica(s) but {replicas} are online, so they are \
+                 acknowledged on the primary's append-only file alone (appendfsync {fsync}) while a Sentinel \
+                 majority names it the primary, refused otherwise, until a replica is back"
+            ),
         )
     } else if wait_replicas > 0 {
         (
             DurabilityLevel::Ok,
             format!(
                 "every acknowledged write is held by the primary and {wait_replicas} replica(s) (WAIT); \
-                 appendonly {onoff}, appendfsync {fsync}"
+                 appendonly yes, appendfsync {fsync}"
             ),
         )
     } else {
         match fsync.as_str() {
+            "always" if rewrite_pause => (
+                warning,
+                "appendfsync always, but no-appendfsync-on-rewrite yes suspends the fsync during AOF rewrites: a \
+                 machine crash then can lose acknowledged writes; set it to no"
+                    .into(),
+            ),
             "always" => (
                 DurabilityLevel::Ok,
                 "appendonly yes, appendfsync always: every acknowledged write is on disk".into(),
             ),
             "everysec" => (
-                DurabilityLevel::Warning,
-                "appendonly yes, appendfsync everysec: acknowledged writes survive a Redis crash, but a machine \
-                 crash or power loss can lose about the last second of them; use appendfsync always, or replicas \
-                 with SHAREGATE_REDIS_WAIT_REPLICAS"
+                warning,
+                "appendonly yes, appendfsync everysec: a machine crash or power loss can lose about the last second \
+                 of acknowledged writes (a Redis crash loses nothing unless a slow disk had delayed the write, by up \
+                 to 2 s); use appendfsync always, or replicas with SHAREGATE_REDIS_WAIT_REPLICAS"
                     .into(),
             ),
             "no" => (
-                DurabilityLevel::Warning,
+                warning,
                 "appendonly yes, appendfsync no: a machine crash can lose the last ~30 s of acknowledged writes; \
                  use appendfsync always or everysec"
                     .into(),
             ),
             _ => (
-                DurabilityLevel::Warning,
+                warning,
                 "appendonly yes, but appendfsync cannot be read (CONFIG refused): make sure it is always or everysec"
                     .into(),
             ),
@@ -987,36 +1199,65 @@ mod tests {
     fn durability_is_judged_from_the_settings_that_keep_an_acknowledged_write() {
         let aof_on = fields(&[("aof_enabled", "1"), ("aof_last_write_status", "ok")]);
         let aof_off = fields(&[("aof_enabled", "0")]);
-        let primary = |n: &str| fields(&[("role", "master"), ("connected_slaves", n)]);
-        let level = |p: &BTreeMap<String, String>, r: &BTreeMap<String, String>, f: Option<&str>, w: u32| {
-            judge_durability(p, r, f, w, "h:1").level
+        let online = "ip=10.0.0.2,port=6379,state=online,offset=1,lag=0";
+        let syncing = "ip=10.0.0.3,port=6379,state=wait_bgsave,offset=0,lag=0";
+        let primary = |n: usize| {
+            let mut f = fields(&[("role", "master"), ("connected_slaves", &n.to_string())]);
+            for i in 0..n {
+                f.insert(format!("slave{i}"), online.to_string());
+            }
+            f
         };
-        assert_eq!(level(&aof_on, &primary("0"), Some("always"), 0), DurabilityLevel::Ok);
+        let fsync = |v: &str| fields(&[("appendfsync", v), ("no-appendfsync-on-rewrite", "no")]);
+        let level = |p: &BTreeMap<String, String>,
+                     r: &BTreeMap<String, String>,
+                     c: &BTreeMap<String, String>,
+                     w: u32| { judge_durability(p, r, c, w, "h:1").level };
+        let refused = BTreeMap::new();
+        assert_eq!(level(&aof_on, &primary(0), &fsync("always"), 0), DurabilityLevel::Ok);
         assert_eq!(
-            level(&aof_on, &primary("0"), Some("everysec"), 0),
+            level(&aof_on, &primary(0), &fsync("everysec"), 0),
             DurabilityLevel::Warning
         );
-        assert_eq!(level(&aof_on, &primary("0"), None, 0), DurabilityLevel::Warning);
+        assert_eq!(level(&aof_on, &primary(0), &refused, 0), DurabilityLevel::Warning);
         assert_eq!(
-            level(&aof_off, &primary("0"), Some("everysec"), 0),
+            level(&aof_off, &primary(0), &fsync("everysec"), 0),
             DurabilityLevel::Error
         );
+        // fsync suspended during rewrites undoes `always`.
+        let paused = fields(&[("appendfsync", "always"), ("no-appendfsync-on-rewrite", "yes")]);
+        assert_eq!(level(&aof_on, &primary(0), &paused, 0), DurabilityLevel::Warning);
         // Replicas that acknowledge every write make up for a lazy fsync, not for missing replicas.
-        assert_eq!(level(&aof_on, &primary("1"), Some("everysec"), 1), DurabilityLevel::Ok);
-        // Fewer replicas than asked for: degraded to the primary's own file, an error without one.
+        assert_eq!(level(&aof_on, &primary(1), &fsync("everysec"), 1), DurabilityLevel::Ok);
         assert_eq!(
-            level(&aof_on, &primary("0"), Some("always"), 1),
+            level(&aof_on, &primary(0), &fsync("always"), 1),
             DurabilityLevel::Warning
         );
         assert_eq!(
-            level(&aof_off, &primary("0"), Some("always"), 1),
+            level(&aof_off, &primary(0), &fsync("always"), 1),
             DurabilityLevel::Error
+        );
+        // Replicas without a primary AOF: an auto-restarted empty primary would wipe them.
+        assert_eq!(
+            level(&aof_off, &primary(1), &fsync("always"), 1),
+            DurabilityLevel::Warning
+        );
+        // A replica still syncing holds nothing yet: degraded, not ok.
+        let mut resyncing = primary(0);
+        resyncing.insert("connected_slaves".into(), "1".into());
+        resyncing.insert("slave0".into(), syncing.into());
+        assert_eq!(online_replicas(&resyncing), 0);
+        assert_eq!(
+            level(&aof_on, &resyncing, &fsync("everysec"), 1),
+            DurabilityLevel::Warning
         );
         let replica = fields(&[("role", "slave"), ("connected_slaves", "0")]);
-        assert_eq!(level(&aof_on, &replica, Some("always"), 0), DurabilityLevel::Error);
+        assert_eq!(level(&aof_on, &replica, &fsync("always"), 0), DurabilityLevel::Error);
+        // A broken AOF is an error even while degraded.
         let broken = fields(&[("aof_enabled", "1"), ("aof_last_write_status", "err")]);
-        assert_eq!(level(&broken, &primary("0"), Some("always"), 0), DurabilityLevel::Error);
-        let d = judge_durability(&aof_on, &primary("0"), Some("everysec"), 0, "h:1");
+        assert_eq!(level(&broken, &primary(0), &fsync("always"), 0), DurabilityLevel::Error);
+        assert_eq!(level(&broken, &primary(0), &fsync("always"), 1), DurabilityLevel::Error);
+        let d = judge_durability(&aof_on, &primary(0), &fsync("everysec"), 0, "h:1");
         assert!(d.summary.contains("power loss"), "{}", d.summary);
         assert_eq!(d.facts["appendfsync"], "everysec");
     }

@@ -651,26 +651,15 @@ async fn read_answer(resp: reqwest::Response, timeout: Duration) -> Result<HookA
     if status != 200 {
         return Err(CallError::Status(status));
     }
-    if resp.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
-        return Err(CallError::Answer("answer too large".into()));
-    }
-    let mut resp = resp;
-    let mut body = Vec::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(c)) => {
-                if body.len() + c.len() > MAX_ANSWER_BYTES {
-                    return Err(CallError::Answer("answer too large".into()));
-                }
-                body.extend_from_slice(&c);
-            }
-            Ok(None) => break,
-            Err(e) if e.is_timeout() => {
-                return Err(CallError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(0)));
-            }
-            Err(_) => return Err(CallError::Answer("answer cut off".into())),
+    use crate::service::CappedError;
+    let body = match crate::service::read_capped(resp, MAX_ANSWER_BYTES).await {
+        Ok(b) => b,
+        Err(CappedError::TooLarge) => return Err(CallError::Answer("answer too large".into())),
+        Err(CappedError::Timeout) => {
+            return Err(CallError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(0)));
         }
-    }
+        Err(CappedError::CutOff) => return Err(CallError::Answer("answer cut off".into())),
+    };
     let answer: HookAnswer = serde_json::from_slice(&body).map_err(|e| CallError::Answer(e.to_string()))?;
     answer.checked()
 }
