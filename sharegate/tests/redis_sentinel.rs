@@ -615,10 +615,10 @@ async fn tls_with_a_private_ca_and_an_acl_user_serves_and_reports_durability() {
     let tls = dir.path().join("tls");
     let port = free_port();
     let acl = dir.path().join("users.acl");
-    // An ACL user with what the store needs (no CONFIG): the durability report must cope with CONFIG refused.
+    // The ACL user docs/deploy.md suggests (no CONFIG): the durability report must cope with CONFIG refused.
     std::fs::write(
         &acl,
-        "user default off\nuser sharegate on >s3cret-pass ~sharegate:* +@all -config -@dangerous +info +time\n",
+        "user default off\nuser sharegate on >s3cret-pass ~sharegate:* +@all -@dangerous +info +time +wait +client|id\n",
     )
     .unwrap();
     let child = Command::new("redis-server")

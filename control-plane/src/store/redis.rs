@@ -229,6 +229,15 @@ const RESOLVE_EVERY: Duration = Duration::from_millis(200);
 /// replicas answer, so it must not be the connection reads and health checks share; a few let writes overlap.
 const WRITE_CONNECTIONS: usize = 4;
 
+/// What a write's confirmation checks it still speaks about (see [`RedisStore::confirm`]).
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    /// The primary generation when the write was sent.
+    generation: u64,
+    /// The write connection's `CLIENT ID` just before the write (only when replicas are waited for).
+    client_id: Option<i64>,
+}
+
 /// Each chained log's cached head: last seq and hash.
 type Heads = HashMap<Log, (u64, [u8; 32])>;
 
@@ -485,15 +494,38 @@ impl RedisStore {
     }
 
     /// The connection for a write that [`RedisStore::confirm`] follows: one of the write connections when replicas
-    /// are waited for, so a `WAIT` never holds up reads and health checks.
-    async fn write_conn(&self) -> Result<ConnectionManager, StoreError> {
+    /// are waited for, so a `WAIT` never holds up reads and health checks. With them, the ticket names the
+    /// connection (`CLIENT ID`) and the primary generation the write goes to, so the confirmation can tell whether
+    /// it still speaks about this write.
+    async fn write_conn(&self) -> Result<(ConnectionManager, Ticket), StoreError> {
         self.reconnect_if_suspect().await?;
-        let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
-        if conns.writes.is_empty() {
-            return Ok(conns.shared.clone());
-        }
-        let i = self.next_write.fetch_add(1, Ordering::Relaxed) % conns.writes.len();
-        Ok(conns.writes[i].clone())
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut c = {
+            let conns = self.conns.read().unwrap_or_else(|e| e.into_inner());
+            if conns.writes.is_empty() {
+                return Ok((
+                    conns.shared.clone(),
+                    Ticket {
+                        generation,
+                        client_id: None,
+                    },
+                ));
+            }
+            let i = self.next_write.fetch_add(1, Ordering::Relaxed) % conns.writes.len();
+            conns.writes[i].clone()
+        };
+        let id: i64 = ::redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.failed(e))?;
+        Ok((
+            c,
+            Ticket {
+                generation,
+                client_id: Some(id),
+            },
+        ))
     }
 
     /// Maps a Redis error, and marks the primary as suspect when the error says it may have moved: behind Sentinel
@@ -527,9 +559,18 @@ impl RedisStore {
     /// resync discards. So such a write is acknowledged (on the primary's own append-only file, counted and logged
     /// as degraded, reported by [`Store::durability`]) only when a majority of the Sentinels name this node as the
     /// primary; otherwise, and always for a URL target, it is answered as not done.
-    async fn confirm(&self, c: &mut ConnectionManager) -> Result<(), StoreError> {
+    ///
+    /// A confirmation only counts for the write it follows: if the store moved to another primary meanwhile, or the
+    /// write connection was replaced (a `WAIT` on a fresh connection would vouch for nothing it wrote), the write is
+    /// answered as not done.
+    async fn confirm(&self, c: &mut ConnectionManager, ticket: Ticket) -> Result<(), StoreError> {
         if self.wait_replicas == 0 {
             return Ok(());
+        }
+        if self.generation.load(Ordering::Acquire) != ticket.generation {
+            return Err(StoreError::Unavailable(
+                "write not confirmed: the store moved to another primary while writing".into(),
+            ));
         }
         let online = self.online_replicas().await?;
         let want = self.wait_replicas.min(online);
@@ -562,12 +603,21 @@ impl RedisStore {
             return Ok(());
         }
         let ms = u64::try_from(self.wait_timeout.as_millis()).unwrap_or(u64::MAX).max(1);
-        let acked: i64 = ::redis::cmd("WAIT")
+        // WAIT and CLIENT ID in one pipeline: both answered by the same connection.
+        let (acked, client_id): (i64, i64) = ::redis::pipe()
+            .cmd("WAIT")
             .arg(want)
             .arg(ms)
+            .cmd("CLIENT")
+            .arg("ID")
             .query_async(c)
             .await
             .map_err(|e| self.failed(e))?;
+        if ticket.client_id.is_some_and(|id| id != client_id) {
+            return Err(StoreError::Unavailable(
+                "write not confirmed: its connection was replaced before the replicas were asked".into(),
+            ));
+        }
         if acked < i64::from(want) {
             return Err(StoreError::Unavailable(format!(
                 "write not confirmed: {acked} of {want} replicas acknowledged it within {ms} ms"
@@ -731,7 +781,7 @@ impl Store for RedisStore {
     }
 
     async fn put(&self, ns: Ns, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let () = ::redis::cmd("HSET")
             .arg(self.ns_key(ns))
             .arg(key)
@@ -739,11 +789,11 @@ impl Store for RedisStore {
             .query_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
-        self.confirm(&mut c).await
+        self.confirm(&mut c, ticket).await
     }
 
     async fn put_if_absent(&self, ns: Ns, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let n: i64 = ::redis::cmd("HSETNX")
             .arg(self.ns_key(ns))
             .arg(key)
@@ -751,19 +801,19 @@ impl Store for RedisStore {
             .query_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
-        self.confirm(&mut c).await?;
+        self.confirm(&mut c, ticket).await?;
         Ok(n == 1)
     }
 
     async fn delete(&self, ns: Ns, key: &str) -> Result<bool, StoreError> {
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let n: i64 = ::redis::cmd("HDEL")
             .arg(self.ns_key(ns))
             .arg(key)
             .query_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
-        self.confirm(&mut c).await?;
+        self.confirm(&mut c, ticket).await?;
         Ok(n == 1)
     }
 
@@ -778,7 +828,7 @@ impl Store for RedisStore {
 
     async fn incr(&self, counter: &str, by: u64) -> Result<u64, StoreError> {
         validate_ops(&[Op::Incr { counter, by }])?;
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let v: i64 = ::redis::cmd("HINCRBY")
             .arg(self.counters_key())
             .arg(counter)
@@ -786,7 +836,7 @@ impl Store for RedisStore {
             .query_async(&mut c)
             .await
             .map_err(|e| self.failed(e))?;
-        self.confirm(&mut c).await?;
+        self.confirm(&mut c, ticket).await?;
         to_u64(v, "counter")
     }
 
@@ -858,11 +908,11 @@ impl Store for RedisStore {
                 Op::Append { log, value } => inv.key(self.log_key(log)).arg("L").arg("").arg(value),
             };
         }
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let r: Option<Vec<i64>> = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
         // A refused check wrote nothing: nothing to confirm.
         if r.is_some() {
-            self.confirm(&mut c).await?;
+            self.confirm(&mut c, ticket).await?;
         }
         r.map(|v| v.into_iter().map(|n| to_u64(n, "op result")).collect())
             .transpose()
@@ -877,9 +927,9 @@ impl Store for RedisStore {
         for v in values {
             inv.arg(v.as_slice());
         }
-        let mut c = self.write_conn().await?;
+        let (mut c, ticket) = self.write_conn().await?;
         let seq = inv.invoke_async(&mut c).await.map_err(|e| self.failed(e))?;
-        self.confirm(&mut c).await?;
+        self.confirm(&mut c, ticket).await?;
         Ok(seq)
     }
 
@@ -937,7 +987,7 @@ impl Store for RedisStore {
             let mut stored = Vec::with_capacity(32 + value.len());
             stored.extend_from_slice(&hash);
             stored.extend_from_slice(value);
-            let mut c = self.write_conn().await?;
+            let (mut c, ticket) = self.write_conn().await?;
             let r: Result<i64, _> = self
                 .scripts
                 .chain_append
@@ -961,7 +1011,7 @@ impl Store for RedisStore {
                 Ok(new_seq) => {
                     let new_seq = to_u64(new_seq, "chained seq")?;
                     heads.insert(log, (new_seq, hash));
-                    if let Err(e) = self.confirm(&mut c).await {
+                    if let Err(e) = self.confirm(&mut c, ticket).await {
                         // Appended here but not confirmed by the replicas: a failover may lose it, so re-read.
                         heads.remove(&log);
                         return Err(e);
