@@ -78,31 +78,23 @@ impl Stack {
 
     /// podman-compose in deploy/ (secret and bind-mount paths in the file are relative to it).
     fn compose(&self, args: &[&str]) -> Result<()> {
-        let out = Command::new("podman-compose")
-            .current_dir(repo_root().join("deploy"))
-            .envs(&self.env)
-            .args(["-p", &self.project, "-f", "compose.yaml"])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("running podman-compose")?;
-        ensure!(
-            out.status.success(),
-            "podman-compose {}: {}\n{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+        self.compose_files(None, args)
     }
 
     /// podman-compose with `override_file` laid over compose.yaml (a test's variation of one service).
     fn compose_with(&self, override_file: &std::path::Path, args: &[&str]) -> Result<()> {
-        let out = Command::new("podman-compose")
-            .current_dir(repo_root().join("deploy"))
+        self.compose_files(Some(override_file), args)
+    }
+
+    fn compose_files(&self, override_file: Option<&std::path::Path>, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new("podman-compose");
+        cmd.current_dir(repo_root().join("deploy"))
             .envs(&self.env)
-            .args(["-p", &self.project, "-f", "compose.yaml", "-f"])
-            .arg(override_file)
+            .args(["-p", &self.project, "-f", "compose.yaml"]);
+        if let Some(f) = override_file {
+            cmd.arg("-f").arg(f);
+        }
+        let out = cmd
             .args(args)
             .stdin(Stdio::null())
             .output()

@@ -378,9 +378,8 @@ async fn canary(
         .put(Ns::Leases, &format!("canary/{id}"), claims.exp.to_string().as_bytes())
         .await?;
     audit(&s, &c, "doctor.canary", &asset, "ok").await?;
-    let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(CanaryLink {
-        url: format!("{base}/t/{token}/{asset}/{}", s.config.multivariant_name),
+        url: super::link_url(&s, &token, &asset),
         token_id: id,
         expires_at: u64::from(claims.exp),
         asset,

@@ -241,6 +241,12 @@ pub(crate) enum CappedError {
     CutOff,
 }
 
+/// A playback link: the token in the path under the edge's base URL, then the asset's multivariant playlist.
+pub(crate) fn link_url(s: &AppState, token: &str, asset: &str) -> String {
+    let base = s.config.edge_base_url.trim_end_matches('/');
+    format!("{base}/t/{token}/{asset}/{}", s.config.multivariant_name)
+}
+
 /// Unix seconds now.
 pub fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -795,9 +801,8 @@ async fn mint_link(
         (r, _) => r?,
     };
     audit(&s, &c, "links.mint", &req.asset, "ok").await?;
-    let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(Json(LinkResponse {
-        url: format!("{base}/t/{token}/{}/{}", req.asset, s.config.multivariant_name),
+        url: link_url(&s, &token, &req.asset),
         token,
         token_id: hex::encode(token_id),
         expires_at: u64::from(claims.exp),

@@ -697,9 +697,8 @@ pub async fn mint_for(s: &AppState, opened: &Opened, bind: &Binding) -> Result<V
             e => OpenError::Api(e),
         })?,
     };
-    let base = s.config.edge_base_url.trim_end_matches('/');
     Ok(ViewerToken {
-        url: format!("{base}/t/{token}/{}/{}", share.asset, s.config.multivariant_name),
+        url: super::link_url(s, &token, &share.asset),
         token_id: hex::encode(token_id),
         iat: claims.iat,
         exp: claims.exp,
