@@ -11,6 +11,7 @@ use crate::contract::{self, bodies, headers as names};
 use crate::events::{Event, EventKind};
 use crate::hls::{self, UriKind};
 use crate::watermark;
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -152,27 +153,132 @@ impl<'s> StateInput<'s> {
     }
 }
 
-/// An allowed request.
+/// An allowed request. It borrows from the request and the engine (`'a`), so the allow path of a segment makes no
+/// heap allocation: the origin path is the request's own (normalised) path unless a watermark variant or a
+/// normalisation changed it, the cache key is the origin path unless LL-HLS directives are kept, and the cache tags
+/// are materialised by the adapter only if its runtime takes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allow {
+pub struct Allow<'a> {
     /// Path to fetch from the origin: normalised, token removed, watermark variant applied.
-    pub origin_path: String,
+    pub origin_path: Cow<'a, str>,
     /// LL-HLS directives kept for the origin and the cache key (`_HLS_msn=…&…`), if any.
     pub origin_query: Option<String>,
-    /// The cache key: origin path plus the kept directives. Never contains a token.
-    pub cache_key: String,
     /// What was requested.
     pub resource: Resource,
-    /// Headers to set on the response (CORS, cache control for playlists).
-    pub headers: Headers,
+    /// Headers to set on the response (CORS, cache control for playlists): the engine's, shared by every answer.
+    pub headers: &'a [(&'static str, HeaderValue)],
     /// Whether the response may be stored in a shared cache (segments: yes; tokenized playlists: no).
     pub shared_cacheable: bool,
     /// Cache tags / surrogate keys for purges.
-    pub cache_tags: Vec<String>,
+    pub cache_tags: CacheTags<'a>,
     /// Set when the body is a playlist to rewrite with [`Engine::rewrite_playlist`].
-    pub playlist: Option<PlaylistPlan>,
+    pub playlist: Option<alloc::boxed::Box<PlaylistPlan>>,
     /// An event to report, if any.
     pub event: Option<Event>,
+}
+
+impl Allow<'_> {
+    /// The cache key: the origin path plus the kept directives. Never contains a token. Borrowed unless directives
+    /// are kept.
+    pub fn cache_key(&self) -> Cow<'_, str> {
+        match &self.origin_query {
+            Some(q) => Cow::Owned(format!("{}?{q}", self.origin_path)),
+            None => Cow::Borrowed(&self.origin_path),
+        }
+    }
+}
+
+/// Longest share id kept inline in [`CacheTags`]; a longer one (ids may have up to 255 bytes) is allocated.
+const INLINE_ID: usize = 62;
+
+/// A share id held without allocating when it is short (every id the control plane mints is).
+#[derive(Clone, PartialEq, Eq)]
+enum ShareId {
+    Inline(u8, [u8; INLINE_ID]),
+    Heap(String),
+}
+
+impl ShareId {
+    fn new(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(n) if id.len() <= INLINE_ID => {
+                let mut b = [0u8; INLINE_ID];
+                b[..id.len()].copy_from_slice(id.as_bytes());
+                ShareId::Inline(n, b)
+            }
+            _ => ShareId::Heap(id.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `&str` whole, so always UTF-8; `unwrap_or` keeps this panic-free regardless.
+            ShareId::Inline(n, b) => core::str::from_utf8(&b[..usize::from(*n)]).unwrap_or(""),
+            ShareId::Heap(s) => s,
+        }
+    }
+}
+
+/// The purge tags of an allowed object (`docs/purge.md`): its asset's and, for a share link, its share's. Kept as
+/// the ids; [`CacheTags::iter`] and [`CacheTags::join`] write the tags when an adapter needs them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CacheTags<'a> {
+    asset: Cow<'a, str>,
+    share: Option<ShareId>,
+}
+
+impl core::fmt::Debug for CacheTags<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> CacheTags<'a> {
+    /// The tags of an object of `asset`, reached through `share` if any.
+    pub fn new(asset: Cow<'a, str>, share: Option<&str>) -> Self {
+        CacheTags {
+            asset,
+            share: share.map(ShareId::new),
+        }
+    }
+
+    /// No tags (an object the adapter made up, in tests).
+    pub fn none() -> Self {
+        CacheTags {
+            asset: Cow::Borrowed(""),
+            share: None,
+        }
+    }
+
+    /// The tags, written (`sg-asset-<id>`, `sg-share-<id>`).
+    pub fn iter(&self) -> impl Iterator<Item = String> + '_ {
+        let asset = (!self.asset.is_empty()).then(|| contract::tags::asset(&self.asset));
+        asset
+            .into_iter()
+            .chain(self.share.as_ref().map(|s| contract::tags::share(s.as_str())))
+    }
+
+    /// The tags joined by `sep`, in one allocation; empty when there are none.
+    pub fn join(&self, sep: &str) -> String {
+        let mut out = String::with_capacity(64);
+        if !self.asset.is_empty() {
+            out.push_str(contract::tags::ASSET_PREFIX);
+            out.push_str(&self.asset);
+        }
+        if let Some(s) = &self.share {
+            if !out.is_empty() {
+                out.push_str(sep);
+            }
+            out.push_str(contract::tags::SHARE_PREFIX);
+            out.push_str(s.as_str());
+        }
+        out
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.asset.is_empty() && self.share.is_none()
+    }
 }
 
 /// A refused request.
@@ -204,7 +310,7 @@ pub struct OriginFailure {
 /// `Cache-Control` of a shared-cacheable object whose origin sent none.
 pub const DEFAULT_SHARED_CACHE_CONTROL: &str = "public, max-age=86400";
 
-impl Allow {
+impl Allow<'_> {
     /// The `Cache-Control` to send for this object, given the origin's: the origin's (or a day, public) when the
     /// object may be stored in a shared cache; `None` when the engine's own headers decide (tokenized playlists).
     pub fn cache_control<'a>(&self, origin: Option<&'a str>) -> Option<&'a str> {
@@ -214,7 +320,7 @@ impl Allow {
 
     /// No origin answered: `503 origin_unavailable`, the decision's headers, never stored.
     pub fn origin_unavailable(&self, reason_header: bool) -> OriginFailure {
-        let mut headers = self.headers.clone();
+        let mut headers = self.headers.to_vec();
         if reason_header {
             headers.push((REASON_HEADER, HeaderValue::Static("origin_unavailable")));
         }
@@ -231,19 +337,19 @@ impl Allow {
         OriginFailure {
             status: 502,
             body: bodies::BAD_PLAYLIST,
-            headers: self.headers.clone(),
+            headers: self.headers.to_vec(),
         }
     }
 }
 
 /// The engine's answer.
-// A refusal (with its event) is a few hundred bytes against a preflight's header list; boxing it would add an
-// allocation to every refusal, which is the path a flood of bad requests takes.
+// An allowance or a refusal (with its event) is a few hundred bytes against a preflight's header list; boxing
+// either would add an allocation to every answer of its kind, and the allowed segment is the hot path.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Serve it. (Boxed: it is several times the size of the other variants.)
-    Allow(alloc::boxed::Box<Allow>),
+pub enum Decision<'a> {
+    /// Serve it.
+    Allow(Allow<'a>),
     /// Refuse it.
     Deny(Deny),
     /// A CORS preflight: answer 204 with these headers.
@@ -354,7 +460,7 @@ fn embed_origin<'r>(req: &Request<'r>) -> Option<&'r str> {
 
 /// A phase's refusal: the whole answer, boxed so the phases' results stay small on the allowed path (a denial
 /// allocates its body and headers anyway).
-type Refused = alloc::boxed::Box<Decision>;
+type Refused<'a> = alloc::boxed::Box<Decision<'a>>;
 
 /// Where the token and the path it protects were found (phase 2 of [`Engine::decide`]).
 struct Located<'r> {
@@ -371,7 +477,10 @@ pub struct Engine {
     verifier: Verifier,
     minter: Option<Minter>,
     cors_origin: alloc::sync::Arc<str>,
-    playlist_cache_control: alloc::sync::Arc<str>,
+    /// The headers of every allowed object that is not a playlist (CORS), made once.
+    object_headers: Headers,
+    /// The headers of every allowed playlist (CORS, private caching), made once.
+    playlist_headers: Headers,
 }
 
 impl Engine {
@@ -379,13 +488,24 @@ impl Engine {
     pub fn new(config: EdgeConfig) -> Self {
         let verifier = Verifier::new(&config.keys, config.policy);
         let minter = Minter::new(&config.keys, config.policy).ok();
-        Engine {
+        let mut engine = Engine {
             cors_origin: config.cors_origin.as_str().into(),
-            playlist_cache_control: format!("private, max-age={}", config.playlist_max_age).into(),
+            object_headers: Vec::new(),
+            playlist_headers: Vec::new(),
             config,
             verifier,
             minter,
-        }
+        };
+        let mut object = Vec::with_capacity(3);
+        engine.cors(&mut object);
+        let mut playlist = object.clone();
+        playlist.push((
+            "cache-control",
+            HeaderValue::Owned(format!("private, max-age={}", engine.config.playlist_max_age)),
+        ));
+        engine.object_headers = object;
+        engine.playlist_headers = playlist;
+        engine
     }
 
     /// The configuration in force.
@@ -421,7 +541,7 @@ impl Engine {
         }
     }
 
-    fn deny(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Decision {
+    fn deny<'a>(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Decision<'a> {
         let status = reason.http_status();
         let mut headers = Vec::with_capacity(6);
         headers.push(("content-type", HeaderValue::Static("application/json")));
@@ -451,18 +571,18 @@ impl Engine {
     }
 
     /// A refusal from a phase of [`Engine::decide`].
-    fn refuse(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Refused {
+    fn refuse<'a>(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Refused<'a> {
         alloc::boxed::Box::new(self.deny(reason, detail, now, attribution))
     }
 
     /// Decide one request, in the order of `docs/token-format.md`: the method, the token and path, the token's
     /// signature and claims (scope and bindings), revocation, then the plan of what to fetch and send. The event it
     /// makes, if any, carries the request's CMCD.
-    pub fn decide(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+    pub fn decide<'a>(&'a self, req: &Request<'a>, now: u64, state: StateInput<'_>) -> Decision<'a> {
         self.decide_attached(req, now, state)
     }
 
-    fn decide_core(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+    fn decide_core<'a>(&'a self, req: &Request<'a>, now: u64, state: StateInput<'_>) -> Decision<'a> {
         if let Some(answered) = self.method_phase(req, now) {
             return answered;
         }
@@ -479,12 +599,12 @@ impl Engine {
             Ok(event) => event,
             Err(denied) => return *denied,
         };
-        self.plan(req, &found, &claims, event, now)
+        self.plan(req, found, &claims, event, now)
     }
 
     /// The phases in order; the request's CMCD ([`crate::cmcd`]) is read only when the request may carry some and
     /// there is an event to attach it to.
-    fn decide_attached(&self, req: &Request<'_>, now: u64, state: StateInput<'_>) -> Decision {
+    fn decide_attached<'a>(&'a self, req: &Request<'a>, now: u64, state: StateInput<'_>) -> Decision<'a> {
         let mut d = self.decide_core(req, now, state);
         let event = match &mut d {
             Decision::Allow(a) => a.event.as_mut(),
@@ -504,7 +624,7 @@ impl Engine {
 
     /// Phase 1: the method. OPTIONS is a preflight, anything but GET/HEAD a 405 saying what is allowed; `None`:
     /// go on.
-    fn method_phase(&self, req: &Request<'_>, now: u64) -> Option<Decision> {
+    fn method_phase<'a>(&self, req: &Request<'_>, now: u64) -> Option<Decision<'a>> {
         match req.method {
             "GET" | "HEAD" => None,
             "OPTIONS" => {
@@ -527,7 +647,7 @@ impl Engine {
 
     /// Phase 2: find the token (path first, the default; then the query parameter; then the cookie) and normalise
     /// the path it protects.
-    fn locate<'r>(&self, req: &Request<'r>, now: u64) -> Result<Located<'r>, Refused> {
+    fn locate<'r>(&self, req: &Request<'r>, now: u64) -> Result<Located<'r>, Refused<'r>> {
         let (token, raw_path, transport) = if let Some((t, rest)) = split_path_token(req.path) {
             (Some(t), rest, Transport::Path)
         } else if let Some(t) = query_param(req.query, &self.config.token_param) {
@@ -557,13 +677,13 @@ impl Engine {
 
     /// Phase 3: the token's signature, then its claims against the request (time, scope, permissions, IP, country,
     /// embedding origin).
-    fn verify<'b>(
+    fn verify<'b, 'a>(
         &self,
         req: &Request<'_>,
         found: &Located<'_>,
         now: u64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Claims<'b>, Refused> {
+    ) -> Result<Claims<'b>, Refused<'a>> {
         let facts = RequestFacts {
             path: &found.path,
             resource: found.resource,
@@ -602,7 +722,12 @@ impl Engine {
 
     /// Phase 4: revocation, from memory. A stale state follows the configured policy: refused (fail closed) or
     /// decided on the token alone and reported (fail open), which is the event this returns.
-    fn revocation_phase(&self, claims: &Claims<'_>, state: StateInput<'_>, now: u64) -> Result<Option<Event>, Refused> {
+    fn revocation_phase<'a>(
+        &self,
+        claims: &Claims<'_>,
+        state: StateInput<'_>,
+        now: u64,
+    ) -> Result<Option<Event>, Refused<'a>> {
         let attribution = Attr::Claims(claims);
         let stale = state.state.is_none() || state.age > u64::from(self.config.state_max_age);
         if stale && self.config.stale_policy == StalePolicy::FailClosed {
@@ -624,21 +749,32 @@ impl Engine {
     /// Phase 5: the plan of an allowed request: what to fetch (the watermark variant of a segment, the kept LL-HLS
     /// directives) and cache under which key and tags, the headers, and how to rewrite a playlist. The origin path
     /// and the cache key never contain the token.
-    fn plan(
-        &self,
-        req: &Request<'_>,
-        found: &Located<'_>,
+    fn plan<'a>(
+        &'a self,
+        req: &Request<'a>,
+        found: Located<'a>,
         claims: &Claims<'_>,
         mut event: Option<Event>,
         now: u64,
-    ) -> Decision {
-        let (path, resource) = (&found.path, found.resource);
-        let mut origin_path = path.to_string();
+    ) -> Decision<'a> {
+        let resource = found.resource;
+        // The asset's purge tag: with an asset claim the path's first segment is that asset (its scope check said
+        // so); with a prefix claim it is the asset the path names.
+        let first = found
+            .path
+            .get(1..)
+            .map_or("", |p| p.split_once('/').map_or(p, |(a, _)| a));
+        let asset = match &found.path {
+            Cow::Borrowed(p) => Cow::Borrowed(p.get(1..1 + first.len()).unwrap_or("")),
+            Cow::Owned(_) => Cow::Owned(first.into()),
+        };
+        let cache_tags = CacheTags::new(asset, claims.share.map(|s| s.as_str()));
+        let mut origin_path = found.path;
         if resource == Resource::Segment
             && let (Some(key), Some(id)) = (&self.config.watermark_key, claims.watermark)
-            && let Some(v) = watermark::variant_path(key, id, path)
+            && let Some(v) = watermark::variant_path(key, id, &origin_path)
         {
-            origin_path = v;
+            origin_path = Cow::Owned(v);
         }
         // A segment's CMCD flags first: their scan also says whether the query holds anything but CMCD.
         let segment_flags = (resource == Resource::Segment && event.is_none())
@@ -648,21 +784,11 @@ impl Engine {
         } else {
             hls_directives(req.query)
         };
-        let cache_key = match &origin_query {
-            Some(q) => format!("{origin_path}?{q}"),
-            None => origin_path.clone(),
-        };
-        let mut headers = Vec::with_capacity(4);
-        self.cors(&mut headers);
         let is_playlist = matches!(resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist);
         let mut playlist = None;
-        if is_playlist {
-            headers.push((
-                "cache-control",
-                HeaderValue::Shared(self.playlist_cache_control.clone()),
-            ));
-            playlist = Some(PlaylistPlan {
-                public_path: path.to_string(),
+        let headers = if is_playlist {
+            playlist = Some(alloc::boxed::Box::new(PlaylistPlan {
+                public_path: origin_path.to_string(),
                 host: req.host.to_string(),
                 transport: found.transport,
                 token: found.token.to_string(),
@@ -674,35 +800,30 @@ impl Engine {
                     }
                     seed
                 }),
-            });
+            }));
             if resource == Resource::MultivariantPlaylist && event.is_none() {
                 event = Some(self.event(EventKind::PlaylistOpen, None, now, Attr::Claims(claims)));
             }
-        } else if let Some(f) = segment_flags
-            && (f.su || f.bs)
-        {
-            // A player's startup segments and stalls, as its CMCD reports them (no allocation without CMCD).
-            event = Some(self.event(EventKind::Segment, None, now, Attr::Claims(claims)));
-        }
-        let mut cache_tags = Vec::with_capacity(2);
-        let first_segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        cache_tags.push(contract::tags::asset(
-            claims.asset.map_or(first_segment, |a| a.as_str()),
-        ));
-        if let Some(s) = claims.share {
-            cache_tags.push(contract::tags::share(s.as_str()));
-        }
-        Decision::Allow(alloc::boxed::Box::new(Allow {
+            &self.playlist_headers[..]
+        } else {
+            if let Some(f) = segment_flags
+                && (f.su || f.bs)
+            {
+                // A player's startup segments and stalls, as its CMCD reports them (no allocation without CMCD).
+                event = Some(self.event(EventKind::Segment, None, now, Attr::Claims(claims)));
+            }
+            &self.object_headers[..]
+        };
+        Decision::Allow(Allow {
             origin_path,
             origin_query,
-            cache_key,
             resource,
             headers,
             shared_cacheable: !is_playlist,
             cache_tags,
             playlist,
             event,
-        }))
+        })
     }
 
     fn session_ip(&self, client: Option<IpAddr>) -> Option<IpPrefix> {
@@ -1072,17 +1193,17 @@ mod tests {
 
     #[test]
     fn origin_failures_and_cache_control() {
+        const HEADERS: [(&str, HeaderValue); 2] = [
+            ("access-control-allow-origin", HeaderValue::Static("*")),
+            ("cache-control", HeaderValue::Static("private, max-age=2")),
+        ];
         let allow = |shared_cacheable| Allow {
             origin_path: "/a/seg.ts".into(),
             origin_query: None,
-            cache_key: "/a/seg.ts".into(),
             resource: Resource::Segment,
-            headers: alloc::vec![
-                ("access-control-allow-origin", HeaderValue::Static("*")),
-                ("cache-control", HeaderValue::Static("private, max-age=2")),
-            ],
+            headers: &HEADERS[..],
             shared_cacheable,
-            cache_tags: Vec::new(),
+            cache_tags: CacheTags::none(),
             playlist: None,
             event: None,
         };

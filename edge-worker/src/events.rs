@@ -353,7 +353,7 @@ mod tests {
         }
     }
 
-    fn decide(e: &Engine, req: &Request<'_>, now: u64) -> Decision {
+    fn decide<'a>(e: &'a Engine, req: &Request<'a>, now: u64) -> Decision<'a> {
         e.decide(req, now, StateInput::fresh(&NothingRevoked))
     }
 
@@ -378,18 +378,20 @@ mod tests {
             cmcd_headers: [Some("bl=100"), Some("ot=v"), Some("bs"), Some("sid=\"view-2\"")],
             ..plain
         };
-        let allow = |d: Decision| match d {
-            Decision::Allow(a) => a,
-            other => panic!("{other:?}"),
-        };
+        fn allow(d: Decision<'_>) -> crate::engine::Allow<'_> {
+            match d {
+                Decision::Allow(a) => a,
+                other => panic!("{other:?}"),
+            }
+        }
         let a0 = allow(decide(&edge, &plain, u64::from(now)));
         assert!(a0.event.is_none(), "a segment without CMCD makes no event");
         let a1 = allow(decide(&edge, &with_query, u64::from(now)));
         let a2 = allow(decide(&edge, &with_headers, u64::from(now)));
         for a in [&a1, &a2] {
             assert_eq!(
-                (&a.cache_key, &a.origin_path, &a.origin_query),
-                (&a0.cache_key, &a0.origin_path, &a0.origin_query)
+                (a.cache_key(), &a.origin_path, &a.origin_query),
+                (a0.cache_key(), &a0.origin_path, &a0.origin_query)
             );
         }
         let e1 = a1.event.clone().unwrap();

@@ -243,7 +243,12 @@ impl Held {
 
 /// Decide `req` with what an adapter holds: the state opened in place with its signed age, or no state at all (age
 /// unbounded, so the engine applies the stale policy). `now` is Unix seconds.
-pub fn decide(engine: &crate::Engine, held: Option<&Held>, req: &crate::Request<'_>, now: u64) -> crate::Decision {
+pub fn decide<'a>(
+    engine: &'a crate::Engine,
+    held: Option<&Held>,
+    req: &crate::Request<'a>,
+    now: u64,
+) -> crate::Decision<'a> {
     use crate::engine::{Revocations, StateInput};
     match held {
         Some(h) => h.with_set(|set| {

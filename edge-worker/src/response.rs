@@ -149,7 +149,7 @@ fn owned(s: &str) -> HeaderValue {
     HeaderValue::Owned(s.into())
 }
 
-impl Allow {
+impl Allow<'_> {
     /// Whether the body is a playlist (rewritten whole, never sliced, cached as a playlist).
     pub fn is_playlist(&self) -> bool {
         matches!(self.resource, Resource::MultivariantPlaylist | Resource::MediaPlaylist)
@@ -197,7 +197,7 @@ impl Allow {
             && let Some(plan) = &self.playlist
         {
             BodyPlan::Rewrite(Box::new(Rewrite {
-                plan: plan.clone(),
+                plan: (**plan).clone(),
                 head: ask.head,
                 failure: self.bad_playlist(),
             }))
@@ -210,7 +210,7 @@ impl Allow {
             if let Some(r) = range.filter(|_| origin.length.is_none() && origin.bufferable) {
                 BodyPlan::Buffer(Box::new(Buffer {
                     range: r.into(),
-                    decision_headers: self.headers.clone(),
+                    decision_headers: self.headers.to_vec(),
                 }))
             } else {
                 match range
@@ -222,7 +222,7 @@ impl Allow {
                         content_range = Some(HeaderValue::Owned(format!("bytes {start}-{end}/{len}")));
                         BodyPlan::Slice { start, end }
                     }
-                    Some((Err(()), len)) => return unsatisfiable(&self.headers, len),
+                    Some((Err(()), len)) => return unsatisfiable(self.headers, len),
                     None => BodyPlan::Whole,
                 }
             }
@@ -263,8 +263,8 @@ impl Allow {
 }
 
 /// A 416 for a body of `len` bytes: the decision's headers and `Content-Range: bytes */<len>` (RFC 9110 §15.5.17).
-fn unsatisfiable(decision_headers: &Headers, len: u64) -> ResponsePlan {
-    let mut headers = decision_headers.clone();
+fn unsatisfiable(decision_headers: &[(&'static str, HeaderValue)], len: u64) -> ResponsePlan {
+    let mut headers = decision_headers.to_vec();
     headers.push(("content-range", HeaderValue::Owned(format!("bytes */{len}"))));
     ResponsePlan {
         status: 416,
@@ -274,16 +274,18 @@ fn unsatisfiable(decision_headers: &Headers, len: u64) -> ResponsePlan {
 }
 
 /// What an adapter does with a decision: send a planned answer, or fetch the object and ask [`Allow::respond`].
+// Not boxed: an allowed request is the hot path, and boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum Step {
+pub enum Step<'a> {
     /// Send this (a preflight, a denial).
     Answer(ResponsePlan),
     /// Fetch from the origin, then plan with [`Allow::respond`].
-    Fetch(Box<Allow>),
+    Fetch(Allow<'a>),
 }
 
 /// Plan the answer to a decision, and take out the event to report (adapters record it before any I/O).
-pub fn plan(decision: crate::Decision, ask: ClientAsk<'_>) -> (Step, Option<crate::events::Event>) {
+pub fn plan<'a>(decision: crate::Decision<'a>, ask: ClientAsk<'_>) -> (Step<'a>, Option<crate::events::Event>) {
     match decision {
         crate::Decision::Preflight(headers) => (Step::Answer(ResponsePlan::preflight(headers)), None),
         crate::Decision::Deny(mut d) => {
@@ -422,7 +424,7 @@ mod tests {
     }
 
     /// The engine's decision for `path` (a valid path token for asset `demo`, share `sh`).
-    fn allow(engine: &Engine, path: &str, method: &str) -> Allow {
+    fn allow<'a>(engine: &'a Engine, path: &str, method: &'a str) -> Allow<'a> {
         let claims = Claims {
             token_id: [7; 12],
             iat: 1_900_000_000,
@@ -437,15 +439,16 @@ mod tests {
             .unwrap()
             .mint(&claims)
             .unwrap();
-        let full = alloc::format!("/t/{token}{path}");
+        // Leaked: the decision borrows the request's path, and each test makes a handful.
+        let full: &'a str = Box::leak(alloc::format!("/t/{token}{path}").into_boxed_str());
         let req = Request {
             method,
             host: "edge.example",
-            path: &full,
+            path: full,
             ..Request::default()
         };
         match engine.decide(&req, NOW, StateInput::fresh(&Nothing)) {
-            Decision::Allow(a) => *a,
+            Decision::Allow(a) => a,
             d => panic!("{d:?}"),
         }
     }

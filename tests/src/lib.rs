@@ -601,7 +601,7 @@ pub fn ffprobe_duration(url: &str) -> Option<f64> {
 /// file is the origin's 404. The runtime's own `Content-Length` of a GET body is added as a runtime adds it.
 pub fn engine_answer(
     engine: &sharegate_edge::Engine,
-    decision: sharegate_edge::Decision,
+    decision: sharegate_edge::Decision<'_>,
     r: &HttpRequest,
     now: u64,
 ) -> HttpResponse {

@@ -63,12 +63,12 @@ fn engine_decisions_match_the_suite() {
                 let key_ok = e
                     .get("cache_key")
                     .and_then(Value::as_str)
-                    .is_none_or(|k| minted.expand(k) == a.cache_key);
+                    .is_none_or(|k| minted.expand(k) == a.cache_key());
                 // The token never reaches the origin or the cache key.
                 let clean = minted
                     .tokens
                     .values()
-                    .all(|t| !a.cache_key.contains(t.as_str()) && !a.origin_path.contains(t.as_str()));
+                    .all(|t| !a.cache_key().contains(t.as_str()) && !a.origin_path.contains(t.as_str()));
                 path_ok && key_ok && clean
             }
             _ => false,

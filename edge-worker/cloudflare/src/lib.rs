@@ -492,7 +492,7 @@ async fn flush_events(rt: &Runtime) -> bool {
 /// Fetch the object from the origins in order (`Allow::origin_url`, `try_next_origin`), through the zone cache
 /// (`cf.cacheEverything` for the engine's `cdn_ttl`, and the asset's cache tags so a purge by tag reaches the
 /// object). The URL carries no token, so neither does the cache key.
-async fn origin_fetch(rt: &Runtime, a: &Allow, range: Option<&str>) -> Option<Response> {
+async fn origin_fetch(rt: &Runtime, a: &Allow<'_>, range: Option<&str>) -> Option<Response> {
     let ttl = a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl);
     for base in &rt.settings.origins {
         let Ok(request) = cached_request(&a.origin_url(base), ttl, &a.cache_tags, range) else {
@@ -511,7 +511,12 @@ async fn origin_fetch(rt: &Runtime, a: &Allow, range: Option<&str>) -> Option<Re
 /// ranges from the cached object, so the isolate never holds a whole segment to slice it). `ttl: None` is never
 /// cached; otherwise 2xx are kept `ttl` seconds and nothing else is (a live segment asked for early must not stay a
 /// cached 404).
-fn cached_request(url: &str, ttl: Option<u32>, tags: &[String], range: Option<&str>) -> Result<Request, JsValue> {
+fn cached_request(
+    url: &str,
+    ttl: Option<u32>,
+    tags: &sharegate_edge::engine::CacheTags<'_>,
+    range: Option<&str>,
+) -> Result<Request, JsValue> {
     let cf = js_sys::Object::new();
     let by_status = js_sys::Object::new();
     match ttl {
@@ -527,8 +532,8 @@ fn cached_request(url: &str, ttl: Option<u32>, tags: &[String], range: Option<&s
     }
     js_sys::Reflect::set(&cf, &"cacheTtlByStatus".into(), &by_status)?;
     let tag_list = js_sys::Array::new();
-    for t in tags {
-        tag_list.push(&JsValue::from_str(t));
+    for t in tags.iter() {
+        tag_list.push(&JsValue::from_str(&t));
     }
     js_sys::Reflect::set(&cf, &"cacheTags".into(), &tag_list)?;
     let init = web_sys::RequestInit::new();
@@ -560,7 +565,7 @@ fn origin_answer(origin: &Response) -> worker::Result<(u16, [Option<String>; 4])
 /// Fetch, ask the engine for the answer, copy its headers, and move the bytes as it says: segments (and ranges the
 /// zone cache answered) stream through unread; a range the origin ignored is cut from the bounded object; a
 /// playlist is rewritten; HEAD reads no body (except a playlist's, whose rewritten length it states).
-async fn serve_allowed(rt: &Runtime, a: &Allow, ask: ClientAsk<'_>, now: u64) -> worker::Result<Response> {
+async fn serve_allowed(rt: &Runtime, a: &Allow<'_>, ask: ClientAsk<'_>, now: u64) -> worker::Result<Response> {
     let unavailable = || a.unavailable(rt.engine.config().reason_header, ask);
     let Some(mut origin) = origin_fetch(rt, a, a.origin_range(ask)).await else {
         return send(unavailable(), None);

@@ -125,7 +125,7 @@ fn fetch(rt: &Runtime, a: &Allow) -> Option<Response> {
 /// The object for `a` through the Core Cache (`ttl` seconds for 200s; nothing else is cached, so a live segment asked
 /// for early does not stay a cached 404, as on the other edges).
 fn through_cache(rt: &Runtime, a: &Allow, ttl: u32) -> Option<Object> {
-    let key = CacheKey::from(format!("sharegate/o{}", a.cache_key));
+    let key = CacheKey::from(format!("sharegate/o{}", a.cache_key()));
     let tx = match Transaction::lookup(key).execute() {
         Ok(tx) => tx,
         Err(e) => {
@@ -163,9 +163,10 @@ fn insert(tx: Transaction, a: &Allow, ttl: u32, mut resp: Response) -> Option<Ob
             (all.len() as u64, Some(all))
         }
     };
+    let tags: Vec<String> = a.cache_tags.iter().collect();
     let inserted = tx
         .insert(Duration::from_secs(u64::from(ttl)))
-        .surrogate_keys(a.cache_tags.iter().map(String::as_str))
+        .surrogate_keys(tags.iter().map(String::as_str))
         .user_metadata(meta.encode())
         .known_length(length)
         .execute_and_stream_back();

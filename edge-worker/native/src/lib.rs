@@ -261,20 +261,21 @@ impl Edge {
 
     /// The object for an allowed request: from the in-memory cache (a hash probe, no future to poll on the hot
     /// path), else from the origins, kept when the engine's rules say the CDN may keep it.
-    async fn fetch(&self, a: &Allow) -> Option<Arc<Fetched>> {
+    async fn fetch(&self, a: &Allow<'_>) -> Option<Arc<Fetched>> {
         let cache = if a.is_playlist() {
             &self.playlists
         } else {
             &self.segments
         };
-        if let Some(f) = cache.get(&a.cache_key) {
+        let key = a.cache_key();
+        if let Some(f) = cache.get(&*key) {
             return Some(f);
         }
         let f = Arc::new(origin::fetch(&self.opts.origins, &self.client, self.opts.origin_timeout, a).await?);
         // Only 200s, and never what the engine says no cache may keep (blocking LL-HLS reloads); how long is the
         // caches' own lifetime.
         if f.status == 200 && a.cdn_ttl(0, 0).is_some() {
-            cache.insert(a.cache_key.clone(), Arc::clone(&f));
+            cache.insert(key.into_owned(), Arc::clone(&f));
         }
         Some(f)
     }
@@ -662,7 +663,7 @@ async fn handle(State(edge): State<Arc<Edge>>, req: Request<Body>) -> Response<B
 }
 
 /// Fetch (through the in-memory cache), ask the engine, move the bytes.
-async fn serve_allowed(edge: &Edge, engine: &Engine, a: &Allow, now: u64, ask: ClientAsk<'_>) -> Response<Body> {
+async fn serve_allowed(edge: &Edge, engine: &Engine, a: &Allow<'_>, now: u64, ask: ClientAsk<'_>) -> Response<Body> {
     let Some(f) = edge.fetch(a).await else {
         return send(a.unavailable(engine.config().reason_header, ask), &Bytes::new());
     };

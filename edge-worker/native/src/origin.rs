@@ -75,8 +75,8 @@ pub fn no_such_file(e: &std::io::Error) -> bool {
 /// A directory origin answers 404 for a file that is not there ([`no_such_file`]: definitive, the next origin is not
 /// asked) and fails over on any other read error; an HTTP origin hands over to the next on a timeout, a connection
 /// error or a status the engine says to move on from ([`try_next_origin`]). `None` when every origin failed.
-pub async fn fetch(origins: &[Origin], client: &reqwest::Client, timeout: Duration, a: &Allow) -> Option<Fetched> {
-    let path = a.origin_path.as_str();
+pub async fn fetch(origins: &[Origin], client: &reqwest::Client, timeout: Duration, a: &Allow<'_>) -> Option<Fetched> {
+    let path: &str = &a.origin_path;
     for (i, origin) in origins.iter().enumerate() {
         match origin {
             Origin::Dir(dir) => {
@@ -159,15 +159,14 @@ mod tests {
     }
 
     /// An allowed request for `path` (what the engine hands over; only the origin path and query matter here).
-    fn allow(path: &str) -> Allow {
+    fn allow(path: &str) -> Allow<'_> {
         Allow {
-            origin_path: path.to_string(),
+            origin_path: path.into(),
             origin_query: None,
-            cache_key: path.to_string(),
             resource: sharegate_shared::token::Resource::Segment,
-            headers: Vec::new(),
+            headers: &[],
             shared_cacheable: true,
-            cache_tags: Vec::new(),
+            cache_tags: sharegate_edge::engine::CacheTags::none(),
             playlist: None,
             event: None,
         }
