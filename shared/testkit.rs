@@ -167,3 +167,53 @@ pub fn percentile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort();
     samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]
 }
+
+/// The ratio `cost(subject) / cost(baseline)` measured interleaved: blocks of `block` calls of each, alternating,
+/// for `blocks` rounds, each round's pair timed back to back; the median of the per-round ratios. Drift on a shared
+/// machine (another build starting, a frequency change) hits both sides of a round alike, so this figure is far
+/// steadier than two separate timings. Prints `<name>: <subject>/<baseline> interleaved = <ratio> (p25 … p75)`.
+pub fn interleaved_ratio(
+    name: &str,
+    blocks: usize,
+    block: usize,
+    mut baseline: impl FnMut(),
+    mut subject: impl FnMut(),
+) -> f64 {
+    use std::time::Instant;
+    let mut ratios = Vec::with_capacity(blocks);
+    // Warm both paths (caches, branch predictors) before the first timed round.
+    for _ in 0..block * 4 {
+        baseline();
+        subject();
+    }
+    for _ in 0..blocks {
+        let t = Instant::now();
+        for _ in 0..block {
+            baseline();
+        }
+        let base = t.elapsed();
+        let t = Instant::now();
+        for _ in 0..block {
+            subject();
+        }
+        let subj = t.elapsed();
+        if !base.is_zero() {
+            ratios.push(subj.as_secs_f64() / base.as_secs_f64());
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        ratios
+            .get(((ratios.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let median = at(0.5);
+    eprintln!(
+        "{name} interleaved = {median:.3} (p25 {:.3}, p75 {:.3}, {} rounds of {block})",
+        at(0.25),
+        at(0.75),
+        ratios.len()
+    );
+    median
+}

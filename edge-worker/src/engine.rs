@@ -384,8 +384,10 @@ fn owned(t: Option<Text<'_>>) -> Option<String> {
 /// The resource kind a normalised path names, by file name: the multivariant name, other `.m3u8` files, init
 /// sections (`init*.mp4`/`*.m4i`/`init*.m4s`), content keys (`.key`), whole-file MP4 downloads, and segments.
 pub fn classify(path: &str, multivariant_name: &str) -> Resource {
-    let file = path.rsplit('/').next().unwrap_or("");
-    let ext = file.rsplit_once('.').map_or("", |(_, e)| e);
+    // Byte scans: `/` and `.` are ASCII, so every index found is a char boundary.
+    let b = path.as_bytes();
+    let file = b.iter().rposition(|&c| c == b'/').map_or(path, |i| &path[i + 1..]);
+    let ext = file.bytes().rposition(|c| c == b'.').map_or("", |i| &file[i + 1..]);
     match ext {
         _ if file == multivariant_name => Resource::MultivariantPlaylist,
         "m3u8" | "m3u" => Resource::MediaPlaylist,
@@ -400,7 +402,7 @@ pub fn classify(path: &str, multivariant_name: &str) -> Resource {
 /// Split `/t/<token>/<rest>` into the token and `/<rest>`.
 fn split_path_token(path: &str) -> Option<(&str, &str)> {
     let rest = path.strip_prefix("/t/")?;
-    let slash = rest.find('/')?;
+    let slash = rest.bytes().position(|c| c == b'/')?;
     Some((&rest[..slash], &rest[slash..]))
 }
 

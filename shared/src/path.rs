@@ -245,6 +245,41 @@ impl Utf8 {
     }
 }
 
+/// Bytes a path may hold raw that need no further thought: allowed unescaped, and neither a separator (`/`), an
+/// escape (`%`), a dot (dot segments) nor a `;` (path parameters).
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0x21;
+    while b < 0x7F {
+        t[b] = !matches!(b as u8, b'\\' | b'?' | b'#' | b'%' | b'/' | b'.' | b';');
+        b += 1;
+    }
+    t[0x20] = true;
+    t
+};
+
+/// The common case, decided in one pass with a table lookup per byte: `bytes` (starting with `/`) holds only plain
+/// bytes, dots and separators, no empty segment but a trailing one, and no `.`/`..` segment — so it is canonical as
+/// it is. `false` means "not decided here": the full walk gives the answer (and the reason).
+fn plainly_canonical(bytes: &[u8]) -> bool {
+    let (mut len, mut dots) = (0usize, 0usize);
+    let dot_segment = |len: usize, dots: usize| dots == len && (dots == 1 || dots == 2);
+    for &b in bytes.get(1..).unwrap_or(&[]) {
+        if PLAIN[usize::from(b)] {
+            len += 1;
+        } else if b == b'.' {
+            len += 1;
+            dots += 1;
+        } else if b == b'/' && len != 0 && !dot_segment(len, dots) {
+            len = 0;
+            dots = 0;
+        } else {
+            return false;
+        }
+    }
+    !dot_segment(len, dots)
+}
+
 /// Normalise a raw request path (query already split off by the caller).
 ///
 /// Returns the canonical path, borrowed when `raw` is already canonical, or the first reason it was refused. See
@@ -262,7 +297,15 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
+    if plainly_canonical(bytes) {
+        return Ok(Cow::Borrowed(raw));
+    }
+    walk(raw)
+}
 
+/// The full normalisation of an absolute path within the length limit, byte by byte.
+fn walk(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
     // Built lazily, only once an escape has to change; `copied` is how much of `raw` it already covers.
     let mut out: Option<String> = None;
     let mut copied = 0;
@@ -718,6 +761,18 @@ mod tests {
         #[test]
         fn attack_alphabet(s in attacky()) {
             check_property(&s);
+        }
+
+        /// The one-pass fast path says "canonical" only when the full walk returns the path unchanged, and always
+        /// does for paths without `;` or `%` (which it leaves to the walk).
+        #[test]
+        fn fast_path_agrees_with_the_walk(s in "/[./;%a-c ]{0,24}") {
+            let fast = plainly_canonical(s.as_bytes());
+            let unchanged = matches!(walk(&s), Ok(Cow::Borrowed(_)));
+            prop_assert!(!fast || unchanged, "{:?}", s);
+            if !s.contains([';', '%']) {
+                prop_assert_eq!(fast, unchanged, "{:?}", s);
+            }
         }
 
         #[test]

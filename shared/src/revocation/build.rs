@@ -151,7 +151,7 @@ impl fmt::Display for BuildError {
 impl core::error::Error for BuildError {}
 
 /// Sorts by id and merges duplicates, keeping the widest window (earliest iat, latest exp).
-fn normalize_tokens(tokens: impl Iterator<Item = RevokedToken>) -> Vec<RevokedToken> {
+pub(crate) fn normalize_tokens(tokens: impl Iterator<Item = RevokedToken>) -> Vec<RevokedToken> {
     let mut v: Vec<RevokedToken> = tokens.collect();
     v.sort_unstable_by_key(|t| t.id);
     v.dedup_by(|later, kept| {
@@ -166,7 +166,7 @@ fn normalize_tokens(tokens: impl Iterator<Item = RevokedToken>) -> Vec<RevokedTo
 }
 
 /// Sorts by (kind, id) and merges duplicates, keeping the latest `through`.
-fn normalize_watermarks(watermarks: impl Iterator<Item = Watermark>) -> Result<Vec<Watermark>, BuildError> {
+pub(crate) fn normalize_watermarks(watermarks: impl Iterator<Item = Watermark>) -> Result<Vec<Watermark>, BuildError> {
     let mut v: Vec<Watermark> = watermarks.collect();
     if v.iter().any(|w| w.id.len() > usize::from(u8::MAX)) {
         return Err(BuildError::ScopeIdTooLong);

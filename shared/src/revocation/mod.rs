@@ -20,6 +20,7 @@
 mod build;
 mod freshness;
 mod fuse;
+mod shard;
 mod tables;
 mod view;
 
@@ -28,6 +29,10 @@ pub use build::{
     build_delta, build_snapshot,
 };
 pub use freshness::{FRESHNESS_LEN, FRESHNESS_MAGIC, Freshness, build_freshness, verify_freshness};
+pub use shard::{
+    HEAD_MAGIC, HeadView, MAX_BITS, RevokedAt, SHARD_MAGIC, ShardError, ShardParams, ShardView, Sharded, bits_for, bucket,
+    build_sharded,
+};
 pub use tables::WatermarkRef;
 pub use view::{DeltaView, SnapshotStats, StateSet, StateView};
 
