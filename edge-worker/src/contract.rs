@@ -98,8 +98,20 @@ pub mod fastly {
     pub const SECRET_STORE: &str = "sharegate_secrets";
     /// KV store with a prepared state (bench builds).
     pub const STATE_KV_STORE: &str = "sharegate_state_kv";
-    /// Settings read from the Secret Store, never from the Config Store.
-    pub const SECRET_NAMES: [&str; 4] = super::settings::SECRETS;
+    /// Settings read from the Secret Store, never from the Config Store (the secrets, and the one-key bundle of them).
+    pub const SECRET_NAMES: [&str; 5] = [
+        super::settings::SECRETS[0],
+        super::settings::SECRETS[1],
+        super::settings::SECRETS[2],
+        super::settings::SECRETS[3],
+        SECRETS_KEY,
+    ];
+    /// Config Store key holding every plain setting in one value (`NAME=value` lines): one lookup per request
+    /// instead of one per setting. When present, the other Config Store keys are not read.
+    pub const SETTINGS_KEY: &str = "SHAREGATE_SETTINGS";
+    /// Secret Store entry holding every secret in one value (`NAME=value` lines). When present, the other Secret
+    /// Store entries are not read.
+    pub const SECRETS_KEY: &str = "SHAREGATE_SECRETS";
     /// Surrogate key on the app's state objects: purging it makes every POP fetch a whole snapshot.
     pub const STATE_SURROGATE_KEY: &str = "sg-edge-state";
     /// The backend that serves `SHAREGATE_STATE_URL` and `SHAREGATE_EVENTS_URL`.

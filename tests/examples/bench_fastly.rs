@@ -52,6 +52,28 @@ async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Dura
 
 type Phases = BTreeMap<String, Vec<f64>>;
 
+/// The settings as the app reads them in production: one Config Store key (`SHAREGATE_SETTINGS`) and one Secret
+/// Store entry (`SHAREGATE_SECRETS`), each `NAME=value` lines. The origin and control-plane URLs stay as keys of their
+/// own too: the harness derives the backends from them (the app does not read them once the bundle is there).
+fn bundled(settings: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    use sharegate_e2e::viceroy::SECRET_NAMES;
+    let lines = |secret: bool| {
+        settings
+            .iter()
+            .filter(|(k, _)| SECRET_NAMES.contains(&k.as_str()) == secret)
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>()
+    };
+    let mut out: BTreeMap<String, String> = settings
+        .iter()
+        .filter(|(k, _)| ["SHAREGATE_ORIGIN", "SHAREGATE_STATE_URL", "SHAREGATE_EVENTS_URL"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    out.insert("SHAREGATE_SETTINGS".into(), lines(false));
+    out.insert("SHAREGATE_SECRETS".into(), lines(true));
+    out
+}
+
 fn median_us(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2] * 1000.0
@@ -89,7 +111,7 @@ async fn main() {
         s.insert("SHAREGATE_STATE_URL".to_string(), server.url.clone());
         let v = Viceroy::start_wasm(
             &package_dir().join("bin/bench-timing.wasm"),
-            &s,
+            &bundled(&s),
             &[("state", file.as_path())],
         )
         .await
@@ -100,9 +122,11 @@ async fn main() {
     let uncached = timing[0].1.clone();
     let mut cached = uncached.clone();
     cached.remove("SHAREGATE_SEGMENT_TTL");
-    let app = Viceroy::start_wasm(&app_wasm(), &uncached, &[]).await.unwrap();
+    let app = Viceroy::start_wasm(&app_wasm(), &bundled(&uncached), &[])
+        .await
+        .unwrap();
     let passthrough = Viceroy::start_wasm(&passthrough_wasm(), &uncached, &[]).await.unwrap();
-    let cached = Viceroy::start_wasm(&app_wasm(), &cached, &[]).await.unwrap();
+    let cached = Viceroy::start_wasm(&app_wasm(), &bundled(&cached), &[]).await.unwrap();
 
     let token = testkit::mint(
         SIGNING,
@@ -164,12 +188,13 @@ async fn main() {
             lat[3 + i].len()
         );
         for (name, what) in [
-            ("settings", "settings: Config + Secret Store, parse, key the verifier"),
+            ("settings", "settings: one Config + one Secret Store key, parse, key"),
             ("request", "request: raw URI, client address, geo, headers"),
             ("state", "state: Core Cache lookup + body read (one copy)"),
             ("open", "open: snapshot + deltas opened in place"),
             ("decide", "decide: token, policy, revocation"),
             ("kv_state", "for comparison: KV Store lookup + read + open"),
+            ("answer", "answer: origin fetch + response plan (as pass-through)"),
         ] {
             if let Some(v) = p.get_mut(name) {
                 println!("  {what:<58} {:>9.1} us", median_us(v));

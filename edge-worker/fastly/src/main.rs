@@ -120,6 +120,7 @@ fn main() {
         None => (status(&rt, generation, now, current.times.as_of), None),
         Some(decision) => answer(&rt, decision, ask, now / 1000),
     };
+    t.mark("answer");
     t.header(&mut resp);
     resp.send_to_client();
     if current.must_refresh() {
@@ -153,12 +154,21 @@ fn read_request<'r>(
     sources: &ClientSources,
 ) -> (sharegate_edge::Request<'r>, ClientAsk<'r>) {
     let (path, query) = adapter::split_target(raw);
-    let header = |name: &str| req.get_header(name).and_then(|v| v.to_str().ok());
-    let ip = req.get_client_ip_addr();
-    let country = ip.and_then(fastly::geo::geo_lookup);
+    // The names the request carries, in one pass (a few hostcalls); then a value only for a name that is there,
+    // instead of one hostcall per header the engine might read (about a dozen, nearly all absent).
+    let names: Vec<&fastly::http::HeaderName> = req.get_header_names().collect();
+    let header = |name: &str| {
+        names
+            .iter()
+            .any(|n| n.as_str().eq_ignore_ascii_case(name))
+            .then(|| req.get_header(name).and_then(|v| v.to_str().ok()))
+            .flatten()
+    };
+    // One hostcall each (see `raw`), not the crate's whole client record and serde parse of the geo record.
+    let ip = raw::client_ip(req);
     let peer = Peer {
         ip,
-        country: country.and_then(|g| adapter::country_code(g.country_code())),
+        country: ip.and_then(raw::country),
     };
     let client = sources.read_peer(peer, header);
     let method = req.get_method_str();

@@ -243,7 +243,9 @@ impl<'a> ShardView<'a> {
         if bits > MAX_BITS || h[25..28].iter().any(|&b| b != 0) || u64::from(index) >> bits != 0 {
             return Err(StateError::Malformed);
         }
-        let body = bytes.get(SHARD_HEADER_LEN..bytes.len().saturating_sub(TAG_LEN)).unwrap_or(&[]);
+        let body = bytes
+            .get(SHARD_HEADER_LEN..bytes.len().saturating_sub(TAG_LEN))
+            .unwrap_or(&[]);
         if bytes.len() < SHARD_HEADER_LEN + TAG_LEN {
             return Err(StateError::Truncated);
         }
@@ -478,7 +480,10 @@ mod tests {
         let (head, shards) = build_sharded(&p, &revoked, &[Watermark::global(1)], &k).expect("built");
         let head = HeadView::open_verified(&head, &k).expect("head");
         assert_eq!((head.generation(), head.as_of(), head.bits()), (9, 100, 4));
-        assert_eq!((head.version(1), head.version(15), head.version(2)), (Some(3), Some(7), Some(0)));
+        assert_eq!(
+            (head.version(1), head.version(15), head.version(2)),
+            (Some(3), Some(7), Some(0))
+        );
         let s1 = ShardView::open_verified(&shards[1], &k).expect("shard");
         assert!(s1.contains(&[0x10; 12]) && !s1.contains(&[0x11; 12]));
         let subject = |id: &'static [u8; 12]| Subject {
@@ -491,10 +496,7 @@ mod tests {
             asset: None,
             campaign: None,
         };
-        let both = Sharded {
-            head,
-            shard: Some(s1),
-        };
+        let both = Sharded { head, shard: Some(s1) };
         assert_eq!(both.check(&subject(&[0x10; 12])), Ok(Revoked::Token));
         assert_eq!(both.check(&subject(&[0x11; 12])), Ok(Revoked::No));
         // Another bucket's shard, or none: no answer (never "not revoked").
@@ -502,13 +504,7 @@ mod tests {
         let none = Sharded { head, shard: None };
         assert_eq!(none.check(&subject(&[0x10; 12])), Err(ShardError::WrongShard));
         // A shard older than the head's version for its bucket is refused.
-        let (_, old) = build_sharded(
-            &ShardParams { generation: 2, ..p },
-            &revoked[..0],
-            &[],
-            &k,
-        )
-        .expect("built");
+        let (_, old) = build_sharded(&ShardParams { generation: 2, ..p }, &revoked[..0], &[], &k).expect("built");
         let old1 = ShardView::open_verified(&old[1], &k).expect("shard");
         let stale = Sharded {
             head,
@@ -546,6 +542,100 @@ mod tests {
         }
         for n in 0..shards[0].len() {
             assert!(ShardView::open_verified(&shards[0][..n], &k).is_err());
+        }
+    }
+
+    mod equivalence {
+        use super::super::*;
+        use crate::revocation::ScopeKind;
+        use crate::revocation::{IssuedToken, SnapshotParams, StateView, build_snapshot};
+        use proptest::prelude::*;
+
+        fn id(n: u64) -> [u8; 12] {
+            // Spread over every bucket: the leading bytes vary.
+            let h = crate::revocation::fuse::mix64(n);
+            let mut b = [0u8; 12];
+            b[..8].copy_from_slice(&h.to_be_bytes());
+            b[8..].copy_from_slice(&(n as u32).to_be_bytes());
+            b
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            /// For random states (issued set, revoked subset, watermarks, bits) and every issued token, the head and
+            /// the token's shard give exactly the whole snapshot's answer.
+            #[test]
+            fn sharded_answers_equal_the_whole_state(
+                issued in 1u64..600,
+                revoke_every in 1u64..9,
+                bits in 0u8..8,
+                seed in any::<u64>(),
+                wm_share in proptest::option::of(0u32..3),
+                wm_through in 0u32..200,
+            ) {
+                let k = StateKey::new([9; 32]);
+                let cutoff = 150;
+                let tokens: Vec<IssuedToken> = (0..issued)
+                    .map(|n| IssuedToken { id: id(n ^ seed), iat: (n % 300) as u32, exp: 10_000 })
+                    .collect();
+                let revoked: Vec<RevokedToken> = tokens
+                    .iter()
+                    .enumerate()
+                    .filter(|(n, _)| (*n as u64).is_multiple_of(revoke_every))
+                    .map(|(_, t)| RevokedToken { id: t.id, iat: t.iat, exp: t.exp })
+                    .collect();
+                let marks: Vec<Watermark> = wm_share
+                    .map(|s| Watermark::new(ScopeKind::Share, &[b'a' + s as u8], wm_through))
+                    .into_iter()
+                    .collect();
+                let snap = build_snapshot(
+                    &SnapshotParams { generation: 40, built_at: 1, cutoff, expire_before: 0, max_token_lifetime: 86_400 },
+                    tokens.iter().copied(),
+                    &revoked,
+                    &marks,
+                    &k,
+                ).expect("snapshot");
+                let snap = StateView::open_verified(&snap, &k, 0).expect("opens");
+                let at: Vec<RevokedAt> = revoked
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| RevokedAt { token: *t, generation: 1 + (i as u64 % 40) })
+                    .collect();
+                let (head, shards) = build_sharded(
+                    &ShardParams { generation: 40, as_of: 1, bits, expire_before: 0 },
+                    &at,
+                    &marks,
+                    &k,
+                ).expect("sharded");
+                let head = HeadView::open_verified(&head, &k).expect("head");
+                let shards: Vec<ShardView<'_>> = shards
+                    .iter()
+                    .map(|s| ShardView::open_verified(s, &k).expect("shard"))
+                    .collect();
+                for (n, t) in tokens.iter().enumerate() {
+                    let share = [b'a' + (n % 3) as u8];
+                    let s = Subject {
+                        token_id: &t.id,
+                        iat: t.iat,
+                        key_id: 1,
+                        share: Some(&share),
+                        viewer: None,
+                        session: None,
+                        asset: None,
+                        campaign: None,
+                    };
+                    let i = head.bucket_of(&t.id);
+                    let sharded = Sharded { head, shard: Some(shards[i as usize]) };
+                    prop_assert_eq!(sharded.check(&s), Ok(snap.is_revoked(&s)));
+                    // Any other bucket's shard gives no answer at all.
+                    if bits > 0 {
+                        let other = shards[((i + 1) % (1 << bits)) as usize];
+                        let wrong = Sharded { head, shard: Some(other) };
+                        prop_assert_eq!(wrong.check(&s), Err(ShardError::WrongShard));
+                    }
+                }
+            }
         }
     }
 }
