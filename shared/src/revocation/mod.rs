@@ -30,8 +30,8 @@ pub use build::{
 };
 pub use freshness::{FRESHNESS_LEN, FRESHNESS_MAGIC, Freshness, build_freshness, verify_freshness};
 pub use shard::{
-    HEAD_MAGIC, HeadView, MAX_BITS, RevokedAt, SHARD_MAGIC, ShardError, ShardParams, ShardView, Sharded, bits_for,
-    bucket, build_sharded,
+    HEAD_MAGIC, HeadPrefix, HeadView, MAX_BITS, RevokedAt, SHARD_MAGIC, ShardError, ShardParams, ShardView, Sharded,
+    bits_for, bucket, build_head, build_shard, build_sharded,
 };
 pub use tables::WatermarkRef;
 pub use view::{DeltaView, SnapshotStats, StateSet, StateView};

@@ -335,23 +335,96 @@ impl<'a> ShardView<'a> {
     }
 }
 
-/// A head and the shard of one token's bucket: the exact answer for that token.
+/// The part of a head a request needs besides its bucket's version: generation, as-of, bits and the watermarks —
+/// the head's bytes before the versions ([`HeadView::prefix_len`]), so a runtime can read them and the one version
+/// it needs without reading every version.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadPrefix<'a> {
+    generation: u64,
+    as_of: u32,
+    bits: u8,
+    tables: Tables<'a>,
+}
+
+impl<'a> HeadPrefix<'a> {
+    /// Opens the first [`HeadView::prefix_len`] bytes of a head verified when it arrived (no MAC here: the MAC
+    /// covers the whole head). The tables must fill the bytes exactly.
+    pub fn open(bytes: &'a [u8]) -> Result<Self, StateError> {
+        let h = check_header(bytes, HEAD_MAGIC, HEAD_HEADER_LEN)?;
+        let bits = h[20];
+        if bits > MAX_BITS || h[21..28].iter().any(|&b| b != 0) {
+            return Err(StateError::Malformed);
+        }
+        let th: &[u8; TABLES_HEADER_LEN] = h[28..].try_into().map_err(|_| StateError::Malformed)?;
+        let (tables, rest) = Tables::split(th, &bytes[HEAD_HEADER_LEN..])?;
+        if tables.token_count() != 0 || !rest.is_empty() {
+            return Err(StateError::Malformed);
+        }
+        Ok(HeadPrefix {
+            generation: le_u64(h, 8).ok_or(StateError::Malformed)?,
+            as_of: le_u32(h, 16).ok_or(StateError::Malformed)?,
+            bits,
+            tables,
+        })
+    }
+
+    /// The generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The signed as-of (unix seconds).
+    pub fn as_of(&self) -> u32 {
+        self.as_of
+    }
+
+    /// Prefix bits.
+    pub fn bits(&self) -> u8 {
+        self.bits
+    }
+
+    /// The bucket of a token id.
+    pub fn bucket_of(&self, id: &[u8; 12]) -> u32 {
+        bucket(id, self.bits)
+    }
+}
+
+impl<'a> HeadView<'a> {
+    /// The head without its versions and tag.
+    pub fn prefix(&self) -> HeadPrefix<'a> {
+        HeadPrefix {
+            generation: self.generation,
+            as_of: self.as_of,
+            bits: self.bits,
+            tables: self.tables,
+        }
+    }
+
+    /// Where the versions start: bucket `i`'s version is the u64 LE at `prefix_len() + 8 * i`.
+    pub fn prefix_len(&self) -> usize {
+        self.bytes.len() - TAG_LEN - self.versions.len()
+    }
+}
+
+/// A head, its version of one token's bucket, and the shard the caller holds for that bucket: the exact answer
+/// for that token.
 #[derive(Clone, Copy, Debug)]
 pub struct Sharded<'a> {
     /// The head.
-    pub head: HeadView<'a>,
+    pub head: HeadPrefix<'a>,
+    /// The head's version of the token's bucket.
+    pub version: u64,
     /// The shard of the token's bucket, if the caller has one.
     pub shard: Option<ShardView<'a>>,
 }
 
 impl Sharded<'_> {
-    /// Whether `shard` may answer for bucket `i` under `head`.
-    pub fn usable(head: &HeadView<'_>, shard: &ShardView<'_>, i: u32) -> Result<(), ShardError> {
-        if shard.bits != head.bits || shard.index != i {
+    /// Whether `shard` may answer for bucket `i` of a head with `bits` that gives the bucket `version`.
+    pub fn usable(bits: u8, version: u64, shard: &ShardView<'_>, i: u32) -> Result<(), ShardError> {
+        if shard.bits != bits || shard.index != i {
             return Err(ShardError::WrongShard);
         }
-        let want = head.version(i).ok_or(ShardError::WrongShard)?;
-        if shard.version < want {
+        if shard.version < version {
             return Err(ShardError::Outdated);
         }
         Ok(())
@@ -361,11 +434,11 @@ impl Sharded<'_> {
     pub fn check(&self, s: &Subject<'_>) -> Result<Revoked, ShardError> {
         let i = self.head.bucket_of(s.token_id);
         let shard = self.shard.as_ref().ok_or(ShardError::WrongShard)?;
-        Self::usable(&self.head, shard, i)?;
+        Self::usable(self.head.bits, self.version, shard, i)?;
         if shard.contains(s.token_id) {
             return Ok(Revoked::Token);
         }
-        Ok(self.head.check_watermarks(s))
+        Ok(self.head.tables.check_watermarks(s))
     }
 }
 
@@ -375,25 +448,78 @@ fn push_header(out: &mut Vec<u8>, magic: &[u8; 4], len: usize) {
     out.extend_from_slice(&u16::try_from(len).unwrap_or(u16::MAX).to_le_bytes());
 }
 
+fn versions_and_buckets(
+    params: &ShardParams,
+    revoked: &[RevokedAt],
+    only: Option<u32>,
+) -> Vec<(u64, Vec<RevokedToken>)> {
+    let n = if only.is_some() { 1 } else { 1usize << params.bits };
+    let mut out: Vec<(u64, Vec<RevokedToken>)> = alloc::vec![(0, Vec::new()); n];
+    for r in revoked {
+        let b = bucket(&r.token.id, params.bits);
+        let slot = match only {
+            Some(want) if want != b => continue,
+            Some(_) => 0,
+            None => b as usize,
+        };
+        let (version, tokens) = &mut out[slot];
+        // The version counts expired records too, so it never goes down when one is dropped.
+        *version = (*version).max(r.generation.min(params.generation));
+        if r.token.exp > params.expire_before {
+            tokens.push(r.token);
+        }
+    }
+    out
+}
+
+fn encode_shard(params: &ShardParams, index: u32, version: u64, tokens: Vec<RevokedToken>, key: &StateKey) -> Vec<u8> {
+    let tokens = super::build::normalize_tokens(tokens.into_iter());
+    let mut out = Vec::with_capacity(SHARD_HEADER_LEN + tokens.len() * TOKEN_LEN + TAG_LEN);
+    push_header(&mut out, SHARD_MAGIC, SHARD_HEADER_LEN);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&params.generation.to_le_bytes());
+    out.push(params.bits);
+    out.extend_from_slice(&[0; 3]);
+    out.extend_from_slice(&index.to_le_bytes());
+    for t in &tokens {
+        out.extend_from_slice(&t.id);
+        out.extend_from_slice(&t.iat.to_le_bytes());
+        out.extend_from_slice(&t.exp.to_le_bytes());
+    }
+    let tag = key.tag(&out);
+    out.extend_from_slice(&tag);
+    out
+}
+
 /// Builds the head and every shard (shard `i` at index `i`) of a state: `revoked` every revocation by id with the
-/// generation that made it, `watermarks` every watermark (the builder merges duplicates, as for snapshots).
+/// generation that made it (expired ones too: they count for the versions, never for the records), `watermarks`
+/// every watermark (the builder merges duplicates, as for snapshots).
 pub fn build_sharded(
     params: &ShardParams,
     revoked: &[RevokedAt],
     watermarks: &[Watermark],
     key: &StateKey,
 ) -> Result<(Vec<u8>, Vec<Vec<u8>>), super::BuildError> {
+    let head = build_head(params, revoked, watermarks, key)?;
+    let shards = versions_and_buckets(params, revoked, None)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (version, tokens))| encode_shard(params, i as u32, version, tokens, key))
+        .collect();
+    Ok((head, shards))
+}
+
+/// Builds the head alone (see [`build_sharded`]).
+pub fn build_head(
+    params: &ShardParams,
+    revoked: &[RevokedAt],
+    watermarks: &[Watermark],
+    key: &StateKey,
+) -> Result<Vec<u8>, super::BuildError> {
     if params.bits > MAX_BITS {
         return Err(super::BuildError::TooLarge);
     }
     let n = 1usize << params.bits;
-    let mut buckets: Vec<Vec<RevokedToken>> = alloc::vec![Vec::new(); n];
-    let mut versions = alloc::vec![0u64; n];
-    for r in revoked.iter().filter(|r| r.token.exp > params.expire_before) {
-        let i = bucket(&r.token.id, params.bits) as usize;
-        buckets[i].push(r.token);
-        versions[i] = versions[i].max(r.generation.min(params.generation));
-    }
     let marks = super::build::normalize_watermarks(watermarks.iter().cloned())?;
     let (th, tb) = tables::encode(&[], &marks).ok_or(super::BuildError::TooLarge)?;
     let mut head = Vec::with_capacity(HEAD_HEADER_LEN + tb.len() + 8 * n + TAG_LEN);
@@ -404,31 +530,21 @@ pub fn build_sharded(
     head.extend_from_slice(&[0; 7]);
     head.extend_from_slice(&th);
     head.extend_from_slice(&tb);
-    for v in &versions {
+    for (v, _) in versions_and_buckets(params, revoked, None) {
         head.extend_from_slice(&v.to_le_bytes());
     }
     let tag = key.tag(&head);
     head.extend_from_slice(&tag);
-    let mut shards = Vec::with_capacity(n);
-    for (i, tokens) in buckets.into_iter().enumerate() {
-        let tokens = super::build::normalize_tokens(tokens.into_iter());
-        let mut out = Vec::with_capacity(SHARD_HEADER_LEN + tokens.len() * TOKEN_LEN + TAG_LEN);
-        push_header(&mut out, SHARD_MAGIC, SHARD_HEADER_LEN);
-        out.extend_from_slice(&versions[i].to_le_bytes());
-        out.extend_from_slice(&params.generation.to_le_bytes());
-        out.push(params.bits);
-        out.extend_from_slice(&[0; 3]);
-        out.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_le_bytes());
-        for t in &tokens {
-            out.extend_from_slice(&t.id);
-            out.extend_from_slice(&t.iat.to_le_bytes());
-            out.extend_from_slice(&t.exp.to_le_bytes());
-        }
-        let tag = key.tag(&out);
-        out.extend_from_slice(&tag);
-        shards.push(out);
+    Ok(head)
+}
+
+/// Builds shard `index` alone (see [`build_sharded`]); `None` if `index` is not below `2^bits`.
+pub fn build_shard(params: &ShardParams, index: u32, revoked: &[RevokedAt], key: &StateKey) -> Option<Vec<u8>> {
+    if params.bits > MAX_BITS || u64::from(index) >> params.bits != 0 {
+        return None;
     }
-    Ok((head, shards))
+    let (version, tokens) = versions_and_buckets(params, revoked, Some(index)).pop()?;
+    Some(encode_shard(params, index, version, tokens, key))
 }
 
 #[cfg(test)]
@@ -496,21 +612,32 @@ mod tests {
             asset: None,
             campaign: None,
         };
-        let both = Sharded { head, shard: Some(s1) };
+        let both = Sharded {
+            head: head.prefix(),
+            version: head.version(1).unwrap_or(0),
+            shard: Some(s1),
+        };
         assert_eq!(both.check(&subject(&[0x10; 12])), Ok(Revoked::Token));
         assert_eq!(both.check(&subject(&[0x11; 12])), Ok(Revoked::No));
         // Another bucket's shard, or none: no answer (never "not revoked").
         assert_eq!(both.check(&subject(&[0xf0; 12])), Err(ShardError::WrongShard));
-        let none = Sharded { head, shard: None };
+        let none = Sharded { shard: None, ..both };
         assert_eq!(none.check(&subject(&[0x10; 12])), Err(ShardError::WrongShard));
         // A shard older than the head's version for its bucket is refused.
         let (_, old) = build_sharded(&ShardParams { generation: 2, ..p }, &revoked[..0], &[], &k).expect("built");
         let old1 = ShardView::open_verified(&old[1], &k).expect("shard");
         let stale = Sharded {
-            head,
             shard: Some(old1),
+            ..both
         };
+        // The prefix read alone opens to the same head.
+        let prefix = HeadPrefix::open(&head.as_bytes()[..head.prefix_len()]).expect("prefix");
+        assert_eq!((prefix.generation(), prefix.as_of(), prefix.bits()), (9, 100, 4));
+        assert!(HeadPrefix::open(&head.as_bytes()[..head.prefix_len() + 1]).is_err());
         assert_eq!(stale.check(&subject(&[0x10; 12])), Err(ShardError::Outdated));
+        // One shard built alone is the same bytes.
+        assert_eq!(build_shard(&p, 1, &revoked, &k).as_deref(), Some(shards[1].as_slice()));
+        assert_eq!(build_shard(&p, 16, &revoked, &k), None);
         // Tampering is refused, and magic is not interchangeable.
         let mut bad = shards[1].clone();
         bad[SHARD_HEADER_LEN] ^= 1;
@@ -626,12 +753,13 @@ mod tests {
                         campaign: None,
                     };
                     let i = head.bucket_of(&t.id);
-                    let sharded = Sharded { head, shard: Some(shards[i as usize]) };
+                    let version = head.version(i).unwrap_or(u64::MAX);
+                    let sharded = Sharded { head: head.prefix(), version, shard: Some(shards[i as usize]) };
                     prop_assert_eq!(sharded.check(&s), Ok(snap.is_revoked(&s)));
                     // Any other bucket's shard gives no answer at all.
                     if bits > 0 {
                         let other = shards[((i + 1) % (1 << bits)) as usize];
-                        let wrong = Sharded { head, shard: Some(other) };
+                        let wrong = Sharded { shard: Some(other), ..sharded };
                         prop_assert_eq!(wrong.check(&s), Err(ShardError::WrongShard));
                     }
                 }
