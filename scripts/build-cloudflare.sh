@@ -3,15 +3,25 @@
 # worker-build would download wasm-bindgen and esbuild, so both are pointed at local copies (the pinned
 # wasm-bindgen-cli that scripts/test.sh installs, and the esbuild that wrangler brings). Prints the bundle's size.
 #
+# `bash scripts/build-cloudflare.sh --phases` builds the benchmark's phase-stop variant (cargo feature
+# `bench-phases`, never deployed) into edge-worker/cloudflare/build-phases/ instead.
+#
 # `wrangler deploy` runs this through the [build] section of the root wrangler.toml. Concurrent callers (test
 # binaries running in parallel) are serialised with a lock, and a build that is newer than every source is reused.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CRATE=$ROOT/edge-worker/cloudflare
-OUT=$CRATE/build
+OUT_NAME=build
+FEATURES=()
+if [[ ${1:-} == --phases ]]; then
+    OUT_NAME=build-phases
+    FEATURES=(--features bench-phases)
+    shift
+fi
+OUT=$CRATE/$OUT_NAME
 
 mkdir -p "$ROOT/target"
-exec 9>"$ROOT/target/.cloudflare-build.lock"
+exec 9>"$ROOT/target/.cloudflare-$OUT_NAME.lock"
 flock 9
 
 newest_source=$(find "$ROOT/shared/src" "$ROOT/edge-worker/src" "$CRATE/src" "$CRATE/Cargo.toml" "$CRATE/Cargo.lock" \
@@ -32,7 +42,7 @@ ESBUILD_BIN=${ESBUILD_BIN:-$ROOT/node_modules/@esbuild/linux-x64/bin/esbuild}
 export ESBUILD_BIN
 
 cd "$CRATE"
-worker-build --release
+worker-build --release --out-dir "$OUT_NAME" . "${FEATURES[@]}"
 raw=$(stat -c '%s' "$OUT/index_bg.wasm")
 js=$(stat -c '%s' "$OUT/index.js")
 gz=$(cat "$OUT/index_bg.wasm" "$OUT/index.js" | gzip -9 | wc -c)

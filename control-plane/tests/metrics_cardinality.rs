@@ -211,7 +211,7 @@ async fn anonymous_paths_at_the_edge_make_no_series() {
             Decision::Preflight(_) => None,
         };
         if let Some(e) = event {
-            batch.push(e);
+            batch.push(*e);
         }
     };
     // What the issue saw: a random first segment per request, and the odd favicon; then garbage tokens.

@@ -112,6 +112,9 @@ pub mod fastly {
     /// Secret Store entry holding every secret in one value (`NAME=value` lines). When present, the other Secret
     /// Store entries are not read.
     pub const SECRETS_KEY: &str = "SHAREGATE_SECRETS";
+    /// Setting (`true`/`false`, default false): read the revocation state by shards (a head and one shard per
+    /// request, `GET <state URL>/head` and `/shard/<bits>/<index>`) instead of whole.
+    pub const STATE_SHARDS: &str = "SHAREGATE_STATE_SHARDS";
     /// Surrogate key on the app's state objects: purging it makes every POP fetch a whole snapshot.
     pub const STATE_SURROGATE_KEY: &str = "sg-edge-state";
     /// The backend that serves `SHAREGATE_STATE_URL` and `SHAREGATE_EVENTS_URL`.

@@ -173,8 +173,8 @@ pub struct Allow<'a> {
     pub cache_tags: CacheTags<'a>,
     /// Set when the body is a playlist to rewrite with [`Engine::rewrite_playlist`].
     pub playlist: Option<alloc::boxed::Box<PlaylistPlan>>,
-    /// An event to report, if any.
-    pub event: Option<Event>,
+    /// An event to report, if any (boxed: most answers have none, and the decision stays small to move).
+    pub event: Option<alloc::boxed::Box<Event>>,
 }
 
 impl Allow<'_> {
@@ -292,8 +292,8 @@ pub struct Deny {
     pub headers: Headers,
     /// JSON body.
     pub body: String,
-    /// An event to report, if any.
-    pub event: Option<Event>,
+    /// An event to report, if any (boxed: most answers have none, and the decision stays small to move).
+    pub event: Option<alloc::boxed::Box<Event>>,
 }
 
 /// What to answer when the origin fails an allowed request (every adapter sends exactly this).
@@ -526,9 +526,9 @@ impl Engine {
         }
     }
 
-    fn event(&self, kind: EventKind, reason: Option<Reason>, now: u64, attr: Attr<'_, '_>) -> Event {
+    fn event(&self, kind: EventKind, reason: Option<Reason>, now: u64, attr: Attr<'_, '_>) -> alloc::boxed::Box<Event> {
         let attribution = attr.resolve();
-        Event {
+        alloc::boxed::Box::new(Event {
             kind,
             reason: reason.map(Reason::as_str),
             at: now,
@@ -540,7 +540,7 @@ impl Engine {
             token: attribution.token,
             plan: attribution.plan,
             cmcd: None,
-        }
+        })
     }
 
     fn deny<'a>(&self, reason: Reason, detail: Option<&str>, now: u64, attribution: Attr<'_, '_>) -> Decision<'a> {
@@ -729,7 +729,7 @@ impl Engine {
         claims: &Claims<'_>,
         state: StateInput<'_>,
         now: u64,
-    ) -> Result<Option<Event>, Refused<'a>> {
+    ) -> Result<Option<alloc::boxed::Box<Event>>, Refused<'a>> {
         let attribution = Attr::Claims(claims);
         let stale = state.state.is_none() || state.age > u64::from(self.config.state_max_age);
         if stale && self.config.stale_policy == StalePolicy::FailClosed {
@@ -756,7 +756,7 @@ impl Engine {
         req: &Request<'a>,
         found: Located<'a>,
         claims: &Claims<'_>,
-        mut event: Option<Event>,
+        mut event: Option<alloc::boxed::Box<Event>>,
         now: u64,
     ) -> Decision<'a> {
         let resource = found.resource;

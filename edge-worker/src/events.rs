@@ -302,8 +302,8 @@ mod tests {
             ..Request::default()
         };
         match e.decide(&req, now, StateInput { state: None, age: 0 }) {
-            Decision::Deny(d) => d.event.unwrap(),
-            Decision::Allow(a) => a.event.unwrap(),
+            Decision::Deny(d) => *d.event.unwrap(),
+            Decision::Allow(a) => *a.event.unwrap(),
             Decision::Preflight(_) => panic!("no preflight for GET"),
         }
     }
@@ -394,7 +394,7 @@ mod tests {
                 (a0.cache_key(), &a0.origin_path, &a0.origin_query)
             );
         }
-        let e1 = a1.event.clone().unwrap();
+        let e1 = *a1.event.clone().unwrap();
         assert_eq!(e1.kind, EventKind::Segment);
         let c = e1.cmcd.as_deref().unwrap();
         assert_eq!(
@@ -406,7 +406,7 @@ mod tests {
             Some(format!("{now}-{}", hex::encode([3u8; 12])).as_str())
         );
         let json = Pending {
-            events: alloc::vec![e1.clone(), a2.event.clone().unwrap()],
+            events: alloc::vec![e1.clone(), *a2.event.clone().unwrap()],
             dropped: 0,
         }
         .to_json("e1");
@@ -429,7 +429,7 @@ mod tests {
             },
             u64::from(now),
         ));
-        let e = open.event.unwrap();
+        let e = *open.event.unwrap();
         assert_eq!(e.kind, EventKind::PlaylistOpen);
         assert_eq!(e.cmcd.unwrap().sid.as_deref(), Some("view-1"));
 

@@ -289,11 +289,11 @@ pub fn plan<'a>(decision: crate::Decision<'a>, ask: ClientAsk<'_>) -> (Step<'a>,
     match decision {
         crate::Decision::Preflight(headers) => (Step::Answer(ResponsePlan::preflight(headers)), None),
         crate::Decision::Deny(mut d) => {
-            let event = d.event.take();
+            let event = d.event.take().map(|e| *e);
             (Step::Answer(ResponsePlan::denied(d, ask.head)), event)
         }
         crate::Decision::Allow(mut a) => {
-            let event = a.event.take();
+            let event = a.event.take().map(|e| *e);
             (Step::Fetch(a), event)
         }
     }

@@ -5,6 +5,12 @@
 //! 100k-revocation state (held in isolate memory, refreshed every second from a local state endpoint) and streams
 //! the body; the pass-through worker (scripts/bench/passthrough-worker.js) only fetches. Rounds alternate between
 //! the two so machine noise falls on both; the report is medians and p99 per worker, and their ratio.
+//!
+//! Then where the added time goes: a third worker, the same code built with the `bench-phases` feature, ends each
+//! request after a phase named by the `x-sharegate-bench-stop` header (entering the worker; reading the request
+//! and deciding; the origin fetch, its response returned as it came; the whole request). Phase costs are the
+//! differences between those medians (workerd's clock does not move inside a request, so they cannot be timed
+//! from within).
 #![allow(clippy::unwrap_used)]
 
 use sharegate_e2e::origin::{StateServer, StaticOrigin};
@@ -21,12 +27,25 @@ const SIGNING: [u8; 32] = [0x71; 32];
 const STATE: [u8; 32] = [0x72; 32];
 
 async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Duration>) {
+    stop_round(client, url, None, n, out).await;
+}
+
+/// `n` requests to `url`, each ended after phase `stop` (none: the whole request, a 100 KB body).
+async fn stop_round(client: &reqwest::Client, url: &str, stop: Option<&str>, n: usize, out: &mut Vec<Duration>) {
     for _ in 0..n {
         let t = Instant::now();
-        let r = client.get(url).send().await.unwrap();
-        assert_eq!(r.status(), 200, "{url}");
+        let mut req = client.get(url);
+        if let Some(s) = stop {
+            req = req.header("x-sharegate-bench-stop", s);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{url} {stop:?}");
         let body = r.bytes().await.unwrap();
-        assert_eq!(body.len(), 100 * 1024);
+        let want = match stop {
+            Some("entry" | "decide") => 0,
+            _ => 100 * 1024,
+        };
+        assert_eq!(body.len(), want, "{stop:?}");
         out.push(t.elapsed());
     }
 }
@@ -52,6 +71,12 @@ async fn main() {
     let passthrough = WranglerDev::start_script(&repo_root().join("scripts/bench/passthrough-worker.js"), &settings)
         .await
         .unwrap();
+    let phases = WranglerDev::start_script(
+        &repo_root().join("edge-worker/cloudflare/build-phases/index.js"),
+        &settings,
+    )
+    .await
+    .unwrap();
 
     let token = testkit::mint(SIGNING, &testkit::playback_claims([0x42; 12], "demo", now, now + 3600));
     let path = format!("/t/{token}/demo/v0/seg_000.ts");
@@ -77,5 +102,41 @@ async fn main() {
         w50.as_secs_f64() / p50.as_secs_f64(),
         (w50.as_secs_f64() - p50.as_secs_f64()) * 1e6,
         w99.as_secs_f64() / p99.as_secs_f64()
+    );
+
+    // Where the time goes: the phase-stop worker, each stop in every round, beside the pass-through again.
+    let ph_url = format!("{}{path}", phases.base);
+    let stops = ["entry", "decide", "fetch", "full"];
+    let mut ph: Vec<Vec<Duration>> = vec![Vec::new(); stops.len()];
+    let mut base = Vec::new();
+    for s in stops {
+        stop_round(&client, &ph_url, Some(s), 20, &mut Vec::new()).await;
+    }
+    for _ in 0..rounds {
+        round(&client, &p_url, per_round / 2, &mut base).await;
+        for (i, s) in stops.iter().enumerate() {
+            stop_round(&client, &ph_url, Some(s), per_round / 2, &mut ph[i]).await;
+        }
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let b50 = pct(&mut base, 0.5);
+    let m: Vec<Duration> = ph.iter_mut().map(|v| pct(v, 0.5)).collect();
+    println!("phases (p50, bench-phases build; differences are each phase's cost):");
+    println!("  pass-through (JS fetch + stream)      {:>9.0} us", us(b50));
+    println!("  entry: into the worker, empty answer  {:>9.0} us", us(m[0]));
+    println!(
+        "  decide: read request + state + decide {:>9.0} us  (+{:.0} us)",
+        us(m[1]),
+        us(m[1]) - us(m[0])
+    );
+    println!(
+        "  fetch: origin fetch, response as-is   {:>9.0} us  (vs pass-through {:+.0} us)",
+        us(m[2]),
+        us(m[2]) - us(b50)
+    );
+    println!(
+        "  full: plan + headers + body           {:>9.0} us  (+{:.0} us over fetch)",
+        us(m[3]),
+        us(m[3]) - us(m[2])
     );
 }

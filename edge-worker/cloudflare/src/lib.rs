@@ -181,6 +181,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     if path == paths::STATUS {
         return status(&rt);
     }
+    #[cfg(feature = "bench-phases")]
+    let stop = bench::Stop::of(&req);
+    #[cfg(feature = "bench-phases")]
+    if stop == bench::Stop::Entry {
+        return Response::empty();
+    }
     let fields = Fields::read(&req, &rt.sources);
     let ereq = fields.request(method.as_ref(), path, query);
     let held = current_state(&rt, &fields.host, &ctx).await;
@@ -191,9 +197,52 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> worker::Result<Response>
     };
     let (step, event) = response::plan(held::decide(&rt.engine, held.as_deref(), &ereq, now), ask);
     record(&rt, &ctx, event);
+    #[cfg(feature = "bench-phases")]
+    if let Some(answer) = bench::stop_after_decide(stop, &rt, &step).await {
+        return Ok(answer);
+    }
     match step {
         Step::Answer(plan) => send(plan, None),
         Step::Fetch(a) => serve_allowed(&rt, &a, ask, now).await,
+    }
+}
+
+/// Phase stops for scripts/bench-cloudflare.sh (feature `bench-phases`, never deployed).
+#[cfg(feature = "bench-phases")]
+mod bench {
+    use super::*;
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Stop {
+        /// Answer 200 empty once the isolate's runtime is found: the cost of entering the worker at all.
+        Entry,
+        /// Answer 200 empty after reading the request and deciding.
+        Decide,
+        /// Fetch from the origin as an allowed request does, and return the origin's response object as it came.
+        Fetch,
+        /// The whole request.
+        Full,
+    }
+
+    impl Stop {
+        pub(super) fn of(req: &Request) -> Stop {
+            match req.headers().get("x-sharegate-bench-stop").ok().flatten().as_deref() {
+                Some("entry") => Stop::Entry,
+                Some("decide") => Stop::Decide,
+                Some("fetch") => Stop::Fetch,
+                _ => Stop::Full,
+            }
+        }
+    }
+
+    /// The answer that ends an allowed request early at `stop`, if it does.
+    pub(super) async fn stop_after_decide(stop: Stop, rt: &Runtime, step: &Step<'_>) -> Option<Response> {
+        let Step::Fetch(a) = step else { return None };
+        match stop {
+            Stop::Decide => Response::empty().ok(),
+            Stop::Fetch => origin_fetch(rt, a, None).await,
+            Stop::Entry | Stop::Full => None,
+        }
     }
 }
 
