@@ -24,7 +24,7 @@ mkdir -p "$ROOT/target"
 exec 9>"$ROOT/target/.cloudflare-$OUT_NAME.lock"
 flock 9
 
-newest_source=$(find "$ROOT/shared/src" "$ROOT/edge-worker/src" "$CRATE/src" "$CRATE/Cargo.toml" "$CRATE/Cargo.lock" \
+newest_source=$(find "$ROOT/shared/src" "$ROOT/edge-worker/src" "$CRATE/src" "$CRATE/Cargo.toml" "$CRATE/Cargo.lock" "$CRATE/.cargo" \
     "$ROOT/shared/Cargo.toml" "$ROOT/edge-worker/Cargo.toml" -type f -printf '%T@\n' 2>/dev/null | sort -n | tail -n1)
 if [[ ${1:-} != --force && -f $OUT/index_bg.wasm && -f $OUT/index.js ]]; then
     built=$(stat -c '%Y' "$OUT/index_bg.wasm")
