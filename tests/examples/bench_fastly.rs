@@ -52,6 +52,83 @@ async fn round(client: &reqwest::Client, url: &str, n: usize, out: &mut Vec<Dura
 
 type Phases = BTreeMap<String, Vec<f64>>;
 
+/// A control plane's sharded state endpoints (`/v1/edge/state/head`, `/v1/edge/state/shard/{bits}/{index}`) over
+/// `revoked` pseudo-random revoked ids (spread over 1,000 generations) and 10 watermarks: the head at request time
+/// (so the state stays fresh), the signed freshness message to an edge that holds the generation, a shard built on
+/// demand. Returns the state URL and the head's size.
+async fn shard_server(revoked: usize) -> (String, usize) {
+    use sharegate_shared::revocation::{
+        RevokedAt, RevokedToken, ScopeKind, ShardParams, StateKey, Watermark, bits_for, build_freshness, build_head,
+        build_shard,
+    };
+    use std::sync::Arc;
+    const GENERATION: u64 = 1_000;
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let records: Arc<Vec<RevokedAt>> = Arc::new(
+        (0..revoked as u64)
+            .map(|n| {
+                let mut id = [0u8; 12];
+                id[..8].copy_from_slice(&mix(n + 1).to_be_bytes());
+                id[8..].copy_from_slice(&(n as u32).to_be_bytes());
+                RevokedAt {
+                    token: RevokedToken {
+                        id,
+                        iat: 1,
+                        exp: u32::MAX,
+                    },
+                    generation: 1 + n % GENERATION,
+                }
+            })
+            .collect(),
+    );
+    let marks: Arc<Vec<Watermark>> = Arc::new(
+        (0..10u8)
+            .map(|i| Watermark::new(ScopeKind::Viewer, &[b'v', i], 1))
+            .collect(),
+    );
+    let bits = bits_for(revoked);
+    let params = move || ShardParams {
+        generation: GENERATION,
+        as_of: unix_now() as u32,
+        bits,
+        expire_before: 0,
+    };
+    let key = StateKey::new(STATE);
+    let head_len = build_head(&params(), &records, &marks, &key).unwrap().len();
+    let (r1, m1, k1, r2, k2) = (records.clone(), marks, key.clone(), records, key);
+    let app = axum::Router::new()
+        .route(
+            "/v1/edge/state/head",
+            axum::routing::get(move |h: axum::http::HeaderMap| {
+                let held = h
+                    .get(sharegate_edge::contract::headers::GENERATION)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                let body = if held == Some(GENERATION) {
+                    build_freshness(GENERATION, unix_now() as u32, &k1).to_vec()
+                } else {
+                    build_head(&params(), &r1, &m1, &k1).unwrap()
+                };
+                async move { body }
+            }),
+        )
+        .route(
+            "/v1/edge/state/shard/{bits}/{index}",
+            axum::routing::get(move |axum::extract::Path((b, i)): axum::extract::Path<(u8, u32)>| {
+                let p = ShardParams { bits: b, ..params() };
+                let body = build_shard(&p, i, &r2, &k2).unwrap_or_default();
+                async move { body }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1/edge/state", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, head_len)
+}
+
 /// The settings as the app reads them in production: one Config Store key (`SHAREGATE_SETTINGS`) and one Secret
 /// Store entry (`SHAREGATE_SECRETS`), each `NAME=value` lines. The origin and control-plane URLs stay as keys of their
 /// own too: the harness derives the backends from them (the app does not read them once the bundle is there).
@@ -94,17 +171,32 @@ async fn main() {
     let mut settings = testkit::edge_settings(SIGNING, STATE);
     settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
     settings.insert("SHAREGATE_SEGMENT_TTL".to_string(), "0".to_string());
-    // State sizes for the timing build; the latency comparison uses the first.
-    let mut sizes = vec![("100k revoked of 1M issued", 1_000_000u32, 100_000usize)];
+    // The service reads the state by shards (a head and one shard per request). The timing build runs with the
+    // sharded state at two very different sizes (per-request state cost independent of size), and with the whole
+    // 100k/1M snapshot for comparison (the mode before shards).
+    let mut sizes = vec![("100k revoked", 100_000usize), ("1M revoked", 1_000_000)];
     if !quick {
-        sizes.push(("10 revoked of 100 issued", 100, 10));
-        sizes.push(("1M revoked of 10M issued", 10_000_000, 1_000_000));
+        sizes.insert(0, ("10 revoked", 10));
     }
     let mut servers = Vec::new();
     let mut timing = Vec::new();
-    for (i, (label, issued, revoked)) in sizes.iter().enumerate() {
-        let snapshot = sharegate_e2e::synthetic_state(now, *issued, *revoked, STATE);
-        let file = dir.path().join(format!("state-{i}.bin"));
+    let mut sharded = None;
+    for (label, revoked) in &sizes {
+        let (url, head_len) = shard_server(*revoked).await;
+        let mut s = settings.clone();
+        s.insert("SHAREGATE_STATE_URL".to_string(), url);
+        s.insert("SHAREGATE_STATE_SHARDS".to_string(), "true".to_string());
+        let v = Viceroy::start_wasm(&package_dir().join("bin/bench-timing.wasm"), &bundled(&s), &[])
+            .await
+            .unwrap();
+        if sharded.is_none() || *revoked == 100_000 {
+            sharded = Some(s.clone());
+        }
+        timing.push((format!("sharded, {label} (head {head_len} B)"), s, v));
+    }
+    {
+        let snapshot = sharegate_e2e::synthetic_state(now, 1_000_000, 100_000, STATE);
+        let file = dir.path().join("state-whole.bin");
         std::fs::write(&file, &snapshot).unwrap();
         let server = StateServer::start(snapshot.clone(), 1).await.unwrap();
         let mut s = settings.clone();
@@ -116,10 +208,14 @@ async fn main() {
         )
         .await
         .unwrap();
-        timing.push((format!("{label}, {} B", snapshot.len()), s, v));
+        timing.push((
+            format!("whole snapshot, 100k revoked of 1M issued, {} B", snapshot.len()),
+            s,
+            v,
+        ));
         servers.push(server);
     }
-    let uncached = timing[0].1.clone();
+    let uncached = sharded.unwrap();
     let mut cached = uncached.clone();
     cached.remove("SHAREGATE_SEGMENT_TTL");
     let app = Viceroy::start_wasm(&app_wasm(), &bundled(&uncached), &[])
@@ -160,10 +256,9 @@ async fn main() {
     let (c50, c99) = (pct(&mut lat[2], 0.5), pct(&mut lat[2], 0.99));
     let wasm = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     println!(
-        "app wasm {} B, pass-through wasm {} B; 100 KB segment; state {}",
+        "app wasm {} B, pass-through wasm {} B; 100 KB segment; state by shards, 100k revoked",
         wasm(&app_wasm()),
         wasm(&passthrough_wasm()),
-        timing[0].0
     );
     println!(
         "requests per app: {} ({rounds} alternating rounds of {per_round})",
@@ -190,9 +285,10 @@ async fn main() {
         for (name, what) in [
             ("settings", "settings: one Config + one Secret Store key, parse, key"),
             ("request", "request: raw URI, client address, geo, headers"),
-            ("state", "state: Core Cache lookup + body read (one copy)"),
-            ("open", "open: snapshot + deltas opened in place"),
-            ("decide", "decide: token, policy, revocation"),
+            ("state", "state: Core Cache lookup + read (head prefix / whole)"),
+            ("open", "open: in place"),
+            ("shard", "shard: bucket version + shard lookup + read"),
+            ("decide", "decide: token, policy, revocation (shard excluded)"),
             ("kv_state", "for comparison: KV Store lookup + read + open"),
             ("answer", "answer: origin fetch + response plan (as pass-through)"),
         ] {

@@ -125,7 +125,8 @@ fn delta_for(s: &AppState, generation: u64, e: &LogEntry, now32: u32) -> Result<
     .map_err(|e| ApiError::Internal(format!("delta: {e}")))
 }
 
-pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// The edge credential (`Authorization: Bearer <SHAREGATE_EDGE_TOKEN>`), compared in constant time; notes the contact.
+pub(super) fn authorize_edge(s: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -142,7 +143,12 @@ pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMa
             ApiError::BadCredential
         });
     }
-    s.edge_contacts.note(&headers);
+    s.edge_contacts.note(headers);
+    Ok(())
+}
+
+pub(super) async fn edge_state(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize_edge(&s, &headers)?;
     // The time first, the generation after (see the module docs). A clock past 2106 is an error, not a far
     // future "as of" that would keep every edge fresh.
     let as_of = u32::try_from(now()).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;

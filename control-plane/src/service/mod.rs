@@ -15,6 +15,7 @@ pub mod audit_events;
 pub mod auth;
 pub mod dashboard;
 pub mod doctor;
+pub mod edge_shards;
 pub mod edge_state;
 pub mod entitlement;
 pub mod error;
@@ -264,6 +265,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/revocations", post(revocations::create))
         .route("/v1/revocations/{id}", get(revocations::get))
         .route("/v1/edge/state", get(edge_state::edge_state))
+        .route("/v1/edge/state/head", get(edge_shards::head))
+        .route("/v1/edge/state/shard/{bits}/{index}", get(edge_shards::shard))
         .merge(assets::routes())
         .merge(shares::routes())
         .merge(player::routes())

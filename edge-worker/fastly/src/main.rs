@@ -9,6 +9,7 @@
 
 mod origin;
 mod raw;
+mod shards;
 mod state;
 mod stores;
 
@@ -16,7 +17,12 @@ use fastly::http::Method;
 use fastly::{Request, Response};
 use sharegate_edge::adapter::{self, AdapterSettings};
 use sharegate_edge::client::{ClientSources, Peer};
-use sharegate_edge::contract::{fastly::CONTROL_PLANE_BACKEND, paths};
+use sharegate_edge::contract::{
+    fastly::{CONTROL_PLANE_BACKEND, STATE_SHARDS},
+    paths,
+};
+use sharegate_edge::ConfigSource;
+use sharegate_edge::engine::{Revocations, StateInput};
 use sharegate_edge::engine::{Decision, Headers};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::held;
@@ -32,6 +38,8 @@ pub struct Runtime {
     pub settings: AdapterSettings,
     /// The platform's client facts, or the test harness's headers (`SHAREGATE_TRUST_FORWARDED`).
     pub sources: ClientSources,
+    /// The revocation state by shards (`SHAREGATE_STATE_SHARDS=true`) rather than whole.
+    pub shards: bool,
 }
 
 impl Runtime {
@@ -40,7 +48,13 @@ impl Runtime {
         let src = stores::Stores::open()?;
         let config = EdgeConfig::from_source(&src).map_err(|e| e.key)?;
         let settings = AdapterSettings::from_source(&src).map_err(|e| e.key)?;
+        let shards = match src.get(STATE_SHARDS).as_deref().map(str::trim) {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(_) => return Err(STATE_SHARDS),
+        };
         Ok(Runtime {
+            shards,
             engine: Engine::new(config),
             sources: ClientSources::cdn(settings.trust_forwarded),
             settings,
@@ -66,6 +80,9 @@ pub(crate) fn set_headers(resp: &mut Response, headers: &Headers) {
 struct Timings {
     #[cfg(feature = "bench-timing")]
     marks: Vec<(&'static str, std::time::Instant)>,
+    /// Time inside a phase reported as a phase of its own: (inside, as, duration).
+    #[cfg(feature = "bench-timing")]
+    moved: Vec<(&'static str, &'static str, std::time::Duration)>,
 }
 
 impl Timings {
@@ -74,14 +91,26 @@ impl Timings {
         self.marks.push((_phase, std::time::Instant::now()));
     }
 
+    /// Report `_d` of phase `_inside` as phase `_as`.
+    fn split(&mut self, _inside: &'static str, _as: &'static str, _d: std::time::Duration) {
+        #[cfg(feature = "bench-timing")]
+        self.moved.push((_inside, _as, _d));
+    }
+
     fn header(&self, _resp: &mut Response) {
         #[cfg(feature = "bench-timing")]
         {
-            let parts: Vec<String> = self
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            let mut parts: Vec<String> = self
                 .marks
                 .windows(2)
-                .map(|w| format!("{};dur={:.4}", w[1].0, (w[1].1 - w[0].1).as_secs_f64() * 1000.0))
+                .map(|w| {
+                    let moved: std::time::Duration =
+                        self.moved.iter().filter(|m| m.0 == w[1].0).map(|m| m.2).sum();
+                    format!("{};dur={:.4}", w[1].0, ms((w[1].1 - w[0].1).saturating_sub(moved)))
+                })
                 .collect();
+            parts.extend(self.moved.iter().map(|m| format!("{};dur={:.4}", m.1, ms(m.2))));
             _resp.set_header("server-timing", parts.join(", "));
         }
     }
@@ -106,6 +135,9 @@ fn main() {
     let (ereq, ask) = read_request(&req, &uri, &rt.sources);
     t.mark("request");
     let now = now_ms();
+    if rt.shards {
+        return sharded(&rt, &ereq, ask, now, t);
+    }
     let current = state::for_request(&rt.engine, &rt.settings, now);
     t.mark("state");
     let (generation, decision) = current.with_input(now / 1000, |input, generation| {
@@ -128,6 +160,43 @@ fn main() {
     }
     if let Some(e) = event {
         report(&rt, e);
+    }
+}
+
+/// The rest of a request with the state by shards (`SHAREGATE_STATE_SHARDS`, `shards.rs`): the head's prefix read
+/// first, the token's shard when the engine asks about a verified token; without an exact answer, decided again
+/// with no state (the engine's stale policy).
+fn sharded(rt: &Runtime, ereq: &sharegate_edge::Request<'_>, ask: ClientAsk<'_>, now: u64, mut t: Timings) {
+    let current = shards::for_request(&rt.engine, &rt.settings, now);
+    t.mark("state");
+    let lazy = current.lazy(&rt.engine, &rt.settings);
+    let generation = current.prefix().map(|p| p.generation());
+    t.mark("open");
+    let as_of = current.meta.as_of;
+    let decision = (ereq.path != paths::STATUS).then(|| {
+        let state = lazy.as_ref().map(|l| l as &dyn Revocations);
+        let d = rt.engine.decide(ereq, now / 1000, StateInput::opened(state, as_of, now / 1000));
+        if lazy.as_ref().is_some_and(shards::Lazy::unavailable) {
+            return rt.engine.decide(ereq, now / 1000, StateInput::opened(None, as_of, now / 1000));
+        }
+        d
+    });
+    t.mark("decide");
+    if let Some(l) = &lazy {
+        t.split("decide", "shard", l.spent());
+    }
+    let (mut resp, event) = match decision {
+        None => (status(rt, generation, now, as_of), None),
+        Some(decision) => answer(rt, decision, ask, now / 1000),
+    };
+    t.mark("answer");
+    t.header(&mut resp);
+    resp.send_to_client();
+    if current.must_refresh() {
+        let _ = shards::refresh(&rt.engine, &rt.settings, current, now_ms());
+    }
+    if let Some(e) = event {
+        report(rt, e);
     }
 }
 

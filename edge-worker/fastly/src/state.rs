@@ -225,6 +225,11 @@ pub fn lookup() -> Current {
 /// confirms nothing.
 fn fetch(settings: &AdapterSettings, since: Option<u64>) -> Result<Vec<u8>, String> {
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
+    fetch_url(settings, url, since)
+}
+
+/// GET `url` from the control plane with the state request headers (`since`: the generation held).
+pub(crate) fn fetch_url(settings: &AdapterSettings, url: &str, since: Option<u64>) -> Result<Vec<u8>, String> {
     let mut req = Request::get(url).with_pass(true);
     for (name, value) in held::state_request_headers(since, settings.edge_token.as_deref(), None) {
         req.set_header(name, value);
@@ -238,7 +243,7 @@ fn fetch(settings: &AdapterSettings, since: Option<u64>) -> Result<Vec<u8>, Stri
     }
 }
 
-fn read_floor() -> u64 {
+pub(crate) fn read_floor() -> u64 {
     let found = fastly::cache::core::lookup(CacheKey::from_static(FLOOR_KEY)).execute();
     let Ok(Some(found)) = found else { return 0 };
     let mut b = Vec::with_capacity(8);
@@ -246,7 +251,7 @@ fn read_floor() -> u64 {
     read.and_then(|_| b.try_into().ok()).map_or(0, u64::from_le_bytes)
 }
 
-fn write_floor(generation: u64) -> Result<(), String> {
+pub(crate) fn write_floor(generation: u64) -> Result<(), String> {
     let mut w = fastly::cache::core::insert(CacheKey::from_static(FLOOR_KEY), FLOOR_TTL)
         .surrogate_keys([STATE_SURROGATE_KEY])
         .known_length(8)
@@ -258,7 +263,7 @@ fn write_floor(generation: u64) -> Result<(), String> {
 
 /// Cache lifetimes of the state object: fresh for half the refresh window, then usable (stale) up to the hard age
 /// limit, after which it is gone and the next request fetches a whole snapshot before deciding.
-fn lifetimes(engine: &Engine, settings: &AdapterSettings) -> (Duration, Duration) {
+pub(crate) fn lifetimes(engine: &Engine, settings: &AdapterSettings) -> (Duration, Duration) {
     let fresh = Duration::from_millis(schedule(settings).fresh_ms());
     let usable = Duration::from_secs(u64::from(engine.config().state_max_age));
     (fresh, usable)
@@ -422,7 +427,7 @@ pub fn for_request(engine: &Engine, settings: &AdapterSettings, now_ms: u64) -> 
     current
 }
 
-fn schedule(settings: &AdapterSettings) -> Schedule {
+pub(crate) fn schedule(settings: &AdapterSettings) -> Schedule {
     Schedule {
         window_ms: u64::from(settings.state_refresh_ms),
     }
