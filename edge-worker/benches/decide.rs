@@ -124,6 +124,21 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The figure of record: decide against the raw HMAC, interleaved in one loop (see testkit::interleaved_ratio).
+    testkit::interleaved_ratio(
+        "edge: decide_segment/raw_hmac_prekeyed",
+        2000,
+        256,
+        || {
+            let mut m = prekeyed.clone();
+            m.update(black_box(&signed));
+            black_box(m.finalize().into_bytes());
+        },
+        || {
+            black_box(engine.decide(black_box(&req), u64::from(NOW), StateInput::fresh(&view)));
+        },
+    );
 }
 
 criterion_group!(benches, bench);

@@ -203,7 +203,11 @@ impl ShareId {
         match u8::try_from(id.len()) {
             Ok(n) if id.len() <= INLINE_ID => {
                 let mut b = [0u8; INLINE_ID];
-                b[..id.len()].copy_from_slice(id.as_bytes());
+                // A loop, not `copy_from_slice`: a variable-length copy is a call to `memcpy`, dearer than these
+                // few bytes.
+                for (d, s) in b.iter_mut().zip(id.bytes()) {
+                    *d = s;
+                }
                 ShareId::Inline(n, b)
             }
             _ => ShareId::Heap(id.into()),
