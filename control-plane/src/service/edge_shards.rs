@@ -9,7 +9,7 @@
 //! before the generation, as everywhere. A shard is built at the current generation for the bits and bucket asked
 //! (an edge holding an older head gets a shard at least as new as its head needs).
 
-use super::edge_state::authorize_edge;
+use super::keys::require_edge;
 use super::error::ApiError;
 use super::revocations::{LogEntry, revoked_of, watermark_of};
 use super::{AppState, now};
@@ -65,7 +65,8 @@ fn as_of_now() -> Result<u32, ApiError> {
 }
 
 pub(super) async fn head(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize_edge(&s, &headers)?;
+    require_edge(&s, &headers)?;
+    s.edge_contacts.note(&headers);
     // The time first, the generation after (see edge_state).
     let as_of = as_of_now()?;
     let current = s.store.counter("state_generation").await?;
@@ -98,7 +99,8 @@ pub(super) async fn shard(
     Path((bits, index)): Path<(u8, u32)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize_edge(&s, &headers)?;
+    require_edge(&s, &headers)?;
+    s.edge_contacts.note(&headers);
     if bits > MAX_BITS || u64::from(index) >> bits != 0 {
         return Err(ApiError::NotFound("shard"));
     }
