@@ -658,6 +658,102 @@ async fn redis_tampering_is_detected() {
     assert_eq!(verify_chain(&read_all_chained(&*s, Log::Audit, 100).await), Err(4));
 }
 
+/// Chained appends are group-committed on Redis (one script call per batch of queued callers). A batch whose call
+/// fails must fail every caller in it, and no caller may be answered before its batch is written: so, under
+/// concurrent appends with the log key made unwritable for a while (a foreign type under it, which fails the
+/// script before it writes anything), every acknowledged entry is in the chain at the seq and hash it was answered
+/// with, and no refused entry is in it at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_chained_group_commit_acknowledges_only_what_it_wrote() {
+    let server = RedisServer::start();
+    let s = redis_store(&server, "g:").await;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Appenders run until told to stop; the log is unwritable from the first acknowledgement until the first
+    // refusal has been seen (however slow the machine), then writable again for a while.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen = Arc::new([
+        std::sync::atomic::AtomicUsize::new(0),
+        std::sync::atomic::AtomicUsize::new(0),
+    ]);
+    let mut tasks = JoinSet::new();
+    for t in 0..32u32 {
+        let (s, stop, seen) = (s.clone(), stop.clone(), seen.clone());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let value = format!("entry-{t}-{i}");
+                let r = s.append_chained(Log::Audit, value.as_bytes()).await;
+                seen[usize::from(r.is_err())].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                out.push((value, r));
+            }
+            out
+        });
+    }
+    let until = |i: usize, n: usize| {
+        let seen = seen.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while seen[i].load(std::sync::atomic::Ordering::Relaxed) < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    };
+    until(0, 1).await;
+    let _: () = redis::cmd("RENAME")
+        .arg("g:log:audit")
+        .arg("g:log:audit.aside")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("g:log:audit")
+        .arg("not a hash")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    until(1, 1).await;
+    let _: () = redis::cmd("RENAME")
+        .arg("g:log:audit.aside")
+        .arg("g:log:audit")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let acked_before = seen[0].load(std::sync::atomic::Ordering::Relaxed);
+    until(0, acked_before + 200).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results: Vec<_> = tasks.join_all().await.into_iter().flatten().collect();
+
+    let entries = read_all_chained(&*s, Log::Audit, 1000).await;
+    verify_chain(&entries).expect("one unbroken chain");
+    let stored: HashMap<Vec<u8>, &ChainedEntry> = entries.iter().map(|e| (e.value.clone(), e)).collect();
+    let (mut acked, mut refused) = (0, 0);
+    for (value, r) in &results {
+        match r {
+            Ok((seq, hash)) => {
+                acked += 1;
+                let e = stored
+                    .get(value.as_bytes())
+                    .unwrap_or_else(|| panic!("{value} acknowledged, not stored"));
+                assert_eq!((e.seq, e.hash), (*seq, *hash), "{value}");
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(
+                    !stored.contains_key(value.as_bytes()),
+                    "{value} refused ({e}) but stored"
+                );
+            }
+        }
+    }
+    assert_eq!(acked, entries.len(), "every stored entry was acknowledged once");
+    assert!(acked > 200, "too little got through: {acked}");
+    assert!(refused > 0, "no append met the unwritable log");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_prefixes_keep_deployments_apart() {
     let server = RedisServer::start();

@@ -8,8 +8,8 @@
 //! which is then retried without it, so it never fails or half-applies its batch-mates. A storage error fails the
 //! whole batch.
 //!
-//! Reads run on tokio's blocking pool in their own read transactions (redb is MVCC: readers never wait for the
-//! writer) and see every write whose call has returned.
+//! Reads run in their own read transactions (redb is MVCC: readers never wait for the writer) and see every write
+//! whose call has returned: point lookups on the calling thread, ranges and scans on tokio's blocking pool.
 //!
 //! File layout (tables): `ns:<name>` (`&str` → bytes) per [`Ns`]; `counters` (`&str` → `u64`); `log:<name>`
 //! (`u64` seq → bytes; chained logs store `hash (32 bytes) || value`) per [`Log`]; `log_seq` (log name → last seq).
@@ -197,6 +197,15 @@ impl RedbStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    /// A read of a few keys, on the calling thread: a point lookup in a read transaction is a few microseconds of
+    /// work on cached pages (redb's commit releases its locks before it flushes, so a reader never waits for an
+    /// fsync), less than handing it to the blocking pool and back costs (two thread switches; the largest cost of
+    /// an API key lookup under load). Ranges and scans, which may touch many pages, go through [`Self::read`].
+    fn read_now<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        f(&txn)
     }
 
     async fn read_range(&self, log: Log, from_seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
@@ -395,12 +404,10 @@ impl Store for RedbStore {
     }
 
     async fn get(&self, ns: Ns, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = key.to_string();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let t = txn.open_table(ns_table(ns)).map_err(backend)?;
-            Ok(t.get(key.as_str()).map_err(backend)?.map(|g| g.value().to_vec()))
+            Ok(t.get(key).map_err(backend)?.map(|g| g.value().to_vec()))
         })
-        .await
     }
 
     async fn counters(&self, names: &[String]) -> Result<Vec<u64>, StoreError> {
@@ -448,15 +455,10 @@ impl Store for RedbStore {
     }
 
     async fn counter(&self, counter: &str) -> Result<u64, StoreError> {
-        let counter = counter.to_string();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let t = txn.open_table(COUNTERS).map_err(backend)?;
-            Ok(t.get(counter.as_str())
-                .map_err(backend)?
-                .map(|g| g.value())
-                .unwrap_or(0))
+            Ok(t.get(counter).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
         })
-        .await
     }
 
     async fn atomic(&self, checks: &[Check<'_>], ops: &[Op<'_>]) -> Result<Option<Vec<u64>>, StoreError> {
@@ -506,11 +508,10 @@ impl Store for RedbStore {
     }
 
     async fn last_seq(&self, log: Log) -> Result<u64, StoreError> {
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let t = txn.open_table(LOG_SEQ).map_err(backend)?;
             Ok(t.get(log.name()).map_err(backend)?.map(|g| g.value()).unwrap_or(0))
         })
-        .await
     }
 
     async fn trim_log(&self, log: Log, below: u64) -> Result<(), StoreError> {

@@ -14,8 +14,10 @@
 //!
 //! The audit chain needs SHA-256, which Redis Lua lacks, so the hash is computed here and the append is optimistic:
 //! a script writes the entry only if the log's last seq is still the one the hash was computed against, else the
-//! caller re-reads the head and retries. Appends from one process are serialised by a local lock that also caches
-//! the head, so only appends from other replicas cause retries.
+//! caller re-reads the head and retries. Appends from one process are group-committed: callers queue their entries
+//! and one committer task per log writes everything queued while its previous call was in flight in one script
+//! call (and one `WAIT`), with the head cached between calls, so only appends from other replicas cause retries and
+//! a burst of audited calls costs one round trip per batch, not one per entry in turn.
 //!
 //! Production (docs/deploy.md): `rediss://` is TLS (rustls; system roots, or a private CA's PEM), ACL users and
 //! passwords ride in the URL, and behind Sentinel ([`RedisTarget::Sentinel`]) the store asks the Sentinels for the
@@ -31,10 +33,10 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{Client, RedisError, Script, TlsCertificates, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, oneshot};
 
 /// The key prefix used unless one is configured.
 pub const DEFAULT_PREFIX: &str = "sharegate:";
@@ -207,7 +209,7 @@ enum Reconnect {
     /// the open connection would stay on the demoted one).
     Url(Client),
     /// Sentinel: ask for the primary of `master`; `sentinels` are asked one by one to confirm it (see
-    /// [`RedisStore::confirm`]).
+    /// [`Shared::confirm`]).
     Sentinel {
         client: SentinelClient,
         sentinels: Vec<Client>,
@@ -229,7 +231,7 @@ const RESOLVE_EVERY: Duration = Duration::from_millis(200);
 /// replicas answer, so it must not be the connection reads and health checks share; a few let writes overlap.
 const WRITE_CONNECTIONS: usize = 4;
 
-/// What a write's confirmation checks it still speaks about (see [`RedisStore::confirm`]).
+/// What a write's confirmation checks it still speaks about (see [`Shared::confirm`]).
 #[derive(Debug, Clone, Copy)]
 struct Ticket {
     /// The primary generation when the write was sent.
@@ -250,8 +252,38 @@ struct Conns {
     writes: Vec<ConnectionManager>,
 }
 
-/// The Redis store. Cloning the connection is cheap (multiplexed connections, reconnected when they drop).
-pub struct RedisStore {
+/// The Redis store. Cloning the connection is cheap (multiplexed connections, reconnected when they drop). The state
+/// is shared with the tasks that group-commit chained appends ([`RedisStore::append_chained`]), which must outlive
+/// the call that started them.
+pub struct RedisStore(Arc<Shared>);
+
+impl std::ops::Deref for RedisStore {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Chained appends waiting for their log's committer task, and whether one runs (see
+/// [`RedisStore::append_chained`]).
+#[derive(Default)]
+struct ChainQueue {
+    pending: Vec<PendingAppend>,
+    running: bool,
+}
+
+/// One caller's chained append, answered by the committer.
+struct PendingAppend {
+    value: Vec<u8>,
+    reply: oneshot::Sender<Result<(u64, [u8; 32]), StoreError>>,
+}
+
+/// The most entries one chained group commit writes (one script call; a few hundred KiB of arguments at most).
+const CHAIN_BATCH: usize = 256;
+
+/// What a [`RedisStore`] shares with its committer tasks: the connections, the failover state and the caches.
+pub struct Shared {
     conns: RwLock<Conns>,
     /// Bumped each time the store moves to another primary: cached log heads from before are not trusted.
     generation: AtomicU64,
@@ -273,6 +305,8 @@ pub struct RedisStore {
     /// Serialises this process's chained appends and caches each chained log's head (last seq, hash), for the
     /// primary generation it was read on.
     heads: Mutex<(u64, Heads)>,
+    /// Chained appends queued for the next group commit, per log.
+    chains: std::sync::Mutex<HashMap<Log, ChainQueue>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -417,7 +451,7 @@ impl RedisStore {
         let conns = connect_all(&client, sentinel, wait)
             .await
             .map_err(|e| StoreError::Open(format!("redis: {e}")))?;
-        let store = RedisStore {
+        let store = RedisStore(Arc::new(Shared {
             conns: RwLock::new(conns),
             generation: AtomicU64::new(0),
             next_write: AtomicUsize::new(0),
@@ -442,11 +476,14 @@ impl RedisStore {
                 chain_append: Script::new(CHAIN_APPEND_LUA),
             },
             heads: Mutex::new((0, HashMap::new())),
-        };
+            chains: std::sync::Mutex::new(HashMap::new()),
+        }));
         store.ping().await.map_err(|e| StoreError::Open(e.to_string()))?;
         Ok(store)
     }
+}
 
+impl Shared {
     /// After an error that suggested the primary moved: reconnect (at most every [`RESOLVE_EVERY`]), to the primary
     /// Sentinel names now, or to the URL anew.
     async fn reconnect_if_suspect(&self) -> Result<(), StoreError> {
@@ -493,7 +530,7 @@ impl RedisStore {
         Ok(self.conns.read().unwrap_or_else(|e| e.into_inner()).shared.clone())
     }
 
-    /// The connection for a write that [`RedisStore::confirm`] follows: one of the write connections when replicas
+    /// The connection for a write that [`Shared::confirm`] follows: one of the write connections when replicas
     /// are waited for, so a `WAIT` never holds up reads and health checks. With them, the ticket names the
     /// connection (`CLIENT ID`) and the primary generation the write goes to, so the confirmation can tell whether
     /// it still speaks about this write.
@@ -697,7 +734,7 @@ impl RedisStore {
         majority
     }
 
-    /// Writes acknowledged with fewer replicas than asked for (see [`RedisStore::confirm`]), since start.
+    /// Writes acknowledged with fewer replicas than asked for (see [`Shared::confirm`]), since start.
     pub fn degraded_writes(&self) -> u64 {
         self.degraded.load(Ordering::Relaxed)
     }
@@ -741,6 +778,129 @@ impl RedisStore {
             .await
             .map_err(|e| self.failed(e))?;
         Ok(pairs)
+    }
+
+    /// The committer task of chained log `log` (one at a time per log, see [`RedisStore::append_chained`]): takes
+    /// what is queued, up to [`CHAIN_BATCH`] entries, appends it in one script call, answers each caller with its
+    /// own seq and hash or every caller with the call's error (the script is atomic: a batch lands whole or not at
+    /// all, so no entry is acknowledged unless all of them are), and stops when the queue is empty.
+    async fn commit_chained(self: Arc<Self>, log: Log) {
+        // If the task is dropped mid-batch (the runtime stops), its callers are answered by their dropped senders;
+        // the queue is reopened so a later append starts a committer again.
+        struct Running<'a>(&'a Shared, Log, bool);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    let mut chains = self.0.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(q) = chains.get_mut(&self.1) {
+                        q.running = false;
+                        q.pending.clear();
+                    }
+                }
+            }
+        }
+        let mut running = Running(&self, log, true);
+        loop {
+            let batch: Vec<PendingAppend> = {
+                let mut chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let q = chains.entry(log).or_default();
+                if q.pending.is_empty() {
+                    q.running = false;
+                    running.2 = false;
+                    return;
+                }
+                let n = q.pending.len().min(CHAIN_BATCH);
+                q.pending.drain(..n).collect()
+            };
+            let values: Vec<&[u8]> = batch.iter().map(|p| p.value.as_slice()).collect();
+            match self.append_chained_now(log, &values).await {
+                Ok(done) => {
+                    for (p, d) in batch.into_iter().zip(done) {
+                        let _ = p.reply.send(Ok(d)); // a caller that went away: its entry stands
+                    }
+                }
+                Err(e) => {
+                    for p in batch {
+                        let _ = p.reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends `values` to chained log `log` in one script call, in order; their seqs and hashes. Optimistic: the
+    /// script writes only if the log's last seq is still the one the hashes were chained to, else the head is read
+    /// again and the whole batch chained anew.
+    async fn append_chained_now(&self, log: Log, values: &[&[u8]]) -> Result<Vec<(u64, [u8; 32])>, StoreError> {
+        let mut guard = self.heads.lock().await;
+        // Heads read from a primary this store has since left are not trusted: a failover may have lost the last
+        // appends, and another replica may have chained different entries at those seqs.
+        let generation = self.generation.load(Ordering::Acquire);
+        if guard.0 != generation {
+            *guard = (generation, HashMap::new());
+        }
+        let heads = &mut guard.1;
+        let key = self.log_key(log);
+        let n = u64::try_from(values.len()).map_err(|_| StoreError::Invalid("batch too large".into()))?;
+        for attempt in 0..CHAIN_ATTEMPTS {
+            let (seq, prev) = match heads.get(&log) {
+                Some(h) => *h,
+                None => self.load_head(log).await?,
+            };
+            let mut inv = self.scripts.chain_append.key(key.as_str());
+            inv.arg(seq);
+            let mut done = Vec::with_capacity(values.len());
+            let mut hash = prev;
+            for (i, value) in (1..).zip(values) {
+                hash = chain_hash(&hash, value);
+                let mut stored = Vec::with_capacity(32 + value.len());
+                stored.extend_from_slice(&hash);
+                stored.extend_from_slice(value);
+                inv.arg(stored);
+                done.push((seq + i, hash));
+            }
+            let (mut c, ticket) = self.write_conn().await?;
+            let r: Result<i64, _> = inv.invoke_async(&mut c).await;
+            match r {
+                Ok(-1) => {
+                    heads.remove(&log); // another replica appended: re-read the head
+                    // After a lost race, back off for a random while that grows with the losses, so a replica
+                    // appending in a tight loop cannot starve the others (seen under load with 2 x 200 appenders).
+                    if attempt >= 2 {
+                        let cap_us = 100u64 << attempt.min(9);
+                        let mut r = [0u8; 8];
+                        let jitter = getrandom::fill(&mut r).map_or(cap_us / 2, |()| u64::from_le_bytes(r) % cap_us);
+                        tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
+                    }
+                }
+                Ok(new_seq) => {
+                    let new_seq = to_u64(new_seq, "chained seq")?;
+                    if new_seq != seq + n {
+                        heads.remove(&log);
+                        return Err(StoreError::Corrupt(format!(
+                            "log {}: appending {n} entries after {seq} answered {new_seq}",
+                            log.name()
+                        )));
+                    }
+                    heads.insert(log, (new_seq, hash));
+                    // One WAIT for the whole batch: it follows the one script call on the same connection.
+                    if let Err(e) = self.confirm(&mut c, ticket).await {
+                        // Appended here but not confirmed by the replicas: a failover may lose it, so re-read.
+                        heads.remove(&log);
+                        return Err(e);
+                    }
+                    return Ok(done);
+                }
+                Err(e) => {
+                    heads.remove(&log); // the append may or may not have landed
+                    return Err(self.failed(e));
+                }
+            }
+        }
+        Err(StoreError::Contention(format!(
+            "log {}: {CHAIN_ATTEMPTS} attempts lost to other appenders",
+            log.name()
+        )))
     }
 
     /// The chained log's last seq and hash, as Redis has them now.
@@ -969,65 +1129,30 @@ impl Store for RedisStore {
 
     async fn append_chained(&self, log: Log, value: &[u8]) -> Result<(u64, [u8; 32]), StoreError> {
         check_kind(log, true)?;
-        let mut guard = self.heads.lock().await;
-        // Heads read from a primary this store has since left are not trusted: a failover may have lost the last
-        // appends, and another replica may have chained different entries at those seqs.
-        let generation = self.generation.load(Ordering::Acquire);
-        if guard.0 != generation {
-            *guard = (generation, HashMap::new());
+        // Group commit: queue the entry; the log's committer task (started here if none runs) writes everything
+        // queued while its previous script call was in flight in one call, chained in queue order, and answers each
+        // caller after that call (and its WAIT) succeeded. The committer is a task of its own so that a caller
+        // that goes away (a client hanging up) never cancels its neighbours' write.
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let q = chains.entry(log).or_default();
+            q.pending.push(PendingAppend {
+                value: value.to_vec(),
+                reply,
+            });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            tokio::spawn(Shared::commit_chained(self.0.clone(), log));
         }
-        let heads = &mut guard.1;
-        let key = self.log_key(log);
-        for attempt in 0..CHAIN_ATTEMPTS {
-            let (seq, prev) = match heads.get(&log) {
-                Some(h) => *h,
-                None => self.load_head(log).await?,
-            };
-            let hash = chain_hash(&prev, value);
-            let mut stored = Vec::with_capacity(32 + value.len());
-            stored.extend_from_slice(&hash);
-            stored.extend_from_slice(value);
-            let (mut c, ticket) = self.write_conn().await?;
-            let r: Result<i64, _> = self
-                .scripts
-                .chain_append
-                .key(key.as_str())
-                .arg(seq)
-                .arg(stored)
-                .invoke_async(&mut c)
-                .await;
-            match r {
-                Ok(-1) => {
-                    heads.remove(&log); // another replica appended: re-read the head
-                    // After a lost race, back off for a random while that grows with the losses, so a replica
-                    // appending in a tight loop cannot starve the others (seen under load with 2 x 200 appenders).
-                    if attempt >= 2 {
-                        let cap_us = 100u64 << attempt.min(9);
-                        let mut r = [0u8; 8];
-                        let jitter = getrandom::fill(&mut r).map_or(cap_us / 2, |()| u64::from_le_bytes(r) % cap_us);
-                        tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
-                    }
-                }
-                Ok(new_seq) => {
-                    let new_seq = to_u64(new_seq, "chained seq")?;
-                    heads.insert(log, (new_seq, hash));
-                    if let Err(e) = self.confirm(&mut c, ticket).await {
-                        // Appended here but not confirmed by the replicas: a failover may lose it, so re-read.
-                        heads.remove(&log);
-                        return Err(e);
-                    }
-                    return Ok((new_seq, hash));
-                }
-                Err(e) => {
-                    heads.remove(&log); // the append may or may not have landed
-                    return Err(self.failed(e));
-                }
-            }
-        }
-        Err(StoreError::Contention(format!(
-            "log {}: {CHAIN_ATTEMPTS} attempts lost to other appenders",
-            log.name()
-        )))
+        answer.await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "log {}: the append's group commit stopped before answering (shutting down?); it may or may not \
+                 have been applied",
+                log.name()
+            ))
+        })?
     }
 
     async fn read_chained(&self, log: Log, from_seq: u64, limit: usize) -> Result<Vec<ChainedEntry>, StoreError> {
