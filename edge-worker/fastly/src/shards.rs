@@ -83,13 +83,14 @@ fn read_range(found: &Found, from: u64, len: u64) -> Option<Vec<u8>> {
     if len == 0 {
         return Some(Vec::new());
     }
-    let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
+    // Exactly `len` bytes: `read_exact` asks no further read to find the end (each read is a hostcall).
+    let mut out = vec![0u8; usize::try_from(len).ok()?];
     found
         .to_stream_from_range(Some(from), Some(from + len - 1))
         .ok()?
-        .read_to_end(&mut out)
+        .read_exact(&mut out)
         .ok()?;
-    (out.len() as u64 == len).then_some(out)
+    Some(out)
 }
 
 fn read_head(found: Found) -> Option<(Found, Vec<u8>, Meta)> {
@@ -250,11 +251,10 @@ fn shard_key(bits: u8, i: u32, version: u64) -> CacheKey {
 
 /// The shard of bucket `i` for a head at `version`: from the cache, or fetched, verified and inserted.
 fn shard(settings: &AdapterSettings, key: &StateKey, bits: u8, i: u32, version: u64) -> Result<Vec<u8>, String> {
-    if let Ok(Some(found)) = core::lookup(shard_key(bits, i, version)).execute() {
-        let mut b = Vec::with_capacity(usize::try_from(found.known_length().unwrap_or(0)).unwrap_or(0));
-        if found.to_stream().ok().and_then(|mut s| s.read_to_end(&mut b).ok()).is_some() {
-            return Ok(b);
-        }
+    if let Ok(Some(found)) = core::lookup(shard_key(bits, i, version)).execute()
+        && let Some(b) = found.known_length().and_then(|n| read_range(&found, 0, n))
+    {
+        return Ok(b);
     }
     let url = settings.state_url.as_deref().ok_or("no state URL")?;
     let bytes = state::fetch_url(settings, &format!("{url}/shard/{bits}/{i}"), None)?;
