@@ -363,6 +363,13 @@ pub(crate) async fn audit(
     subject: &str,
     outcome: &str,
 ) -> Result<(), ApiError> {
+    let bytes = audit_entry(c, action, subject, outcome)?;
+    s.store.append_chained(Log::Audit, &bytes).await?;
+    Ok(())
+}
+
+/// The bytes of the audit entry [`audit`] appends, for a caller that writes it in its own transaction.
+pub(crate) fn audit_entry(c: &Caller, action: &str, subject: &str, outcome: &str) -> Result<Vec<u8>, ApiError> {
     let e = AuditEntry {
         at: now(),
         actor: c.key_id.clone(),
@@ -372,9 +379,7 @@ pub(crate) async fn audit(
         outcome: outcome.into(),
         request_id: c.request_id.clone(),
     };
-    let bytes = serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))?;
-    s.store.append_chained(Log::Audit, &bytes).await?;
-    Ok(())
+    serde_json::to_vec(&e).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Audit mutating calls that did not succeed (refused credential or role, bad input, conflicts): handlers audit
@@ -565,6 +570,21 @@ pub(crate) async fn mint_recorded<'a>(
     unchanged: Option<Check<'_>>,
     build: impl Fn(u32) -> Claims<'a>,
 ) -> Result<(String, Claims<'a>), ApiError> {
+    mint_recorded_audited(s, token_id, asset, share, unchanged, None, build).await
+}
+
+/// [`mint_recorded`], with the call's audit entry (made by [`audit_entry`]) appended with the record
+/// ([`Store::atomic_chained`]): on the embedded store in the same transaction, so the mint and its entry are one
+/// group commit and survive a crash together; on Redis right after the record, as a separate [`audit`] would.
+pub(crate) async fn mint_recorded_audited<'a>(
+    s: &AppState,
+    token_id: &[u8; 12],
+    asset: &str,
+    share: Option<&str>,
+    unchanged: Option<Check<'_>>,
+    audited: Option<&[u8]>,
+    build: impl Fn(u32) -> Claims<'a>,
+) -> Result<(String, Claims<'a>), ApiError> {
     let now = s.now();
     let mut iat = u32::try_from(now).map_err(|_| ApiError::Internal("clock beyond 2106".into()))?;
     // Two rounds suffice unless builders keep raising the horizon past this replica's clock; a few more cost
@@ -595,42 +615,45 @@ pub(crate) async fn mint_recorded<'a>(
             .viewer
             .map(|v| format!("{}{id_hex}", entitlement::viewer_index_prefix(v.as_str(), asset)));
         let exp_text = claims.exp.to_string();
-        let written = s
-            .store
-            .atomic(
-                &[Check::CounterAtMost {
-                    counter: snapshot::ISSUED_HORIZON,
-                    value: u64::from(claims.iat),
-                }]
-                .into_iter()
-                .chain(unchanged)
-                .collect::<Vec<_>>(),
-                &[
-                    Op::Append {
-                        log: Log::Issued,
-                        value: &rec,
-                    },
-                    Op::Put {
-                        ns: Ns::Links,
-                        key: &id_hex,
-                        value: &link,
-                    },
-                    // The funnel's first stage, counted with the mint itself.
-                    Op::Append {
-                        log: Log::Beacons,
-                        value: &minted,
-                    },
-                ]
-                .into_iter()
-                .chain(by_viewer.as_deref().map(|key| Op::Put {
-                    ns: Ns::Links,
-                    key,
-                    value: exp_text.as_bytes(),
-                }))
-                .collect::<Vec<_>>(),
-            )
-            .await?;
-        if written.is_some() {
+        let checks = [Check::CounterAtMost {
+            counter: snapshot::ISSUED_HORIZON,
+            value: u64::from(claims.iat),
+        }]
+        .into_iter()
+        .chain(unchanged)
+        .collect::<Vec<_>>();
+        let ops = [
+            Op::Append {
+                log: Log::Issued,
+                value: &rec,
+            },
+            Op::Put {
+                ns: Ns::Links,
+                key: &id_hex,
+                value: &link,
+            },
+            // The funnel's first stage, counted with the mint itself.
+            Op::Append {
+                log: Log::Beacons,
+                value: &minted,
+            },
+        ]
+        .into_iter()
+        .chain(by_viewer.as_deref().map(|key| Op::Put {
+            ns: Ns::Links,
+            key,
+            value: exp_text.as_bytes(),
+        }))
+        .collect::<Vec<_>>();
+        let written = match audited {
+            Some(entry) => s
+                .store
+                .atomic_chained(&checks, &ops, Log::Audit, entry)
+                .await?
+                .is_some(),
+            None => s.store.atomic(&checks, &ops).await?.is_some(),
+        };
+        if written {
             return Ok((token, claims));
         }
         // Sealed past `iat` by a snapshot build (mint again past the horizon), or the record the caller wanted
@@ -797,13 +820,23 @@ async fn mint_link(
         tier: bounded(iat).1,
         ..Claims::default()
     };
-    let minted = mint_recorded(&s, &token_id, &req.asset, req.share.as_deref(), None, build).await;
+    // The audit entry is written with the mint's record (one transaction on the embedded store).
+    let entry = audit_entry(&c, "links.mint", &req.asset, "ok")?;
+    let minted = mint_recorded_audited(
+        &s,
+        &token_id,
+        &req.asset,
+        req.share.as_deref(),
+        None,
+        Some(&entry),
+        build,
+    )
+    .await;
     let (token, claims) = match (minted, &grant) {
         // The entitlement ended between the check and the mint's issue time: a refusal, not a bad request.
         (Err(_), Some(g)) if g.ended_by(s.now()) => return Err(g.ended().into()),
         (r, _) => r?,
     };
-    audit(&s, &c, "links.mint", &req.asset, "ok").await?;
     Ok(Json(LinkResponse {
         url: link_url(&s, &token, &req.asset),
         token,

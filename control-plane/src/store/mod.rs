@@ -408,6 +408,27 @@ pub trait Store: Send + Sync + 'static {
     /// (only possible if someone wrote a foreign type under our keys) is not rolled back.
     async fn atomic(&self, checks: &[Check<'_>], ops: &[Op<'_>]) -> Result<Option<Vec<u64>>, StoreError>;
 
+    /// [`Store::atomic`] and, if it wrote, [`Store::append_chained`] of `entry` to the chained `log`: a call's
+    /// effect and its audit entry. The result is the ops' results and the entry's seq and hash; `None` (nothing
+    /// written, no entry) if a check failed. The embedded store does both in one transaction, so they survive a
+    /// crash together or not at all, and a mint costs one group commit, not two. The default, Redis's (the chain's
+    /// hash is computed outside the script), appends right after the transaction, as two calls would: an error
+    /// between them leaves the effect without its entry.
+    async fn atomic_chained(
+        &self,
+        checks: &[Check<'_>],
+        ops: &[Op<'_>],
+        log: Log,
+        entry: &[u8],
+    ) -> Result<Option<(Vec<u64>, (u64, [u8; 32]))>, StoreError> {
+        check_kind(log, true)?;
+        let Some(results) = self.atomic(checks, ops).await? else {
+            return Ok(None);
+        };
+        let chained = self.append_chained(log, entry).await?;
+        Ok(Some((results, chained)))
+    }
+
     /// Appends to a plain log; returns the entry's sequence number (gap-free, agreed by all replicas).
     async fn append(&self, log: Log, value: &[u8]) -> Result<u64, StoreError> {
         self.append_batch(log, &[value.to_vec()]).await

@@ -94,9 +94,20 @@ impl std::fmt::Debug for RedbStore {
 
 /// A write request, owned so it can cross to the writer thread.
 enum Req {
-    Atomic { checks: Vec<OwnedCheck>, ops: Vec<OwnedOp> },
-    AppendChained { log: Log, value: Vec<u8> },
-    Trim { log: Log, below: u64 },
+    /// Checks, ops, and an entry to append to a chained log if the checks hold (see [`Store::atomic_chained`]).
+    Atomic {
+        checks: Vec<OwnedCheck>,
+        ops: Vec<OwnedOp>,
+        chain: Option<(Log, Vec<u8>)>,
+    },
+    AppendChained {
+        log: Log,
+        value: Vec<u8>,
+    },
+    Trim {
+        log: Log,
+        below: u64,
+    },
 }
 
 enum OwnedCheck {
@@ -114,10 +125,14 @@ enum OwnedOp {
 }
 
 enum Out {
-    Atomic(Option<Vec<u64>>),
+    /// The ops' results and, if one was asked for, the chained entry's seq and hash; `None` when a check failed.
+    Atomic(Option<(Vec<u64>, Option<Chained>)>),
     Chained(u64, [u8; 32]),
     Done,
 }
+
+/// A chained entry's seq and hash.
+type Chained = (u64, [u8; 32]);
 
 struct Job {
     req: Req,
@@ -294,7 +309,7 @@ fn try_commit(db: &Database, batch: &[Job]) -> Result<Vec<Out>, (Option<usize>, 
 
 fn apply(txn: &WriteTransaction, req: &Req) -> Result<Out, Fail> {
     match req {
-        Req::Atomic { checks, ops } => {
+        Req::Atomic { checks, ops, chain } => {
             for check in checks {
                 let (ns, key, expected) = match check {
                     OwnedCheck::Absent(ns, key) => (*ns, key, None),
@@ -321,29 +336,14 @@ fn apply(txn: &WriteTransaction, req: &Req) -> Result<Out, Fail> {
             for op in ops {
                 results.push(apply_op(txn, op)?);
             }
-            Ok(Out::Atomic(Some(results)))
+            let chained = match chain {
+                Some((log, value)) => Some(append_chained(txn, *log, value)?),
+                None => None,
+            };
+            Ok(Out::Atomic(Some((results, chained))))
         }
         Req::AppendChained { log, value } => {
-            check_kind(*log, true).map_err(Fail::Request)?;
-            let mut seqs = txn.open_table(LOG_SEQ)?;
-            let mut t = txn.open_table(log_table(*log))?;
-            let last = seqs.get(log.name())?.map(|g| g.value()).unwrap_or(0);
-            let prev = if last == 0 {
-                GENESIS
-            } else {
-                let stored = t.get(last)?.map(|g| g.value().to_vec());
-                let stored = stored.ok_or_else(|| {
-                    Fail::Request(StoreError::Corrupt(format!("log {} has no entry {last}", log.name())))
-                })?;
-                split_chained(&stored).map_err(Fail::Request)?.0
-            };
-            let hash = chain_hash(&prev, value);
-            let mut stored = Vec::with_capacity(32 + value.len());
-            stored.extend_from_slice(&hash);
-            stored.extend_from_slice(value);
-            let seq = last + 1;
-            t.insert(seq, stored.as_slice())?;
-            seqs.insert(log.name(), seq)?;
+            let (seq, hash) = append_chained(txn, *log, value)?;
             Ok(Out::Chained(seq, hash))
         }
         Req::Trim { log, below } => {
@@ -353,6 +353,30 @@ fn apply(txn: &WriteTransaction, req: &Req) -> Result<Out, Fail> {
             Ok(Out::Done)
         }
     }
+}
+
+/// Appends `value` to chained log `log` in the writer's transaction; its seq and hash.
+fn append_chained(txn: &WriteTransaction, log: Log, value: &[u8]) -> Result<(u64, [u8; 32]), Fail> {
+    check_kind(log, true).map_err(Fail::Request)?;
+    let mut seqs = txn.open_table(LOG_SEQ)?;
+    let mut t = txn.open_table(log_table(log))?;
+    let last = seqs.get(log.name())?.map(|g| g.value()).unwrap_or(0);
+    let prev = if last == 0 {
+        GENESIS
+    } else {
+        let stored = t.get(last)?.map(|g| g.value().to_vec());
+        let stored = stored
+            .ok_or_else(|| Fail::Request(StoreError::Corrupt(format!("log {} has no entry {last}", log.name()))))?;
+        split_chained(&stored).map_err(Fail::Request)?.0
+    };
+    let hash = chain_hash(&prev, value);
+    let mut stored = Vec::with_capacity(32 + value.len());
+    stored.extend_from_slice(&hash);
+    stored.extend_from_slice(value);
+    let seq = last + 1;
+    t.insert(seq, stored.as_slice())?;
+    seqs.insert(log.name(), seq)?;
+    Ok((seq, hash))
 }
 
 fn apply_op(txn: &WriteTransaction, op: &OwnedOp) -> Result<u64, Fail> {
@@ -395,6 +419,29 @@ fn apply_op(txn: &WriteTransaction, op: &OwnedOp) -> Result<u64, Fail> {
             Ok(last)
         }
     }
+}
+
+fn owned_checks(checks: &[Check<'_>]) -> Vec<OwnedCheck> {
+    checks
+        .iter()
+        .map(|c| match *c {
+            Check::Absent { ns, key } => OwnedCheck::Absent(ns, key.to_string()),
+            Check::Equals { ns, key, value } => OwnedCheck::Equals(ns, key.to_string(), value.to_vec()),
+            Check::CounterAtMost { counter, value } => OwnedCheck::CounterAtMost(counter.to_string(), value),
+        })
+        .collect()
+}
+
+fn owned_ops(ops: &[Op<'_>]) -> Vec<OwnedOp> {
+    ops.iter()
+        .map(|op| match *op {
+            Op::Put { ns, key, value } => OwnedOp::Put(ns, key.to_string(), value.to_vec()),
+            Op::Delete { ns, key } => OwnedOp::Delete(ns, key.to_string()),
+            Op::Incr { counter, by } => OwnedOp::Incr(counter.to_string(), by),
+            Op::Raise { counter, to } => OwnedOp::Raise(counter.to_string(), to),
+            Op::Append { log, value } => OwnedOp::Append(log, vec![value.to_vec()]),
+        })
+        .collect()
 }
 
 #[async_trait::async_trait]
@@ -463,26 +510,37 @@ impl Store for RedbStore {
 
     async fn atomic(&self, checks: &[Check<'_>], ops: &[Op<'_>]) -> Result<Option<Vec<u64>>, StoreError> {
         validate_ops(ops)?;
-        let checks = checks
-            .iter()
-            .map(|c| match *c {
-                Check::Absent { ns, key } => OwnedCheck::Absent(ns, key.to_string()),
-                Check::Equals { ns, key, value } => OwnedCheck::Equals(ns, key.to_string(), value.to_vec()),
-                Check::CounterAtMost { counter, value } => OwnedCheck::CounterAtMost(counter.to_string(), value),
+        let (checks, ops) = (owned_checks(checks), owned_ops(ops));
+        match self
+            .submit(Req::Atomic {
+                checks,
+                ops,
+                chain: None,
             })
-            .collect();
-        let ops = ops
-            .iter()
-            .map(|op| match *op {
-                Op::Put { ns, key, value } => OwnedOp::Put(ns, key.to_string(), value.to_vec()),
-                Op::Delete { ns, key } => OwnedOp::Delete(ns, key.to_string()),
-                Op::Incr { counter, by } => OwnedOp::Incr(counter.to_string(), by),
-                Op::Raise { counter, to } => OwnedOp::Raise(counter.to_string(), to),
-                Op::Append { log, value } => OwnedOp::Append(log, vec![value.to_vec()]),
-            })
-            .collect();
-        match self.submit(Req::Atomic { checks, ops }).await? {
-            Out::Atomic(r) => Ok(r),
+            .await?
+        {
+            Out::Atomic(r) => Ok(r.map(|(results, _)| results)),
+            _ => Err(StoreError::Backend("writer answered another request kind".into())),
+        }
+    }
+
+    async fn atomic_chained(
+        &self,
+        checks: &[Check<'_>],
+        ops: &[Op<'_>],
+        log: Log,
+        entry: &[u8],
+    ) -> Result<Option<(Vec<u64>, (u64, [u8; 32]))>, StoreError> {
+        validate_ops(ops)?;
+        check_kind(log, true)?;
+        let req = Req::Atomic {
+            checks: owned_checks(checks),
+            ops: owned_ops(ops),
+            chain: Some((log, entry.to_vec())),
+        };
+        match self.submit(req).await? {
+            Out::Atomic(None) => Ok(None),
+            Out::Atomic(Some((results, Some(chained)))) => Ok(Some((results, chained))),
             _ => Err(StoreError::Backend("writer answered another request kind".into())),
         }
     }
@@ -495,9 +553,10 @@ impl Store for RedbStore {
         let req = Req::Atomic {
             checks: Vec::new(),
             ops: vec![OwnedOp::Append(log, values.to_vec())],
+            chain: None,
         };
         match self.submit(req).await? {
-            Out::Atomic(Some(r)) => r.first().copied().ok_or_else(|| StoreError::Backend("no seq".into())),
+            Out::Atomic(Some((r, _))) => r.first().copied().ok_or_else(|| StoreError::Backend("no seq".into())),
             _ => Err(StoreError::Backend("writer answered another request kind".into())),
         }
     }
