@@ -3,7 +3,7 @@
 //! retried with its `Idempotency-Key` and must complete exactly once, lose nothing acknowledged, and be enforced by
 //! the edge engine on the state served after the restart.
 //!
-//! Two parts, each on both backends:
+//! Three parts, each on both backends:
 //! - **Named crash points.** For every point of `sharegate_control_plane::crash::POINTS` and every call that passes
 //!   it, serve runs with `SHAREGATE_CRASH_AT=<point>`, the call is made, the process must die by `abort()` (SIGABRT,
 //!   with the point named on stderr: a point never reached fails the test), and the restarted process must finish
@@ -16,6 +16,9 @@
 //!   is revoked exactly once, every revocation acknowledged before the kill is still there with the same receipt,
 //!   nothing stays `409`, and the engine refuses every revoked link. The seed is printed; set
 //!   `SHAREGATE_CRASH_SEED` to replay one.
+//! - **kill -9 during a mint burst.** Concurrent `POST /v1/links` (group-committed with their audit entries), the
+//!   process SIGKILLed after a random 20–300 ms: every mint answered before the kill is in the issued log, has its
+//!   link record and is audited; the audit chain verifies.
 //!
 //! Cases run concurrently (separate data directories, ports and Redis key prefixes); the idempotency lease is
 //! shortened with `SHAREGATE_IDEMPOTENCY_LEASE_MS` so a retry after a crash waits well under a second.
@@ -31,7 +34,7 @@ use common::free_port;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sharegate_control_plane::crash::POINTS;
-use sharegate_control_plane::store::{Log, Store, open_store};
+use sharegate_control_plane::store::{Log, Ns, Store, open_store};
 use sharegate_control_plane::tokens::split_token_url;
 use sharegate_edge::engine::{Decision, Request as EdgeRequest, StateInput};
 use sharegate_edge::{EdgeConfig, Engine};
@@ -1100,6 +1103,140 @@ async fn kill_9_during_revocation_burst_redis() {
             };
             tokio::spawn(burst(Some(server.url()), s.wrapping_add(r), on))
         })
+        .collect();
+    for r in rounds {
+        r.await.unwrap();
+    }
+}
+
+/// Mints in flight when the process is killed.
+const MINT_BURST: usize = 64;
+
+/// kill -9 during a burst of concurrent mints (group-committed with their audit entries): every mint answered
+/// before the kill is in the store after it (its issued-log entry, its link record, and an audit entry for it), so no
+/// mint was answered before its batch was durable; the audit chain still verifies; and on the embedded store, where a
+/// mint and its audit entry are one transaction, no mint is recorded without its entry.
+async fn mint_burst(redis: Option<String>, seed: u64) {
+    let backend = if redis.is_some() { "redis" } else { "embedded" };
+    let mut rng = Rng(seed);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let site = Site::new(redis.as_deref(), &format!("mints{seed}"));
+    let mut serve = site.start(&http, None).await;
+    let fx = setup(&http, &site, &serve, 0).await;
+    let delays: Vec<u64> = (0..MINT_BURST).map(|_| rng.below(250)).collect();
+    let kill_after = Duration::from_millis(20 + rng.below(281));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, delay) in delays.iter().copied().enumerate() {
+        let (http, api, minter) = (http.clone(), serve.api.clone(), fx.minter.clone());
+        tasks.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let body = json!({"asset": "demo", "ttl": 600});
+            let a = call(
+                &http,
+                Method::POST,
+                &format!("{api}/v1/links"),
+                &minter,
+                None,
+                Some(&body),
+            )
+            .await;
+            (i, a)
+        });
+    }
+    tokio::time::sleep(kill_after).await;
+    let status = serve.kill9();
+    assert_eq!(status.signal(), Some(SIGKILL), "serve ended with {status:?}");
+    drop(serve);
+    let mut acknowledged = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let (i, Ok(a)) = r.unwrap() {
+            assert_eq!(a.status, 200, "mint {i} before the kill (seed {seed}): {a:?}");
+            acknowledged.push(a.json()["token_id"].as_str().unwrap().to_string());
+        }
+    }
+
+    let store = site.store().await;
+    let mut issued = HashSet::new();
+    let mut next = 1;
+    loop {
+        let page = store.read_log(Log::Issued, next, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        next = last.0 + 1;
+        issued.extend(page.iter().map(|(_, v)| hex::encode(&v[..12])));
+    }
+    let mut chain = Vec::new();
+    loop {
+        let page = store
+            .read_chained(Log::Audit, chain.len() as u64 + 1, 1000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        chain.extend(page);
+    }
+    sharegate_control_plane::store::verify_chain(&chain).expect("the audit chain verifies after the kill");
+    let audited_mints = chain
+        .iter()
+        .filter(|e| {
+            let v: Value = serde_json::from_slice(&e.value).unwrap();
+            v["action"] == "links.mint" && v["outcome"] == "ok"
+        })
+        .count();
+    for id in &acknowledged {
+        assert!(
+            issued.contains(id),
+            "{backend} (seed {seed}): mint {id} acknowledged, not in the issued log"
+        );
+        assert!(
+            store.get(Ns::Links, id).await.unwrap().is_some(),
+            "{backend} (seed {seed}): mint {id} acknowledged, no link record"
+        );
+    }
+    assert!(
+        audited_mints >= acknowledged.len(),
+        "{backend} (seed {seed}): {} mints acknowledged, {audited_mints} audited",
+        acknowledged.len()
+    );
+    if redis.is_none() {
+        // One transaction for the record and its audit entry: every recorded mint is audited (the one issued token
+        // more is the share opened by the setup, which no `links.mint` entry names).
+        assert_eq!(
+            audited_mints + 1,
+            issued.len(),
+            "embedded (seed {seed}): a mint recorded without its audit entry, or the reverse"
+        );
+    }
+    eprintln!(
+        "mint burst ({backend}, seed {seed}): killed after {} ms with {} of {MINT_BURST} acknowledged; {} issued, \
+         {audited_mints} audited",
+        kill_after.as_millis(),
+        acknowledged.len(),
+        issued.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_mint_burst_embedded_store() {
+    let s = seed();
+    let rounds: Vec<_> = (0..BURST_ROUNDS)
+        .map(|r| tokio::spawn(mint_burst(None, s.wrapping_add(r))))
+        .collect();
+    for r in rounds {
+        r.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_mint_burst_redis() {
+    let server = control_plane_common::RedisServer::start();
+    let s = seed();
+    let rounds: Vec<_> = (0..BURST_ROUNDS)
+        .map(|r| tokio::spawn(mint_burst(Some(server.url()), s.wrapping_add(r))))
         .collect();
     for r in rounds {
         r.await.unwrap();
