@@ -252,7 +252,12 @@ async fn a_missing_or_outdated_shard_never_answers_not_revoked() {
     assert_eq!(status, 503, "{reason}");
     assert_eq!(s.get(valid).await.0, 503);
     s.cp.lock().unwrap().shards_at = None;
-    assert!(s.until(fresh, 403, Duration::from_secs(3)).await.1.starts_with("revoked"));
+    assert!(
+        s.until(fresh, 403, Duration::from_secs(3))
+            .await
+            .1
+            .starts_with("revoked")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

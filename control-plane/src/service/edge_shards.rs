@@ -9,8 +9,8 @@
 //! before the generation, as everywhere. A shard is built at the current generation for the bits and bucket asked
 //! (an edge holding an older head gets a shard at least as new as its head needs).
 
-use super::keys::require_edge;
 use super::error::ApiError;
+use super::keys::require_edge;
 use super::revocations::{LogEntry, revoked_of, watermark_of};
 use super::{AppState, now};
 use crate::store::Log;
@@ -96,11 +96,15 @@ pub(super) async fn head(State(s): State<Arc<AppState>>, headers: HeaderMap) -> 
 
 pub(super) async fn shard(
     State(s): State<Arc<AppState>>,
-    Path((bits, index)): Path<(u8, u32)>,
+    Path((bits, index)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    // The credential before anything the caller wrote: an anonymous caller learns nothing, not even a bad path.
     require_edge(&s, &headers)?;
     s.edge_contacts.note(&headers);
+    let (Ok(bits), Ok(index)) = (bits.parse::<u8>(), index.parse::<u32>()) else {
+        return Err(ApiError::NotFound("shard"));
+    };
     if bits > MAX_BITS || u64::from(index) >> bits != 0 {
         return Err(ApiError::NotFound("shard"));
     }
