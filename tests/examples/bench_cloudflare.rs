@@ -39,7 +39,7 @@ async fn stop_round(client: &reqwest::Client, url: &str, stop: Option<&str>, n: 
             req = req.header("x-sharegate-bench-stop", s);
         }
         let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 200, "{url} {stop:?}");
+        assert_eq!(r.status(), 200, "{url} {stop:?}: {:?}", r.headers());
         let body = r.bytes().await.unwrap();
         let want = match stop {
             Some("entry" | "decide") => 0,
@@ -106,7 +106,16 @@ async fn main() {
 
     // Where the time goes: the phase-stop worker, each stop in every round, beside the pass-through again.
     let ph_url = format!("{}{path}", phases.base);
-    let stops = ["entry", "decide", "fetch", "full"];
+    let stops = [
+        "entry",
+        "decide",
+        "fetch",
+        "full",
+        "fetch-no-deadline",
+        "fetch-bare",
+        "fetch-timer-only",
+        "fetch-native-timeout",
+    ];
     let mut ph: Vec<Vec<Duration>> = vec![Vec::new(); stops.len()];
     let mut base = Vec::new();
     for s in stops {
@@ -138,5 +147,25 @@ async fn main() {
         "  full: plan + headers + body           {:>9.0} us  (+{:.0} us over fetch)",
         us(m[3]),
         us(m[3]) - us(m[2])
+    );
+    println!(
+        "  fetch without the deadline            {:>9.0} us  (vs fetch {:+.0} us)",
+        us(m[4]),
+        us(m[4]) - us(m[2])
+    );
+    println!(
+        "  fetch without deadline or cache tags  {:>9.0} us  (vs fetch {:+.0} us)",
+        us(m[5]),
+        us(m[5]) - us(m[2])
+    );
+    println!(
+        "  fetch raced with the timer, no signal {:>9.0} us  (vs fetch {:+.0} us)",
+        us(m[6]),
+        us(m[6]) - us(m[2])
+    );
+    println!(
+        "  fetch with AbortSignal.timeout        {:>9.0} us  (vs fetch {:+.0} us)",
+        us(m[7]),
+        us(m[7]) - us(m[2])
     );
 }

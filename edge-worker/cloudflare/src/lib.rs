@@ -220,6 +220,14 @@ mod bench {
         Decide,
         /// Fetch from the origin as an allowed request does, and return the origin's response object as it came.
         Fetch,
+        /// The same fetch without the deadline (no AbortController, no timer).
+        FetchNoDeadline,
+        /// The same fetch without the deadline and without cache tags.
+        FetchBare,
+        /// The same fetch raced against the timer, without an abort signal.
+        FetchTimerOnly,
+        /// The same fetch with the runtime's own timeout signal (`AbortSignal.timeout`), no timer of ours.
+        FetchNativeTimeout,
         /// The whole request.
         Full,
     }
@@ -230,6 +238,10 @@ mod bench {
                 Some("entry") => Stop::Entry,
                 Some("decide") => Stop::Decide,
                 Some("fetch") => Stop::Fetch,
+                Some("fetch-no-deadline") => Stop::FetchNoDeadline,
+                Some("fetch-bare") => Stop::FetchBare,
+                Some("fetch-timer-only") => Stop::FetchTimerOnly,
+                Some("fetch-native-timeout") => Stop::FetchNativeTimeout,
                 _ => Stop::Full,
             }
         }
@@ -241,6 +253,30 @@ mod bench {
         match stop {
             Stop::Decide => Response::empty().ok(),
             Stop::Fetch => origin_fetch(rt, a, None).await,
+            Stop::FetchNoDeadline | Stop::FetchBare | Stop::FetchTimerOnly | Stop::FetchNativeTimeout => {
+                let base = rt.settings.origins.first()?;
+                let ttl = a.cdn_ttl(rt.settings.segment_ttl, rt.settings.playlist_ttl);
+                let none = sharegate_edge::engine::CacheTags::none();
+                let tags = if stop == Stop::FetchBare { &none } else { &a.cache_tags };
+                let request = cached_request(&a.origin_url(base), ttl, tags, None).ok()?;
+                match stop {
+                    Stop::FetchTimerOnly => {
+                        use futures_util::future::{Either, select};
+                        let f = Fetch::Request(request);
+                        let fetch = std::pin::pin!(f.send());
+                        let timer = std::pin::pin!(worker::Delay::from(Duration::from_millis(5000)));
+                        match select(fetch, timer).await {
+                            Either::Left((r, _)) => r.ok(),
+                            Either::Right(_) => None,
+                        }
+                    }
+                    Stop::FetchNativeTimeout => {
+                        let signal = worker::AbortSignal::from(web_sys::AbortSignal::timeout_with_u32(5000));
+                        Fetch::Request(request).send_with_signal(&signal).await.ok()
+                    }
+                    _ => Fetch::Request(request).send().await.ok(),
+                }
+            }
             Stop::Entry | Stop::Full => None,
         }
     }
