@@ -15,15 +15,15 @@ mod stores;
 
 use fastly::http::Method;
 use fastly::{Request, Response};
+use sharegate_edge::ConfigSource;
 use sharegate_edge::adapter::{self, AdapterSettings};
 use sharegate_edge::client::{ClientSources, Peer};
 use sharegate_edge::contract::{
     fastly::{CONTROL_PLANE_BACKEND, STATE_SHARDS},
     paths,
 };
-use sharegate_edge::ConfigSource;
-use sharegate_edge::engine::{Revocations, StateInput};
 use sharegate_edge::engine::{Decision, Headers};
+use sharegate_edge::engine::{Revocations, StateInput};
 use sharegate_edge::events::{Event, EventBatch};
 use sharegate_edge::held;
 use sharegate_edge::response::{self, ClientAsk, ResponsePlan, Step};
@@ -105,8 +105,7 @@ impl Timings {
                 .marks
                 .windows(2)
                 .map(|w| {
-                    let moved: std::time::Duration =
-                        self.moved.iter().filter(|m| m.0 == w[1].0).map(|m| m.2).sum();
+                    let moved: std::time::Duration = self.moved.iter().filter(|m| m.0 == w[1].0).map(|m| m.2).sum();
                     format!("{};dur={:.4}", w[1].0, ms((w[1].1 - w[0].1).saturating_sub(moved)))
                 })
                 .collect();
@@ -175,9 +174,13 @@ fn sharded(rt: &Runtime, ereq: &sharegate_edge::Request<'_>, ask: ClientAsk<'_>,
     let as_of = current.meta.as_of;
     let decision = (ereq.path != paths::STATUS).then(|| {
         let state = lazy.as_ref().map(|l| l as &dyn Revocations);
-        let d = rt.engine.decide(ereq, now / 1000, StateInput::opened(state, as_of, now / 1000));
+        let d = rt
+            .engine
+            .decide(ereq, now / 1000, StateInput::opened(state, as_of, now / 1000));
         if lazy.as_ref().is_some_and(shards::Lazy::unavailable) {
-            return rt.engine.decide(ereq, now / 1000, StateInput::opened(None, as_of, now / 1000));
+            return rt
+                .engine
+                .decide(ereq, now / 1000, StateInput::opened(None, as_of, now / 1000));
         }
         d
     });

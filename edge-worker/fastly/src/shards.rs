@@ -347,7 +347,9 @@ pub fn refresh(engine: &Engine, settings: &AdapterSettings, current: Current, no
             {
                 eprintln!("sharegate: {e}");
             }
-            let prefix = bytes.get(..usize::try_from(prefix_len).unwrap_or(usize::MAX)).map(<[u8]>::to_vec);
+            let prefix = bytes
+                .get(..usize::try_from(prefix_len).unwrap_or(usize::MAX))
+                .map(<[u8]>::to_vec);
             match written {
                 Ok(found) => Current {
                     found: Some(found),

@@ -33,10 +33,7 @@ pub fn parse_bundle(text: &str) -> Option<Bundle> {
 }
 
 fn from_bundle(bundle: &Bundle, key: &str) -> Option<String> {
-    bundle
-        .iter()
-        .find(|(n, _)| n == key)
-        .map(|(_, v)| v.clone())
+    bundle.iter().find(|(n, _)| n == key).map(|(_, v)| v.clone())
 }
 
 /// Where the plain settings come from.
