@@ -304,10 +304,22 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .with_state(edge)
 }
 
+/// Every accepted connection with TCP_NODELAY: a response's last partial packet goes out at once instead of waiting
+/// for the client's (delayed) ACK of the one before, as nginx does on keep-alive connections.
+fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, impl FnMut(&mut tokio::net::TcpStream) + Send + 'static> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|stream| {
+        // Best effort: a socket that refuses it still serves, only later.
+        let _ = stream.set_nodelay(true);
+    })
+}
+
 /// Serve on a bound listener until the future is dropped.
 pub async fn serve(edge: Arc<Edge>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(
-        listener,
+        no_delay(listener),
         router(edge).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
@@ -321,7 +333,7 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
-        listener,
+        no_delay(listener),
         router(edge).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
