@@ -1,8 +1,9 @@
-//! The MAC: HMAC-SHA256 keyed once per key and cloned per token, the tag truncated to 128 bits and compared in
+//! The MAC: HMAC-SHA256 keyed once per key (`hmac256`), the tag truncated to 128 bits and compared in
 //! constant time; and the [`Verifier`] and [`Minter`], which hold those keyed states and join the text form, the
 //! wire record and the policy into one call each.
 
 use super::base64::{decode_b64, encode_b64};
+use super::hmac256::PrekeyedHmac;
 use super::policy::Policy;
 use super::types::{Claims, MintError, RequestFacts, TokenBuf};
 use super::wire::{MAX_TOKEN_BYTES, TAG_LEN, parse_body, parse_preamble};
@@ -11,11 +12,7 @@ use crate::reason::Reason;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Constant-time comparison of two 16-byte tags: XOR-fold into two words and compare both at once, so the time does
 /// not depend on where they differ (and it is cheaper than a byte-by-byte `ct_eq`).
@@ -32,16 +29,11 @@ fn tag_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(diff.ct_eq(&0))
 }
 
-fn keyed(secret: &[u8]) -> HmacSha256 {
-    // HMAC accepts keys of any length, so this cannot fail; fall back to an empty key rather than panic.
-    HmacSha256::new_from_slice(secret).unwrap_or_else(|_| HmacSha256::new(&Default::default()))
-}
-
 /// Checks tokens against every key of a ring. Keyed once; reuse it for every request.
 #[derive(Clone)]
 pub struct Verifier {
-    // One pre-keyed HMAC state per key: cloning it skips hashing the padded key (two SHA-256 blocks) per request.
-    keys: Vec<(KeyId, HmacSha256)>,
+    // One pre-keyed HMAC per key: keying once skips hashing the padded key (two SHA-256 blocks) per request.
+    keys: Vec<(KeyId, PrekeyedHmac)>,
     policy: Policy,
 }
 
@@ -59,7 +51,10 @@ impl Verifier {
     /// Key a verifier with every key of the ring (next, active and retiring all verify).
     pub fn new(ring: &KeyRing, policy: Policy) -> Self {
         Verifier {
-            keys: ring.iter().map(|e| (e.id, keyed(e.secret.expose()))).collect(),
+            keys: ring
+                .iter()
+                .map(|e| (e.id, PrekeyedHmac::new(e.secret.expose())))
+                .collect(),
             policy,
         }
     }
@@ -81,9 +76,7 @@ impl Verifier {
             .map(|(_, m)| m)
             .ok_or(Reason::UnknownKey)?;
         let (body, tag) = bytes.split_at(n - TAG_LEN);
-        let mut m = mac.clone();
-        m.update(body);
-        let full = m.finalize().into_bytes();
+        let full = mac.tag(body);
         if !tag_eq(&full[..TAG_LEN], tag) {
             return Err(Reason::BadSignature);
         }
@@ -117,7 +110,7 @@ pub fn decode_unverified<'b>(token: &str, buf: &'b mut TokenBuf) -> Result<Claim
 #[derive(Clone)]
 pub struct Minter {
     key_id: KeyId,
-    mac: HmacSha256,
+    mac: PrekeyedHmac,
     policy: Policy,
 }
 
@@ -136,7 +129,7 @@ impl Minter {
         let active = ring.active().ok_or(KeyError::UnknownKey)?;
         Ok(Minter {
             key_id: active.id,
-            mac: keyed(active.secret.expose()),
+            mac: PrekeyedHmac::new(active.secret.expose()),
             policy,
         })
     }
@@ -151,9 +144,7 @@ impl Minter {
         claims.validate(&self.policy)?;
         let mut buf = [0u8; MAX_TOKEN_BYTES];
         let n = claims.encode_body(self.key_id, &mut buf)?;
-        let mut m = self.mac.clone();
-        m.update(&buf[..n]);
-        let full = m.finalize().into_bytes();
+        let full = self.mac.tag(&buf[..n]);
         buf[n..n + TAG_LEN].copy_from_slice(&full[..TAG_LEN]);
         Ok(encode_b64(&buf[..n + TAG_LEN]))
     }
