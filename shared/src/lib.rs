@@ -13,6 +13,7 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+mod hmac256;
 pub mod keys;
 pub mod path;
 pub mod reason;

@@ -36,10 +36,9 @@ pub use shard::{
 pub use tables::WatermarkRef;
 pub use view::{DeltaView, SnapshotStats, StateSet, StateView};
 
+use crate::hmac256::PrekeyedHmac;
 use crate::token::Claims;
 use core::fmt;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
@@ -229,24 +228,18 @@ impl core::error::Error for StateError {}
 
 /// The secret that authenticates snapshots and deltas (HMAC-SHA256).
 ///
-/// The HMAC is keyed once here and cloned per use, which saves the two key-block compressions on
-/// every verification. The raw bytes are wiped as soon as they are absorbed; the keyed HMAC state
-/// is wiped on drop when `hmac`/`sha2` are built with their `zeroize` features.
+/// The HMAC is keyed once here, which saves the two key-block compressions on every verification.
+/// The raw bytes are wiped as soon as they are absorbed; the keyed states are wiped on drop.
 #[derive(Clone)]
 pub struct StateKey {
-    mac: Hmac<Sha256>,
+    mac: PrekeyedHmac,
 }
 
 impl StateKey {
     /// Keys the state MAC with 32 secret bytes.
     pub fn new(mut bytes: [u8; 32]) -> Self {
-        // A key shorter than SHA-256's 64-byte block is zero-padded by HMAC, so keying with the
-        // padded block is HMAC under the 32-byte key, without a fallible constructor.
-        let mut block = [0u8; 64];
-        block[..32].copy_from_slice(&bytes);
-        let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        let mac = PrekeyedHmac::new(&bytes);
         bytes.zeroize();
-        block.zeroize();
         StateKey { mac }
     }
 
@@ -258,9 +251,7 @@ impl StateKey {
     }
 
     pub(crate) fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
-        let mut mac = self.mac.clone();
-        mac.update(data);
-        mac.finalize().into_bytes().into()
+        self.mac.tag(data)
     }
 
     /// Checks the trailing tag of `bytes` in constant time.

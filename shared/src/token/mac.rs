@@ -3,10 +3,10 @@
 //! wire record and the policy into one call each.
 
 use super::base64::{decode_b64, encode_b64};
-use super::hmac256::PrekeyedHmac;
 use super::policy::Policy;
 use super::types::{Claims, MintError, RequestFacts, TokenBuf};
 use super::wire::{MAX_TOKEN_BYTES, TAG_LEN, parse_body, parse_preamble};
+use crate::hmac256::PrekeyedHmac;
 use crate::keys::{KeyError, KeyId, KeyRing};
 use crate::reason::Reason;
 use alloc::string::String;

@@ -14,12 +14,10 @@
 //!   decoder, encoding and the strict decoder;
 //! - `base64`: the URL-safe text form, canonical (one spelling per token);
 //! - `policy`: the [`Policy`] a verifier and minter apply: time window, scope, permission, bindings;
-//! - `hmac256`: HMAC-SHA256 on SHA-256's compression function, keyed once, no copies per tag;
-//! - `mac`: HMAC keying (once) and the constant-time tag compare, and the [`Verifier`] and [`Minter`] built on them
+//! - `mac`: HMAC keying (`crate::hmac256`: on SHA-256's compression function, no copies per tag) (once) and the constant-time tag compare, and the [`Verifier`] and [`Minter`] built on them
 //!   (with [`decode_unverified`], the one path that skips the MAC, beside them).
 
 mod base64;
-mod hmac256;
 mod mac;
 mod policy;
 mod types;

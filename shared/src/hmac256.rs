@@ -2,7 +2,7 @@
 //!
 //! Why not the `hmac` crate on the hot path: a pre-keyed `Hmac<Sha256>` is cloned per token (two hash states with
 //! their 64-byte block buffers), and the message goes through the digest's block buffer before it is compressed.
-//! A token's MAC is one short message, so here the full blocks are compressed in place from the token, the last
+//! A token's MAC (and a Fastly state shard's) is one short message, so here the full blocks are compressed in place from the token, the last
 //! one or two are padded on the stack, and the outer hash is one block: the same three compressions (for a token
 //! of up to 119 signed bytes), without the copies around them. The compression is `sha2`'s own (SHA-NI natively
 //! when the CPU has it, `simd128` in wasm when built with it), and the tests hold the output to the `hmac` crate's
@@ -28,7 +28,7 @@ const IV: [u32; 8] = [
 /// The hash states after the key's inner and outer padded blocks. They stand in for the key (anyone holding them
 /// can compute tags), so they are wiped on drop.
 #[derive(Clone)]
-pub(super) struct PrekeyedHmac {
+pub(crate) struct PrekeyedHmac {
     inner: [u32; 8],
     outer: [u32; 8],
 }
@@ -42,7 +42,7 @@ impl Drop for PrekeyedHmac {
 
 impl PrekeyedHmac {
     /// Key once: a key longer than a block is hashed first, as RFC 2104 says.
-    pub(super) fn new(key: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8]) -> Self {
         let mut k = [0u8; BLOCK];
         if key.len() > BLOCK {
             k[..32].copy_from_slice(&Sha256::digest(key));
@@ -68,7 +68,7 @@ impl PrekeyedHmac {
     }
 
     /// The full 32-byte tag of `msg`.
-    pub(super) fn tag(&self, msg: &[u8]) -> [u8; 32] {
+    pub(crate) fn tag(&self, msg: &[u8]) -> [u8; 32] {
         let mut state = self.inner;
         let (blocks, rest) = msg.as_chunks::<BLOCK>();
         if !blocks.is_empty() {
