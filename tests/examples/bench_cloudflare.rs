@@ -67,6 +67,9 @@ async fn main() {
     let mut settings = testkit::edge_settings(SIGNING, STATE);
     settings.insert("SHAREGATE_ORIGIN".to_string(), origin.base.clone());
     settings.insert("SHAREGATE_STATE_URL".to_string(), state_server.url.clone());
+    // The state server serves one snapshot stamped at start: on a slow machine the rounds outlast the default 30 s
+    // and every request became `state_stale`. The age is still checked on every request, against this bound.
+    settings.insert("SHAREGATE_STATE_MAX_AGE".to_string(), "86400".to_string());
     let worker = WranglerDev::start(&settings).await.unwrap();
     let passthrough = WranglerDev::start_script(&repo_root().join("scripts/bench/passthrough-worker.js"), &settings)
         .await
