@@ -2,9 +2,9 @@
 //!
 //! Why not the `hmac` crate on the hot path: a pre-keyed `Hmac<Sha256>` is cloned per token (two hash states with
 //! their 64-byte block buffers), and the message goes through the digest's block buffer before it is compressed.
-//! A token's MAC (and a Fastly state shard's) is one short message, so here the full blocks are compressed in place from the token, the last
-//! one or two are padded on the stack, and the outer hash is one block: the same three compressions (for a token
-//! of up to 119 signed bytes), without the copies around them. The compression is `sha2`'s own (SHA-NI natively
+//! A token's MAC (and a Fastly state shard's) is one short message, so here the full blocks are compressed in place,
+//! the last one or two are padded on the stack, and the outer hash is one block: the same three compressions (for a
+//! token of up to 119 signed bytes), without the copies around them. The compression is `sha2`'s own (SHA-NI natively
 //! when the CPU has it, `simd128` in wasm when built with it), and the tests hold the output to the `hmac` crate's
 //! for every key and message length that matters.
 
@@ -51,7 +51,8 @@ impl PrekeyedHmac {
         }
         let padded = |byte: u8| {
             let mut block = [0u8; BLOCK];
-            for (b, kb) in block.iter_mut().zip(k) {
+            // By reference: iterating `k` by value would leave a copy of the key on the stack, unwiped.
+            for (b, kb) in block.iter_mut().zip(&k) {
                 *b = kb ^ byte;
             }
             let mut state = IV;

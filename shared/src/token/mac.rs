@@ -1,4 +1,4 @@
-//! The MAC: HMAC-SHA256 keyed once per key (`hmac256`), the tag truncated to 128 bits and compared in
+//! The MAC: HMAC-SHA256 keyed once per key (`crate::hmac256`), the tag truncated to 128 bits and compared in
 //! constant time; and the [`Verifier`] and [`Minter`], which hold those keyed states and join the text form, the
 //! wire record and the policy into one call each.
 

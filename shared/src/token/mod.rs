@@ -14,8 +14,8 @@
 //!   decoder, encoding and the strict decoder;
 //! - `base64`: the URL-safe text form, canonical (one spelling per token);
 //! - `policy`: the [`Policy`] a verifier and minter apply: time window, scope, permission, bindings;
-//! - `mac`: HMAC keying (`crate::hmac256`: on SHA-256's compression function, no copies per tag) (once) and the constant-time tag compare, and the [`Verifier`] and [`Minter`] built on them
-//!   (with [`decode_unverified`], the one path that skips the MAC, beside them).
+//! - `mac`: HMAC keying (once, `crate::hmac256`) and the constant-time tag compare, and the [`Verifier`] and
+//!   [`Minter`] built on them (with [`decode_unverified`], the one path that skips the MAC, beside them).
 
 mod base64;
 mod mac;
