@@ -181,6 +181,8 @@ pub fn interleaved_ratio(
 ) -> f64 {
     use std::time::Instant;
     let mut ratios = Vec::with_capacity(blocks);
+    // Per-operation times of each round, to show which side moved when the ratio does.
+    let (mut base_ns, mut subj_ns) = (Vec::with_capacity(blocks), Vec::with_capacity(blocks));
     // Warm both paths (caches, branch predictors) before the first timed round.
     for _ in 0..block * 4 {
         baseline();
@@ -199,9 +201,13 @@ pub fn interleaved_ratio(
         let subj = t.elapsed();
         if !base.is_zero() {
             ratios.push(subj.as_secs_f64() / base.as_secs_f64());
+            base_ns.push(base.as_secs_f64() * 1e9 / block as f64);
+            subj_ns.push(subj.as_secs_f64() * 1e9 / block as f64);
         }
     }
     ratios.sort_by(f64::total_cmp);
+    base_ns.sort_by(f64::total_cmp);
+    subj_ns.sort_by(f64::total_cmp);
     let at = |q: f64| {
         ratios
             .get(((ratios.len() as f64 - 1.0) * q) as usize)
@@ -209,11 +215,14 @@ pub fn interleaved_ratio(
             .unwrap_or(f64::NAN)
     };
     let median = at(0.5);
+    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
     eprintln!(
-        "{name} interleaved = {median:.3} (p25 {:.3}, p75 {:.3}, {} rounds of {block})",
+        "{name} interleaved = {median:.3} (p25 {:.3}, p75 {:.3}, {} rounds of {block}; median ns/op {:.1} / {:.1})",
         at(0.25),
         at(0.75),
-        ratios.len()
+        ratios.len(),
+        med(&subj_ns),
+        med(&base_ns),
     );
     median
 }

@@ -65,6 +65,7 @@ impl Verifier {
     }
 
     /// Decode a token and check its MAC; no request facts. Returns the claims of an authentic token.
+    #[inline]
     pub fn authenticate<'b>(&self, token: &str, buf: &'b mut TokenBuf) -> Result<Claims<'b>, Reason> {
         let n = decode_b64(token, buf)?;
         let bytes = &buf.bytes[..n];
@@ -85,6 +86,7 @@ impl Verifier {
 
     /// Verify a token for a request: MAC, then time, scope, permission and bindings. One stable reason on failure.
     /// Revocation is checked by the caller against the revocation state.
+    #[inline]
     pub fn verify<'b>(
         &self,
         token: &str,

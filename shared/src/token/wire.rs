@@ -55,26 +55,24 @@ fn valid_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 255 && all_visible_ascii(v)
 }
 
-/// Whether every byte is in 0x21..=0x7E, eight bytes at a time (SWAR).
+/// Whether every byte is in 0x21..=0x7E, eight bytes at a time (SWAR). Past eight bytes the last word overlaps the
+/// one before it, so there is no loop over a remainder.
 fn all_visible_ascii(v: &[u8]) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut words = v.chunks_exact(8);
-    let mut bad = 0u64;
-    for c in &mut words {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        let w = u64::from_le_bytes(b);
-        // Some byte < 0x21 (exact as an existence test for thresholds up to 0x80).
-        bad |= w.wrapping_sub(ONES * 0x21) & !w & HIGH;
-        // Some byte > 0x7E: adding 1 sets the high bit of 0x7F, and `| w` catches bytes already >= 0x80.
-        bad |= (w.wrapping_add(ONES) | w) & HIGH;
+    // The high bit of each byte that is < 0x21 (exact as an existence test for thresholds up to 0x80) or > 0x7E
+    // (adding 1 sets the high bit of 0x7F, and `| w` catches bytes already >= 0x80).
+    let bad = |w: u64| (w.wrapping_sub(ONES * 0x21) & !w & HIGH) | ((w.wrapping_add(ONES) | w) & HIGH);
+    let word = |c: &[u8; 8]| u64::from_le_bytes(*c);
+    match v.last_chunk::<8>() {
+        Some(last) => {
+            let (words, _) = v.as_chunks::<8>();
+            words.iter().fold(bad(word(last)), |acc, c| acc | bad(word(c))) == 0
+        }
+        // Byte by byte, without branches: padding a stack word and loading it whole would stall on store
+        // forwarding (the copy's narrow stores cannot feed one wide load), which cost more than this loop.
+        None => v.iter().fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e)),
     }
-    bad == 0
-        && words
-            .remainder()
-            .iter()
-            .fold(true, |ok, &b| ok & (b.wrapping_sub(0x21) < 0x5e))
 }
 
 /// Asset ids: unreserved URL characters only, so an asset id is always exactly one path segment.
@@ -132,24 +130,31 @@ fn encode_ip(p: &IpPrefix, out: &mut [u8; 18]) -> usize {
 fn decode_ip(v: &[u8]) -> Option<IpPrefix> {
     let (&family, rest) = v.split_first()?;
     let (&len, addr) = rest.split_first()?;
-    let (max, width) = match family {
-        4 => (32u8, 4usize),
-        6 => (128u8, 16usize),
+    let max = match family {
+        4 => 32u8,
+        6 => 128u8,
         _ => return None,
     };
     if len > max || addr.len() != usize::from(len).div_ceil(8) {
         return None;
     }
-    let mut full = [0u8; 16];
-    full[..addr.len()].copy_from_slice(addr);
-    let ip = if width == 4 {
-        IpAddr::V4([full[0], full[1], full[2], full[3]].into())
+    // The address in the top bits, whatever the family; assembled in a register (copying into a stack array and
+    // loading it as one word stalls on store forwarding).
+    let bits = addr
+        .iter()
+        .zip((0..128).step_by(8).rev())
+        .fold(0u128, |acc, (&b, shift)| acc | (u128::from(b) << shift));
+    // Canonical only: host bits must already be zero, so one network has one encoding (`len` is at most 128).
+    let host = u128::MAX.checked_shr(u32::from(len)).unwrap_or(0);
+    if bits & host != 0 {
+        return None;
+    }
+    let ip = if family == 4 {
+        IpAddr::V4(((bits >> 96) as u32).into())
     } else {
-        IpAddr::V6(full.into())
+        IpAddr::V6(bits.into())
     };
-    let p = IpPrefix::new(ip, len)?;
-    // Canonical only: host bits must already be zero, so one network has one encoding.
-    (p.addr == ip).then_some(p)
+    Some(IpPrefix { addr: ip, len })
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -431,6 +436,37 @@ mod tests {
         #[test]
         fn swar_ascii_check_matches_naive(v in proptest::collection::vec(any::<u8>(), 0..64)) {
             prop_assert_eq!(all_visible_ascii(&v), v.iter().all(|b| (0x21..=0x7e).contains(b)));
+        }
+
+        /// The decoder takes exactly the canonical encodings: what `IpPrefix::new` keeps unchanged.
+        #[test]
+        fn decode_ip_is_canonical(family in prop::sample::select(vec![4u8, 6, 5]), len in 0u8..=130,
+                                  addr in proptest::collection::vec(any::<u8>(), 0..=17), zero_host in any::<bool>()) {
+            let mut addr = addr;
+            let n = usize::from(len).div_ceil(8).min(16);
+            if zero_host && addr.len() >= n {
+                addr.truncate(n);
+                if len % 8 != 0 && n > 0 {
+                    addr[n - 1] &= 0xffu8 << (8 - len % 8);
+                }
+            }
+            let mut v = vec![family, len];
+            v.extend_from_slice(&addr);
+            let mut full = [0u8; 16];
+            let reference = match family {
+                4 if addr.len() == n && len <= 32 => {
+                    full[..n].copy_from_slice(&addr);
+                    let ip = IpAddr::V4([full[0], full[1], full[2], full[3]].into());
+                    IpPrefix::new(ip, len).filter(|p| p.addr == ip)
+                }
+                6 if addr.len() == n && len <= 128 => {
+                    full[..n].copy_from_slice(&addr);
+                    let ip = IpAddr::V6(full.into());
+                    IpPrefix::new(ip, len).filter(|p| p.addr == ip)
+                }
+                _ => None,
+            };
+            prop_assert_eq!(decode_ip(&v), reference);
         }
 
         #[test]
