@@ -24,6 +24,10 @@ use cli::{ApiArgs, CheckConfigCmd, Cli, ClientKeys, Cmd};
 use client::{Answer, ApiClient};
 use std::process::ExitCode;
 
+/// mimalloc for every allocation of the process (see the note in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     // One runtime for every command; the offline ones simply never await.
