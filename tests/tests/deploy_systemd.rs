@@ -881,6 +881,12 @@ fn expand_group(groups: &BTreeMap<String, Vec<String>>, name: &str, out: &mut BT
 }
 
 /// The system calls a unit's `SystemCallFilter=` lines allow (an allow list, then `~` lines taking calls out).
+/// Files outside a process's own `/proc` that the binary reads once and does without when they are hidden, as
+/// they are under `ProcSubset=pid`:
+/// - `/proc/sys/vm/overcommit_memory`: mimalloc (the process allocator) reads it at start; when it cannot open it
+///   it assumes overcommit, which is Linux's default (heuristic overcommit) anyway.
+const TOLERATED_PROC_PROBES: &[&str] = &["/proc/sys/vm/overcommit_memory"];
+
 fn allowed_syscalls(unit: &UnitFile) -> BTreeSet<String> {
     let groups = syscall_groups();
     let mut allowed = BTreeSet::new();
@@ -987,7 +993,8 @@ fn sandbox_breaches(trace: &str, unit: &UnitFile, writable: &[PathBuf]) -> Vec<S
             let own = first
                 .as_deref()
                 .is_some_and(|c| c == "self" || c == "thread-self" || c.chars().all(|d| d.is_ascii_digit()));
-            if !own && !args.contains("ENOENT") {
+            // A probe that fails harmlessly under ProcSubset=pid (ENOENT there) is not a breach: see the list.
+            if !own && !args.contains("ENOENT") && !TOLERATED_PROC_PROBES.iter().any(|p| path == Path::new(p)) {
                 breach(format!("{} is not its own /proc (ProcSubset=pid)", path.display()));
             }
         }
