@@ -9,6 +9,10 @@ use sharegate_edge_native::origin::Origin;
 use sharegate_shared::revocation::StateKey;
 use sharegate_shared::token::{Claims, IpPrefix};
 
+/// The `sharegate` binary's allocator (sharegate/src/main.rs), so this measures the edge as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
 #[path = "../../shared/testkit.rs"]
 mod testkit;
