@@ -208,21 +208,19 @@ pub fn interleaved_ratio(
     ratios.sort_by(f64::total_cmp);
     base_ns.sort_by(f64::total_cmp);
     subj_ns.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        ratios
-            .get(((ratios.len() as f64 - 1.0) * q) as usize)
+    let at = |v: &[f64], q: f64| {
+        v.get(((v.len() as f64 - 1.0) * q) as usize)
             .copied()
             .unwrap_or(f64::NAN)
     };
-    let median = at(0.5);
-    let med = |v: &[f64]| v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = at(&ratios, 0.5);
     eprintln!(
         "{name} interleaved = {median:.3} (p25 {:.3}, p75 {:.3}, {} rounds of {block}; median ns/op {:.1} / {:.1})",
-        at(0.25),
-        at(0.75),
+        at(&ratios, 0.25),
+        at(&ratios, 0.75),
         ratios.len(),
-        med(&subj_ns),
-        med(&base_ns),
+        at(&subj_ns, 0.5),
+        at(&base_ns, 0.5),
     );
     median
 }

@@ -242,17 +242,14 @@ impl core::fmt::Debug for CacheTags<'_> {
 impl<'a> CacheTags<'a> {
     /// The tags of an object of `asset`, reached through `share` if any.
     pub fn new(asset: Cow<'a, str>, share: Option<&str>) -> Self {
-        CacheTags {
-            asset,
-            share: share.map(|s| ShareId::new(s.as_bytes())),
-        }
+        Self::of_bytes(asset, share.map(str::as_bytes))
     }
 
-    /// [`CacheTags::new`] with the share id as the token carries it.
-    fn of_claim(asset: Cow<'a, str>, share: Option<Text<'_>>) -> Self {
+    /// [`CacheTags::new`] with the share id as bytes (a claim's, as the token carries it).
+    fn of_bytes(asset: Cow<'a, str>, share: Option<&[u8]>) -> Self {
         CacheTags {
             asset,
-            share: share.map(|s| ShareId::new(s.as_bytes())),
+            share: share.map(ShareId::new),
         }
     }
 
@@ -786,7 +783,7 @@ impl Engine {
             Cow::Borrowed(p) => Cow::Borrowed(p.get(1..1 + first.len()).unwrap_or("")),
             Cow::Owned(_) => Cow::Owned(first.into()),
         };
-        let cache_tags = CacheTags::of_claim(asset, claims.share);
+        let cache_tags = CacheTags::of_bytes(asset, claims.share.map(|s| s.as_bytes()));
         let mut origin_path = found.path;
         if resource == Resource::Segment
             && let (Some(key), Some(id)) = (&self.config.watermark_key, claims.watermark)

@@ -880,13 +880,13 @@ fn expand_group(groups: &BTreeMap<String, Vec<String>>, name: &str, out: &mut BT
     }
 }
 
-/// The system calls a unit's `SystemCallFilter=` lines allow (an allow list, then `~` lines taking calls out).
 /// Files outside a process's own `/proc` that the binary reads once and does without when they are hidden, as
 /// they are under `ProcSubset=pid`:
 /// - `/proc/sys/vm/overcommit_memory`: mimalloc (the process allocator) reads it at start; when it cannot open it
 ///   it assumes overcommit, which is Linux's default (heuristic overcommit) anyway.
 const TOLERATED_PROC_PROBES: &[&str] = &["/proc/sys/vm/overcommit_memory"];
 
+/// The system calls a unit's `SystemCallFilter=` lines allow (an allow list, then `~` lines taking calls out).
 fn allowed_syscalls(unit: &UnitFile) -> BTreeSet<String> {
     let groups = syscall_groups();
     let mut allowed = BTreeSet::new();
