@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha384};
 use sharegate_control_plane::service::auth::Role;
 use sharegate_control_plane::service::player::{PlayerSettings, assets, page, reasons};
+use sharegate_control_plane::service::revocations::link_key_hex;
 use sharegate_control_plane::service::{HOT_CACHE_TTL, ServiceConfig};
 use sharegate_control_plane::store::{Log, Ns};
 use sharegate_shared::token::{IpPrefix, OwnedClaims, Policy, TokenBuf, Verifier};
@@ -1145,12 +1146,12 @@ async fn a_reference_explains_a_revocation_by_share_delete() {
     assert_eq!(s, StatusCode::OK, "{b}");
     let token_id = b["token_id"].as_str().unwrap().to_string();
     // As if the viewer had opened the page a minute ago, so there is a second between the open and the delete.
-    let mut link: Value =
-        serde_json::from_slice(&w.state.store.get(Ns::Links, &token_id).await.unwrap().unwrap()).unwrap();
+    let key = link_key_hex(&token_id).unwrap();
+    let mut link: Value = serde_json::from_slice(&w.state.store.get(Ns::Links, &key).await.unwrap().unwrap()).unwrap();
     link["iat"] = json!(link["iat"].as_u64().unwrap() - 60);
     w.state
         .store
-        .put(Ns::Links, &token_id, &serde_json::to_vec(&link).unwrap())
+        .put(Ns::Links, &key, &serde_json::to_vec(&link).unwrap())
         .await
         .unwrap();
 

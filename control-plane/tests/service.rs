@@ -6,8 +6,9 @@ mod common;
 use axum::http::StatusCode;
 use common::service::{call, send, world};
 use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::service::revocations::link_key_hex;
 use sharegate_control_plane::service::{AppState, LinkResponse};
-use sharegate_control_plane::store::{Log, verify_chain};
+use sharegate_control_plane::store::{Log, Ns, verify_chain};
 use sharegate_shared::keys::{KeyRing, SecretKey};
 use sharegate_shared::token::{Policy, TokenBuf, Verifier};
 use std::sync::Arc;
@@ -332,5 +333,74 @@ async fn admins_change_link_settings_and_refused_calls_are_audited() {
     assert!(
         text.iter()
             .any(|t| t.contains("POST /v1/links") && t.contains("refused:400"))
+    );
+}
+
+/// Link records are keyed `<token id bytes 4–7>.<token id>` (hex), and a token id's bytes 4–7 are its mint time in
+/// milliseconds, so records minted one after another sort one after another (the embedded store appends them
+/// instead of writing a random B-tree leaf per mint). Records written under the earlier layout (the bare hex id)
+/// are still found: revocation by id resolves them.
+#[tokio::test]
+async fn link_records_sort_by_mint_time_and_bare_id_records_still_resolve() {
+    let (app, state, keys, _dir) = setup().await;
+    let key = |r: Role| keys.iter().find(|(k, _)| *k == r).map(|(_, v)| v.clone()).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let (s, b) = call(
+            &app,
+            "POST",
+            "/v1/links",
+            Some(&key(Role::Minter)),
+            r#"{"asset":"demo","viewer":"v1"}"#,
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        ids.push(b["token_id"].as_str().unwrap().to_string());
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let stored: Vec<String> = state
+        .store
+        .scan(Ns::Links, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let records: Vec<&String> = stored.iter().filter(|k| !k.starts_with("vt/")).collect();
+    let expected: Vec<String> = ids.iter().map(|id| link_key_hex(id).unwrap()).collect();
+    assert!(
+        expected
+            .iter()
+            .zip(&ids)
+            .all(|(k, id)| *k == format!("{}.{id}", &id[8..16])),
+        "{expected:?}"
+    );
+    assert_eq!(records, expected.iter().collect::<Vec<_>>(), "records in mint order");
+    // The viewer's index entries end with the same keys, in the same order.
+    let index: Vec<&str> = stored
+        .iter()
+        .filter_map(|k| k.strip_prefix("vt/"))
+        .map(|k| &k[k.len() - 33..])
+        .collect();
+    assert_eq!(index, expected.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // A record under the earlier layout: revocation by id still finds its iat, exp and share.
+    let legacy = &ids[1];
+    let rec = state.store.get(Ns::Links, &expected[1]).await.unwrap().unwrap();
+    state.store.delete(Ns::Links, &expected[1]).await.unwrap();
+    state.store.put(Ns::Links, legacy, &rec).await.unwrap();
+    let body = format!(
+        r#"{{"kind":"token","id":"{}","reason":"leaked"}}"#,
+        legacy.to_uppercase()
+    );
+    let (s, b) = call(&app, "POST", "/v1/revocations", Some(&key(Role::Responder)), &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    // Neither layout holds this one.
+    let body = r#"{"kind":"token","id":"00000000000000000000000a","reason":"leaked"}"#;
+    let (s, b) = call(&app, "POST", "/v1/revocations", Some(&key(Role::Responder)), body).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{b}"
     );
 }

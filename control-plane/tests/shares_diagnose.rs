@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use common::service::{World, call, ring, send, world};
 use sharegate_control_plane::service::LinkResponse;
 use sharegate_control_plane::service::auth::Role;
+use sharegate_control_plane::service::revocations::link_key_hex;
 use sharegate_control_plane::store::{Log, Ns};
 use sharegate_control_plane::tokens::split_token_url;
 use sharegate_shared::keys::{KeyRing, SecretKey};
@@ -94,7 +95,13 @@ async fn a_share_redirects_each_open_to_a_fresh_token_url() {
     let issued = w.state.store.read_log(Log::Issued, 1, 10).await.unwrap();
     assert_eq!(issued.len(), 2);
     assert_eq!(hex::encode(&issued[0].1[..12]), token_id);
-    let link = w.state.store.get(Ns::Links, &token_id).await.unwrap().unwrap();
+    let link = w
+        .state
+        .store
+        .get(Ns::Links, &link_key_hex(&token_id).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     let link: serde_json::Value = serde_json::from_slice(&link).unwrap();
     assert_eq!(link["share"], id.as_str());
 

@@ -34,6 +34,7 @@ use common::free_port;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sharegate_control_plane::crash::POINTS;
+use sharegate_control_plane::service::revocations::link_key_hex;
 use sharegate_control_plane::store::{Log, Ns, Store, open_store};
 use sharegate_control_plane::tokens::split_token_url;
 use sharegate_edge::engine::{Decision, Request as EdgeRequest, StateInput};
@@ -1193,7 +1194,11 @@ async fn mint_burst(redis: Option<String>, seed: u64) {
             "{backend} (seed {seed}): mint {id} acknowledged, not in the issued log"
         );
         assert!(
-            store.get(Ns::Links, id).await.unwrap().is_some(),
+            store
+                .get(Ns::Links, &link_key_hex(id).unwrap())
+                .await
+                .unwrap()
+                .is_some(),
             "{backend} (seed {seed}): mint {id} acknowledged, no link record"
         );
     }

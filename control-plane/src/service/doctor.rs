@@ -359,8 +359,7 @@ async fn canary(
         ))?,
     };
     super::assets::ensure_ready(&s, &asset).await?;
-    let mut token_id = [0u8; 12];
-    getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let token_id = super::revocations::new_token_id()?;
     let build = |iat: u32| Claims {
         token_id,
         iat,

@@ -608,12 +608,12 @@ pub(crate) async fn mint_recorded_audited<'a>(
             share: share.map(str::to_string),
         };
         let link = serde_json::to_vec(&link).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let id_hex = hex::encode(token_id);
+        let link_key = revocations::link_key(token_id);
         let minted = analytics::mint_entry(now, &claims, asset, share).unwrap_or_default();
         // A viewer's tokens by asset, for entitlement invalidation (`entitlement::viewer_tokens`).
         let by_viewer = claims
             .viewer
-            .map(|v| format!("{}{id_hex}", entitlement::viewer_index_prefix(v.as_str(), asset)));
+            .map(|v| format!("{}{link_key}", entitlement::viewer_index_prefix(v.as_str(), asset)));
         let exp_text = claims.exp.to_string();
         let checks = [Check::CounterAtMost {
             counter: snapshot::ISSUED_HORIZON,
@@ -629,7 +629,7 @@ pub(crate) async fn mint_recorded_audited<'a>(
             },
             Op::Put {
                 ns: Ns::Links,
-                key: &id_hex,
+                key: &link_key,
                 value: &link,
             },
             // The funnel's first stage, counted with the mint itself.
@@ -761,8 +761,7 @@ async fn mint_link(
             bounds.max_ttl.min(s.policy.max_ttl)
         )));
     }
-    let mut token_id = [0u8; 12];
-    getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let token_id = revocations::new_token_id()?;
     let ip = req
         .ip
         .as_deref()

@@ -318,7 +318,55 @@ pub(super) fn revoked_of(e: &LogEntry) -> Option<RevokedToken> {
     })
 }
 
-/// The stored facts of a minted token (written at mint time under its hex id).
+/// A fresh token id: bytes 0–3 and 8–11 from the OS CSPRNG, bytes 4–7 the wall clock in milliseconds (big-endian,
+/// wrapping every ~49 days). The time part is there for the store, not for security: link records are keyed by it
+/// ([`link_key`]), so a burst of mints lands on the B-tree's last leaves instead of one random leaf each (with random
+/// keys each mint dirtied its own 4 KiB page, which bound the embedded mint rate). The leading bytes stay random
+/// because edge shards bucket by them, and 64 random bits per millisecond keep ids unique.
+pub(crate) fn new_token_id() -> Result<[u8; 12], ApiError> {
+    let mut id = [0u8; 12];
+    getrandom::fill(&mut id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    #[allow(clippy::cast_possible_truncation)] // wrapping is intended: only nearby ids need to sort together
+    id[4..8].copy_from_slice(&(ms as u32).to_be_bytes());
+    Ok(id)
+}
+
+/// The `Ns::Links` key of a token's link record (and the suffix of its viewer index entry): `<bytes 4–7 in hex>.<id
+/// in hex>`, so records sort by mint time ([`new_token_id`]). The `.` tells it from the bare hex id that records
+/// written before this layout are keyed by ([`link_record`] reads both).
+pub fn link_key(id: &[u8; 12]) -> String {
+    let hex = hex::encode(id);
+    format!("{}.{hex}", &hex[8..16])
+}
+
+/// [`link_key`] of an id given in hex; `None` unless it is 24 hex digits.
+pub fn link_key_hex(id_hex: &str) -> Option<String> {
+    let mut id = [0u8; 12];
+    hex::decode_to_slice(id_hex, &mut id).ok()?;
+    Some(link_key(&id))
+}
+
+/// The token id (hex) in a [`link_key`] or a legacy bare-hex key.
+pub(crate) fn id_of_link_key(key: &str) -> &str {
+    key.rsplit_once('.').map_or(key, |(_, id)| id)
+}
+
+/// A token's link record by its id (24 hex digits): under [`link_key`], else under the bare id (records
+/// minted before link keys sorted by time).
+pub(crate) async fn link_record(s: &AppState, id_hex: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(key) = link_key_hex(id_hex) else {
+        return Ok(None);
+    };
+    if let Some(rec) = s.store.get(Ns::Links, &key).await? {
+        return Ok(Some(rec));
+    }
+    Ok(s.store.get(Ns::Links, id_of_link_key(&key)).await?)
+}
+
+/// The stored facts of a minted token (written at mint time under [`link_key`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LinkRecord {
     /// Issue time.
@@ -357,11 +405,7 @@ async fn token_entry(s: &AppState, req: &RevocationRequest) -> Result<(LogEntry,
     if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::Invalid("a token id is 24 hex digits".into()));
     }
-    let rec = s
-        .store
-        .get(Ns::Links, &id)
-        .await?
-        .ok_or(ApiError::NotFound("token id"))?;
+    let rec = link_record(s, &id).await?.ok_or(ApiError::NotFound("token id"))?;
     let rec: LinkRecord = serde_json::from_slice(&rec).map_err(|e| ApiError::Internal(format!("link record: {e}")))?;
     let entry = LogEntry {
         kind: RevocationKind::Token,
@@ -864,4 +908,34 @@ pub(super) async fn get(
     let (_, mut r) = load_receipt(&s, &id).await?;
     refresh_purges(&s, &mut r).await?;
     Ok(Json(r))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_keys_lead_with_the_time_part_and_give_back_the_id() {
+        let id = [0xa0, 1, 2, 3, 0x12, 0x34, 0x56, 0x78, 9, 10, 11, 0xff];
+        let key = link_key(&id);
+        assert_eq!(key, "12345678.a001020312345678090a0bff");
+        assert_eq!(id_of_link_key(&key), hex::encode(id));
+        // Keys written before the time-ordered layout are the bare id.
+        assert_eq!(id_of_link_key(&hex::encode(id)), hex::encode(id));
+    }
+
+    #[test]
+    fn fresh_ids_differ_and_sort_by_mint_time() {
+        let a = new_token_id().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        let b = new_token_id().unwrap();
+        assert_ne!(a, b);
+        // The clock part moved forward (it wraps every ~49 days; a wrap between these two calls is not worth a retry).
+        assert!(link_key(&a) < link_key(&b), "{} !< {}", link_key(&a), link_key(&b));
+        // The random parts are not constant.
+        let ids: Vec<[u8; 12]> = (0..64).map(|_| new_token_id().unwrap()).collect();
+        assert!(ids.iter().any(|x| x[..4] != ids[0][..4]));
+        assert!(ids.iter().any(|x| x[8..] != ids[0][8..]));
+    }
 }

@@ -661,8 +661,7 @@ pub struct ViewerToken {
 /// must not be outlived by a token minted after it (its watermark covers only tokens issued before it).
 pub async fn mint_for(s: &AppState, opened: &Opened, bind: &Binding) -> Result<ViewerToken, OpenError> {
     let share = &opened.share;
-    let mut token_id = [0u8; 12];
-    getrandom::fill(&mut token_id).map_err(|e| ApiError::Internal(format!("no OS randomness: {e}")))?;
+    let token_id = super::revocations::new_token_id()?;
     let unchanged = Check::Equals {
         ns: Ns::Shares,
         key: &share.id,

@@ -638,7 +638,8 @@ async fn viewer_tokens(s: &AppState, viewer: &str, asset: &str) -> Result<Vec<St
     let mut live = Vec::new();
     for (key, v) in s.store.scan(Ns::Links, &viewer_index_prefix(viewer, asset)).await? {
         let exp: u64 = String::from_utf8_lossy(&v).parse().unwrap_or(0);
-        let Some(id) = key.rsplit('/').next() else { continue };
+        let Some(suffix) = key.rsplit('/').next() else { continue };
+        let id = super::revocations::id_of_link_key(suffix);
         if exp + u64::from(s.policy.leeway) > now {
             live.push(id.to_string());
         } else {
@@ -649,8 +650,10 @@ async fn viewer_tokens(s: &AppState, viewer: &str, asset: &str) -> Result<Vec<St
     Ok(live)
 }
 
-/// The prefix of a viewer's token index entries for an asset (in `Ns::Links`, beside the link records, which are
-/// keyed by bare hex ids and so never start with `vt/`).
+/// The prefix of a viewer's token index entries for an asset (in `Ns::Links`, beside the link records, whose keys
+/// are hex digits and a `.` and so never start with `vt/`); each entry's key ends with the token's link key
+/// (`revocations::link_key`, or a bare hex id for entries written before it), so a viewer's entries sort by mint
+/// time.
 pub fn viewer_index_prefix(viewer: &str, asset: &str) -> String {
     format!("vt/{}/{asset}/", hex::encode(viewer.as_bytes()))
 }

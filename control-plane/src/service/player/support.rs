@@ -159,7 +159,7 @@ async fn explain_share(s: &AppState, id: &str, at: u64) -> Result<Diagnosis, Api
 }
 
 async fn explain_token(s: &AppState, id: &str, at: u64) -> Result<Diagnosis, ApiError> {
-    let Some(bytes) = s.store.get(Ns::Links, id).await? else {
+    let Some(bytes) = super::super::revocations::link_record(s, id).await? else {
         return Ok(answer(
             at,
             Some(("unknown_token", 404)),
