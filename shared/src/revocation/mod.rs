@@ -48,7 +48,7 @@ pub const TAG_LEN: usize = 32;
 /// The claims of a verified token that revocation looks at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Subject<'a> {
-    /// The token's 12 random id bytes.
+    /// The token's 12 id bytes (docs/token-format.md §3).
     pub token_id: &'a [u8; 12],
     /// Issued-at, unix seconds.
     pub iat: u32,

@@ -232,7 +232,7 @@ pub struct Claims<'a> {
     pub minor: u8,
     /// The key that signed it. Set by the [`Minter`](super::Minter) when minting.
     pub key_id: KeyId,
-    /// 96 random bits naming this token (revocation, audit).
+    /// Names this token (revocation, audit): 64 random bits and the mint time in ms (docs/token-format.md §3).
     pub token_id: [u8; TOKEN_ID_LEN],
     /// Issued at (unix seconds).
     pub iat: u32,

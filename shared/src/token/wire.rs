@@ -18,7 +18,7 @@ pub const VERSION_MINOR: u8 = 0;
 pub const HEADER_LEN: usize = 28;
 /// Bytes of the MAC tag (HMAC-SHA256 truncated to 128 bits).
 pub const TAG_LEN: usize = 16;
-/// Bytes of a token id (96 random bits).
+/// Bytes of a token id (64 random bits and a millisecond clock; docs/token-format.md §3).
 pub const TOKEN_ID_LEN: usize = 12;
 /// Hard maximum of a decoded token, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 384;
