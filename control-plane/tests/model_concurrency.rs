@@ -436,6 +436,7 @@ async fn check(store: &Arc<dyn Store>, log: &Record) -> (usize, usize) {
                     referer: None,
                     client_ip: Some("203.0.113.9".parse().unwrap()),
                     country: None,
+                    country_lookup: None,
                     cmcd_headers: [None; 4],
                 };
                 let d = e.decide(

@@ -179,6 +179,14 @@ impl ClientSources {
         self.trusted_proxies.is_empty() || peer.is_some_and(|p| self.trusted_proxies.iter().any(|n| n.contains(p)))
     }
 
+    /// Whether a request from `peer` takes its country from the runtime's geolocation of `peer` (no country header is
+    /// configured, and the peer may speak for the client): what [`ClientSources::read_peer`] does with
+    /// `Peer::country`. An adapter whose lookup costs (Fastly's geo hostcall) then defers it to the decision, which
+    /// asks only for a token with a country rule (`Request::country_lookup`).
+    pub fn country_from_peer(&self, peer: Option<IpAddr>) -> bool {
+        self.country_header.is_none() && self.trusted_peer(peer)
+    }
+
     /// The facts of a request from `peer`; `last` gives the last value of a header (by its lower-case name) as the
     /// runtime received it (the last line: what the proxy next to us wrote).
     ///
@@ -376,5 +384,41 @@ mod tests {
             country: Some(*b"AT"),
         };
         assert_eq!(pair(s.read_peer(platform, lookup(SPOOF))), (platform.ip, Some(*b"AT")));
+    }
+
+    /// A deferred lookup (`country_from_peer`) is used exactly where `read_peer` would have taken the peer's
+    /// country: every source configuration, from trusted and untrusted peers, with and without the headers.
+    #[test]
+    fn the_peer_country_is_deferred_exactly_where_read_peer_takes_it() {
+        let configs: [&[(&str, &str)]; 4] = [
+            &[],
+            &[(keys::TRUSTED_PROXIES, "10.0.0.0/8")],
+            &[(keys::COUNTRY_HEADER, "CF-IPCountry")],
+            &[
+                (keys::CLIENT_IP_HEADER, "X-Forwarded-For"),
+                (keys::TRUSTED_PROXIES, "10.0.0.0/8, ::1"),
+            ],
+        ];
+        let peers = [
+            None,
+            Some("10.1.2.3"),
+            Some("198.51.100.1"),
+            Some("::ffff:10.1.2.3"),
+            Some("::1"),
+        ];
+        let headers: [&[(&str, &str)]; 2] = [&[], &[("cf-ipcountry", "AT"), ("x-forwarded-for", "203.0.113.7")]];
+        for src in configs {
+            let s = ClientSources::from_source(&src).unwrap();
+            for peer in peers.map(|p| p.map(|a| a.parse::<IpAddr>().unwrap())) {
+                for h in headers {
+                    let platform = Peer {
+                        ip: peer,
+                        country: Some(*b"JP"),
+                    };
+                    let took_peers = s.read_peer(platform, lookup(h)).country == Some(*b"JP");
+                    assert_eq!(s.country_from_peer(peer), took_peers, "{src:?} {peer:?} {h:?}");
+                }
+            }
+        }
     }
 }

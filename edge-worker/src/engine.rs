@@ -77,8 +77,28 @@ pub struct Request<'a> {
     pub client_ip: Option<IpAddr>,
     /// Client country (upper-case alpha-2), from the runtime's geo data.
     pub country: Option<[u8; 2]>,
+    /// Where `country` is `None`: the runtime's geolocation, asked only when the token has a country rule (on Fastly
+    /// the lookup is a hostcall per request, and almost no token has such a rule).
+    pub country_lookup: Option<CountryLookup>,
     /// The `CMCD-Request`, `CMCD-Object`, `CMCD-Status` and `CMCD-Session` headers ([`crate::cmcd::HEADERS`]).
     pub cmcd_headers: [Option<&'a str>; 4],
+}
+
+/// A country the runtime can look up on demand: `lookup(ip)`.
+#[derive(Debug, Clone, Copy)]
+pub struct CountryLookup {
+    /// The address to locate.
+    pub ip: IpAddr,
+    /// The runtime's geolocation (upper-case alpha-2, or `None` when it has no country for the address).
+    pub lookup: fn(IpAddr) -> Option<[u8; 2]>,
+}
+
+impl Request<'_> {
+    /// The client's country for a token with a country rule: `country`, else the lookup's answer.
+    fn country_for_rule(&self) -> Option<[u8; 2]> {
+        self.country
+            .or_else(|| self.country_lookup.and_then(|l| (l.lookup)(l.ip)))
+    }
 }
 
 /// How the token reached the edge.
@@ -711,8 +731,13 @@ impl Engine {
             resource: found.resource,
             now,
             client_ip: req.client_ip,
-            // Without a source, whatever the adapter passed is not a country anyone vouches for.
-            country: req.country.filter(|_| self.config.has_country_source),
+            // Without a source, whatever the adapter passed is not a country anyone vouches for. Only a country
+            // rule reads it, so only for one is it looked up.
+            country: if claims.countries.is_some() && self.config.has_country_source {
+                req.country_for_rule()
+            } else {
+                None
+            },
             origin: embed_origin(req),
         };
         let checked = self.verifier.policy().check(claims, &facts);
@@ -1137,6 +1162,85 @@ mod tests {
             panic!("allowed");
         };
         assert_eq!(d.reason, Reason::Expired);
+    }
+
+    /// Geolocation for `country_lookup` that counts its calls: 198.51.100.0/24 is in DE, nothing else is known.
+    static LOOKUPS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    fn counted_geo(ip: IpAddr) -> Option<[u8; 2]> {
+        LOOKUPS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
+        match ip {
+            IpAddr::V4(v4) if v4.octets()[..3] == [198, 51, 100] => Some(*b"DE"),
+            _ => None,
+        }
+    }
+
+    /// The deferred lookup decides a country rule exactly as the same country given up front, and is asked only
+    /// for a token with a country rule on an edge with a country source.
+    #[test]
+    fn the_country_is_looked_up_only_for_a_country_rule() {
+        use core::sync::atomic::Ordering::SeqCst;
+        let ask = |e: &Engine, token: &str, ip: &str| {
+            let path = format!("/t/{token}/demo/v0/seg_000.ts");
+            let req = Request {
+                method: "GET",
+                path: &path,
+                country_lookup: Some(CountryLookup {
+                    ip: ip.parse().unwrap(),
+                    lookup: counted_geo,
+                }),
+                ..Request::default()
+            };
+            let before = LOOKUPS.load(SeqCst);
+            let answer = match e.decide(&req, 1_900_000_100, StateInput::fresh(&Nothing)) {
+                Decision::Allow(_) => (200, ""),
+                Decision::Deny(d) => (d.status, d.reason.as_str()),
+                Decision::Preflight(_) => (204, ""),
+            };
+            (answer, LOOKUPS.load(SeqCst) - before)
+        };
+        for (rule, de, elsewhere) in [
+            (Countries::Allow(b"DE"), (200, ""), (403, "geo_denied")),
+            (Countries::Deny(b"DE"), (403, "geo_denied"), (200, "")),
+        ] {
+            let (e, t) = geo_setup(&[], rule);
+            assert_eq!(ask(&e, &t, "198.51.100.7"), (de, 1));
+            assert_eq!(geo_answer(&e, &t, Some(b"DE")), de);
+            assert_eq!(ask(&e, &t, "203.0.113.9"), (elsewhere, 1));
+            assert_eq!(geo_answer(&e, &t, None), elsewhere);
+            // A country given up front wins; the lookup is not asked.
+            let path = format!("/t/{t}/demo/v0/seg_000.ts");
+            let req = Request {
+                method: "GET",
+                path: &path,
+                country: Some(*b"DE"),
+                country_lookup: Some(CountryLookup {
+                    ip: "203.0.113.9".parse().unwrap(),
+                    lookup: counted_geo,
+                }),
+                ..Request::default()
+            };
+            let before = LOOKUPS.load(SeqCst);
+            let _ = e.decide(&req, 1_900_000_100, StateInput::fresh(&Nothing));
+            assert_eq!(LOOKUPS.load(SeqCst), before);
+            // No country source: refused as before, without asking.
+            let (mut e, t) = geo_setup(&[], rule);
+            e.config.has_country_source = false;
+            assert_eq!(ask(&e, &t, "198.51.100.7"), ((503, "geo_unavailable"), 0));
+        }
+        // A token without a country rule: allowed, and the lookup never asked.
+        let (e, _) = geo_setup(&[], Countries::Allow(b"DE"));
+        let claims = Claims {
+            token_id: [9; 12],
+            iat: 1_900_000_000,
+            nbf: 1_900_000_000,
+            exp: 1_900_003_600,
+            permissions: Permissions::PLAYBACK,
+            asset: Some(Text::from("demo")),
+            ..Claims::default()
+        };
+        let plain = e.minter.as_ref().unwrap().mint(&claims).unwrap();
+        assert_eq!(ask(&e, &plain, "198.51.100.7"), ((200, ""), 0));
+        assert_eq!(ask(&e, &plain, "203.0.113.9"), ((200, ""), 0));
     }
 
     #[test]

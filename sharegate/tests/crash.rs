@@ -516,6 +516,7 @@ impl EdgeView {
             referer: None,
             client_ip: Some("203.0.113.9".parse().unwrap()),
             country: None,
+            country_lookup: None,
             cmcd_headers: [None; 4],
         };
         match self.engine.decide(

@@ -178,13 +178,39 @@ impl Viceroy {
         Self::start_wasm(&app_wasm(), settings, &[]).await
     }
 
+    /// Serve the app with these settings, its geolocation data replaced by `countries` (address, ISO country code;
+    /// every other address, loopback included, has none), and wait until it answers.
+    pub async fn start_with_geo(settings: &BTreeMap<String, String>, countries: &[(&str, &str)]) -> Result<Viceroy> {
+        build_app(false)?;
+        let mut geo = vec![
+            "[local_server.geolocation]".to_string(),
+            "format = \"inline-toml\"".to_string(),
+            "use_default_loopback = false".to_string(),
+        ];
+        for (addr, country) in countries {
+            geo.push(format!("[local_server.geolocation.addresses.{}]", toml_str(addr)));
+            geo.push(format!("country_code = {}", toml_str(country)));
+        }
+        Self::start_configured(&app_wasm(), settings, &[], &geo.join("\n")).await
+    }
+
     /// Serve `wasm` (already built) with these settings and KV Store entries, and wait until it answers.
     pub async fn start_wasm(wasm: &Path, settings: &BTreeMap<String, String>, kv: &[(&str, &Path)]) -> Result<Viceroy> {
+        Self::start_configured(wasm, settings, kv, "").await
+    }
+
+    /// [`Viceroy::start_wasm`] with `extra` appended to the derived `fastly.toml` (more `[local_server]` tables).
+    async fn start_configured(
+        wasm: &Path,
+        settings: &BTreeMap<String, String>,
+        kv: &[(&str, &Path)],
+        extra: &str,
+    ) -> Result<Viceroy> {
         let viceroy = viceroy_bin();
         let dir = tempfile::tempdir()?;
         let root = std::fs::read_to_string(package_dir().join("fastly.toml"))?;
         let config = dir.path().join("fastly.toml");
-        std::fs::write(&config, derived_config(&root, settings, kv)?)?;
+        std::fs::write(&config, format!("{}\n{extra}\n", derived_config(&root, settings, kv)?))?;
         let port = free_port()?;
         let mut cmd = Command::new(viceroy);
         cmd.current_dir(dir.path())

@@ -5,9 +5,21 @@
 
 use serde_json::Value;
 use sharegate_e2e::Suite;
-use sharegate_edge::engine::{Decision, Request, StateInput};
+use sharegate_edge::engine::{CountryLookup, Decision, Request, StateInput};
 use sharegate_edge::{EdgeConfig, Engine};
 use sharegate_shared::revocation::StateView;
+use std::cell::Cell;
+use std::net::IpAddr;
+
+thread_local! {
+    /// The country of the case under test, for [`case_country`].
+    static CASE_COUNTRY: Cell<Option<[u8; 2]>> = const { Cell::new(None) };
+}
+
+/// A geolocation that answers the current case's country for any address.
+fn case_country(_: IpAddr) -> Option<[u8; 2]> {
+    CASE_COUNTRY.with(Cell::get)
+}
 
 #[test]
 fn engine_decisions_match_the_suite() {
@@ -33,17 +45,36 @@ fn engine_decisions_match_the_suite() {
             referer: headers("referer"),
             client_ip: r.client_ip.as_deref().map(|i| i.parse().unwrap()),
             country,
+            country_lookup: None,
             cmcd_headers: sharegate_edge::cmcd::HEADERS.map(headers),
         };
-        let input = if case.get("state").and_then(Value::as_str) == Some("none") {
-            StateInput {
-                state: None,
-                age: u64::MAX,
+        let input = || {
+            if case.get("state").and_then(Value::as_str) == Some("none") {
+                StateInput {
+                    state: None,
+                    age: u64::MAX,
+                }
+            } else {
+                StateInput::fresh(&view)
             }
-        } else {
-            StateInput::fresh(&view)
         };
-        let d = engine.decide(&req, now, input);
+        let d = engine.decide(&req, now, input());
+        // The same request with its country left to a lookup (as Fastly defers its geo hostcall): the same decision.
+        CASE_COUNTRY.with(|c| c.set(country));
+        let deferred = Request {
+            country: None,
+            country_lookup: Some(CountryLookup {
+                ip: req.client_ip.unwrap_or(IpAddr::from([192, 0, 2, 1])),
+                lookup: case_country,
+            }),
+            ..req
+        };
+        let d_deferred = engine.decide(&deferred, now, input());
+        if format!("{d_deferred:?}") != format!("{d:?}") {
+            failures.push(format!(
+                "{name}: with the country looked up: {d_deferred:?}, given: {d:?}"
+            ));
+        }
         // The planned answer meets every expectation of the case (its follow-up steps are for runtimes).
         let answer = sharegate_e2e::engine_answer(&engine, d.clone(), &r, now);
         if let Err(e) = sharegate_e2e::check(&minted, e_without_follow(&case["expect"]).as_ref(), &r.method, &answer) {

@@ -159,6 +159,8 @@ impl Fields {
             referer: self.referer.as_deref(),
             client_ip: self.client.ip,
             country: self.client.country,
+            // request.cf carries the country already: nothing to defer.
+            country_lookup: None,
             cmcd_headers: [0, 1, 2, 3].map(|i| self.cmcd[i].as_deref()),
         }
     }

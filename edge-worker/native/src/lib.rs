@@ -652,6 +652,8 @@ fn read_request<'r>(edge: &Edge, req: &'r Request<Body>) -> (Arc<Engine>, shareg
         referer: text(header::REFERER),
         client_ip: client.ip,
         country: client.country,
+        // The native edge's country comes from a proxy's header only: nothing to look up.
+        country_lookup: None,
         cmcd_headers: sharegate_edge::cmcd::HEADERS.map(|n| h.get(n).and_then(|v| v.to_str().ok())),
     };
     let ask = ClientAsk {
