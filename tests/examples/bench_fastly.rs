@@ -284,7 +284,7 @@ async fn main() {
         );
         for (name, what) in [
             ("settings", "settings: one Config + one Secret Store key, parse, key"),
-            ("request", "request: raw URI, client address, geo, headers"),
+            ("request", "request: raw URI, client address, headers (no geo rule)"),
             ("state", "state: Core Cache lookup + read (head prefix / whole)"),
             ("open", "open: in place"),
             ("shard", "shard: bucket version + shard lookup + read"),
