@@ -50,7 +50,7 @@ for cmd in "${runs[@]}"; do
 done
 
 echo
-echo "== token verify: median ns/op (lower is better)"
+echo "== token verify: median ns/op (lower is better); verify/raw is the median of the rounds' own ratios"
 printf '%-24s %14s %14s %11s\n' target "raw HMAC ns" "verify ns" verify/raw
 for r in "${results[@]}"; do
     # RESULT target=T raw_ns=R verify_ns=V ratio=Q
