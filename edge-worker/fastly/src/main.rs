@@ -240,9 +240,10 @@ fn read_request<'r>(
     // lookup (~20 µs per request in Viceroy) is left to the engine, which asks only for a token with a country rule.
     let ip = raw::client_ip(req);
     let client = sources.read_peer(Peer { ip, country: None }, header);
-    let country_lookup = ip
-        .filter(|_| sources.country_from_peer(ip))
-        .map(|ip| CountryLookup { ip, lookup: raw::country });
+    let country_lookup = ip.filter(|_| sources.country_from_peer(ip)).map(|ip| CountryLookup {
+        ip,
+        lookup: raw::country,
+    });
     let method = req.get_method_str();
     let ereq = sharegate_edge::Request {
         method,
