@@ -1081,18 +1081,27 @@ mod tests {
         let mut src: Vec<(&str, &str)> = alloc::vec![(crate::config::keys::SIGNING_KEYS, keys)];
         src.extend_from_slice(settings);
         let engine = Engine::new(EdgeConfig::from_source(&src.as_slice()).unwrap());
-        let claims = Claims {
-            token_id: [7; 12],
+        let token = engine
+            .minter
+            .as_ref()
+            .unwrap()
+            .mint(&demo_claims([7; 12], Some(countries)))
+            .unwrap();
+        (engine, token)
+    }
+
+    /// A one-hour playback token's claims for asset `demo`, with these countries if any.
+    fn demo_claims(token_id: [u8; 12], countries: Option<Countries<'_>>) -> Claims<'_> {
+        Claims {
+            token_id,
             iat: 1_900_000_000,
             nbf: 1_900_000_000,
             exp: 1_900_003_600,
             permissions: Permissions::PLAYBACK,
             asset: Some(Text::from("demo")),
-            countries: Some(countries),
+            countries,
             ..Claims::default()
-        };
-        let token = engine.minter.as_ref().unwrap().mint(&claims).unwrap();
-        (engine, token)
+        }
     }
 
     struct Nothing;
@@ -1229,16 +1238,7 @@ mod tests {
         }
         // A token without a country rule: allowed, and the lookup never asked.
         let (e, _) = geo_setup(&[], Countries::Allow(b"DE"));
-        let claims = Claims {
-            token_id: [9; 12],
-            iat: 1_900_000_000,
-            nbf: 1_900_000_000,
-            exp: 1_900_003_600,
-            permissions: Permissions::PLAYBACK,
-            asset: Some(Text::from("demo")),
-            ..Claims::default()
-        };
-        let plain = e.minter.as_ref().unwrap().mint(&claims).unwrap();
+        let plain = e.minter.as_ref().unwrap().mint(&demo_claims([9; 12], None)).unwrap();
         assert_eq!(ask(&e, &plain, "198.51.100.7"), ((200, ""), 0));
         assert_eq!(ask(&e, &plain, "203.0.113.9"), ((200, ""), 0));
     }
