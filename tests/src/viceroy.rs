@@ -206,6 +206,27 @@ impl Viceroy {
         kv: &[(&str, &Path)],
         extra: &str,
     ) -> Result<Viceroy> {
+        // The port is picked free and then handed to Viceroy, so a parallel test can take it in between: try again
+        // on a new port (a real failure fails all three times, with Viceroy's output).
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(wasm, settings, kv, extra).await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    eprintln!("viceroy did not start, trying again on a new port: {e:#}");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("viceroy did not start")))
+    }
+
+    async fn start_once(
+        wasm: &Path,
+        settings: &BTreeMap<String, String>,
+        kv: &[(&str, &Path)],
+        extra: &str,
+    ) -> Result<Viceroy> {
         let viceroy = viceroy_bin();
         let dir = tempfile::tempdir()?;
         let root = std::fs::read_to_string(package_dir().join("fastly.toml"))?;
@@ -227,8 +248,8 @@ impl Viceroy {
             Ready {
                 probe: sharegate_edge::contract::paths::READY,
                 // Any answer: the apps answer the probe in different ways (a refusal, a misconfigured 500, the
-                // pass-through app's origin 404), and Viceroy, unlike wrangler, starts no second server whose
-                // ephemeral ports could take ours.
+                // pass-through app's origin 404). `RuntimeProcess` tells Viceroy's answer from that of another
+                // process that took the port.
                 ours: |_| true,
                 limit: Duration::from_secs(60),
             },
