@@ -5,7 +5,7 @@
 //! the per-request check at one hash and one lookup. Edges use their own credential (`SHAREGATE_EDGE_TOKEN`).
 
 use super::error::ApiError;
-use crate::store::{Ns, Store};
+use crate::store::{Check, Ns, Store};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -75,6 +75,42 @@ pub struct Caller {
     pub role: Role,
     /// The request's `x-request-id`, if it sent one (audited with what it did).
     pub request_id: Option<String>,
+    /// The key's record as this caller was authenticated with it.
+    pub key: StoredKey,
+}
+
+/// An API key's stored record, as read when its caller was authenticated: a write can require it unchanged
+/// ([`StoredKey::unchanged`]) so it commits only while the key is still what authorised it.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    /// The store key ([`key_hash`]).
+    pub hash: String,
+    /// The record's bytes.
+    pub record: std::sync::Arc<[u8]>,
+}
+
+impl StoredKey {
+    /// The check that the key's record is still these bytes: not deleted, not disabled, not changed.
+    pub fn unchanged(&self) -> Check<'_> {
+        Check::Equals {
+            ns: Ns::ApiKeys,
+            key: &self.hash,
+            value: &self.record,
+        }
+    }
+}
+
+/// Key records this replica read, by hash, for the calls whose commit re-checks the record
+/// ([`Permission::CHECKED_AT_COMMIT`]): they skip the store read, and a record changed or deleted since (on any
+/// replica) fails their commit's check instead. Bounded, and only valid keys enter it.
+pub type KeyCache = moka::sync::Cache<String, std::sync::Arc<[u8]>>;
+
+/// A [`KeyCache`] of at most 10,000 keys, each kept at most 10 minutes after it was read.
+pub fn key_cache() -> KeyCache {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(std::time::Duration::from_secs(600))
+        .build()
 }
 
 impl Caller {
@@ -99,25 +135,32 @@ pub trait Permission {
     const ROLES: &'static [Role];
     /// What is attempted, as the 403 message says it: "role `x` may not *action*".
     const ACTION: &'static str;
+    /// The caller may be authenticated from this replica's [`KeyCache`]: every handler of this permission commits
+    /// its write with [`StoredKey::unchanged`] among its checks, and re-authenticates from the store when that check
+    /// fails. Off unless a permission's line says `checked at commit`.
+    const CHECKED_AT_COMMIT: bool;
 }
 
 /// Declares one uninhabited marker type per permission.
 macro_rules! permissions {
-    ($($(#[$doc:meta])* $name:ident: [$($role:ident),+] => $action:literal;)*) => {$(
+    (@commit) => { false };
+    (@commit checked at commit) => { true };
+    ($($(#[$doc:meta])* $name:ident: [$($role:ident),+] => $action:literal $(, $($flag:ident)+)?;)*) => {$(
         $(#[$doc])*
         #[derive(Debug)]
         pub enum $name {}
         impl Permission for $name {
             const ROLES: &'static [Role] = &[$(Role::$role),+];
             const ACTION: &'static str = $action;
+            const CHECKED_AT_COMMIT: bool = permissions!(@commit $($($flag)+)?);
         }
     )*};
 }
 
 // The role matrix, one line per endpoint (docs/openapi.yaml's `x-roles` say the same; tests/auth_matrix.rs checks).
 permissions! {
-    /// `POST /v1/links`.
-    MintLinks: [Minter] => "mint links";
+    /// `POST /v1/links` (`mint_link` commits with the key's record unchanged).
+    MintLinks: [Minter] => "mint links", checked at commit;
     /// `POST /v1/apikeys`, `DELETE /v1/apikeys/{id}`.
     ManageApiKeys: [Admin] => "manage API keys";
     /// `GET /v1/apikeys`.
@@ -196,8 +239,42 @@ pub async fn store_key(store: &dyn Store, key: &str, rec: &ApiKeyRecord) -> Resu
     Ok(())
 }
 
-/// Authenticate an `Authorization` header value.
+/// Authenticate an `Authorization` header value against the store.
 pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Caller, ApiError> {
+    authenticate_hash(store, key_hash(bearer(header)?)).await
+}
+
+/// [`authenticate`], taking the record from `cache` when this replica has read it (only for calls whose commit
+/// re-checks it: [`Permission::CHECKED_AT_COMMIT`]).
+pub async fn authenticate_cached(
+    store: &dyn Store,
+    cache: &KeyCache,
+    header: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let hash = key_hash(bearer(header)?);
+    match cache.get(&hash) {
+        Some(record) => caller_from(StoredKey { hash, record }),
+        None => {
+            let caller = authenticate_hash(store, hash).await?;
+            cache.insert(caller.key.hash.clone(), caller.key.record.clone());
+            Ok(caller)
+        }
+    }
+}
+
+/// Authenticate the key whose hash is `hash`, reading its record from the store.
+pub async fn authenticate_hash(store: &dyn Store, hash: String) -> Result<Caller, ApiError> {
+    let Some(bytes) = store.get(Ns::ApiKeys, &hash).await? else {
+        return Err(ApiError::BadCredential);
+    };
+    caller_from(StoredKey {
+        hash,
+        record: bytes.into(),
+    })
+}
+
+/// The key of an `Authorization: Bearer` header.
+fn bearer(header: Option<&str>) -> Result<&str, ApiError> {
     let key = header
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
@@ -207,11 +284,13 @@ pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Cal
     if key.len() > 200 {
         return Err(ApiError::BadCredential);
     }
-    let Some(bytes) = store.get(Ns::ApiKeys, &key_hash(key)).await? else {
-        return Err(ApiError::BadCredential);
-    };
+    Ok(key)
+}
+
+/// The caller a key's record makes: refused when the key is disabled.
+fn caller_from(key: StoredKey) -> Result<Caller, ApiError> {
     let rec: ApiKeyRecord =
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?;
+        serde_json::from_slice(&key.record).map_err(|e| ApiError::Internal(format!("api key record: {e}")))?;
     if rec.disabled {
         return Err(ApiError::BadCredential);
     }
@@ -219,6 +298,7 @@ pub async fn authenticate(store: &dyn Store, header: Option<&str>) -> Result<Cal
         key_id: rec.id,
         role: rec.role,
         request_id: None,
+        key,
     })
 }
 

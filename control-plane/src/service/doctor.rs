@@ -370,7 +370,7 @@ async fn canary(
         channel: Some(Text::from(CANARY_CHANNEL)),
         ..Claims::default()
     };
-    let (token, claims) = mint_recorded(&s, &token_id, &asset, None, None, build).await?;
+    let (token, claims) = mint_recorded(&s, &token_id, &asset, None, &[], build).await?;
     let id = hex::encode(token_id);
     // Remember it as a canary until it expires: only these may be revoked through the doctor's endpoint.
     s.store

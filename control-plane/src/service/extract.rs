@@ -47,7 +47,11 @@ impl<P: Permission> FromRequestParts<Arc<AppState>> for Authorized<P> {
 /// Authenticate the request's caller and check its role against `P`: for the one endpoint whose key is optional
 /// (`/metrics`), which cannot take [`Authorized`] in its signature.
 pub async fn authorize<P: Permission>(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let mut caller = super::caller(s, headers).await?;
+    let mut caller = if P::CHECKED_AT_COMMIT {
+        super::caller_cached(s, headers).await?
+    } else {
+        super::caller(s, headers).await?
+    };
     caller.require(P::ROLES, P::ACTION)?;
     caller.request_id = headers
         .get("x-request-id")

@@ -44,7 +44,7 @@ pub mod api {
 }
 
 use crate::store::{Check, Log, Ns, Op, Store};
-use auth::{Caller, ChangeSettings, ListApiKeys, ManageApiKeys, MintLinks, ReadSettings, Role};
+use auth::{Caller, ChangeSettings, ListApiKeys, ManageApiKeys, MintLinks, Permission, ReadSettings, Role};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -146,6 +146,8 @@ pub struct AppState {
     pub edge_contacts: edge_state::EdgeContacts,
     /// Entitlement checks: the backend client, its decision cache and breakers.
     pub entitlements: entitlement::Entitlements,
+    /// API key records read by this replica, for the calls that re-check them at commit (see [`auth::KeyCache`]).
+    pub api_keys: auth::KeyCache,
 }
 
 /// How long [`AppState::hot`] keeps a record.
@@ -205,6 +207,7 @@ impl AppState {
                 .build(),
             clock_offset_secs: 0,
             anonymous_refusals: std::sync::Mutex::new(AnonymousRefusals::default()),
+            api_keys: auth::key_cache(),
         })
     }
 }
@@ -333,6 +336,14 @@ pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     auth::authenticate(s.store.as_ref(), h).await
+}
+
+/// [`caller`] through this replica's key cache ([`auth::authenticate_cached`]).
+pub(crate) async fn caller_cached(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::authenticate_cached(s.store.as_ref(), &s.api_keys, h).await
 }
 
 /// One audit entry: who did what to which subject, and how it ended.
@@ -567,7 +578,7 @@ pub(crate) async fn mint_recorded<'a>(
     token_id: &[u8; 12],
     asset: &str,
     share: Option<&str>,
-    unchanged: Option<Check<'_>>,
+    unchanged: &[Check<'_>],
     build: impl Fn(u32) -> Claims<'a>,
 ) -> Result<(String, Claims<'a>), ApiError> {
     mint_recorded_audited(s, token_id, asset, share, unchanged, None, build).await
@@ -581,7 +592,7 @@ pub(crate) async fn mint_recorded_audited<'a>(
     token_id: &[u8; 12],
     asset: &str,
     share: Option<&str>,
-    unchanged: Option<Check<'_>>,
+    unchanged: &[Check<'_>],
     audited: Option<&[u8]>,
     build: impl Fn(u32) -> Claims<'a>,
 ) -> Result<(String, Claims<'a>), ApiError> {
@@ -620,7 +631,7 @@ pub(crate) async fn mint_recorded_audited<'a>(
             value: u64::from(claims.iat),
         }]
         .into_iter()
-        .chain(unchanged)
+        .chain(unchanged.iter().copied())
         .collect::<Vec<_>>();
         let ops = [
             Op::Append {
@@ -660,7 +671,7 @@ pub(crate) async fn mint_recorded_audited<'a>(
         // unchanged has changed (the caller decides again).
         let horizon = s.store.counter(snapshot::ISSUED_HORIZON).await?;
         let horizon = u32::try_from(horizon).map_err(|_| ApiError::Internal("issued horizon beyond 2106".into()))?;
-        if horizon <= claims.iat && unchanged.is_some() {
+        if horizon <= claims.iat && !unchanged.is_empty() {
             return Err(ApiError::Conflict(
                 "the record this mint depends on changed; retry".into(),
             ));
@@ -821,16 +832,32 @@ async fn mint_link(
     };
     // The audit entry is written with the mint's record (one transaction on the embedded store).
     let entry = audit_entry(&c, "links.mint", &req.asset, "ok")?;
-    let minted = mint_recorded_audited(
-        &s,
-        &token_id,
-        &req.asset,
-        req.share.as_deref(),
-        None,
-        Some(&entry),
-        build,
-    )
-    .await;
+    // Committed only while the caller's key record is still the one that authenticated it (perhaps from this
+    // replica's key cache, see `auth::KeyCache`). If it changed, authenticate again from the store: a deleted or
+    // disabled key gets its 401 and nothing is written; a key that still may mint mints again.
+    let mut key = c.key.clone();
+    let mut fresh = false;
+    let minted = loop {
+        let unchanged = [key.unchanged()];
+        let r = mint_recorded_audited(
+            &s,
+            &token_id,
+            &req.asset,
+            req.share.as_deref(),
+            &unchanged,
+            Some(&entry),
+            &build,
+        )
+        .await;
+        if fresh || !matches!(r, Err(ApiError::Conflict(_))) {
+            break r;
+        }
+        s.api_keys.invalidate(&key.hash);
+        let again = auth::authenticate_hash(s.store.as_ref(), key.hash.clone()).await?;
+        again.require(MintLinks::ROLES, MintLinks::ACTION)?;
+        key = again.key;
+        fresh = true;
+    };
     let (token, claims) = match (minted, &grant) {
         // The entitlement ended between the check and the mint's issue time: a refusal, not a bad request.
         (Err(_), Some(g)) if g.ended_by(s.now()) => return Err(g.ended().into()),
@@ -918,6 +945,8 @@ async fn disable_api_key(
             rec.disabled = true;
             let bytes = serde_json::to_vec(&rec).map_err(|e| ApiError::Internal(e.to_string()))?;
             s.store.put(Ns::ApiKeys, &hash, &bytes).await?;
+            // Other replicas' caches learn it at their callers' next commit (`auth::KeyCache`).
+            s.api_keys.invalidate(&hash);
             audit(&s, &c, "apikeys.disable", &id, "ok").await?;
             return Ok(Json(rec));
         }

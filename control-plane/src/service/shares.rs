@@ -684,7 +684,7 @@ pub async fn mint_for(s: &AppState, opened: &Opened, bind: &Binding) -> Result<V
         country: bind.country.as_deref(),
     };
     let grant = authorize(s, &ask).await.map_err(|d| OpenError::Api(d.into()))?;
-    let minted = super::mint_recorded(s, &token_id, &share.asset, Some(&share.id), Some(unchanged), |iat| {
+    let minted = super::mint_recorded(s, &token_id, &share.asset, Some(&share.id), &[unchanged], |iat| {
         share_claims(share, viewer, bind, grant.as_ref(), token_id, iat)
     })
     .await;
