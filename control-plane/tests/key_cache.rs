@@ -44,8 +44,8 @@ async fn mint(app: &axum::Router, key: &str) -> (StatusCode, serde_json::Value) 
     call(app, "POST", "/v1/links", Some(key), r#"{"asset":"demo"}"#).await
 }
 
-/// Sequential: the cached key's second mint sees the other replica's disable, and a key deleted from the store
-/// under a cache entry is refused too.
+/// Sequential: the cached key's next calls see the other replica's disable (a mint and a mint refused before its
+/// commit alike), and a key deleted from the store under a cache entry is refused too.
 async fn disable_and_delete_reach_a_cached_key(stores: [Arc<dyn Store>; 2], dir: &std::path::Path) {
     let (apps, keys) = replicas(stores.clone(), dir).await;
     let (admin, minter) = (key_of(&keys, Role::Admin), key_of(&keys, Role::Minter));
@@ -58,6 +58,20 @@ async fn disable_and_delete_reach_a_cached_key(stores: [Arc<dyn Store>; 2], dir:
     let id = &key_hash(minter)[..12];
     let (s, b) = call(&apps[1], "DELETE", &format!("/v1/apikeys/{id}"), Some(admin), "").await;
     assert_eq!(s, StatusCode::OK, "{b}");
+    // Refused before its commit (no such asset): still a 401, so a disabled key learns nothing it asks.
+    let (s, b) = call(
+        &apps[0],
+        "POST",
+        "/v1/links",
+        Some(minter),
+        r#"{"asset":"no-such-asset"}"#,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::UNAUTHORIZED,
+        "a disabled key was told about an asset: {b}"
+    );
     let (s, b) = mint(&apps[0], minter).await;
     assert_eq!(
         s,

@@ -761,9 +761,24 @@ async fn mint_link(
     c: Authorized<MintLinks>,
     JsonBody(req): JsonBody<LinkRequest>,
 ) -> Result<Json<LinkResponse>, ApiError> {
+    let minted = mint_link_as(&s, &c, req).await;
+    // The caller may have been authenticated from this replica's key cache, which a refusal before the commit does
+    // not re-check: what the refusal says (no such asset, not entitled) is for a key that is still valid, so a key
+    // disabled since gets its 401 instead.
+    if let Err(e) = &minted
+        && !matches!(e, ApiError::Unauthenticated | ApiError::BadCredential)
+        && let Err(ApiError::BadCredential) = auth::authenticate_hash(s.store.as_ref(), c.key.hash.clone()).await
+    {
+        s.api_keys.invalidate(&c.key.hash);
+        return Err(ApiError::BadCredential);
+    }
+    minted
+}
+
+async fn mint_link_as(s: &AppState, c: &Caller, req: LinkRequest) -> Result<Json<LinkResponse>, ApiError> {
     // Links only for registered assets whose last readiness check found nothing wrong.
-    assets::ensure_ready(&s, &req.asset).await?;
-    let bounds = link_settings(&s).await?;
+    assets::ensure_ready(s, &req.asset).await?;
+    let bounds = link_settings(s).await?;
     let ttl = req.ttl.unwrap_or(bounds.default_ttl);
     if ttl < bounds.min_ttl || ttl > bounds.max_ttl.min(s.policy.max_ttl) {
         return Err(ApiError::Invalid(format!(
@@ -803,7 +818,7 @@ async fn mint_link(
         country: None,
     };
     // A refusal is audited by `audit_failures`, with its status.
-    let grant = entitlement::authorize(&s, &ask).await?;
+    let grant = entitlement::authorize(s, &ask).await?;
     let bounded = |iat: u32| match &grant {
         Some(g) => g.bound(iat, iat + ttl, req.entitlement),
         None => (iat + ttl, req.entitlement),
@@ -831,7 +846,7 @@ async fn mint_link(
         ..Claims::default()
     };
     // The audit entry is written with the mint's record (one transaction on the embedded store).
-    let entry = audit_entry(&c, "links.mint", &req.asset, "ok")?;
+    let entry = audit_entry(c, "links.mint", &req.asset, "ok")?;
     // Committed only while the caller's key record is still the one that authenticated it (perhaps from this
     // replica's key cache, see `auth::KeyCache`). If it changed, authenticate again from the store: a deleted or
     // disabled key gets its 401 and nothing is written; a key that still may mint mints again.
@@ -840,7 +855,7 @@ async fn mint_link(
     let minted = loop {
         let unchanged = [key.unchanged()];
         let r = mint_recorded_audited(
-            &s,
+            s,
             &token_id,
             &req.asset,
             req.share.as_deref(),
@@ -864,7 +879,7 @@ async fn mint_link(
         (r, _) => r?,
     };
     Ok(Json(LinkResponse {
-        url: link_url(&s, &token, &req.asset),
+        url: link_url(s, &token, &req.asset),
         token,
         token_id: hex::encode(token_id),
         expires_at: u64::from(claims.exp),
