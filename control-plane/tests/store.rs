@@ -839,3 +839,12 @@ async fn throughput_report() {
         3200.0 / started.elapsed().as_secs_f64()
     );
 }
+
+/// The harness takes a Redis for the one it started only if that process answers: another test's Redis on the port
+/// (which can take it between the pick and the bind) is not.
+#[test]
+fn the_harness_knows_its_own_redis() {
+    let redis = RedisServer::start();
+    assert!(common::answers_as(redis.port(), redis.pid()));
+    assert!(!common::answers_as(redis.port(), std::process::id()));
+}

@@ -69,6 +69,12 @@ fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Whether the server on `port` is `child`: a port picked free can be taken by another test's Redis before ours binds
+/// it, and that one would answer a PING just the same.
+fn answers_as(port: u16, child: &std::process::Child) -> bool {
+    cli(port, &["INFO", "server"]).contains(&format!("process_id:{}", child.id()))
+}
+
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
@@ -93,7 +99,7 @@ fn redis_server(dir: &Path, port: u16, extra: &[&str]) -> Proc {
         .spawn()
         .unwrap();
     wait_until(&format!("redis on {port}"), Duration::from_secs(10), || {
-        cli(port, &["PING"]) == "PONG"
+        answers_as(port, &child)
     });
     Proc(Some(child))
 }
@@ -119,7 +125,7 @@ fn sentinel(dir: &Path, port: u16, primary: u16) -> Proc {
         .spawn()
         .unwrap();
     wait_until(&format!("sentinel on {port}"), Duration::from_secs(10), || {
-        cli(port, &["PING"]) == "PONG"
+        answers_as(port, &child)
     });
     Proc(Some(child))
 }

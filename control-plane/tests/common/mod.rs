@@ -46,7 +46,7 @@ impl RedisServer {
                 if child.try_wait().unwrap().is_some() {
                     break; // exited: most likely the port was taken
                 }
-                if answers_ping(port) {
+                if answers_as(port, child.id()) {
                     return RedisServer { child, port };
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -60,6 +60,14 @@ impl RedisServer {
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RedisServer {
@@ -69,11 +77,24 @@ impl Drop for RedisServer {
     }
 }
 
-fn answers_ping(port: u16) -> bool {
+/// Whether the Redis on `port` is the process `pid`: another test's redis-server can take a port between its pick and
+/// this one's bind, and would answer a PING just the same.
+pub fn answers_as(port: u16, pid: u32) -> bool {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 16];
-    s.write_all(b"PING\r\n").is_ok() && matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+    if s.write_all(b"INFO server\r\n").is_err() {
+        return false;
+    }
+    let want = format!("process_id:{pid}\r\n");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = s.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+        if got.windows(want.len()).any(|w| w == want.as_bytes()) {
+            return true;
+        }
+    }
+    false
 }
