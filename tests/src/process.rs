@@ -1,5 +1,6 @@
 //! A local CDN runtime (`wrangler dev`, `viceroy serve`) as a child process: started in its own process group with
-//! its output in a log file, ready once it answers HTTP, stopped with everything it started when dropped.
+//! its output in a log file, ready once it listens on its port and answers HTTP, stopped with everything it started
+//! when dropped.
 
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -22,7 +23,7 @@ pub struct RuntimeProcess {
 const PORT_TAKEN: &str = "Address already in use";
 
 /// Whether a process in group `pgid` holds the socket listening on `127.0.0.1:port` (from `/proc`: the listener's
-/// inode in `/proc/net/tcp`, then the groups's open descriptors).
+/// inode in `/proc/net/tcp`, then the group's open descriptors).
 fn listens_in_group(port: u16, pgid: u32) -> bool {
     let Some(inode) = listening_inode(port) else {
         return false;
