@@ -6,16 +6,10 @@
 //! `bench_bare_server --addr 127.0.0.1:7783 --file seg_000.ts --mode sendfile`
 #![allow(clippy::unwrap_used)]
 
+use sharegate_e2e::arg;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

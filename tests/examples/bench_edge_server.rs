@@ -3,7 +3,7 @@
 //! Used by `scripts/bench-edge.sh` (native edge vs nginx `secure_link`, same file, same load tool).
 #![allow(clippy::unwrap_used)]
 
-use sharegate_e2e::unix_now;
+use sharegate_e2e::{arg, unix_now};
 use sharegate_edge_native::NativeOptions;
 use sharegate_edge_native::origin::Origin;
 use sharegate_shared::revocation::StateKey;
@@ -16,13 +16,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // The synthetic world every bench shares; included by path (see the header of shared/testkit.rs).
 #[path = "../../shared/testkit.rs"]
 mod testkit;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use sharegate_control_plane::service::entitlement::hook;
+use sharegate_e2e::arg;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,13 +27,6 @@ async fn check(State(b): State<Arc<Backend>>, headers: HeaderMap, body: axum::bo
     b.calls.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(b.delay).await;
     axum::Json(serde_json::json!({"allow": true, "plan": "paid"})).into_response()
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]

@@ -673,6 +673,14 @@ pub async fn start_native_edge(
     Ok(RunningEdge { addr, edge })
 }
 
+/// The value after `--name` on this process's command line (the examples' flags).
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

@@ -70,6 +70,26 @@ pub struct Ready {
     pub limit: Duration,
 }
 
+/// Start a runtime with `start` up to three times: its ports are picked free and then handed to it, so a parallel test
+/// can take one in between, and each attempt picks new ones (a real failure fails all three times, with the runtime's
+/// output).
+pub async fn on_fresh_ports<T, Fut>(name: &str, mut start: impl FnMut() -> Fut) -> Result<T>
+where
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut last = None;
+    for _ in 0..3 {
+        match start().await {
+            Ok(started) => return Ok(started),
+            Err(e) => {
+                eprintln!("{name} did not start, trying again on new ports: {e:#}");
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+}
+
 impl RuntimeProcess {
     /// Spawn `cmd` (which serves on `port`) with its output in `dir/<name>.log`, and wait until it is `ready`. `dir`
     /// (the runtime's configuration) lives as long as the process.

@@ -206,19 +206,7 @@ impl Viceroy {
         kv: &[(&str, &Path)],
         extra: &str,
     ) -> Result<Viceroy> {
-        // The port is picked free and then handed to Viceroy, so a parallel test can take it in between: try again
-        // on a new port (a real failure fails all three times, with Viceroy's output).
-        let mut last = None;
-        for _ in 0..3 {
-            match Self::start_once(wasm, settings, kv, extra).await {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    eprintln!("viceroy did not start, trying again on a new port: {e:#}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("viceroy did not start")))
+        crate::process::on_fresh_ports("viceroy", || Self::start_once(wasm, settings, kv, extra)).await
     }
 
     async fn start_once(

@@ -113,19 +113,7 @@ impl WranglerDev {
 
     /// Start another script (e.g. the benchmark's pass-through worker) with the same configuration file.
     pub async fn start_script(main: &std::path::Path, settings: &BTreeMap<String, String>) -> Result<WranglerDev> {
-        // Ports are picked free and then handed to wrangler, so a parallel test can take one in between: try again
-        // on new ports (a real failure fails all three times, with wrangler's output).
-        let mut last = None;
-        for _ in 0..3 {
-            match Self::start_once(main, settings).await {
-                Ok(dev) => return Ok(dev),
-                Err(e) => {
-                    eprintln!("wrangler dev did not start, trying again on new ports: {e:#}");
-                    last = Some(e);
-                }
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("wrangler dev did not start")))
+        crate::process::on_fresh_ports("wrangler dev", || Self::start_once(main, settings)).await
     }
 
     async fn start_once(main: &std::path::Path, settings: &BTreeMap<String, String>) -> Result<WranglerDev> {

@@ -331,19 +331,20 @@ async fn readyz(State(s): State<Arc<AppState>>) -> (StatusCode, Json<serde_json:
     )
 }
 
-pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let h = headers
+/// The request's `Authorization` header, if it is text.
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    auth::authenticate(s.store.as_ref(), h).await
+        .and_then(|v| v.to_str().ok())
+}
+
+pub(crate) async fn caller(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    auth::authenticate(s.store.as_ref(), authorization(headers)).await
 }
 
 /// [`caller`] through this replica's key cache ([`auth::authenticate_cached`]).
 pub(crate) async fn caller_cached(s: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let h = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    auth::authenticate_cached(s.store.as_ref(), &s.api_keys, h).await
+    auth::authenticate_cached(s.store.as_ref(), &s.api_keys, authorization(headers)).await
 }
 
 /// One audit entry: who did what to which subject, and how it ended.
